@@ -1,0 +1,1 @@
+"""Dragonflow: distributed virtual routing for OpenStack Neutron in OpenFlow."""

@@ -1,0 +1,62 @@
+"""Configuration options, one INI file for every program (oslo.config).
+
+Options are registered on a ConfigOpts instance passed in by each program, so importing this
+module has no side effects and tests can build as many independent configurations as they like.
+"""
+from oslo_config import cfg
+
+store_opts = [
+    cfg.StrOpt('url', default='sqlite:////var/lib/dragonflow/nb.db',
+               help='Northbound store: sqlite:///<path>, etcd://<host:port>[,<host:port>...] '
+                    'or redis://<host:port>.'),
+    cfg.FloatOpt('timeout', default=5.0,
+                 help='Seconds a store operation may take before it fails as unavailable.'),
+]
+
+api_opts = [
+    cfg.HostAddressOpt('bind_host', default='127.0.0.1', help='Address df-api listens on.'),
+    cfg.PortOpt('bind_port', default=9696, help='TCP port df-api listens on.'),
+    cfg.StrOpt('default_project_id', default='demo',
+               help='Project used in noauth mode when a request names none '
+                    '(neither in its body nor in the X-Project-Id header).'),
+    cfg.IntOpt('default_mtu', default=1450,
+               help='MTU given to new networks: 1500 less the tunnel overhead.'),
+    cfg.StrOpt('base_mac', default='fa:16:3e:00:00:00',
+               help='MAC prefix for generated port MACs (the first three octets are kept).'),
+    cfg.IntOpt('workers', default=1, help='Number of df-api worker processes.'),
+]
+
+controller_opts = [
+    cfg.StrOpt('chassis_id', help='This chassis\' name in the store; defaults to the hostname.'),
+    cfg.StrOpt('tunnel_ip', default='127.0.0.1',
+               help='Underlay IP address tunnels to this chassis are sent to.'),
+    cfg.ListOpt('tunnel_types', default=['vxlan'], help='Tunnel encapsulations: vxlan, geneve.'),
+    cfg.StrOpt('ovsdb_connection', default='unix:/var/run/openvswitch/db.sock',
+               help='OVSDB endpoint of this chassis\' Open vSwitch.'),
+    cfg.StrOpt('integration_bridge', default='br-int', help='The integration bridge.'),
+    cfg.HostAddressOpt('openflow_listen_host', default='127.0.0.1',
+                       help='Address the OpenFlow controller listens on (OVS connects to it).'),
+    cfg.PortOpt('openflow_listen_port', default=6653, help='OpenFlow controller TCP port.'),
+    cfg.FloatOpt('heartbeat_interval', default=2.0,
+                 help='Seconds between chassis heartbeats written to the store.'),
+]
+
+
+def register_opts(conf):
+    """Register every Dragonflow option group on ``conf``."""
+    conf.register_opts(store_opts, group='store')
+    conf.register_opts(api_opts, group='api')
+    conf.register_opts(controller_opts, group='controller')
+
+
+def load(argv=None, conf=None):
+    """Parse ``argv`` (which may carry --config-file) into a new or given ConfigOpts."""
+    conf = conf or cfg.ConfigOpts()
+    register_opts(conf)
+    conf(args=argv or [], project='dragonflow', default_config_files=[])
+    return conf
+
+
+def list_opts():
+    """For oslo-config-generator: every group with its options."""
+    return [('store', store_opts), ('api', api_opts), ('controller', controller_opts)]

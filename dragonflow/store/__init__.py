@@ -1,0 +1,14 @@
+"""Northbound store: the contract (api) and one driver per module."""
+from urllib.parse import urlparse
+
+from dragonflow.store import api
+
+
+def connect(url: str, timeout: float = 5.0) -> api.Store:
+    """Open the store named by ``url``: sqlite:///path, etcd://h:p[,h:p], redis://h:p."""
+    scheme = urlparse(url).scheme
+    if scheme == 'sqlite':
+        from dragonflow.store.sqlite import SqliteStore
+        return SqliteStore(url[len('sqlite://'):], timeout=timeout)
+    raise ValueError(f'unknown store URL scheme {scheme!r} in {url!r} '
+                     '(expected sqlite://, etcd:// or redis://)')

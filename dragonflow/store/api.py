@@ -1,0 +1,167 @@
+"""The northbound store contract every driver implements (see docs/architecture.md).
+
+Objects are JSON documents keyed by (table, id). Every commit gets one store-wide revision,
+strictly greater than any before it; every object written by that commit carries it. Commits
+are atomic: all their operations apply, or none (a failed condition raises ``Conflict``).
+``watch`` yields every change after a revision, in revision order, exactly once; all changes of
+one commit come consecutively, in the order of the commit's operations. A watcher asking for
+history the store no longer keeps gets ``Compacted`` and must resync from ``snapshot()``.
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+import threading
+from typing import Iterator, Optional, Union
+
+# ``expect`` values of a condition: MUST_NOT_EXIST or the object's exact current revision.
+MUST_NOT_EXIST = 0
+
+
+class StoreError(Exception):
+    """Base of the store's errors."""
+
+
+class Conflict(StoreError):
+    """A condition of a commit did not hold; nothing was written."""
+
+    def __init__(self, table: str, id: str, expected: int, actual: Optional[int]):
+        super().__init__(f'{table}/{id}: expected revision {expected}, found {actual}')
+        self.table, self.id, self.expected, self.actual = table, id, expected, actual
+
+
+class Compacted(StoreError):
+    """The change log before the requested revision is gone: resync from snapshot()."""
+
+    def __init__(self, requested: int, oldest: int):
+        super().__init__(f'changes after {requested} compacted; oldest kept is {oldest}')
+        self.requested, self.oldest = requested, oldest
+
+
+class Unavailable(StoreError):
+    """The store cannot be reached within the configured timeout."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    """One object as stored: its document and the revision of the commit that wrote it."""
+    table: str
+    id: str
+    value: dict
+    revision: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    """One change: ``value`` is the new document, or None when the object was deleted."""
+    revision: int
+    table: str
+    id: str
+    value: Optional[dict]
+
+    @property
+    def deleted(self) -> bool:
+        return self.value is None
+
+
+@dataclasses.dataclass(frozen=True)
+class Put:
+    """Write ``value``; if ``expect`` is set the object's revision must equal it first."""
+    table: str
+    id: str
+    value: dict
+    expect: Optional[int] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Delete:
+    """Delete the object (it must exist); if ``expect`` is set its revision must equal it."""
+    table: str
+    id: str
+    expect: Optional[int] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """Write nothing; the commit fails unless the object's revision equals ``expect``."""
+    table: str
+    id: str
+    expect: int
+
+
+Operation = Union[Put, Delete, Check]
+
+
+class Store(abc.ABC):
+    """A northbound store connection. Thread-safe; one per process is enough."""
+
+    @abc.abstractmethod
+    def get(self, table: str, id: str) -> Optional[Record]:
+        """The object, or None."""
+
+    @abc.abstractmethod
+    def list(self, table: str) -> list[Record]:
+        """Every object of ``table``, ordered by id."""
+
+    @abc.abstractmethod
+    def snapshot(self) -> tuple[int, list[Record]]:
+        """A consistent view of every object and the revision it is current at."""
+
+    @abc.abstractmethod
+    def revision(self) -> int:
+        """The revision of the latest commit (0 for an empty store)."""
+
+    @abc.abstractmethod
+    def commit(self, operations: list[Operation]) -> int:
+        """Apply every operation atomically; return the new revision.
+
+        Raises Conflict when a condition fails (a Delete of a missing object is a failed
+        condition too). A commit with only Checks writes nothing and returns revision().
+        """
+
+    @abc.abstractmethod
+    def allocate_key(self, kind: str) -> int:
+        """A positive integer never returned before for ``kind`` (atomic across processes)."""
+
+    @abc.abstractmethod
+    def changes(self, after: int, limit: int = 1000) -> list[Event]:
+        """Changes with revision > ``after``, oldest first; whole commits only.
+
+        Raises Compacted when changes after ``after`` are no longer all kept.
+        """
+
+    @abc.abstractmethod
+    def wait(self, after: int, timeout: float) -> bool:
+        """Block until a revision > ``after`` exists or ``timeout`` passes; True if it does."""
+
+    @abc.abstractmethod
+    def compact(self, revision: int) -> None:
+        """Forget the change log up to and including ``revision``."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+    # Conveniences built on the primitives above, shared by every driver.
+
+    def put(self, table: str, id: str, value: dict, expect: Optional[int] = None) -> int:
+        return self.commit([Put(table, id, value, expect)])
+
+    def delete(self, table: str, id: str, expect: Optional[int] = None) -> int:
+        return self.commit([Delete(table, id, expect)])
+
+    def watch(self, after: int, stop: Optional[threading.Event] = None,
+              poll: float = 1.0) -> Iterator[Event]:
+        """Yield every change after revision ``after``, forever or until ``stop`` is set.
+
+        Raises Compacted (see changes()); the caller resyncs from snapshot() and watches again
+        from the snapshot's revision.
+        """
+        stop = stop or threading.Event()
+        while not stop.is_set():
+            batch = self.changes(after)
+            if not batch:
+                self.wait(after, poll)
+                continue
+            for event in batch:
+                yield event
+            after = batch[-1].revision

@@ -1,0 +1,188 @@
+"""The embedded store: one sqlite file in WAL mode, shared by every process on the machine.
+
+A commit runs in one ``BEGIN IMMEDIATE`` transaction (sqlite's single writer lock), so its
+conditions, its writes, its change-log rows and the revision counter move together. Watchers
+poll the revision counter; WAL lets them read while a writer commits.
+"""
+import json
+import os
+import sqlite3
+import threading
+import time
+from typing import Optional
+
+from dragonflow.store import api
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS objects (
+    tbl TEXT NOT NULL, id TEXT NOT NULL, value TEXT NOT NULL, revision INTEGER NOT NULL,
+    PRIMARY KEY (tbl, id));
+CREATE TABLE IF NOT EXISTS changes (
+    revision INTEGER NOT NULL, seq INTEGER NOT NULL, tbl TEXT NOT NULL, id TEXT NOT NULL,
+    value TEXT, PRIMARY KEY (revision, seq));
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO counters VALUES ('revision', 0), ('compacted', 0);
+"""
+WAIT_POLL_SECONDS = 0.01
+
+
+class SqliteStore(api.Store):
+    def __init__(self, path: str, timeout: float = 5.0):
+        self.path = path
+        self.timeout = timeout
+        self._local = threading.local()
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+        try:
+            self._db().executescript(SCHEMA)
+        except sqlite3.OperationalError as e:
+            raise api.Unavailable(str(e)) from e
+
+    # Connections are per thread: sqlite3 objects must not cross threads.
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, 'db', None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None,
+                                 check_same_thread=False)
+            db.execute('PRAGMA journal_mode=WAL')
+            db.execute('PRAGMA synchronous=NORMAL')
+            self._local.db = db
+        return db
+
+    def _transaction(self, immediate=False):
+        return _Transaction(self._db(), immediate)
+
+    def get(self, table, id):
+        row = self._query('SELECT value, revision FROM objects WHERE tbl=? AND id=?',
+                          (table, id))
+        return api.Record(table, id, json.loads(row[0][0]), row[0][1]) if row else None
+
+    def list(self, table):
+        rows = self._query('SELECT id, value, revision FROM objects WHERE tbl=? ORDER BY id',
+                           (table,))
+        return [api.Record(table, id, json.loads(value), rev) for id, value, rev in rows]
+
+    def snapshot(self):
+        with self._transaction() as db:
+            revision = _counter(db, 'revision')
+            rows = db.execute('SELECT tbl, id, value, revision FROM objects '
+                              'ORDER BY tbl, id').fetchall()
+        return revision, [api.Record(t, i, json.loads(v), r) for t, i, v, r in rows]
+
+    def revision(self):
+        return self._query("SELECT value FROM counters WHERE name='revision'")[0][0]
+
+    def commit(self, operations):
+        with self._transaction(immediate=True) as db:
+            for op in operations:
+                _check(db, op)
+            revision = _counter(db, 'revision')
+            writes = [op for op in operations if not isinstance(op, api.Check)]
+            if not writes:
+                return revision
+            revision += 1
+            for seq, op in enumerate(writes):
+                value = json.dumps(op.value) if isinstance(op, api.Put) else None
+                if value is None:
+                    db.execute('DELETE FROM objects WHERE tbl=? AND id=?', (op.table, op.id))
+                else:
+                    db.execute('INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?)',
+                               (op.table, op.id, value, revision))
+                db.execute('INSERT INTO changes VALUES (?, ?, ?, ?, ?)',
+                           (revision, seq, op.table, op.id, value))
+            db.execute("UPDATE counters SET value=? WHERE name='revision'", (revision,))
+            return revision
+
+    def allocate_key(self, kind):
+        name = 'key:' + kind
+        with self._transaction(immediate=True) as db:
+            db.execute('INSERT OR IGNORE INTO counters VALUES (?, 0)', (name,))
+            db.execute('UPDATE counters SET value = value + 1 WHERE name=?', (name,))
+            return _counter(db, name)
+
+    def changes(self, after, limit=1000):
+        with self._transaction() as db:
+            compacted = _counter(db, 'compacted')
+            if after < compacted:
+                raise api.Compacted(after, compacted)
+            # Whole commits only: take revisions up to the limit'th change's revision.
+            last = db.execute('SELECT revision FROM changes WHERE revision > ? '
+                              'ORDER BY revision, seq LIMIT 1 OFFSET ?',
+                              (after, max(limit - 1, 0))).fetchone()
+            bound = last[0] if last else _counter(db, 'revision')
+            rows = db.execute('SELECT revision, tbl, id, value FROM changes '
+                              'WHERE revision > ? AND revision <= ? ORDER BY revision, seq',
+                              (after, bound)).fetchall()
+        return [api.Event(r, t, i, json.loads(v) if v is not None else None)
+                for r, t, i, v in rows]
+
+    def wait(self, after, timeout):
+        deadline = time.monotonic() + timeout
+        while self.revision() <= after:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            time.sleep(min(WAIT_POLL_SECONDS, remaining))
+        return True
+
+    def compact(self, revision):
+        with self._transaction(immediate=True) as db:
+            revision = min(revision, _counter(db, 'revision'))
+            if revision <= _counter(db, 'compacted'):
+                return
+            db.execute('DELETE FROM changes WHERE revision <= ?', (revision,))
+            db.execute("UPDATE counters SET value=? WHERE name='compacted'", (revision,))
+
+    def close(self):
+        db = getattr(self._local, 'db', None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+    def _query(self, sql, params=()):
+        try:
+            return self._db().execute(sql, params).fetchall()
+        except sqlite3.OperationalError as e:
+            raise api.Unavailable(str(e)) from e
+
+
+def _counter(db, name) -> int:
+    return db.execute('SELECT value FROM counters WHERE name=?', (name,)).fetchone()[0]
+
+
+def _check(db, op: api.Operation) -> None:
+    if op.expect is None and not isinstance(op, api.Delete):
+        return
+    row = db.execute('SELECT revision FROM objects WHERE tbl=? AND id=?',
+                     (op.table, op.id)).fetchone()
+    actual: Optional[int] = row[0] if row else None
+    if isinstance(op, api.Delete) and actual is None:
+        raise api.Conflict(op.table, op.id, op.expect or -1, None)
+    if op.expect is None:
+        return
+    if (op.expect == api.MUST_NOT_EXIST and actual is not None) or \
+            (op.expect != api.MUST_NOT_EXIST and actual != op.expect):
+        raise api.Conflict(op.table, op.id, op.expect, actual)
+
+
+class _Transaction:
+    """BEGIN ... COMMIT/ROLLBACK; IMMEDIATE takes the write lock up front."""
+
+    def __init__(self, db: sqlite3.Connection, immediate: bool):
+        self.db, self.immediate = db, immediate
+
+    def __enter__(self):
+        try:
+            self.db.execute('BEGIN IMMEDIATE' if self.immediate else 'BEGIN')
+        except sqlite3.OperationalError as e:
+            raise api.Unavailable(str(e)) from e
+        return self.db
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.db.execute('COMMIT')
+        else:
+            self.db.execute('ROLLBACK')
+            if issubclass(exc_type, sqlite3.OperationalError):
+                raise api.Unavailable(str(exc)) from exc
+        return False
