@@ -1,0 +1,1 @@
+"""The local controller: store watcher, topology cache, apps, reconciler, switch adapters."""

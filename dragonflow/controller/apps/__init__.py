@@ -1,0 +1,27 @@
+"""The apps: each a pure function from the topology to the flows it wants.
+
+An app module has NAME and ``flows(topology) -> iterable of Flow``. Its position in APPS is its
+id, written into the top byte of every flow's cookie so a flow in the switch names its owner.
+"""
+import dataclasses
+
+from dragonflow.controller import flows as of
+from dragonflow.controller.apps import arp_responder, classifier, l2, l3, output
+
+APPS = (classifier, arp_responder, l2, l3, output)
+APP_IDS = {app.NAME: index + 1 for index, app in enumerate(APPS)}
+APP_NAMES = {index: name for name, index in APP_IDS.items()}
+
+
+def desired_flows(topology) -> list[of.Flow]:
+    """Every app's flows, each stamped with its app's cookie."""
+    result = []
+    for app in APPS:
+        app_bits = of.cookie(APP_IDS[app.NAME])
+        result.extend(dataclasses.replace(flow, cookie=flow.cookie | app_bits)
+                      for flow in app.flows(topology))
+    return result
+
+
+def app_name(cookie: int) -> str:
+    return APP_NAMES.get(cookie >> of.COOKIE_APP_SHIFT, 'unknown')

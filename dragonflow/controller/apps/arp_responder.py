@@ -1,0 +1,33 @@
+"""Table arp_responder: ARP requests for addresses the topology knows (router interfaces and
+ports, local or not) are answered on the chassis, straight back out of the asking port, so ARP
+never floods the network or crosses a tunnel."""
+from dragonflow.controller import pipeline as p
+from dragonflow.controller.flows import IN_PORT, Match, Move, Output, SetField
+from dragonflow.controller.topology import ipv4_addresses
+
+NAME = 'arp_responder'
+
+
+def flows(topology):
+    yield p.SERVICES.flow(100, Match(eth_type=p.ETH_TYPE_ARP), [p.ARP_RESPONDER.goto()])
+    yield p.ARP_RESPONDER.flow(0, Match(), [p.L2_LOOKUP.goto()])
+    answered = set()
+    for network in topology.networks.values():
+        for port in topology.ports_on(network.id):
+            for ip in ipv4_addresses(port):
+                if (network.key, ip) not in answered:
+                    answered.add((network.key, ip))
+                    yield _reply(network.key, ip, port.mac_address, port.key)
+
+
+def _reply(network_key: int, ip: str, mac: str, port_key: int):
+    """Turn the request into the reply in place: swap the addresses, fill in the answer."""
+    return p.ARP_RESPONDER.flow(
+        100,
+        Match(metadata=network_key, eth_type=p.ETH_TYPE_ARP, arp_op=p.ARP_REQUEST, arp_tpa=ip),
+        [Move('eth_src', 'eth_dst', 48), SetField('eth_src', mac),
+         SetField('arp_op', p.ARP_REPLY),
+         Move('arp_sha', 'arp_tha', 48), Move('arp_spa', 'arp_tpa', 32),
+         SetField('arp_sha', mac), SetField('arp_spa', ip),
+         Output(IN_PORT)],
+        cookie=port_key)

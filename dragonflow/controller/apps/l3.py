@@ -1,0 +1,58 @@
+"""Distributed east-west routing. In l2_lookup, a frame to a router interface's MAC gets the
+router's key (reg5) and goes to table l3; there a flow per destination does what a router does
+(dec_ttl, source MAC = the router's MAC on the destination subnet, destination MAC = the
+destination's) and hands the packet to the destination network. Longest prefix wins: the
+priority is 100 + the prefix length, so a port (/32) beats an extra route covering it."""
+import ipaddress
+
+from dragonflow.controller import pipeline as p
+from dragonflow.controller.flows import DecTTL, Match, SetField
+from dragonflow.controller.topology import ipv4_addresses
+
+NAME = 'l3'
+ROUTE_PRIORITY_BASE = 100
+
+
+def flows(topology):
+    for router in topology.routers.values():
+        interfaces = [i for i in topology.router_interfaces(router) if i.subnet.ip_version == 4]
+        yield from _router_macs(router, interfaces)
+        hosts = dict(_hosts(topology, interfaces))
+        for ip, actions in hosts.items():
+            yield _route(router, f'{ip}/32', actions)
+        for route in router.routes:
+            actions = hosts.get(route.nexthop)
+            prefix = ipaddress.ip_network(route.destination, strict=False)
+            if actions and prefix.version == 4 and prefix.prefixlen < 32:
+                yield _route(router, str(prefix), actions)
+
+
+def _router_macs(router, interfaces):
+    for interface in interfaces:
+        yield p.L2_LOOKUP.flow(
+            100, Match(metadata=interface.network.key, eth_dst=interface.port.mac_address),
+            [SetField(p.ROUTER_REG, router.key), p.L3.goto()], cookie=router.key)
+
+
+def _hosts(topology, interfaces):
+    """(IP, forwarding actions) for every VM address on the router's subnets."""
+    for interface in interfaces:
+        subnet = ipaddress.ip_network(interface.subnet.cidr)
+        for port in topology.vm_ports_on(interface.network.id):
+            for ip in ipv4_addresses(port):
+                if ipaddress.ip_address(ip) in subnet:
+                    yield ip, (DecTTL(),
+                               SetField('eth_src', interface.port.mac_address),
+                               SetField('eth_dst', port.mac_address),
+                               SetField(p.NETWORK_REG, interface.network.key),
+                               SetField(p.DESTINATION_PORT_REG, port.key),
+                               p.EGRESS_DISPATCH.goto())
+
+
+def _route(router, destination: str, actions):
+    prefix = ipaddress.ip_network(destination)
+    address = str(prefix.network_address)
+    ipv4_dst = address if prefix.prefixlen == 32 else (address, str(prefix.netmask))
+    return p.L3.flow(ROUTE_PRIORITY_BASE + prefix.prefixlen,
+                     Match(reg5=router.key, eth_type=p.ETH_TYPE_IPV4, ipv4_dst=ipv4_dst),
+                     actions, cookie=router.key)

@@ -1,0 +1,13 @@
+"""Tables egress_dispatch and output for ports plugged on this chassis: reg7 names the port,
+the output table knows its OpenFlow port number."""
+from dragonflow.controller import pipeline as p
+from dragonflow.controller.flows import Match, Output
+
+NAME = 'output'
+
+
+def flows(topology):
+    for port, ofport in topology.local_ports():
+        yield p.EGRESS_DISPATCH.flow(100, Match(reg7=port.key), [p.OUTPUT.goto()],
+                                     cookie=port.key)
+        yield p.OUTPUT.flow(100, Match(reg7=port.key), [Output(ofport)], cookie=port.key)

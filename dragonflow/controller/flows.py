@@ -1,0 +1,127 @@
+"""Flows as plain values: what apps produce, what the reconciler diffs and installs.
+
+A flow is identified by (table, priority, match), as OpenFlow identifies it; two flows with the
+same identity and different actions are a bug in the apps. Matches and actions use os-ken's
+OXM field names (eth_dst, ipv4_dst, reg7, metadata, tunnel_id, ...), and values in the form
+os-ken parses them back from the switch (MACs lower-case strings, IPv4 dotted strings, masked
+fields as (value, mask)), so flows read from br-int compare equal to flows the apps made.
+"""
+import dataclasses
+from typing import Union
+
+# Cookie layout: the owning app in the top byte, the owning object's data-plane key below.
+COOKIE_APP_SHIFT = 56
+COOKIE_OBJECT_MASK = (1 << COOKIE_APP_SHIFT) - 1
+
+MatchValue = Union[int, str, tuple]
+
+
+class Match(tuple):
+    """An immutable, canonical (sorted) set of (field, value) pairs."""
+
+    def __new__(cls, **fields: MatchValue):
+        return super().__new__(cls, sorted((k, _canonical(v)) for k, v in fields.items()))
+
+    @classmethod
+    def from_pairs(cls, pairs):
+        return cls(**dict(pairs))
+
+    def __getitem__(self, field):  # type: ignore[override]
+        if isinstance(field, int):
+            return tuple.__getitem__(self, field)
+        return dict(self)[field]
+
+    def get(self, field, default=None):
+        return dict(self).get(field, default)
+
+    def fields(self) -> set[str]:
+        return {k for k, _ in self}
+
+    def __repr__(self):
+        return 'Match(' + ', '.join(f'{k}={v!r}' for k, v in self) + ')'
+
+
+def _canonical(value: MatchValue) -> MatchValue:
+    if isinstance(value, str):
+        return value.lower()
+    if isinstance(value, tuple):
+        return tuple(_canonical(v) for v in value)
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Output:
+    port: int
+
+
+@dataclasses.dataclass(frozen=True)
+class SetField:
+    field: str
+    value: Union[int, str]
+
+    def __post_init__(self):
+        object.__setattr__(self, 'value', _canonical(self.value))
+
+
+@dataclasses.dataclass(frozen=True)
+class Move:
+    """Copy ``n_bits`` from ``src`` to ``dst`` (Nicira reg_move)."""
+    src: str
+    dst: str
+    n_bits: int
+
+
+@dataclasses.dataclass(frozen=True)
+class DecTTL:
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Resubmit:
+    """Run the packet through ``table`` and come back (Nicira resubmit)."""
+    table: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Goto:
+    """Continue in ``table``; only as the last action (OpenFlow goto_table instruction)."""
+    table: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ToController:
+    """Send the packet to the controller (packet-in)."""
+    max_len: int = 0xffff
+
+
+Action = Union[Output, SetField, Move, DecTTL, Resubmit, Goto, ToController]
+
+# OpenFlow reserved port: send the packet back out of the port it came in on.
+IN_PORT = 0xfffffff8
+
+
+@dataclasses.dataclass(frozen=True)
+class Flow:
+    table: int
+    priority: int
+    match: Match
+    actions: tuple = ()
+    cookie: int = 0
+
+    def __post_init__(self):
+        for action in self.actions[:-1]:
+            if isinstance(action, Goto):
+                raise ValueError(f'Goto must be the last action: {self}')
+
+    @property
+    def key(self) -> tuple:
+        """The identity of the flow in the switch."""
+        return (self.table, self.priority, self.match)
+
+    @property
+    def app_id(self) -> int:
+        return self.cookie >> COOKIE_APP_SHIFT
+
+
+def cookie(app_id: int, object_key: int = 0) -> int:
+    return (app_id << COOKIE_APP_SHIFT) | (object_key & COOKIE_OBJECT_MASK)

@@ -1,0 +1,82 @@
+"""The br-int pipeline, declared once: every table's number, purpose, the fields its flows may
+match, and the tables they may continue in. Code refers to tables by these objects, never by
+number, and every flow is checked against its table's declaration when it is built.
+
+Registers: metadata = network key, reg6 = source port key, reg7 = destination port key,
+reg5 = router key. A miss in any table drops the packet (br-int is fail-mode secure and no table
+has a table-miss flow that says otherwise). docs/pipeline.md describes each table in prose.
+"""
+import dataclasses
+
+from dragonflow.controller.flows import Flow, Goto, Match, Resubmit
+
+NETWORK_REG = 'metadata'
+SOURCE_PORT_REG = 'reg6'
+DESTINATION_PORT_REG = 'reg7'
+ROUTER_REG = 'reg5'
+
+ETH_TYPE_IPV4 = 0x0800
+ETH_TYPE_ARP = 0x0806
+ARP_REQUEST = 1
+ARP_REPLY = 2
+
+_L2 = {'metadata', 'eth_src', 'eth_dst', 'eth_type'}
+_L3 = _L2 | {'ip_proto', 'ipv4_src', 'ipv4_dst'}
+_ARP = _L2 | {'arp_op', 'arp_tpa', 'arp_spa', 'arp_sha'}
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+    name: str
+    number: int
+    purpose: str
+    match_fields: frozenset
+    next_tables: tuple = ()
+
+    def flow(self, priority: int, match: Match, actions=(), cookie: int = 0) -> Flow:
+        """A flow in this table, refused if it matches or jumps where the table may not."""
+        undeclared = match.fields() - self.match_fields
+        if undeclared:
+            raise ValueError(f'table {self.name} does not match on {sorted(undeclared)}')
+        for action in actions:
+            if isinstance(action, (Goto, Resubmit)) and \
+                    BY_NUMBER[action.table].name not in self.next_tables:
+                raise ValueError(f'table {self.name} may not continue in table {action.table}')
+        return Flow(self.number, priority, match, tuple(actions), cookie)
+
+    def goto(self) -> Goto:
+        return Goto(self.number)
+
+    def resubmit(self) -> Resubmit:
+        return Resubmit(self.number)
+
+
+CLASSIFY = Table(
+    'classify', 0, 'local VM port: set reg6 and metadata; tunnel port: metadata from tun_id',
+    frozenset({'in_port', 'tunnel_id'}), ('services', 'remote_ingress'))
+SERVICES = Table(
+    'services', 20, 'ARP to the responder, everything else to L2 lookup',
+    frozenset(_L2), ('arp_responder', 'l2_lookup'))
+ARP_RESPONDER = Table(
+    'arp_responder', 21, 'answer ARP requests for router interface IPs and known port IPs',
+    frozenset(_ARP), ('l2_lookup',))
+L2_LOOKUP = Table(
+    'l2_lookup', 30, 'router MAC to L3; known port MAC to its reg7; broadcast to every port',
+    frozenset(_L2), ('l3', 'egress_dispatch'))
+REMOTE_INGRESS = Table(
+    'remote_ingress', 35, 'packets from tunnels: destination MAC to a local port',
+    frozenset(_L2), ('egress_dispatch',))
+L3 = Table(
+    'l3', 40, 'route by destination IP: dec_ttl, rewrite MACs, set the destination network/port',
+    frozenset(_L3 | {ROUTER_REG}), ('egress_dispatch',))
+EGRESS_DISPATCH = Table(
+    'egress_dispatch', 60, 'local destination port to output; remote one to its tunnel',
+    frozenset({NETWORK_REG, DESTINATION_PORT_REG}), ('output',))
+OUTPUT = Table(
+    'output', 80, 'reg7 to the port\'s OpenFlow port number',
+    frozenset({DESTINATION_PORT_REG}), ())
+
+TABLES = (CLASSIFY, SERVICES, ARP_RESPONDER, L2_LOOKUP, REMOTE_INGRESS, L3, EGRESS_DISPATCH,
+          OUTPUT)
+BY_NUMBER = {t.number: t for t in TABLES}
+BY_NAME = {t.name: t for t in TABLES}

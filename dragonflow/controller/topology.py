@@ -1,0 +1,73 @@
+"""What the apps see: the cached topology plus this chassis' VM interfaces, as one immutable
+snapshot with the lookups the apps share."""
+import dataclasses
+import functools
+import ipaddress
+from typing import Optional
+
+from dragonflow.model import Chassis, Network, Port, Router, Subnet
+
+
+@dataclasses.dataclass(frozen=True)
+class RouterInterface:
+    router: Router
+    port: Port
+    subnet: Subnet
+    network: Network
+
+    @property
+    def ip(self) -> str:
+        return next(f.ip_address for f in self.port.fixed_ips if f.subnet_id == self.subnet.id)
+
+
+@dataclasses.dataclass(frozen=True)
+class Topology:
+    chassis_id: str
+    networks: dict[str, Network]
+    subnets: dict[str, Subnet]
+    ports: dict[str, Port]
+    routers: dict[str, Router]
+    chassis: dict[str, Chassis]
+    ofports: dict[str, int]  # port id -> OpenFlow port number, for VMs plugged on this chassis
+
+    def __hash__(self):
+        return id(self)
+
+    @functools.cached_property
+    def _ports_by_network(self) -> dict[str, list[Port]]:
+        index: dict[str, list[Port]] = {}
+        for port in sorted(self.ports.values(), key=lambda p: p.key):
+            index.setdefault(port.network_id, []).append(port)
+        return index
+
+    def ports_on(self, network_id: str) -> list[Port]:
+        """Every port of the network, router interfaces included, in port key order."""
+        return self._ports_by_network.get(network_id, [])
+
+    def vm_ports_on(self, network_id: str) -> list[Port]:
+        return [p for p in self.ports_on(network_id) if not p.is_router_interface]
+
+    def local_ports(self) -> list[tuple[Port, int]]:
+        """Ports plugged on this chassis that the store knows, with their OpenFlow port."""
+        return [(self.ports[pid], ofport) for pid, ofport in sorted(self.ofports.items())
+                if pid in self.ports and self.ports[pid].network_id in self.networks]
+
+    def network_of(self, port: Port) -> Optional[Network]:
+        return self.networks.get(port.network_id)
+
+    def router_interfaces(self, router: Router) -> list[RouterInterface]:
+        """The router's interfaces whose port, subnet and network are all known."""
+        result = []
+        for interface in router.interfaces:
+            port = self.ports.get(interface.port_id)
+            subnet = self.subnets.get(interface.subnet_id)
+            network = self.networks.get(subnet.network_id) if subnet else None
+            if port and subnet and network and \
+                    any(f.subnet_id == subnet.id for f in port.fixed_ips):
+                result.append(RouterInterface(router, port, subnet, network))
+        return result
+
+
+def ipv4_addresses(port: Port) -> list[str]:
+    return [f.ip_address for f in port.fixed_ips
+            if ipaddress.ip_address(f.ip_address).version == 4]

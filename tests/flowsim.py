@@ -1,0 +1,111 @@
+"""A flow-table simulator: an in-process model of OpenFlow tables (as Faucet's fakeoftable).
+
+It is a Switch for the reconciler (apply/dump_flows) and runs a packet, given as a dict of OXM
+fields, through the installed flows: highest-priority match per table, actions applied in order,
+goto_table, Nicira resubmit and reg_move, dec_ttl. The result is every copy that leaves the
+switch: the output port and the headers it leaves with.
+"""
+import dataclasses
+import ipaddress
+
+from dragonflow.controller import flows as of
+
+MAC_FIELDS = {'eth_src', 'eth_dst', 'arp_sha', 'arp_tha'}
+IPV4_FIELDS = {'ipv4_src', 'ipv4_dst', 'arp_spa', 'arp_tpa'}
+MAX_RESUBMIT_DEPTH = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class Delivery:
+    port: int
+    packet: dict
+
+
+class FlowTableSimulator:
+    def __init__(self):
+        self.flows: dict[tuple, of.Flow] = {}
+        self.bundles = 0
+
+    # The Switch protocol of the reconciler.
+    def dump_flows(self):
+        return list(self.flows.values())
+
+    def apply(self, deletes, adds):
+        self.bundles += 1
+        for flow in deletes:
+            del self.flows[flow.key]
+        for flow in adds:
+            self.flows[flow.key] = flow
+
+    # Running packets.
+    def run(self, in_port: int, **packet) -> list[Delivery]:
+        """Every copy of the packet that leaves the switch, in order."""
+        state = {'in_port': in_port, 'metadata': 0, 'ip_ttl': 64, **packet}
+        out: list[Delivery] = []
+        self._table(0, state, out, depth=0)
+        return out
+
+    def outputs(self, in_port: int, **packet) -> list[int]:
+        return [d.port for d in self.run(in_port, **packet)]
+
+    def table(self, number: int) -> list[of.Flow]:
+        return sorted((f for f in self.flows.values() if f.table == number),
+                      key=lambda f: -f.priority)
+
+    def _table(self, number, state, out, depth):
+        if depth > MAX_RESUBMIT_DEPTH:
+            raise RuntimeError('resubmit loop')
+        for flow in self.table(number):
+            if all(_matches(state, field, value) for field, value in flow.match):
+                self._actions(flow.actions, state, out, depth)
+                return
+        # A table miss drops the packet.
+
+    def _actions(self, actions, state, out, depth):
+        for action in actions:
+            if isinstance(action, of.SetField):
+                state[action.field] = action.value
+            elif isinstance(action, of.Move):
+                state[action.dst] = state.get(action.src)
+            elif isinstance(action, of.DecTTL):
+                state['ip_ttl'] -= 1
+                if state['ip_ttl'] <= 0:
+                    return
+            elif isinstance(action, of.Output):
+                port = state['in_port'] if action.port == of.IN_PORT else action.port
+                if port != state['in_port'] or action.port == of.IN_PORT:
+                    out.append(Delivery(port, _headers(state)))
+            elif isinstance(action, of.Resubmit):
+                self._table(action.table, state, out, depth + 1)
+            elif isinstance(action, of.Goto):
+                self._table(action.table, state, out, depth + 1)
+            elif isinstance(action, of.ToController):
+                out.append(Delivery(-1, _headers(state)))
+            else:
+                raise NotImplementedError(action)
+
+
+def _headers(state: dict) -> dict:
+    return {k: v for k, v in state.items() if not k.startswith('reg') and k != 'metadata'}
+
+
+def _matches(state, field, value) -> bool:
+    actual = state.get(field)
+    if actual is None:
+        return False
+    if isinstance(value, tuple):
+        expected, mask = value
+        return _masked(field, actual, mask) == _masked(field, expected, mask)
+    return _normal(field, actual) == _normal(field, value)
+
+
+def _normal(field, value):
+    return value.lower() if isinstance(value, str) else value
+
+
+def _masked(field, value, mask):
+    if field in MAC_FIELDS:
+        return int(value.replace(':', ''), 16) & int(mask.replace(':', ''), 16)
+    if field in IPV4_FIELDS:
+        return int(ipaddress.ip_address(value)) & int(ipaddress.ip_address(mask))
+    return value & mask
