@@ -34,6 +34,9 @@ controller_opts = [
     cfg.StrOpt('ovsdb_connection', default='unix:/var/run/openvswitch/db.sock',
                help='OVSDB endpoint of this chassis\' Open vSwitch.'),
     cfg.StrOpt('integration_bridge', default='br-int', help='The integration bridge.'),
+    cfg.StrOpt('datapath_type', default='system', choices=['system', 'netdev'],
+               help='Datapath of the integration bridge when the controller creates it: '
+                    'system (kernel module) or netdev (userspace).'),
     cfg.HostAddressOpt('openflow_listen_host', default='127.0.0.1',
                        help='Address the OpenFlow controller listens on (OVS connects to it).'),
     cfg.PortOpt('openflow_listen_port', default=6653, help='OpenFlow controller TCP port.'),

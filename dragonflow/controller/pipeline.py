@@ -22,7 +22,7 @@ ARP_REPLY = 2
 
 _L2 = {'metadata', 'eth_src', 'eth_dst', 'eth_type'}
 _L3 = _L2 | {'ip_proto', 'ipv4_src', 'ipv4_dst'}
-_ARP = _L2 | {'arp_op', 'arp_tpa', 'arp_spa', 'arp_sha'}
+_ARP = _L2 | {'arp_op', 'arp_tpa', 'arp_spa', 'arp_sha', SOURCE_PORT_REG}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +40,7 @@ class Table:
             raise ValueError(f'table {self.name} does not match on {sorted(undeclared)}')
         for action in actions:
             if isinstance(action, (Goto, Resubmit)) and \
-                    BY_NUMBER[action.table].name not in self.next_tables:
+                    _name(action.table) not in self.next_tables:
                 raise ValueError(f'table {self.name} may not continue in table {action.table}')
         return Flow(self.number, priority, match, tuple(actions), cookie)
 
@@ -80,3 +80,8 @@ TABLES = (CLASSIFY, SERVICES, ARP_RESPONDER, L2_LOOKUP, REMOTE_INGRESS, L3, EGRE
           OUTPUT)
 BY_NUMBER = {t.number: t for t in TABLES}
 BY_NAME = {t.name: t for t in TABLES}
+
+
+def _name(number: int) -> str:
+    table = BY_NUMBER.get(number)
+    return table.name if table else f'undeclared table {number}'

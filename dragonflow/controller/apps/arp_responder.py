@@ -1,6 +1,11 @@
 """Table arp_responder: ARP requests for addresses the topology knows (router interfaces and
 ports, local or not) are answered on the chassis, straight back out of the asking port, so ARP
-never floods the network or crosses a tunnel."""
+never floods the network or crosses a tunnel.
+
+A port's request for its own address (a gratuitous ARP, or the probe of duplicate address
+detection that DHCP clients send) is not answered: an answer would tell the port that someone
+else holds its address. It goes on to L2 lookup like any request, so a real duplicate answers.
+"""
 from dragonflow.controller import pipeline as p
 from dragonflow.controller.flows import IN_PORT, Match, Move, Output, SetField
 from dragonflow.controller.topology import ipv4_addresses
@@ -11,6 +16,9 @@ NAME = 'arp_responder'
 def flows(topology):
     yield p.SERVICES.flow(100, Match(eth_type=p.ETH_TYPE_ARP), [p.ARP_RESPONDER.goto()])
     yield p.ARP_RESPONDER.flow(0, Match(), [p.L2_LOOKUP.goto()])
+    for port, _ in topology.local_ports():
+        for ip in ipv4_addresses(port):
+            yield _own_address(topology.network_of(port).key, ip, port.key)
     answered = set()
     for network in topology.networks.values():
         for port in topology.ports_on(network.id):
@@ -31,3 +39,11 @@ def _reply(network_key: int, ip: str, mac: str, port_key: int):
          SetField('arp_sha', mac), SetField('arp_spa', ip),
          Output(IN_PORT)],
         cookie=port_key)
+
+
+def _own_address(network_key: int, ip: str, port_key: int):
+    return p.ARP_RESPONDER.flow(
+        110,
+        Match(metadata=network_key, reg6=port_key, eth_type=p.ETH_TYPE_ARP,
+              arp_op=p.ARP_REQUEST, arp_tpa=ip),
+        [p.L2_LOOKUP.goto()], cookie=port_key)

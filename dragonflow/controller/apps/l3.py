@@ -2,7 +2,9 @@
 router's key (reg5) and goes to table l3; there a flow per destination does what a router does
 (dec_ttl, source MAC = the router's MAC on the destination subnet, destination MAC = the
 destination's) and hands the packet to the destination network. Longest prefix wins: the
-priority is 100 + the prefix length, so a port (/32) beats an extra route covering it."""
+priority is 100 + the prefix length, so a port (/32) beats an extra route covering it.
+Extra routes whose nexthop is a VM port on one of the router's subnets forward their prefix to
+that port the same way."""
 import ipaddress
 
 from dragonflow.controller import pipeline as p
@@ -17,14 +19,21 @@ def flows(topology):
     for router in topology.routers.values():
         interfaces = [i for i in topology.router_interfaces(router) if i.subnet.ip_version == 4]
         yield from _router_macs(router, interfaces)
-        hosts = dict(_hosts(topology, interfaces))
-        for ip, actions in hosts.items():
-            yield _route(router, f'{ip}/32', actions)
-        for route in router.routes:
-            actions = hosts.get(route.nexthop)
-            prefix = ipaddress.ip_network(route.destination, strict=False)
-            if actions and prefix.version == 4 and prefix.prefixlen < 32:
-                yield _route(router, str(prefix), actions)
+        for prefix, actions in _routes(router, dict(_hosts(topology, interfaces))).items():
+            yield _route(router, prefix, actions)
+
+
+def _routes(router, hosts) -> dict:
+    """Forwarding actions by destination prefix: every host, then the usable extra routes."""
+    routes = {ipaddress.ip_network(f'{ip}/32'): actions for ip, actions in hosts.items()}
+    for route in sorted(router.routes, key=lambda r: r.nexthop):
+        actions = hosts.get(route.nexthop)
+        prefix = ipaddress.ip_network(route.destination, strict=False)
+        if actions and prefix.version == 4:
+            # A port's own address stays direct; of several routes to one prefix (ECMP is not
+            # done) the one with the lowest nexthop wins, in whatever order they come.
+            routes.setdefault(prefix, actions)
+    return routes
 
 
 def _router_macs(router, interfaces):
@@ -49,10 +58,12 @@ def _hosts(topology, interfaces):
                                p.EGRESS_DISPATCH.goto())
 
 
-def _route(router, destination: str, actions):
-    prefix = ipaddress.ip_network(destination)
+def _route(router, prefix: ipaddress.IPv4Network, actions):
+    """Match the prefix the way the switch reports it back: a /32 unmasked, a /0 not at all."""
     address = str(prefix.network_address)
-    ipv4_dst = address if prefix.prefixlen == 32 else (address, str(prefix.netmask))
+    match = {'ipv4_dst': address if prefix.prefixlen == 32 else (address, str(prefix.netmask))}
+    if prefix.prefixlen == 0:
+        match = {}
     return p.L3.flow(ROUTE_PRIORITY_BASE + prefix.prefixlen,
-                     Match(reg5=router.key, eth_type=p.ETH_TYPE_IPV4, ipv4_dst=ipv4_dst),
+                     Match(reg5=router.key, eth_type=p.ETH_TYPE_IPV4, **match),
                      actions, cookie=router.key)

@@ -1,0 +1,266 @@
+"""The OpenFlow side of the controller: os-ken, in this process, with native threads.
+
+br-int connects to us over TCP loopback (os-ken cannot serve a unix socket). os-ken's event
+thread only forwards: connection changes go to a callback, replies wake the thread that waits
+for them. Everything else (dumping flows, sending bundles) runs in the caller's thread, and
+flows cross this boundary as dragonflow.controller.flows values, converted here and only here.
+"""
+import itertools
+import logging
+import socket
+import threading
+from typing import Callable, Optional
+
+from os_ken import cfg as os_ken_cfg
+from os_ken.base import app_manager  # before os_ken.controller: import cycle
+from os_ken.controller import ofp_event, ofp_handler
+from os_ken.controller.handler import (
+    CONFIG_DISPATCHER,
+    DEAD_DISPATCHER,
+    MAIN_DISPATCHER,
+    set_ev_cls,
+)
+from os_ken.ofproto import ofproto_v1_3 as ofp
+from os_ken.ofproto import ofproto_v1_3_parser as parser
+
+from dragonflow.controller import flows as of
+
+LOG = logging.getLogger(__name__)
+REPLY_TIMEOUT = 10.0
+
+
+class SwitchError(Exception):
+    """The switch refused a request, did not answer in time, or is not connected."""
+
+
+class _Waiter:
+    """Collects the replies to one request (several for multipart), or its error."""
+
+    def __init__(self):
+        self.done = threading.Event()
+        self.replies: list = []
+        self.error: Optional[str] = None
+
+
+class OpenFlowSwitch:
+    """br-int as the reconciler sees it (dump_flows, apply), plus connection callbacks."""
+
+    def __init__(self, host: str, port: int, on_connect: Callable[[], None],
+                 on_packet_in: Optional[Callable] = None):
+        self.host, self.port = host, port
+        self.on_connect = on_connect
+        self.on_packet_in = on_packet_in
+        self.datapath = None
+        self._waiters: dict[int, _Waiter] = {}
+        self._lock = threading.Lock()
+        self._bundle_ids = itertools.count(1)
+
+    def start(self) -> None:
+        _check_port_free(self.host, self.port)
+        conf = os_ken_cfg.CONF
+        conf([], project='os_ken', default_config_files=[])
+        conf.set_override('ofp_listen_host', self.host)
+        conf.set_override('ofp_tcp_listen_port', self.port)
+        manager = app_manager.AppManager.get_instance()
+        handler = manager.instantiate(ofp_handler.OFPHandler)
+        app = manager.instantiate(_OsKenApp, switch=self)
+        handler.start()
+        app.start()
+
+    @property
+    def connected(self) -> bool:
+        return self.datapath is not None and self.datapath.is_active
+
+    # Called from os-ken's event thread.
+    def _connected(self, datapath) -> None:
+        self.datapath = datapath
+        LOG.info('br-int connected (datapath %016x)', datapath.id)
+        self.on_connect()
+
+    def _disconnected(self, datapath) -> None:
+        if datapath is self.datapath:
+            LOG.warning('br-int disconnected')
+            self.datapath = None
+        for waiter in list(self._waiters.values()):
+            waiter.error = 'switch disconnected'
+            waiter.done.set()
+
+    def _reply(self, msg, last: bool = True) -> None:
+        waiter = self._waiters.get(msg.xid)
+        if waiter is not None:
+            waiter.replies.append(msg)
+            if last:
+                waiter.done.set()
+
+    def _error(self, msg) -> None:
+        waiter = self._waiters.get(msg.xid)
+        LOG.error('switch error type=%s code=%s xid=%s', msg.type, msg.code, msg.xid)
+        if waiter is not None:
+            waiter.error = f'OpenFlow error type {msg.type} code {msg.code}'
+            waiter.done.set()
+
+    # Called from the controller's threads.
+    def dump_flows(self) -> list[of.Flow]:
+        datapath = self._datapath()
+        request = parser.OFPFlowStatsRequest(datapath, table_id=ofp.OFPTT_ALL,
+                                             out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY)
+        replies = self._request(request, [request])
+        return [flow_from_stats(stats) for reply in replies for stats in reply.body]
+
+    def apply(self, deletes: list[of.Flow], adds: list[of.Flow]) -> None:
+        """One atomic bundle: deletes first, then adds (an add overwrites a changed flow)."""
+        datapath = self._datapath()
+        bundle = next(self._bundle_ids)
+        flags = ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED
+        messages = [parser.ONFBundleCtrlMsg(datapath, bundle, ofp.ONF_BCT_OPEN_REQUEST,
+                                            flags, [])]
+        messages += [parser.ONFBundleAddMsg(datapath, bundle, flags,
+                                            flow_mod(datapath, f, ofp.OFPFC_DELETE_STRICT), [])
+                     for f in deletes]
+        messages += [parser.ONFBundleAddMsg(datapath, bundle, flags,
+                                            flow_mod(datapath, f, ofp.OFPFC_ADD), [])
+                     for f in adds]
+        commit = parser.ONFBundleCtrlMsg(datapath, bundle, ofp.ONF_BCT_COMMIT_REQUEST, flags, [])
+        self._request(commit, messages + [commit])
+
+    def send_packet(self, ofport: int, data: bytes) -> None:
+        datapath = self._datapath()
+        actions = [parser.OFPActionOutput(ofport)]
+        datapath.send_msg(parser.OFPPacketOut(datapath, buffer_id=ofp.OFP_NO_BUFFER,
+                                              in_port=ofp.OFPP_CONTROLLER, actions=actions,
+                                              data=data))
+
+    def _datapath(self):
+        datapath = self.datapath
+        if datapath is None:
+            raise SwitchError('br-int is not connected')
+        return datapath
+
+    def _request(self, final, messages) -> list:
+        """Send ``messages``; wait for the replies to ``final`` or an error to any of them."""
+        waiter = _Waiter()
+        with self._lock:
+            for message in messages:
+                self.datapath.set_xid(message)
+                self._waiters[message.xid] = waiter
+            for message in messages:
+                self.datapath.send_msg(message)
+        try:
+            if not waiter.done.wait(REPLY_TIMEOUT):
+                raise SwitchError(f'no reply from br-int in {REPLY_TIMEOUT} s')
+            if waiter.error:
+                raise SwitchError(waiter.error)
+            return waiter.replies
+        finally:
+            for message in messages:
+                self._waiters.pop(message.xid, None)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """os-ken's listener fails silently in its own thread; fail loudly here instead."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            raise SwitchError(f'cannot listen for OpenFlow on {host}:{port}: {e}') from e
+
+
+class _OsKenApp(app_manager.OSKenApp):
+    """Forwards os-ken events to the OpenFlowSwitch; does no work in the event thread."""
+    OFP_VERSIONS = [ofp.OFP_VERSION]
+
+    def __init__(self, *args, switch: OpenFlowSwitch, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.switch = switch
+
+    @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
+    def _features(self, ev):
+        self.switch._connected(ev.msg.datapath)
+
+    @set_ev_cls(ofp_event.EventOFPStateChange, DEAD_DISPATCHER)
+    def _dead(self, ev):
+        self.switch._disconnected(ev.datapath)
+
+    @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
+    def _flow_stats(self, ev):
+        self.switch._reply(ev.msg, last=not (ev.msg.flags & ofp.OFPMPF_REPLY_MORE))
+
+    @set_ev_cls(ofp_event.EventONFBundleCtrlMsg, MAIN_DISPATCHER)
+    def _bundle(self, ev):
+        if ev.msg.type == ofp.ONF_BCT_COMMIT_REPLY:
+            self.switch._reply(ev.msg)
+
+    @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
+    def _error(self, ev):
+        self.switch._error(ev.msg)
+
+    @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
+    def _packet_in(self, ev):
+        if self.switch.on_packet_in:
+            self.switch.on_packet_in(ev.msg)
+
+
+# Conversions between flows as values and os-ken messages.
+
+def flow_mod(datapath, flow: of.Flow, command: int):
+    return parser.OFPFlowMod(
+        datapath, cookie=flow.cookie, table_id=flow.table, command=command,
+        priority=flow.priority, match=parser.OFPMatch(**dict(flow.match)),
+        instructions=_instructions(flow.actions) if command != ofp.OFPFC_DELETE_STRICT else [],
+        out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY)
+
+
+def _instructions(actions) -> list:
+    applied = [_action(a) for a in actions if not isinstance(a, of.Goto)]
+    instructions = []
+    if applied:
+        instructions.append(parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, applied))
+    if actions and isinstance(actions[-1], of.Goto):
+        instructions.append(parser.OFPInstructionGotoTable(actions[-1].table))
+    return instructions
+
+
+def _action(action):
+    if isinstance(action, of.Output):
+        return parser.OFPActionOutput(action.port, 0)
+    if isinstance(action, of.ToController):
+        return parser.OFPActionOutput(ofp.OFPP_CONTROLLER, action.max_len)
+    if isinstance(action, of.SetField):
+        return parser.OFPActionSetField(**{action.field: action.value})
+    if isinstance(action, of.Move):
+        return parser.NXActionRegMove(src_field=action.src, dst_field=action.dst,
+                                      n_bits=action.n_bits)
+    if isinstance(action, of.DecTTL):
+        return parser.OFPActionDecNwTtl()
+    if isinstance(action, of.Resubmit):
+        return parser.NXActionResubmitTable(table_id=action.table)
+    raise ValueError(f'no OpenFlow form for {action!r}')
+
+
+def flow_from_stats(stats) -> of.Flow:
+    """A flow read back from the switch, in the same canonical form the apps build."""
+    actions: list = []
+    for instruction in stats.instructions:
+        if isinstance(instruction, parser.OFPInstructionGotoTable):
+            actions.append(of.Goto(instruction.table_id))
+        elif isinstance(instruction, parser.OFPInstructionActions):
+            actions[:0] = [_parse_action(a) for a in instruction.actions]
+    return of.Flow(stats.table_id, stats.priority, of.Match.from_pairs(stats.match.items()),
+                   tuple(actions), stats.cookie)
+
+
+def _parse_action(action):
+    if isinstance(action, parser.OFPActionOutput):
+        if action.port == ofp.OFPP_CONTROLLER:
+            return of.ToController(action.max_len)
+        return of.Output(action.port)
+    if isinstance(action, parser.OFPActionSetField):
+        return of.SetField(action.key, action.value)
+    if isinstance(action, parser.NXActionRegMove):
+        return of.Move(action.src_field, action.dst_field, action.n_bits)
+    if isinstance(action, parser.OFPActionDecNwTtl):
+        return of.DecTTL()
+    if isinstance(action, parser.NXActionResubmitTable):
+        return of.Resubmit(action.table_id)
+    return action  # unknown to us: never equal to a desired action, so it gets replaced

@@ -1,0 +1,156 @@
+"""df-controller: one per chassis.
+
+Three sources wake one loop: the store's change log (a watcher thread keeps the cache current),
+the local OVSDB (VM interfaces plugged and unplugged) and the OpenFlow connection. The loop is
+level-triggered: each pass builds the topology from the current state, asks the apps for the
+flows, lets the reconciler install the difference, then reports port bindings and status to
+the store. While the store is unreachable the data plane stays as it is.
+"""
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+
+from dragonflow import conf as df_conf
+from dragonflow import store as df_store
+from dragonflow.controller import apps
+from dragonflow.controller.cache import Cache
+from dragonflow.controller.openflow import OpenFlowSwitch, SwitchError
+from dragonflow.controller.ovsdb import LocalOvs
+from dragonflow.controller.reconciler import Reconciler
+from dragonflow.controller.topology import Topology
+from dragonflow.model import Chassis, Port
+from dragonflow.store import api
+
+LOG = logging.getLogger(__name__)
+RETRY_SECONDS = 1.0
+
+
+class Controller:
+    def __init__(self, conf, store: api.Store, ovs: LocalOvs, switch: OpenFlowSwitch):
+        self.conf = conf.controller
+        self.chassis_id = self.conf.chassis_id or socket.gethostname()
+        self.store, self.ovs, self.switch = store, ovs, switch
+        self.cache = Cache()
+        self.reconciler = Reconciler(switch)
+        self.stop_event = threading.Event()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()  # guards the cache between watcher and loop
+        self._switch_resync = True
+        self._last_heartbeat = 0.0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def switch_connected(self) -> None:
+        self._switch_resync = True
+        self.wake()
+
+    def run(self) -> None:
+        threading.Thread(target=self._watch_store, name='store-watcher', daemon=True).start()
+        while not self.stop_event.is_set():
+            self._wake.wait(timeout=self.conf.heartbeat_interval)
+            self._wake.clear()
+            try:
+                self._pass()
+            except (SwitchError, api.StoreError) as e:
+                LOG.warning('pass failed, retrying: %s', e)
+                self.stop_event.wait(RETRY_SECONDS)
+                self.wake()
+
+    def _pass(self) -> None:
+        if time.time() - self._last_heartbeat >= self.conf.heartbeat_interval:
+            self._heartbeat()
+        if not self.switch.connected:
+            return
+        if self._switch_resync:
+            self._switch_resync = False
+            self.reconciler.resync()
+        topology = self.topology()
+        self.reconciler.reconcile(apps.desired_flows(topology))
+        self._report_ports(topology)
+
+    def topology(self) -> Topology:
+        ofports = self.ovs.vm_interfaces()
+        with self._lock:
+            objects = {table: dict(rows) for table, rows in self.cache.objects.items()}
+        return Topology(self.chassis_id, objects['networks'], objects['subnets'],
+                        objects['ports'], objects['routers'], objects['chassis'], ofports)
+
+    def _report_ports(self, topology: Topology) -> None:
+        """Bind plugged ports to this chassis (ACTIVE, flows are in); unplugged ones go DOWN."""
+        for port in topology.ports.values():
+            plugged = port.id in topology.ofports
+            if plugged and (port.binding_host_id != self.chassis_id or port.status != 'ACTIVE'):
+                self._update_port(port, binding_host_id=self.chassis_id, status='ACTIVE')
+            elif not plugged and port.binding_host_id == self.chassis_id and \
+                    port.status == 'ACTIVE':
+                self._update_port(port, status='DOWN')
+
+    def _update_port(self, port: Port, **changes) -> None:
+        updated = port.model_copy(update=changes)
+        try:
+            self.store.put(Port.table, port.id, updated.to_doc(), expect=port.revision)
+        except api.Conflict:
+            pass  # the port changed meanwhile: the watcher brings it and the next pass retries
+
+    def _heartbeat(self) -> None:
+        chassis = Chassis(id=self.chassis_id, tunnel_ip=self.conf.tunnel_ip,
+                          tunnel_types=self.conf.tunnel_types, heartbeat=time.time(),
+                          revision_seen=self.cache.revision)
+        self.store.put(Chassis.table, chassis.id, chassis.to_doc())
+        self._last_heartbeat = chassis.heartbeat
+
+    def _watch_store(self) -> None:
+        """Keep the cache current: a snapshot first, then every change, resuming after errors."""
+        loaded = False
+        while not self.stop_event.is_set():
+            try:
+                if not loaded:
+                    revision, records = self.store.snapshot()
+                    with self._lock:
+                        self.cache.load(revision, records)
+                    loaded = True
+                    self.wake()
+                batch = self.store.changes(self.cache.revision)
+                if not batch:
+                    self.store.wait(self.cache.revision, timeout=1.0)
+                    continue
+                with self._lock:
+                    for event in batch:
+                        self.cache.apply(event)
+                self.wake()
+            except api.Compacted:
+                LOG.warning('change log compacted past revision %d: resync', self.cache.revision)
+                loaded = False
+            except api.StoreError as e:
+                LOG.warning('store unavailable, retrying: %s', e)
+                self.stop_event.wait(RETRY_SECONDS)
+
+
+def main(argv=None) -> int:
+    conf = df_conf.load(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO,
+                        format='%(asctime)s %(levelname)s %(name)s: %(message)s')
+    c = conf.controller
+    store = df_store.connect(conf.store.url, timeout=conf.store.timeout)
+    controller = None
+    switch = OpenFlowSwitch(c.openflow_listen_host, c.openflow_listen_port,
+                            on_connect=lambda: controller and controller.switch_connected())
+    ovs = LocalOvs(c.ovsdb_connection, c.integration_bridge, on_change=lambda: controller
+                   and controller.wake())
+    controller = Controller(conf, store, ovs, switch)
+    switch.start()
+    ovs.ensure_bridge(c.datapath_type,
+                      f'tcp:{c.openflow_listen_host}:{c.openflow_listen_port}')
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: controller.stop_event.set())
+    LOG.info('df-controller %s running', controller.chassis_id)
+    controller.run()
+    LOG.info('df-controller %s stopping; the flows stay in br-int', controller.chassis_id)
+    ovs.stop()
+    # os-ken's listener and connection threads are not daemons and cannot be interrupted.
+    os._exit(0)
