@@ -1,0 +1,219 @@
+"""A whole Dragonflow deployment on one machine: the NB store, df-api, and chassis, each
+chassis a network namespace with its own Open vSwitch and df-controller; VMs are namespaces
+plugged into a chosen chassis. The data-plane tests and `dfctl demo` both stand on it.
+
+Every namespace carries the cloud's per-run prefix and everything it starts is stopped by
+close(), which is safe to call after any failure, half-way through start-up included.
+"""
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import Optional
+
+from dragonflow.lab import netns, ovs
+from dragonflow.lab.vm import Vm
+
+BIN = os.path.dirname(sys.executable)  # the venv's bin: df-api and df-controller live there
+OPENFLOW_PORT = 6653
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.05, what: str = 'condition'):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f'timed out after {timeout} s waiting for {what}')
+        time.sleep(interval)
+
+
+class Process:
+    """A daemon we started, with its log file; stopped by SIGTERM, then SIGKILL."""
+
+    def __init__(self, args: list[str], log_path: str):
+        self.args, self.log_path = args, log_path
+        self.popen: Optional[subprocess.Popen] = None
+
+    def start(self) -> None:
+        with open(self.log_path, 'ab') as log:
+            self.popen = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT,
+                                          start_new_session=True)
+
+    @property
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 5.0) -> None:
+        if not self.running:
+            return
+        self.popen.send_signal(sig)
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(timeout)
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            with open(self.log_path, errors='replace') as f:
+                return ''.join(f.readlines()[-lines:])
+        except OSError:
+            return ''
+
+
+class Chassis:
+    def __init__(self, cloud: 'Cloud', name: str):
+        self.cloud, self.name = cloud, name
+        self.netns = f'{cloud.prefix}-{name}'
+        self.dir = os.path.join(cloud.workdir, name)
+        self.ovs = ovs.Ovs(self.netns, os.path.join(self.dir, 'ovs'))
+        self.config_path = os.path.join(self.dir, 'dragonflow.ini')
+        self.controller = Process(
+            ['ip', 'netns', 'exec', self.netns, os.path.join(BIN, 'df-controller'),
+             '--config-file', self.config_path], os.path.join(self.dir, 'df-controller.log'))
+
+    def start(self) -> None:
+        os.makedirs(self.dir, exist_ok=True)
+        netns.add(self.netns)
+        self.ovs.start()
+        self.ovs.add_bridge('br-int')
+        with open(self.config_path, 'w') as f:
+            f.write(self.cloud.config(controller={
+                'chassis_id': self.name, 'ovsdb_connection': self.ovs.ovsdb_connection,
+                'datapath_type': 'netdev', 'openflow_listen_port': OPENFLOW_PORT,
+                'heartbeat_interval': 1.0}))
+        self.start_controller()
+
+    def start_controller(self) -> None:
+        self.controller.start()
+        wait_for(self.controller_connected, 20, what=f'{self.name} controller on br-int')
+
+    def controller_connected(self) -> bool:
+        if not self.controller.running:
+            raise RuntimeError(f'df-controller on {self.name} died:\n'
+                               + self.controller.log_tail())
+        out = self.ovs.vsctl('--columns=is_connected', 'list', 'Controller')
+        return 'true' in out
+
+    def kill_controller(self) -> None:
+        self.controller.stop(signal.SIGKILL)
+
+    def dump_flows(self) -> str:
+        return self.ovs.ofctl('dump-flows')
+
+    def close(self) -> None:
+        self.controller.stop()
+        self.ovs.stop()
+        netns.delete(self.netns)
+
+
+class Cloud:
+    def __init__(self, workdir: str, prefix: Optional[str] = None):
+        self.prefix = prefix or 'df' + secrets.token_hex(3)
+        self.workdir = workdir
+        self.store_url = 'sqlite:///' + os.path.join(workdir, 'nb.db')
+        self.api_port = free_port()
+        self.api_url = f'http://127.0.0.1:{self.api_port}'
+        self.api = Process([os.path.join(BIN, 'df-api'), '--config-file',
+                            os.path.join(workdir, 'df-api.ini')],
+                           os.path.join(workdir, 'df-api.log'))
+        self.chassis: dict[str, Chassis] = {}
+        self.vms: list[Vm] = []
+        self._sdk = None
+
+    def config(self, **sections) -> str:
+        """An INI text: the cloud's store plus the given sections."""
+        sections = {'store': {'url': self.store_url},
+                    'api': {'bind_host': '127.0.0.1', 'bind_port': self.api_port}, **sections}
+        return ''.join(f'[{name}]\n' + ''.join(f'{k} = {v}\n' for k, v in opts.items()) + '\n'
+                       for name, opts in sections.items())
+
+    def start(self, chassis: int = 1) -> 'Cloud':
+        os.makedirs(self.workdir, exist_ok=True)
+        try:
+            with open(os.path.join(self.workdir, 'df-api.ini'), 'w') as f:
+                f.write(self.config())
+            self.api.start()
+            wait_for(self._api_ready, 20, what='df-api')
+            for index in range(1, chassis + 1):
+                self.add_chassis(f'ch{index}')
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _api_ready(self) -> bool:
+        if not self.api.running:
+            raise RuntimeError('df-api died:\n' + self.api.log_tail())
+        try:
+            with urllib.request.urlopen(self.api_url + '/', timeout=1) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def add_chassis(self, name: str) -> Chassis:
+        chassis = Chassis(self, name)
+        self.chassis[name] = chassis
+        chassis.start()
+        return chassis
+
+    @property
+    def sdk(self):
+        """An openstacksdk connection to df-api, as a user with no keystone would make it."""
+        if self._sdk is None:
+            import openstack
+            self._sdk = openstack.connection.Connection(
+                auth_type='none', auth={'endpoint': self.api_url},
+                network_endpoint_override=self.api_url + '/')
+        return self._sdk
+
+    def vm(self, chassis: str, port, name: Optional[str] = None, gateway: bool = True) -> Vm:
+        """Plug a VM for ``port`` (an openstacksdk Port) into ``chassis``, addressed as the
+        port's first fixed IP says (DHCP comes later)."""
+        fixed = port.fixed_ips[0]
+        subnet = self.sdk.network.get_subnet(fixed['subnet_id'])
+        vm = Vm(f'{self.prefix}-{name or "vm" + str(len(self.vms) + 1)}', self.chassis[chassis],
+                port.id, port.mac_address, fixed['ip_address'],
+                int(subnet.cidr.split('/')[1]), subnet.gateway_ip if gateway else None)
+        self.vms.append(vm)
+        vm.plug()
+        return vm
+
+    def wait_port_active(self, port_id: str, timeout: float = 10.0) -> None:
+        wait_for(lambda: self.sdk.network.get_port(port_id).status == 'ACTIVE', timeout,
+                 what=f'port {port_id} ACTIVE')
+
+    def close(self) -> None:
+        """Stop and remove everything this cloud made; never raises for what is already gone."""
+        for vm in self.vms:
+            try:
+                vm.destroy()
+            except Exception:  # noqa: BLE001 - keep tearing down the rest
+                netns.delete(vm.name)
+        for chassis in self.chassis.values():
+            chassis.close()
+        self.api.stop()
+        for leftover in netns.names(self.prefix + '-'):
+            netns.delete(leftover)
+
+    def remove_files(self) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

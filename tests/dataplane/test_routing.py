@@ -1,0 +1,146 @@
+"""East-west routing on one chassis, in OpenFlow, checked with real packets."""
+import hashlib
+import re
+import subprocess
+import threading
+import time
+
+from dragonflow.controller import apps
+from dragonflow.controller.reconciler import index
+from dragonflow.lab import netns
+from dragonflow.lab.cloud import wait_for
+
+CHANGE_DEADLINE = 1.0
+
+
+def reachable_within(vm, ip, deadline: float) -> bool:
+    """True once a ping gets through; each attempt is started fresh (see harness notes)."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if vm.ping(ip, count=1, timeout=0.2):
+            return True
+    return False
+
+
+def test_same_subnet_and_routed_with_ttl_decrement_and_no_router_namespace(cloud, topo):
+    s1, s2 = topo.subnet('10.1.1.0/24'), topo.subnet('10.1.2.0/24')
+    topo.router(s1, s2)
+    a, b, c = topo.vm(s1), topo.vm(s1), topo.vm(s2)
+    assert a.ping(b.ip, count=3)
+    assert a.ping(c.ip, count=3)
+    assert a.ping_ttl(b.ip) == 64
+    assert a.ping_ttl(c.ip) == 63  # one router hop, each way
+    ours = {cloud.prefix + '-' + name for name in cloud.chassis} | {vm.name for vm in cloud.vms}
+    assert set(netns.names('')) - ours == set(), 'a namespace other than chassis and VMs exists'
+    chassis_ns = cloud.chassis['ch1'].netns
+    assert s1.gateway_ip not in netns.run('ip', '-o', 'addr', netns=chassis_ns)
+
+
+def test_subnet_reachable_only_while_on_the_router(topo):
+    s1, s2, s3 = (topo.subnet(f'10.2.{i}.0/24') for i in (1, 2, 3))
+    router = topo.router(s1, s2)
+    a, far = topo.vm(s1), topo.vm(s3)
+    assert not a.ping(far.ip, count=2, timeout=0.5)
+    topo.sdk.network.add_interface_to_router(router, subnet_id=s3.id)
+    assert reachable_within(a, far.ip, CHANGE_DEADLINE)
+    topo.sdk.network.remove_interface_from_router(router, subnet_id=s3.id)
+    time.sleep(CHANGE_DEADLINE)
+    assert not a.ping(far.ip, count=2, timeout=0.5)
+
+
+def test_deleting_a_port_removes_every_flow_of_its_key(cloud, topo):
+    s1, s2 = topo.subnet('10.3.1.0/24'), topo.subnet('10.3.2.0/24')
+    topo.router(s1, s2)
+    a, b = topo.vm(s1), topo.vm(s2)
+    port = topo.sdk.network.get_port(b.port.id)
+    key = _port_key(cloud, port.id)
+    assert _flows_mentioning(cloud, key, port.mac_address, b.ip)
+    topo.sdk.network.delete_port(port.id)
+    wait_for(lambda: not _flows_mentioning(cloud, key, port.mac_address, b.ip), 2,
+             what='flows of the deleted port to go')
+    assert not a.ping(b.ip, count=1, timeout=0.5)
+
+
+def test_tcp_across_the_router(topo):
+    s1, s2 = topo.subnet('10.4.1.0/24'), topo.subnet('10.4.2.0/24')
+    topo.router(s1, s2)
+    sender, receiver = topo.vm(s1), topo.vm(s2)
+    payload = bytes(range(256)) * (10 * 1024 * 1024 // 256)
+    listener = receiver.popen('nc', '-l', '-N', '5001', stdout=subprocess.PIPE)
+    try:
+        wait_for(lambda: ':5001' in receiver.exec('ss', '-ltn'), 5, what='nc listening')
+        sent = sender.popen('nc', '-N', receiver.ip, '5001', stdin=subprocess.PIPE)
+        sent.communicate(payload, timeout=60)
+        received, _ = listener.communicate(timeout=60)
+    finally:
+        listener.kill()
+    assert hashlib.sha256(received).hexdigest() == hashlib.sha256(payload).hexdigest()
+
+
+def test_controller_restart_drops_no_packet_and_converges_exactly(cloud, topo):
+    s1, s2 = topo.subnet('10.5.1.0/24'), topo.subnet('10.5.2.0/24')
+    topo.router(s1, s2)
+    a, b = topo.vm(s1), topo.vm(s2)
+    stale = topo.vm(s2)
+    chassis = cloud.chassis['ch1']
+    stale_key = _port_key(cloud, stale.port.id)
+    before = _normalized_flows(chassis)
+    result = {}
+    pinger = threading.Thread(target=lambda: result.update(out=a.exec(
+        'ping', '-n', '-q', '-i', '0.01', '-c', '500', b.ip, timeout=60)))
+    pinger.start()
+    time.sleep(1)
+    chassis.kill_controller()
+    stale.detach()
+    topo.sdk.network.delete_port(stale.port.id)  # changed while the controller is down
+    time.sleep(0.5)
+    chassis.start_controller()
+    pinger.join()
+    assert ' 0% packet loss' in result['out'], result['out']
+    wait_for(lambda: not _flows_mentioning(cloud, stale_key, stale.port.mac_address, stale.ip),
+             5, what='stale flows of the port deleted meanwhile to go')
+    after = _normalized_flows(chassis)
+    removed = before - after
+    assert removed and all(_mentions(line, stale_key, stale.port.mac_address, stale.ip)
+                           for line in removed)
+    assert after <= before, 'restart re-created flows that already existed'
+    assert len(after) == len(index(apps.desired_flows(_topology_now(cloud, chassis))))
+
+
+def _port_key(cloud, port_id):
+    from dragonflow import store
+    return store.connect(cloud.store_url).get('ports', port_id).value['key']
+
+
+def _normalized_flows(chassis) -> set[str]:
+    lines = chassis.dump_flows().splitlines()[1:]
+    return {re.sub(r'(duration|n_packets|n_bytes|idle_age|hard_age)=[^,]*, ?', '', line).strip()
+            for line in lines}
+
+
+def _mentions(line, key, mac, ip) -> bool:
+    return bool(re.search(rf'reg[67]=0x{key:x}\b|0x{key:x}->reg[67]', line)
+                or mac in line or re.search(rf'\b{re.escape(ip)}\b', line))
+
+
+def _flows_mentioning(cloud, key, mac, ip) -> list[str]:
+    return [line for line in cloud.chassis['ch1'].dump_flows().splitlines()
+            if _mentions(line, key, mac, ip)]
+
+
+def _topology_now(cloud, chassis):
+    """The topology as the controller should see it, rebuilt independently of it."""
+    from dragonflow import store
+    from dragonflow.controller.cache import Cache
+    from dragonflow.controller.topology import Topology
+    cache = Cache()
+    cache.load(*store.connect(cloud.store_url).snapshot())
+    ofports = {}
+    for line in chassis.ovs.vsctl('--format=csv', '--no-headings', '--columns=external_ids,ofport',
+                                  'list', 'Interface').splitlines():
+        match = re.search(r'iface-id="?([^",}]+)"?.*,(\d+)$', line)
+        if match:
+            ofports[match.group(1)] = int(match.group(2))
+    o = cache.objects
+    return Topology(chassis.name, o['networks'], o['subnets'], o['ports'], o['routers'],
+                    o['chassis'], ofports)
