@@ -21,6 +21,7 @@ from dragonflow.lab.vm import Vm
 
 BIN = os.path.dirname(sys.executable)  # the venv's bin: df-api and df-controller live there
 OPENFLOW_PORT = 6653
+UNDERLAY_PREFIX = '172.31.0.'  # chassis N gets .(10+N); only inside the cloud's namespaces
 
 
 def free_port() -> int:
@@ -75,9 +76,10 @@ class Process:
 
 
 class Chassis:
-    def __init__(self, cloud: 'Cloud', name: str):
+    def __init__(self, cloud: 'Cloud', name: str, index: int):
         self.cloud, self.name = cloud, name
         self.netns = f'{cloud.prefix}-{name}'
+        self.tunnel_ip = f'{UNDERLAY_PREFIX}{10 + index}'
         self.dir = os.path.join(cloud.workdir, name)
         self.ovs = ovs.Ovs(self.netns, os.path.join(self.dir, 'ovs'))
         self.config_path = os.path.join(self.dir, 'dragonflow.ini')
@@ -90,12 +92,24 @@ class Chassis:
         netns.add(self.netns)
         self.ovs.start()
         self.ovs.add_bridge('br-int')
+        self._join_underlay()
         with open(self.config_path, 'w') as f:
             f.write(self.cloud.config(controller={
                 'chassis_id': self.name, 'ovsdb_connection': self.ovs.ovsdb_connection,
                 'datapath_type': 'netdev', 'openflow_listen_port': OPENFLOW_PORT,
-                'heartbeat_interval': 1.0}))
+                'heartbeat_interval': 1.0, 'tunnel_ip': self.tunnel_ip,
+                'tunnel_types': self.cloud.tunnel_type}))
         self.start_controller()
+
+    def _join_underlay(self) -> None:
+        """br-phy holds the underlay address; userspace tunnels leave through it (see
+        shared notes: no kernel routing of tunnel packets in the netdev datapath)."""
+        netns.veth('ul0', self.netns, self.name, self.cloud.underlay_ns)
+        netns.run('ip', 'link', 'set', self.name, 'master', 'br0', netns=self.cloud.underlay_ns)
+        self.ovs.add_bridge('br-phy', fail_mode='standalone')
+        self.ovs.vsctl('--may-exist', 'add-port', 'br-phy', 'ul0')
+        netns.run('ip', 'addr', 'add', f'{self.tunnel_ip}/24', 'dev', 'br-phy', netns=self.netns)
+        netns.run('ip', 'link', 'set', 'br-phy', 'up', netns=self.netns)
 
     def start_controller(self) -> None:
         self.controller.start()
@@ -121,9 +135,11 @@ class Chassis:
 
 
 class Cloud:
-    def __init__(self, workdir: str, prefix: Optional[str] = None):
+    def __init__(self, workdir: str, prefix: Optional[str] = None, tunnel_type: str = 'vxlan'):
         self.prefix = prefix or 'df' + secrets.token_hex(3)
         self.workdir = workdir
+        self.tunnel_type = tunnel_type
+        self.underlay_ns = f'{self.prefix}-underlay'
         self.store_url = 'sqlite:///' + os.path.join(workdir, 'nb.db')
         self.api_port = free_port()
         self.api_url = f'http://127.0.0.1:{self.api_port}'
@@ -147,6 +163,7 @@ class Cloud:
             with open(os.path.join(self.workdir, 'df-api.ini'), 'w') as f:
                 f.write(self.config())
             self.api.start()
+            self._start_underlay()
             wait_for(self._api_ready, 20, what='df-api')
             for index in range(1, chassis + 1):
                 self.add_chassis(f'ch{index}')
@@ -154,6 +171,12 @@ class Cloud:
             self.close()
             raise
         return self
+
+    def _start_underlay(self) -> None:
+        """The physical network between chassis: one Linux bridge in its own namespace."""
+        netns.add(self.underlay_ns)
+        netns.run('ip', 'link', 'add', 'br0', 'type', 'bridge', netns=self.underlay_ns)
+        netns.run('ip', 'link', 'set', 'br0', 'up', netns=self.underlay_ns)
 
     def _api_ready(self) -> bool:
         if not self.api.running:
@@ -165,7 +188,7 @@ class Cloud:
             return False
 
     def add_chassis(self, name: str) -> Chassis:
-        chassis = Chassis(self, name)
+        chassis = Chassis(self, name, len(self.chassis) + 1)
         self.chassis[name] = chassis
         chassis.start()
         return chassis
