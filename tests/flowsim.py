@@ -4,6 +4,9 @@ It is a Switch for the reconciler (apply/dump_flows) and runs a packet, given as
 fields, through the installed flows: highest-priority match per table, actions applied in order,
 goto_table, Nicira resubmit and reg_move, dec_ttl. The result is every copy that leaves the
 switch: the output port and the headers it leaves with.
+
+Like the switch, it refuses a bundle (as a whole) holding a flow that OVS would refuse: a field
+matched without its eth_type prerequisite, or a goto_table that does not go forward.
 """
 import dataclasses
 import ipaddress
@@ -13,6 +16,13 @@ from dragonflow.controller import flows as of
 MAC_FIELDS = {'eth_src', 'eth_dst', 'arp_sha', 'arp_tha'}
 IPV4_FIELDS = {'ipv4_src', 'ipv4_dst', 'arp_spa', 'arp_tpa'}
 MAX_RESUBMIT_DEPTH = 64
+ETH_TYPE_IPV4, ETH_TYPE_ARP, ETH_TYPE_IPV6 = 0x0800, 0x0806, 0x86dd
+PREREQUISITES = {
+    'ipv4_src': {ETH_TYPE_IPV4}, 'ipv4_dst': {ETH_TYPE_IPV4},
+    'ip_proto': {ETH_TYPE_IPV4, ETH_TYPE_IPV6},
+    'arp_op': {ETH_TYPE_ARP}, 'arp_spa': {ETH_TYPE_ARP}, 'arp_tpa': {ETH_TYPE_ARP},
+    'arp_sha': {ETH_TYPE_ARP}, 'arp_tha': {ETH_TYPE_ARP},
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,9 +41,11 @@ class FlowTableSimulator:
         return list(self.flows.values())
 
     def apply(self, deletes, adds):
+        for flow in adds:
+            _check(flow)
         self.bundles += 1
         for flow in deletes:
-            del self.flows[flow.key]
+            self.flows.pop(flow.key, None)  # a strict delete of a missing flow is a no-op
         for flow in adds:
             self.flows[flow.key] = flow
 
@@ -83,6 +95,17 @@ class FlowTableSimulator:
                 out.append(Delivery(-1, _headers(state)))
             else:
                 raise NotImplementedError(action)
+
+
+def _check(flow: of.Flow) -> None:
+    """Refuse what OVS refuses (OFPBMC_BAD_PREREQ, OFPBIC_BAD_TABLE_ID)."""
+    eth_type = flow.match.get('eth_type')
+    for field in flow.match.fields():
+        if field in PREREQUISITES and eth_type not in PREREQUISITES[field]:
+            raise ValueError(f'{field} matched without its eth_type prerequisite: {flow}')
+    for action in flow.actions:
+        if isinstance(action, of.Goto) and action.table <= flow.table:
+            raise ValueError(f'goto_table must go forward: {flow}')
 
 
 def _headers(state: dict) -> dict:

@@ -1,14 +1,25 @@
-"""Build small topologies for app tests without a store or an API."""
+"""Build small topologies for app tests without a store or an API, install their flows in the
+flow-table simulator, and build the packets to run through it."""
 import ipaddress
 import itertools
 
+from dragonflow.controller import apps
+from dragonflow.controller import pipeline as p
+from dragonflow.controller.reconciler import Reconciler
 from dragonflow.controller.topology import Topology
 from dragonflow.model import FixedIP, Network, Port, Router, RouterInterface, Subnet
 from dragonflow.model.objects import DEVICE_OWNER_ROUTER_INTERFACE
+from tests.flowsim import FlowTableSimulator
+
+BROADCAST = 'ff:ff:ff:ff:ff:ff'
 
 
 class TopologyBuilder:
-    """Networks, subnets, ports and routers with predictable keys, MACs and ids."""
+    """Networks, subnets, ports and routers with predictable keys, MACs and ids.
+
+    Default ids include the network, so two projects may reuse a CIDR or an IP; an id used
+    twice is refused rather than silently replacing the first object.
+    """
 
     def __init__(self, chassis_id='chassis-1'):
         self.chassis_id = chassis_id
@@ -18,29 +29,34 @@ class TopologyBuilder:
 
     def network(self, name, project='p1'):
         net = Network(id=f'net-{name}', name=name, key=next(self._keys), project_id=project)
-        self.networks[net.id] = net
-        return net
+        return _add(self.networks, net)
 
     def subnet(self, network, cidr, name=None):
-        gateway = str(next(ipaddress.ip_network(cidr).hosts()))
-        subnet = Subnet(id=f'subnet-{name or cidr}', network_id=network.id, cidr=cidr,
-                        gateway_ip=gateway, project_id=network.project_id)
-        self.subnets[subnet.id] = subnet
-        return subnet
+        prefix = ipaddress.ip_network(cidr)
+        subnet = Subnet(id=f'subnet-{name or network.name + "-" + cidr}',
+                        network_id=network.id, cidr=cidr, ip_version=prefix.version,
+                        gateway_ip=str(next(prefix.hosts())),
+                        project_id=network.project_id)
+        return _add(self.subnets, subnet)
 
-    def port(self, subnet, ip, ofport=None, name=None, **attrs):
+    def port(self, subnet, ip, ofport=None, name=None, mac=None, **attrs):
         key = next(self._keys)
-        port = Port(id=f'port-{name or ip}', key=key, network_id=subnet.network_id,
-                    mac_address=f'fa:16:3e:00:00:{key:02x}',
+        port = Port(id=f'port-{name or subnet.network_id + "-" + ip}', key=key,
+                    network_id=subnet.network_id,
+                    mac_address=mac or f'fa:16:3e:00:00:{key:02x}',
                     fixed_ips=[FixedIP(subnet_id=subnet.id, ip_address=ip)], **attrs)
-        self.ports[port.id] = port
+        _add(self.ports, port)
         if ofport is not None:
             self.ofports[port.id] = ofport
         return port
 
+    def remove_port(self, port):
+        del self.ports[port.id]
+        self.ofports.pop(port.id, None)
+
     def router(self, name, *subnets, routes=()):
         router = Router(id=f'router-{name}', name=name, key=next(self._keys), routes=list(routes))
-        self.routers[router.id] = router
+        _add(self.routers, router)
         for subnet in subnets:
             self.add_interface(router, subnet)
         return router
@@ -57,5 +73,78 @@ class TopologyBuilder:
         del self.ports[interface.port_id]
 
     def build(self) -> Topology:
-        return Topology(self.chassis_id, dict(self.networks), dict(self.subnets),
-                        dict(self.ports), dict(self.routers), {}, dict(self.ofports))
+        """An independent snapshot: later builder changes do not reach into it."""
+        return Topology(self.chassis_id, _copy(self.networks), _copy(self.subnets),
+                        _copy(self.ports), _copy(self.routers), {}, dict(self.ofports))
+
+
+def _add(objects: dict, obj):
+    if obj.id in objects:
+        raise ValueError(f'duplicate id {obj.id}: pass a name')
+    objects[obj.id] = obj
+    return obj
+
+
+def _copy(objects: dict) -> dict:
+    return {k: v.model_copy(deep=True) for k, v in objects.items()}
+
+
+def install(topology: Topology, reconciler: Reconciler = None) -> FlowTableSimulator:
+    """Reconcile the apps' flows for the topology into a (new or given) simulated br-int."""
+    reconciler = reconciler or Reconciler(FlowTableSimulator())
+    reconciler.reconcile(apps.desired_flows(topology))
+    return reconciler.switch
+
+
+def ip_of(port) -> str:
+    return port.fixed_ips[0].ip_address
+
+
+def frame(src_port, eth_dst, **fields) -> dict:
+    """An Ethernet frame sent by a port (an IPv4 packet unless eth_type says otherwise)."""
+    return {'eth_src': src_port.mac_address, 'eth_dst': eth_dst,
+            'eth_type': p.ETH_TYPE_IPV4, **fields}
+
+
+def ipv4(src_port, eth_dst, ipv4_dst, ttl=64, **fields) -> dict:
+    return frame(src_port, eth_dst, ipv4_src=ip_of(src_port), ipv4_dst=ipv4_dst, ip_proto=1,
+                 ip_ttl=ttl, **fields)
+
+
+def arp_request(src_port, target_ip, sender_ip=None) -> dict:
+    """A broadcast ARP request from the port for target_ip."""
+    return frame(src_port, BROADCAST, eth_type=p.ETH_TYPE_ARP, arp_op=p.ARP_REQUEST,
+                 arp_sha=src_port.mac_address, arp_spa=sender_ip or ip_of(src_port),
+                 arp_tha='00:00:00:00:00:00', arp_tpa=target_ip)
+
+
+def as_sent(in_port: int, packet: dict) -> dict:
+    """The headers a delivery of the packet carries when the switch changed nothing."""
+    return {'in_port': in_port, 'ip_ttl': 64, **packet}
+
+
+def rich_topology() -> TopologyBuilder:
+    """Everything the apps know about at once: two projects reusing a CIDR and MACs, local,
+    remote and disabled ports, a dual-stack port, an IPv6 subnet, two routers (one of them
+    with extra routes, a default route and two routes to one prefix), a network nobody
+    routes."""
+    b = TopologyBuilder()
+    for project, first in (('p1', 1), ('p2', 20)):
+        n1, n2 = b.network(f'{project}-a', project), b.network(f'{project}-b', project)
+        s1, s2 = b.subnet(n1, '10.0.1.0/24'), b.subnet(n2, '10.0.2.0/24')
+        s6 = b.subnet(n2, 'fd00:2::/64')
+        b.port(s1, '10.0.1.5', ofport=first, mac='fa:16:3e:aa:00:01')
+        b.port(s1, '10.0.1.6', ofport=first + 1, admin_state_up=False)
+        b.port(s1, '10.0.1.7')  # on another chassis
+        dual = b.port(s2, '10.0.2.5', ofport=first + 2, mac='fa:16:3e:aa:00:02')
+        dual.fixed_ips.append(FixedIP(subnet_id=s6.id, ip_address='fd00:2::5'))
+        b.port(s2, '10.0.2.9', ofport=first + 3)
+        b.router(project, s1, s2, s6, routes=[
+            {'destination': '0.0.0.0/0', 'nexthop': '10.0.2.9'},
+            {'destination': '192.168.0.0/16', 'nexthop': '10.0.2.9'},
+            {'destination': '192.168.0.0/16', 'nexthop': '10.0.2.5'},
+            {'destination': '192.168.7.7/32', 'nexthop': '10.0.2.5'},
+            {'destination': 'fd00:9::/64', 'nexthop': 'fd00:2::5'}])
+    lonely = b.subnet(b.network('lonely'), '10.9.0.0/24')
+    b.port(lonely, '10.9.0.5', ofport=40)
+    return b

@@ -1,0 +1,136 @@
+"""The reconciler sends the switch exactly the difference between what it holds and what the
+apps want, and converges a switch that holds anything at all."""
+import pytest
+
+from dragonflow.controller import apps
+from dragonflow.controller.flows import (
+    COOKIE_OBJECT_MASK,
+    Flow,
+    Goto,
+    Match,
+    Output,
+    SetField,
+)
+from dragonflow.controller.reconciler import FlowConflict, Reconciler
+from tests.flowsim import FlowTableSimulator
+from tests.unit.builders import rich_topology
+
+PORT_REGS = ('reg6', 'reg7')
+
+
+def _reconciled(topology):
+    reconciler = Reconciler(FlowTableSimulator())
+    reconciler.reconcile(apps.desired_flows(topology))
+    return reconciler
+
+
+def test_reconciling_twice_changes_nothing():
+    topology = rich_topology().build()
+    reconciler = _reconciled(topology)
+    sim = reconciler.switch
+    before = dict(sim.flows)
+    assert sim.bundles == 1
+    change = reconciler.reconcile(apps.desired_flows(topology))
+    assert not change and change.deletes == [] and change.adds == []
+    assert sim.bundles == 1 and sim.flows == before
+
+
+def _mentions(flow, port, ofport) -> bool:
+    """Whether a flow is about the port: its key (in reg6, reg7 or the cookie), its ofport
+    (in_port, output) or its MAC, anywhere in the match or the actions. Not its IPs: the
+    other project in the topology reuses them."""
+    values = [(field, value) for field, value in flow.match]
+    values += [(a.field, a.value) for a in flow.actions if isinstance(a, SetField)]
+    values += [('in_port', a.port) for a in flow.actions if isinstance(a, Output)]
+    return (flow.cookie & COOKIE_OBJECT_MASK) == port.key or any(
+        (field in PORT_REGS and value == port.key) or (field == 'in_port' and value == ofport)
+        or value == port.mac_address for field, value in values)
+
+
+def test_removing_a_port_removes_its_flows_and_nothing_else():
+    builder = rich_topology()
+    port = builder.ports['port-net-p1-b-10.0.2.9']  # a VM, and the nexthop of extra routes
+    ofport = builder.ofports[port.id]
+    reconciler = _reconciled(builder.build())
+    sim = reconciler.switch
+    before = set(sim.flows.values())
+    assert any(_mentions(f, port, ofport) for f in before)
+
+    builder.remove_port(port)
+    change = reconciler.reconcile(apps.desired_flows(builder.build()))
+    after = set(sim.flows.values())
+    assert not any(_mentions(f, port, ofport) for f in after)
+    # Flows not about the port are untouched; flows about it are gone or rewritten
+    # (the network's flood list, routes that used it as nexthop) to no longer mention it.
+    assert {f for f in before if not _mentions(f, port, ofport)} <= after
+    rewritten = {f.key for f in before if _mentions(f, port, ofport)}
+    assert after - before and {f.key for f in after - before} <= rewritten
+    assert set(change.deletes) == {f for f in before if f.key not in sim.flows}
+    assert all(_mentions(f, port, ofport) for f in change.deletes)
+    assert sim.bundles == 2
+
+
+def test_changing_actions_is_one_add_and_no_delete():
+    sim = FlowTableSimulator()
+    reconciler = Reconciler(sim)
+    old = Flow(80, 100, Match(reg7=5), (Output(1),), 1)
+    other = Flow(80, 100, Match(reg7=6), (Output(2),), 1)
+    reconciler.reconcile([old, other])
+    new = Flow(80, 100, Match(reg7=5), (Output(3),), 1)
+    change = reconciler.reconcile([new, other])
+    assert change.adds == [new] and change.deletes == []
+    assert set(sim.flows.values()) == {new, other}
+
+
+def test_changing_only_the_cookie_is_an_add():
+    reconciler = Reconciler(FlowTableSimulator())
+    flow = Flow(80, 100, Match(reg7=5), (Output(1),), 1)
+    reconciler.reconcile([flow])
+    change = reconciler.reconcile([Flow(80, 100, Match(reg7=5), (Output(1),), 2)])
+    assert len(change.adds) == 1 and change.deletes == []
+
+
+def test_conflicting_flows_are_refused_before_touching_the_switch():
+    sim = FlowTableSimulator()
+    reconciler = Reconciler(sim)
+    flow = Flow(30, 100, Match(metadata=1, eth_dst='fa:16:3e:00:00:01'),
+                (SetField('reg7', 5), Goto(60)))
+    conflicting = Flow(30, 100, Match(eth_dst='FA:16:3E:00:00:01', metadata=1),
+                       (SetField('reg7', 6), Goto(60)))
+    with pytest.raises(FlowConflict):
+        reconciler.reconcile([flow, conflicting])
+    assert sim.bundles == 0 and sim.flows == {} and reconciler.installed == {}
+    assert reconciler.reconcile([flow, flow]).adds == [flow]  # identical ones just collapse
+
+
+def test_resync_converges_a_stale_switch_in_one_bundle():
+    desired = apps.desired_flows(rich_topology().build())
+    kept, changed = desired[:len(desired) // 2], desired[len(desired) // 2]
+    stale = [Flow(30, 100, Match(metadata=99, eth_dst='fa:16:3e:99:99:99'),
+                  (SetField('reg7', 99), Goto(60)), 99),
+             Flow(80, 100, Match(reg7=99), (Output(99),), 99),
+             Flow(7, 0, Match(), ())]
+    sim = FlowTableSimulator()
+    sim.apply([], kept + stale + [Flow(changed.table, changed.priority, changed.match,
+                                       (Output(1),), changed.cookie)])
+    reconciler = Reconciler(sim)
+    reconciler.resync()
+    change = reconciler.reconcile(desired)
+    assert set(sim.flows.values()) == set(desired)
+    assert sim.bundles == 2
+    assert set(change.deletes) == set(stale)
+    assert set(change.adds) == set(desired) - set(kept)
+    assert not reconciler.reconcile(desired)
+
+
+def test_refused_bundle_is_sent_again_in_full():
+    """If the switch refuses a bundle, nothing is believed installed, so the next reconcile
+    retries everything rather than assuming half of it went in."""
+    sim = FlowTableSimulator()
+    reconciler = Reconciler(sim)
+    good = Flow(80, 100, Match(reg7=5), (Output(1),))
+    bad = Flow(60, 100, Match(reg7=5), (Goto(20),))  # goto_table backwards: OVS refuses it
+    with pytest.raises(ValueError):
+        reconciler.reconcile([good, bad])
+    assert sim.flows == {} and reconciler.installed == {}
+    assert reconciler.reconcile([good]).adds == [good]
