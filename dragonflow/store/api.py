@@ -127,6 +127,8 @@ class Store(abc.ABC):
     def changes(self, after: int, limit: int = 1000) -> list[Event]:
         """Changes with revision > ``after``, oldest first; whole commits only.
 
+        At most ``limit`` changes, except that the commit which reaches the limit comes whole:
+        a page is never empty while changes remain, even if one commit exceeds ``limit``.
         Raises Compacted when changes after ``after`` are no longer all kept.
         """
 
@@ -138,7 +140,7 @@ class Store(abc.ABC):
     def compact(self, revision: int) -> None:
         """Forget the change log up to and including ``revision``."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: a no-op for drivers holding nothing
         """Release connections."""
 
     # Conveniences built on the primitives above, shared by every driver.

@@ -13,16 +13,16 @@ from typing import Optional
 
 from dragonflow.store import api
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS objects (
-    tbl TEXT NOT NULL, id TEXT NOT NULL, value TEXT NOT NULL, revision INTEGER NOT NULL,
-    PRIMARY KEY (tbl, id));
-CREATE TABLE IF NOT EXISTS changes (
-    revision INTEGER NOT NULL, seq INTEGER NOT NULL, tbl TEXT NOT NULL, id TEXT NOT NULL,
-    value TEXT, PRIMARY KEY (revision, seq));
-CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-INSERT OR IGNORE INTO counters VALUES ('revision', 0), ('compacted', 0);
-"""
+SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS objects (
+        tbl TEXT NOT NULL, id TEXT NOT NULL, value TEXT NOT NULL, revision INTEGER NOT NULL,
+        PRIMARY KEY (tbl, id))""",
+    """CREATE TABLE IF NOT EXISTS changes (
+        revision INTEGER NOT NULL, seq INTEGER NOT NULL, tbl TEXT NOT NULL, id TEXT NOT NULL,
+        value TEXT, PRIMARY KEY (revision, seq))""",
+    "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    "INSERT OR IGNORE INTO counters VALUES ('revision', 0), ('compacted', 0)",
+]
 WAIT_POLL_SECONDS = 0.01
 
 
@@ -33,24 +33,46 @@ class SqliteStore(api.Store):
         self._local = threading.local()
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
-        try:
-            self._db().executescript(SCHEMA)
-        except sqlite3.OperationalError as e:
-            raise api.Unavailable(str(e)) from e
+        # One write transaction, so that processes creating the file at once do not race.
+        with self._transaction(immediate=True) as db:
+            for statement in SCHEMA:
+                db.execute(statement)
 
-    # Connections are per thread: sqlite3 objects must not cross threads.
+    # Connections are per thread (sqlite3 objects must not cross threads) and per process (a
+    # connection must not be used on both sides of a fork).
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, 'db', None)
-        if db is None:
+        if db is None or self._local.pid != os.getpid():
+            db = self._open()
+            self._local.db, self._local.pid = db, os.getpid()
+        return db
+
+    def _open(self) -> sqlite3.Connection:
+        try:
             db = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None,
                                  check_same_thread=False)
-            db.execute('PRAGMA journal_mode=WAL')
+        except sqlite3.OperationalError as e:
+            raise api.Unavailable(str(e)) from e
+        try:
+            # Switching a new file to WAL needs an exclusive lock and sqlite does not wait for
+            # it (no busy handler): when processes open a new file at once, retry.
+            deadline = time.monotonic() + self.timeout
+            while True:
+                try:
+                    db.execute('PRAGMA journal_mode=WAL')
+                    break
+                except sqlite3.OperationalError as e:
+                    if time.monotonic() >= deadline or 'locked' not in str(e):
+                        raise api.Unavailable(str(e)) from e
+                    time.sleep(WAIT_POLL_SECONDS)
             db.execute('PRAGMA synchronous=NORMAL')
-            self._local.db = db
+        except BaseException:
+            db.close()
+            raise
         return db
 
     def _transaction(self, immediate=False):
-        return _Transaction(self._db(), immediate)
+        return _Transaction(self, immediate)
 
     def get(self, table, id):
         row = self._query('SELECT value, revision FROM objects WHERE tbl=? AND id=?',
@@ -135,9 +157,9 @@ class SqliteStore(api.Store):
 
     def close(self):
         db = getattr(self._local, 'db', None)
-        if db is not None:
+        if db is not None and self._local.pid == os.getpid():
             db.close()
-            self._local.db = None
+        self._local.db = None
 
     def _query(self, sql, params=()):
         try:
@@ -157,7 +179,7 @@ def _check(db, op: api.Operation) -> None:
                      (op.table, op.id)).fetchone()
     actual: Optional[int] = row[0] if row else None
     if isinstance(op, api.Delete) and actual is None:
-        raise api.Conflict(op.table, op.id, op.expect or -1, None)
+        raise api.Conflict(op.table, op.id, -1 if op.expect is None else op.expect, None)
     if op.expect is None:
         return
     if (op.expect == api.MUST_NOT_EXIST and actual is not None) or \
@@ -166,23 +188,36 @@ def _check(db, op: api.Operation) -> None:
 
 
 class _Transaction:
-    """BEGIN ... COMMIT/ROLLBACK; IMMEDIATE takes the write lock up front."""
+    """BEGIN ... COMMIT/ROLLBACK; IMMEDIATE takes the write lock up front.
 
-    def __init__(self, db: sqlite3.Connection, immediate: bool):
-        self.db, self.immediate = db, immediate
+    sqlite's errors (a lock held longer than the timeout, an unreadable file) leave as
+    api.Unavailable, and never leave a transaction open on the connection.
+    """
+
+    def __init__(self, store: SqliteStore, immediate: bool):
+        self.store, self.immediate = store, immediate
 
     def __enter__(self):
         try:
+            self.db = self.store._db()
             self.db.execute('BEGIN IMMEDIATE' if self.immediate else 'BEGIN')
         except sqlite3.OperationalError as e:
             raise api.Unavailable(str(e)) from e
         return self.db
 
     def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            self.db.execute('COMMIT')
-        else:
-            self.db.execute('ROLLBACK')
-            if issubclass(exc_type, sqlite3.OperationalError):
-                raise api.Unavailable(str(exc)) from exc
+        try:
+            if exc_type is None:
+                self.db.execute('COMMIT')
+                return False
+        except sqlite3.OperationalError as e:
+            self._rollback()
+            raise api.Unavailable(str(e)) from e
+        self._rollback()
+        if issubclass(exc_type, sqlite3.OperationalError):
+            raise api.Unavailable(str(exc)) from exc
         return False
+
+    def _rollback(self):
+        if self.db.in_transaction:
+            self.db.execute('ROLLBACK')

@@ -1,0 +1,150 @@
+"""What only the sqlite driver does: the file, its lock, and errors mapped to the contract."""
+import json
+import multiprocessing
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from dragonflow import store as nb
+from dragonflow.store import api
+
+from . import helpers
+
+TIMEOUT = 0.2
+
+
+@pytest.fixture
+def path(tmp_path):
+    return tmp_path / 'nb.sqlite'
+
+
+@pytest.fixture
+def locked(path):
+    """A store with a few objects, then another connection holding sqlite's write lock."""
+    store = nb.connect(f'sqlite://{path}', timeout=TIMEOUT)
+    store.put('network', 'n1', {'v': 1})
+    store.allocate_key('network')
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute('BEGIN IMMEDIATE')
+    try:
+        yield store
+    finally:
+        other.execute('ROLLBACK')
+        other.close()
+        store.close()
+
+
+@pytest.mark.parametrize('call', [
+    lambda s: s.put('network', 'n2', {}),
+    lambda s: s.commit([api.Delete('network', 'n1')]),
+    lambda s: s.allocate_key('network'),
+    lambda s: s.compact(s.revision()),
+], ids=['put', 'commit', 'allocate_key', 'compact'])
+def test_a_write_blocked_longer_than_the_timeout_is_unavailable(locked, call):
+    start = time.monotonic()
+    with pytest.raises(api.Unavailable) as raised:
+        call(locked)
+    elapsed = time.monotonic() - start
+    assert not isinstance(raised.value, sqlite3.Error)
+    assert TIMEOUT * 0.9 <= elapsed < TIMEOUT + 2.0
+
+
+def test_reads_go_on_while_another_process_writes(locked):
+    """WAL: readers and watchers are not blocked by the writer's lock."""
+    assert locked.get('network', 'n1').value == {'v': 1}
+    assert [r.id for r in locked.list('network')] == ['n1']
+    revision = locked.revision()
+    assert locked.snapshot()[0] == revision
+    assert len(locked.changes(0)) == 1
+    assert locked.wait(revision, 0.05) is False
+
+
+def test_opening_a_locked_store_is_unavailable(locked, path):
+    with pytest.raises(api.Unavailable):
+        nb.connect(f'sqlite://{path}', timeout=TIMEOUT)
+
+
+def test_the_store_recovers_when_the_lock_is_released(path):
+    store = nb.connect(f'sqlite://{path}', timeout=TIMEOUT)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute('BEGIN IMMEDIATE')
+    with pytest.raises(api.Unavailable):
+        store.put('network', 'n1', {})
+    other.execute('ROLLBACK')
+    other.close()
+    revision = store.put('network', 'n1', {'v': 1})
+    assert store.get('network', 'n1') == api.Record('network', 'n1', {'v': 1}, revision)
+    store.close()
+
+
+def test_a_lock_shorter_than_the_timeout_only_delays(path):
+    store = nb.connect(f'sqlite://{path}', timeout=5.0)
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute('BEGIN IMMEDIATE')
+    release = threading.Timer(0.2, lambda: (other.execute('ROLLBACK'), other.close()))
+    release.start()
+    revision = store.put('network', 'n1', {})
+    release.join()
+    assert store.revision() == revision
+    store.close()
+
+
+def test_an_unusable_file_is_unavailable(tmp_path):
+    directory = tmp_path / 'a-directory'
+    directory.mkdir()
+    with pytest.raises(api.Unavailable):
+        nb.connect(f'sqlite://{directory}', timeout=TIMEOUT)
+
+
+def test_processes_creating_one_new_file_at_once(tmp_path):
+    """Opening a new file switches it to WAL; several processes doing it at once all succeed."""
+    ctx, count = helpers.spawn(), 6
+    urls = [f'sqlite://{tmp_path}/nb-{i}.sqlite' for i in range(30)]
+    barrier = ctx.Barrier(count)
+    outs = [str(tmp_path / f'errors-{i}.json') for i in range(count)]
+    processes = [ctx.Process(target=helpers.open_new_stores, args=(urls, barrier, out),
+                             daemon=True) for out in outs]
+    for proc in processes:
+        proc.start()
+    helpers.run_all(processes, timeout=60)
+    errors = [error for out in outs for error in json.loads(Path(out).read_text())]
+    assert errors == []
+    for url in urls:
+        store = nb.connect(url)
+        assert store.allocate_key('k') == count + 1, 'every process allocated one key'
+        store.close()
+
+
+def test_processes_share_one_file(path):
+    """Two connections (as two processes would have) see one store."""
+    first = nb.connect(f'sqlite://{path}')
+    second = nb.connect(f'sqlite://{path}')
+    revision = first.put('network', 'n1', {'v': 1})
+    assert second.get('network', 'n1').revision == revision
+    assert second.revision() == revision
+    assert second.allocate_key('k') != first.allocate_key('k')
+    first.close()
+    second.close()
+
+
+def test_a_forked_child_does_not_share_the_parents_connection(path):
+    """sqlite connections must not cross a fork; the store opens a new one in the child."""
+    store = nb.connect(f'sqlite://{path}')
+    store.put('network', 'n1', {'v': 1})
+    ctx = multiprocessing.get_context('fork')
+    child = ctx.Process(target=_put_and_exit, args=(store,))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    assert store.get('network', 'child').value == {'pid': child.pid}
+    assert store.put('network', 'n1', {'v': 2}) > store.get('network', 'child').revision
+    store.close()
+
+
+def _put_and_exit(store):
+    store.put('network', 'child', {'pid': os.getpid()})
+    store.close()
