@@ -39,18 +39,36 @@ class LocalOvs:
             txn.add(self.api.db_set('Bridge', self.bridge, ('protocols', ['OpenFlow13'])))
             txn.add(self.api.set_controller(self.bridge, [controller]))
 
-    def vm_interfaces(self) -> dict[str, int]:
-        """Neutron port id -> OpenFlow port number, for every plugged VM interface."""
-        rows = self.api.db_find('Interface', columns=['external_ids', 'ofport']).execute(
-            check_error=True)
-        result = {}
+    def ensure_tunnel_port(self, tunnel_type: str, local_ip: str) -> None:
+        """One flow-based tunnel port per encapsulation: the flows choose VNI and peer."""
+        name = tunnel_port_name(tunnel_type)
+        options = {'remote_ip': 'flow', 'key': 'flow', 'local_ip': local_ip}
+        with self.api.transaction(check_error=True) as txn:
+            txn.add(self.api.add_port(self.bridge, name, may_exist=True))
+            txn.add(self.api.db_set('Interface', name, ('type', tunnel_type),
+                                    ('options', options)))
+
+    def interfaces(self) -> tuple[dict[str, int], dict[str, int]]:
+        """(Neutron port id -> OpenFlow port of every plugged VM interface,
+        tunnel type -> OpenFlow port of our tunnel ports)."""
+        rows = self.api.db_find('Interface', columns=['name', 'type', 'external_ids',
+                                                      'ofport']).execute(check_error=True)
+        vms, tunnels = {}, {}
         for row in rows:
-            port_id = row['external_ids'].get('iface-id')
             ofport = row['ofport'][0] if isinstance(row['ofport'], list) and row['ofport'] \
                 else row['ofport']
-            if port_id and isinstance(ofport, int) and ofport > 0:
-                result[port_id] = ofport
-        return result
+            if not isinstance(ofport, int) or ofport <= 0:
+                continue
+            port_id = row['external_ids'].get('iface-id')
+            if port_id:
+                vms[port_id] = ofport
+            elif row['name'] == tunnel_port_name(row['type']):
+                tunnels[row['type']] = ofport
+        return vms, tunnels
 
     def stop(self) -> None:
         self.api.ovsdb_connection.stop()
+
+
+def tunnel_port_name(tunnel_type: str) -> str:
+    return 'tun-' + tunnel_type

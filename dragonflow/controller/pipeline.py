@@ -62,7 +62,7 @@ ARP_RESPONDER = Table(
     frozenset(_ARP), ('l2_lookup',))
 L2_LOOKUP = Table(
     'l2_lookup', 30, 'router MAC to L3; known port MAC to its reg7; broadcast to every port',
-    frozenset(_L2), ('l3', 'egress_dispatch'))
+    frozenset(_L2), ('l3', 'egress_dispatch', 'remote_flood'))
 REMOTE_INGRESS = Table(
     'remote_ingress', 35, 'packets from tunnels: destination MAC to a local port',
     frozenset(_L2), ('egress_dispatch',))
@@ -72,12 +72,15 @@ L3 = Table(
 EGRESS_DISPATCH = Table(
     'egress_dispatch', 60, 'local destination port to output; remote one to its tunnel',
     frozenset({NETWORK_REG, DESTINATION_PORT_REG}), ('output',))
+REMOTE_FLOOD = Table(
+    'remote_flood', 62, 'a broadcast from a local port: one copy to each other chassis with '
+    'ports on the network', frozenset({NETWORK_REG}), ())
 OUTPUT = Table(
     'output', 80, 'reg7 to the port\'s OpenFlow port number',
     frozenset({DESTINATION_PORT_REG}), ())
 
 TABLES = (CLASSIFY, SERVICES, ARP_RESPONDER, L2_LOOKUP, REMOTE_INGRESS, L3, EGRESS_DISPATCH,
-          OUTPUT)
+          REMOTE_FLOOD, OUTPUT)
 BY_NUMBER = {t.number: t for t in TABLES}
 BY_NAME = {t.name: t for t in TABLES}
 

@@ -74,11 +74,12 @@ class Controller:
         self._report_ports(topology)
 
     def topology(self) -> Topology:
-        ofports = self.ovs.vm_interfaces()
+        ofports, tunnels = self.ovs.interfaces()
         with self._lock:
             objects = {table: dict(rows) for table, rows in self.cache.objects.items()}
         return Topology(self.chassis_id, objects['networks'], objects['subnets'],
-                        objects['ports'], objects['routers'], objects['chassis'], ofports)
+                        objects['ports'], objects['routers'], objects['chassis'], ofports,
+                        tunnels.get(self.conf.tunnel_types[0]))
 
     def _report_ports(self, topology: Topology) -> None:
         """Bind plugged ports to this chassis (ACTIVE, flows are in); unplugged ones go DOWN."""
@@ -146,6 +147,8 @@ def main(argv=None) -> int:
     switch.start()
     ovs.ensure_bridge(c.datapath_type,
                       f'tcp:{c.openflow_listen_host}:{c.openflow_listen_port}')
+    for tunnel_type in c.tunnel_types:
+        ovs.ensure_tunnel_port(tunnel_type, c.tunnel_ip)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: controller.stop_event.set())
     LOG.info('df-controller %s running', controller.chassis_id)

@@ -29,6 +29,7 @@ class Topology:
     routers: dict[str, Router]
     chassis: dict[str, Chassis]
     ofports: dict[str, int]  # port id -> OpenFlow port number, for VMs plugged on this chassis
+    tunnel_ofport: Optional[int] = None  # this chassis' tunnel port, when it has one
 
     def __hash__(self):
         return id(self)
@@ -51,6 +52,15 @@ class Topology:
         """Ports plugged on this chassis that the store knows, with their OpenFlow port."""
         return [(self.ports[pid], ofport) for pid, ofport in sorted(self.ofports.items())
                 if pid in self.ports and self.ports[pid].network_id in self.networks]
+
+    def remote_ports_on(self, network_id: str) -> list[tuple[Port, Chassis]]:
+        """VM ports of the network bound to another chassis that we can tunnel to."""
+        result = []
+        for port in self.vm_ports_on(network_id):
+            chassis = self.chassis.get(port.binding_host_id)
+            if port.id not in self.ofports and chassis and chassis.id != self.chassis_id:
+                result.append((port, chassis))
+        return result
 
     def network_of(self, port: Port) -> Optional[Network]:
         return self.networks.get(port.network_id)

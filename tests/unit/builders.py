@@ -7,11 +7,12 @@ from dragonflow.controller import apps
 from dragonflow.controller import pipeline as p
 from dragonflow.controller.reconciler import Reconciler
 from dragonflow.controller.topology import Topology
-from dragonflow.model import FixedIP, Network, Port, Router, RouterInterface, Subnet
+from dragonflow.model import Chassis, FixedIP, Network, Port, Router, RouterInterface, Subnet
 from dragonflow.model.objects import DEVICE_OWNER_ROUTER_INTERFACE
 from tests.flowsim import FlowTableSimulator
 
 BROADCAST = 'ff:ff:ff:ff:ff:ff'
+TUNNEL_OFPORT = 1000
 
 
 class TopologyBuilder:
@@ -25,7 +26,14 @@ class TopologyBuilder:
         self.chassis_id = chassis_id
         self.networks, self.subnets, self.ports, self.routers = {}, {}, {}, {}
         self.ofports: dict[str, int] = {}
+        self.chassis: dict[str, Chassis] = {}
+        self.tunnel_ofport = None
         self._keys = itertools.count(1)
+
+    def remote_chassis(self, name, tunnel_ip):
+        """Another chassis; this one gets its tunnel port (TUNNEL_OFPORT) with the first."""
+        self.tunnel_ofport = TUNNEL_OFPORT
+        return _add(self.chassis, Chassis(id=name, tunnel_ip=tunnel_ip))
 
     def network(self, name, project='p1'):
         net = Network(id=f'net-{name}', name=name, key=next(self._keys), project_id=project)
@@ -75,7 +83,8 @@ class TopologyBuilder:
     def build(self) -> Topology:
         """An independent snapshot: later builder changes do not reach into it."""
         return Topology(self.chassis_id, _copy(self.networks), _copy(self.subnets),
-                        _copy(self.ports), _copy(self.routers), {}, dict(self.ofports))
+                        _copy(self.ports), _copy(self.routers), _copy(self.chassis),
+                        dict(self.ofports), self.tunnel_ofport)
 
 
 def _add(objects: dict, obj):
@@ -129,13 +138,14 @@ def rich_topology() -> TopologyBuilder:
     with extra routes, a default route and two routes to one prefix), a network nobody
     routes."""
     b = TopologyBuilder()
+    b.remote_chassis('chassis-2', '172.31.0.12')
     for project, first in (('p1', 1), ('p2', 20)):
         n1, n2 = b.network(f'{project}-a', project), b.network(f'{project}-b', project)
         s1, s2 = b.subnet(n1, '10.0.1.0/24'), b.subnet(n2, '10.0.2.0/24')
         s6 = b.subnet(n2, 'fd00:2::/64')
         b.port(s1, '10.0.1.5', ofport=first, mac='fa:16:3e:aa:00:01')
         b.port(s1, '10.0.1.6', ofport=first + 1, admin_state_up=False)
-        b.port(s1, '10.0.1.7')  # on another chassis
+        b.port(s1, '10.0.1.7', **{'binding:host_id': 'chassis-2'})  # on another chassis
         dual = b.port(s2, '10.0.2.5', ofport=first + 2, mac='fa:16:3e:aa:00:02')
         dual.fixed_ips.append(FixedIP(subnet_id=s6.id, ip_address='fd00:2::5'))
         b.port(s2, '10.0.2.9', ofport=first + 3)

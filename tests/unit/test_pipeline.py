@@ -72,8 +72,7 @@ def test_every_app_flow_fits_its_table():
 
 def test_every_table_in_use_is_declared_and_used():
     tables = {f.table for f in apps.desired_flows(rich_topology().build())}
-    unused = {p.REMOTE_INGRESS.number}  # reserved for tunnels, which no app makes yet
-    assert tables == set(p.BY_NUMBER) - unused
+    assert tables == set(p.BY_NUMBER)
 
 
 def test_each_flows_cookie_names_its_app():

@@ -6,9 +6,9 @@ id, written into the top byte of every flow's cookie so a flow in the switch nam
 import dataclasses
 
 from dragonflow.controller import flows as of
-from dragonflow.controller.apps import arp_responder, classifier, l2, l3, output
+from dragonflow.controller.apps import arp_responder, classifier, l2, l3, output, tunnels
 
-APPS = (classifier, arp_responder, l2, l3, output)
+APPS = (classifier, arp_responder, l2, l3, output, tunnels)
 APP_IDS = {app.NAME: index + 1 for index, app in enumerate(APPS)}
 APP_NAMES = {index: name for name, index in APP_IDS.items()}
 

@@ -1,6 +1,7 @@
 """Table l2_lookup: a frame to a port's MAC gets that port's key in reg7; a broadcast or
-multicast frame is copied to every VM port of its network (never back to its sender: OpenFlow
-does not output a packet to its input port)."""
+multicast frame is copied to every local VM port of its network (never back to its sender:
+OpenFlow does not output a packet to its input port) and handed to remote_flood, where the
+tunnels app sends one copy to each other chassis with ports on the network."""
 from dragonflow.controller import pipeline as p
 from dragonflow.controller.flows import Match, SetField
 
@@ -18,8 +19,17 @@ def flows(topology):
                 [SetField(p.DESTINATION_PORT_REG, port.key), p.EGRESS_DISPATCH.goto()],
                 cookie=port.key)
         if ports:
-            flood = []
-            for port in ports:
-                flood += [SetField(p.DESTINATION_PORT_REG, port.key), p.EGRESS_DISPATCH.resubmit()]
-            yield p.L2_LOOKUP.flow(50, Match(metadata=network.key, eth_dst=MULTICAST), flood,
-                                   cookie=network.key)
+            yield p.L2_LOOKUP.flow(
+                50, Match(metadata=network.key, eth_dst=MULTICAST),
+                local_copies(topology, network.id) + [p.REMOTE_FLOOD.resubmit()],
+                cookie=network.key)
+
+
+def local_copies(topology, network_id) -> list:
+    """Actions that deliver one copy to each VM port of the network plugged on this chassis."""
+    local = {port.id for port, _ in topology.local_ports()}
+    actions = []
+    for port in topology.vm_ports_on(network_id):
+        if port.id in local:
+            actions += [SetField(p.DESTINATION_PORT_REG, port.key), p.EGRESS_DISPATCH.resubmit()]
+    return actions

@@ -1,0 +1,53 @@
+"""Tunnels to the other chassis (VXLAN or Geneve; VNI = network key).
+
+Out: a packet for a port bound to another chassis leaves egress_dispatch with tunnel_id = the
+port's network key and tun_ipv4_dst = that chassis' tunnel IP, through our one flow-based
+tunnel port. A broadcast from a local port gets one copy per other chassis with ports on its
+network (remote_flood). In: a packet from the tunnel port is classified by its VNI and delivered
+by destination MAC to local ports only (remote_ingress); a broadcast from a tunnel is copied to
+local ports only, so nothing arriving over a tunnel is ever sent back into one.
+"""
+from dragonflow.controller import pipeline as p
+from dragonflow.controller.apps.l2 import MULTICAST, local_copies
+from dragonflow.controller.flows import Match, Output, SetField
+
+NAME = 'tunnels'
+
+
+def flows(topology):
+    tunnel = topology.tunnel_ofport
+    if tunnel is None:
+        return
+    local_networks = {port.network_id for port, _ in topology.local_ports()}
+    for network in topology.networks.values():
+        remote = topology.remote_ports_on(network.id)
+        for port, chassis in remote:
+            yield p.EGRESS_DISPATCH.flow(100, Match(reg7=port.key),
+                                         _to(network.key, chassis.tunnel_ip, tunnel),
+                                         cookie=port.key)
+        peers = sorted({chassis.tunnel_ip for _, chassis in remote})
+        if peers:
+            yield p.REMOTE_FLOOD.flow(
+                100, Match(metadata=network.key),
+                [a for ip in peers for a in _to(network.key, ip, tunnel)], cookie=network.key)
+        if network.id in local_networks:
+            yield from _ingress(topology, network, tunnel)
+
+
+def _to(network_key: int, tunnel_ip: str, tunnel_ofport: int) -> list:
+    return [SetField('tunnel_id', network_key), SetField('tun_ipv4_dst', tunnel_ip),
+            Output(tunnel_ofport)]
+
+
+def _ingress(topology, network, tunnel):
+    yield p.CLASSIFY.flow(100, Match(in_port=tunnel, tunnel_id=network.key),
+                          [SetField(p.NETWORK_REG, network.key), p.REMOTE_INGRESS.goto()],
+                          cookie=network.key)
+    for port, _ in topology.local_ports():
+        if port.network_id == network.id:
+            yield p.REMOTE_INGRESS.flow(
+                100, Match(metadata=network.key, eth_dst=port.mac_address),
+                [SetField(p.DESTINATION_PORT_REG, port.key), p.EGRESS_DISPATCH.goto()],
+                cookie=port.key)
+    yield p.REMOTE_INGRESS.flow(50, Match(metadata=network.key, eth_dst=MULTICAST),
+                                local_copies(topology, network.id), cookie=network.key)
