@@ -24,6 +24,11 @@ api_opts = [
     cfg.StrOpt('base_mac', default='fa:16:3e:00:00:00',
                help='MAC prefix for generated port MACs (the first three octets are kept).'),
     cfg.IntOpt('workers', default=1, help='Number of df-api worker processes.'),
+    cfg.IntOpt('max_fixed_ips_per_port', default=5, min=1,
+               help='Most fixed IPs one port may have (as Neutron\'s option of that name).'),
+    cfg.IntOpt('max_routes', default=30, min=0,
+               help='Most extra routes one router may have (as Neutron\'s option).'),
+    cfg.BoolOpt('access_log', default=True, help='Log every HTTP request df-api answers.'),
 ]
 
 controller_opts = [

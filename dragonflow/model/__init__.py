@@ -1,11 +1,15 @@
 """Typed northbound objects, stored as JSON documents keyed by (table, id)."""
 from dragonflow.model.objects import (
+    INTERNAL_MODELS,
     MODELS,
     AddressPair,
     AllocationPool,
     Chassis,
+    Fence,
     FixedIP,
     HostRoute,
+    IPAllocation,
+    MACAllocation,
     Model,
     Network,
     Port,
@@ -15,5 +19,6 @@ from dragonflow.model.objects import (
     model_for_table,
 )
 
-__all__ = ['AddressPair', 'MODELS', 'AllocationPool', 'Chassis', 'FixedIP', 'HostRoute', 'Model', 'Network',
-           'Port', 'Router', 'RouterInterface', 'Subnet', 'model_for_table']
+__all__ = ['AddressPair', 'MODELS', 'INTERNAL_MODELS', 'AllocationPool', 'Chassis', 'Fence',
+           'FixedIP', 'HostRoute', 'IPAllocation', 'MACAllocation', 'Model', 'Network', 'Port',
+           'Router', 'RouterInterface', 'Subnet', 'model_for_table']

@@ -101,6 +101,8 @@ class Port(Resource):
     admin_state_up: bool = True
     status: str = 'DOWN'
     binding_host_id: str = Field(default='', alias='binding:host_id')
+    binding_profile: dict = Field(default={}, alias='binding:profile')
+    binding_vnic_type: str = Field(default='normal', alias='binding:vnic_type')
     security_groups: list[str] = []
     port_security_enabled: bool = True
     allowed_address_pairs: list[AddressPair] = []
@@ -135,6 +137,49 @@ class Chassis(Model):
 
 
 MODELS: dict[str, type[Model]] = {m.table: m for m in (Network, Subnet, Port, Router, Chassis)}
+
+
+# Records df-api keeps for itself. They live in the store so that every df-api process sees
+# them and a commit can create them conditionally (compare-and-swap), but the data plane has no
+# use for them, so they are not in MODELS and controllers skip their tables.
+
+class IPAllocation(Model):
+    """One address handed out: id '<subnet_id>/<ip_address>', created only if absent."""
+    table: ClassVar[str] = 'ip_allocations'
+    subnet_id: str
+    network_id: str
+    ip_address: str
+    port_id: str
+
+    @staticmethod
+    def make_id(subnet_id: str, ip_address: str) -> str:
+        return f'{subnet_id}/{ip_address}'
+
+
+class MACAllocation(Model):
+    """One MAC in use on a network: id '<network_id>/<mac_address>'."""
+    table: ClassVar[str] = 'mac_allocations'
+    network_id: str
+    mac_address: str
+    port_id: str
+
+    @staticmethod
+    def make_id(network_id: str, mac_address: str) -> str:
+        return f'{network_id}/{mac_address}'
+
+
+class Fence(Model):
+    """Held while an object is checked for dependents and deleted: id '<table>/<id>'.
+
+    Writers that add a dependent (a port on a network, an address on a subnet) require the
+    parent's fence to be absent in their commit, so no dependent appears between the deleter's
+    check and its delete. ``expires`` lets writers break the fence of a deleter that died.
+    """
+    table: ClassVar[str] = 'fences'
+    expires: float
+
+
+INTERNAL_MODELS: dict[str, type[Model]] = {m.table: m for m in (IPAllocation, MACAllocation, Fence)}
 
 
 def model_for_table(table: str) -> type[Model]:

@@ -1,0 +1,128 @@
+"""The API resources as data: one attribute map per resource, as in neutron-lib.
+
+Attribute names, defaults, POST/PUT permissions and validation follow neutron-lib's core
+definitions plus the extensions df-api announces (see ``extensions``). Attributes a client may
+read but not write (status, timestamps, revision_number...) are declared visible-only.
+Data-plane fields of the stored objects (keys, router interfaces) are not in the maps, so no
+response shows them.
+"""
+from dragonflow.api import validators as v
+from dragonflow.api.attributes import UNSET, Attr, ResourceDef
+
+IPV6_MODES = ['dhcpv6-stateful', 'dhcpv6-stateless', 'slaac', None]
+VNIC_TYPES = ['normal', 'direct', 'macvtap', 'baremetal', 'direct-physical', 'virtio-forwarder',
+              'smart-nic', 'vdpa', 'remote-managed']
+
+READ_ONLY = Attr(default=None)
+
+
+def _standard(**more: Attr) -> dict[str, Attr]:
+    """Attributes every resource has (core + standard-attr-* + project-id extensions)."""
+    return {
+        'id': Attr(validate=v.uuid),
+        'name': Attr(allow_post=True, allow_put=True, default='',
+                     validate=v.string(v.NAME_MAX_LEN)),
+        'description': Attr(allow_post=True, allow_put=True, default='',
+                            validate=v.string(v.DESCRIPTION_MAX_LEN)),
+        'tenant_id': Attr(allow_post=True, validate=v.string(v.NAME_MAX_LEN)),
+        'project_id': Attr(allow_post=True, validate=v.string(v.NAME_MAX_LEN)),
+        **more,
+        # tag-ports-during-bulk-creation (and its siblings): tags may be given on POST.
+        'tags': Attr(allow_post=True, default=[], convert=v.to_list, validate=v.tags),
+        'created_at': READ_ONLY,
+        'updated_at': READ_ONLY,
+        'revision_number': Attr(convert_filter=v.to_int),
+    }
+
+
+def _flag(default: bool, put: bool = True) -> Attr:
+    return Attr(allow_post=True, allow_put=put, default=default, convert=v.to_boolean,
+                validate=v.boolean)
+
+
+NETWORK = ResourceDef('network', 'networks', _standard(
+    admin_state_up=_flag(True),
+    status=READ_ONLY,
+    subnets=READ_ONLY,
+    shared=_flag(False),
+    **{'router:external': _flag(False)},
+    mtu=Attr(allow_post=True, allow_put=True, default=UNSET, convert=v.to_int,
+             validate=v.int_range(68, 65535)),
+    port_security_enabled=_flag(True),
+    **{'provider:network_type': Attr(allow_post=True, default=None,
+                                     validate=v.values([None, 'vxlan', 'geneve', 'flat',
+                                                        'vlan', 'local'])),
+       'provider:physical_network': Attr(allow_post=True, default=None,
+                                         validate=v.string_or_none(64)),
+       'provider:segmentation_id': Attr(allow_post=True, default=None,
+                                        convert=v.to_int_or_none,
+                                        validate=v.nullable(v.int_range(0, 16777215)))},
+    availability_zone_hints=READ_ONLY,
+    availability_zones=READ_ONLY,
+    ipv4_address_scope=READ_ONLY,
+    ipv6_address_scope=READ_ONLY,
+    l2_adjacency=READ_ONLY,
+))
+
+SUBNET = ResourceDef('subnet', 'subnets', _standard(
+    network_id=Attr(allow_post=True, validate=v.uuid),
+    ip_version=Attr(allow_post=True, convert=v.to_int, validate=v.values([4, 6])),
+    cidr=Attr(allow_post=True, validate=v.subnet_cidr),
+    gateway_ip=Attr(allow_post=True, allow_put=True, default=UNSET,
+                    validate=v.nullable(v.ip_address)),
+    allocation_pools=Attr(allow_post=True, allow_put=True, default=UNSET,
+                          validate=v.nullable(v.ip_pools)),
+    enable_dhcp=_flag(True),
+    dns_nameservers=Attr(allow_post=True, allow_put=True, default=[], convert=v.to_list,
+                         validate=v.nameservers),
+    host_routes=Attr(allow_post=True, allow_put=True, default=[], convert=v.to_list,
+                     validate=v.hostroutes),
+    ipv6_ra_mode=Attr(allow_post=True, default=None, validate=v.values(IPV6_MODES)),
+    ipv6_address_mode=Attr(allow_post=True, default=None, validate=v.values(IPV6_MODES)),
+    subnetpool_id=READ_ONLY,
+    service_types=READ_ONLY,
+    segment_id=READ_ONLY,
+))
+
+PORT = ResourceDef('port', 'ports', _standard(
+    network_id=Attr(allow_post=True, validate=v.uuid),
+    admin_state_up=_flag(True),
+    mac_address=Attr(allow_post=True, allow_put=True, default=UNSET, convert=v.normalize_mac,
+                     validate=v.mac_address, convert_filter=v.normalize_mac),
+    fixed_ips=Attr(allow_post=True, allow_put=True, default=UNSET, validate=v.fixed_ips),
+    device_id=Attr(allow_post=True, allow_put=True, default='',
+                   validate=v.string(v.DEVICE_MAX_LEN)),
+    device_owner=Attr(allow_post=True, allow_put=True, default='',
+                      validate=v.string(v.DEVICE_MAX_LEN)),
+    status=READ_ONLY,
+    security_groups=Attr(allow_post=True, allow_put=True, default=[], convert=v.to_list,
+                         validate=v.uuid_list),
+    port_security_enabled=Attr(allow_post=True, allow_put=True, default=UNSET,
+                               convert=v.to_boolean, validate=v.boolean),
+    allowed_address_pairs=Attr(allow_post=True, allow_put=True, default=[],
+                               convert=v.to_list, validate=v.address_pairs),
+    ip_allocation=READ_ONLY,
+    **{'binding:host_id': Attr(allow_post=True, allow_put=True, default='',
+                               validate=v.string(v.DEVICE_MAX_LEN)),
+       'binding:profile': Attr(allow_post=True, allow_put=True, default={},
+                               validate=v.dict_or_none),
+       'binding:vnic_type': Attr(allow_post=True, allow_put=True, default='normal',
+                                 validate=v.values(VNIC_TYPES)),
+       'binding:vif_type': READ_ONLY,
+       'binding:vif_details': READ_ONLY},
+))
+
+ROUTER = ResourceDef('router', 'routers', _standard(
+    admin_state_up=_flag(True),
+    status=READ_ONLY,
+    external_gateway_info=Attr(allow_post=True, allow_put=True, default=None,
+                               validate=v.external_gateway_info),
+    routes=Attr(allow_put=True, default=[], convert=v.to_list, validate=v.hostroutes),
+))
+
+# The body of PUT /routers/{id}/add_extraroutes and remove_extraroutes (extraroute-atomic).
+EXTRAROUTES = ResourceDef('router', 'routers', {
+    'routes': Attr(allow_put=True, convert=v.to_list, validate=v.hostroutes),
+})
+
+RESOURCES = {r.collection: r for r in (NETWORK, SUBNET, PORT, ROUTER)}

@@ -1,0 +1,247 @@
+"""Neutron's API errors, raised by df-api and rendered exactly as Neutron renders them.
+
+Every error is answered as ``{"NeutronError": {"type", "message", "detail"}}`` where ``type``
+is the name of Neutron's exception class: clients (openstacksdk, gophercloud, Tempest) match on
+it and on the message text, so both are kept verbatim from neutron-lib.
+"""
+
+
+class NeutronError(Exception):
+    """Base: ``message`` is formatted with the constructor's keyword arguments."""
+    status = 500
+    message = 'An unknown exception occurred.'
+    type_name = ''
+
+    def __init__(self, **kwargs):
+        self.msg = self.message % kwargs if kwargs else self.message
+        super().__init__(self.msg)
+
+    @property
+    def type(self) -> str:
+        return self.type_name or type(self).__name__
+
+    def body(self) -> dict:
+        return {'NeutronError': {'type': self.type, 'message': self.msg, 'detail': ''}}
+
+
+# Generic webob errors: Neutron names these after the webob class.
+
+class HTTPBadRequest(NeutronError):
+    """Attribute validation failures (Neutron raises webob's HTTPBadRequest for these)."""
+    status = 400
+
+    def __init__(self, msg: str):
+        self.message = msg
+        super().__init__()
+
+
+class HTTPForbidden(HTTPBadRequest):
+    status = 403
+
+
+class HTTPNotFound(HTTPBadRequest):
+    status = 404
+
+
+class HTTPMethodNotAllowed(HTTPBadRequest):
+    status = 405
+
+
+class HTTPInternalServerError(NeutronError):
+    status = 500
+    message = 'Request Failed: internal server error while processing your request.'
+
+
+class PolicyNotAuthorized(NeutronError):
+    status = 403
+    message = 'rule:%(action)s is disallowed by policy'
+
+
+class PreconditionFailed(NeutronError):
+    """A revision_number If-Match constraint did not hold (revision-if-match extension)."""
+    status = 412
+    message = 'Constraint not met.'
+
+
+class ServiceUnavailable(NeutronError):
+    status = 503
+    message = 'The service is unavailable.'
+
+    def __init__(self, reason: str = ''):
+        super().__init__()
+        if reason:
+            self.msg = f'The service is unavailable: {reason}.'
+
+
+# neutron_lib.exceptions
+
+class BadRequest(NeutronError):
+    status = 400
+    message = 'Bad %(resource)s request: %(msg)s.'
+
+
+class InvalidInput(BadRequest):
+    message = 'Invalid input for operation: %(error_message)s.'
+
+
+class NotFound(NeutronError):
+    status = 404
+
+
+class Conflict(NeutronError):
+    status = 409
+
+
+class InUse(Conflict):
+    message = 'The resource is in use.'
+
+
+class NetworkNotFound(NotFound):
+    message = 'Network %(net_id)s could not be found.'
+
+
+class SubnetNotFound(NotFound):
+    message = 'Subnet %(subnet_id)s could not be found.'
+
+
+class PortNotFound(NotFound):
+    message = 'Port %(port_id)s could not be found.'
+
+
+class RouterNotFound(NotFound):
+    message = 'Router %(router_id)s could not be found'
+
+
+class TagNotFound(NotFound):
+    message = 'Tag %(tag)s could not be found for %(resource)s %(resource_id)s.'
+
+
+class ExtensionNotFound(HTTPNotFound):
+    def __init__(self, alias: str):
+        super().__init__(f'Extension with alias {alias} does not exist')
+
+
+class NetworkInUse(InUse):
+    message = ('Unable to complete operation on network %(net_id)s. '
+               'There are one or more ports still in use on the network.')
+
+
+class SubnetInUse(InUse):
+    message = 'Unable to complete operation on subnet %(subnet_id)s: %(reason)s.'
+
+    def __init__(self, subnet_id: str,
+                 reason: str = 'One or more ports have an IP allocation from this subnet'):
+        super().__init__(subnet_id=subnet_id, reason=reason)
+
+
+class PortInUse(InUse):
+    message = ('Unable to complete operation on port %(port_id)s for network %(net_id)s. '
+               'Port already has an attached device %(device_id)s.')
+
+
+class ServicePortInUse(InUse):
+    message = 'Port %(port_id)s cannot be deleted directly via the port API: %(reason)s.'
+
+
+class RouterInUse(InUse):
+    message = 'Router %(router_id)s %(reason)s'
+
+    def __init__(self, router_id: str, reason: str = 'still has ports'):
+        super().__init__(router_id=router_id, reason=reason)
+
+
+class PortBound(InUse):
+    message = ('Unable to complete operation on port %(port_id)s, port is already bound, '
+               'port type: %(vif_type)s, old_mac %(old_mac)s, new_mac %(new_mac)s.')
+
+
+class AddressPairAndPortSecurityRequired(Conflict):
+    message = 'Port Security must be enabled in order to have allowed address pairs on a port.'
+
+
+class PortSecurityAndIPRequiredForSecurityGroups(InvalidInput):
+    message = ('Port security must be enabled and port must have an IP address in order to '
+               'use security groups.')
+
+
+class MacAddressInUse(InUse):
+    message = ('Unable to complete operation for network %(net_id)s. '
+               'The mac address %(mac)s is in use.')
+
+
+class IpAddressInUse(InUse):
+    message = ('Unable to complete operation for network %(net_id)s. '
+               'The IP address %(ip_address)s is in use.')
+
+
+class IpAddressGenerationFailure(Conflict):
+    message = 'No more IP addresses available on network %(net_id)s.'
+
+
+class GatewayIpInUse(InUse):
+    message = ('Current gateway ip %(ip_address)s already in use by port %(port_id)s. '
+               'Unable to update.')
+
+
+class InvalidIpForNetwork(BadRequest):
+    message = ('IP address %(ip_address)s is not a valid IP '
+               'for any of the subnets on the specified network.')
+
+
+class InvalidIpForSubnet(BadRequest):
+    message = 'IP address %(ip_address)s is not a valid IP for the specified subnet.'
+
+
+class SubnetMismatchForPort(BadRequest):
+    message = 'Subnet on port %(port_id)s does not match the requested subnet %(subnet_id)s.'
+
+
+class InvalidAllocationPool(BadRequest):
+    message = 'The allocation pool %(pool)s is not valid.'
+
+
+class OutOfBoundsAllocationPool(BadRequest):
+    message = 'The allocation pool %(pool)s spans beyond the subnet cidr %(subnet_cidr)s.'
+
+
+class OverlappingAllocationPools(Conflict):
+    message = ('Found overlapping allocation pools: %(pool_1)s %(pool_2)s for subnet '
+               '%(subnet_cidr)s.')
+
+
+class GatewayConflictWithAllocationPools(InUse):
+    message = 'Gateway ip %(ip_address)s conflicts with allocation pool %(pool)s.'
+
+
+# neutron_lib.exceptions.l3 and extraroute
+
+class RouterInterfaceNotFound(NotFound):
+    message = 'Router %(router_id)s does not have an interface with id %(port_id)s'
+
+
+class RouterInterfaceNotFoundForSubnet(NotFound):
+    message = 'Router %(router_id)s has no interface on subnet %(subnet_id)s'
+
+
+class RouterInterfaceInUseByRoute(InUse):
+    message = ('Router interface for subnet %(subnet_id)s on router %(router_id)s cannot be '
+               'deleted, as it is required by one or more routes.')
+
+
+class InvalidRoutes(InvalidInput):
+    message = 'Invalid format for routes: %(routes)s, %(reason)s'
+
+
+class RoutesExhausted(BadRequest):
+    message = ('Unable to complete operation for %(router_id)s. '
+               'The number of routes exceeds the maximum %(quota)s.')
+
+
+def not_found(resource: str, id: str) -> NotFound:
+    """The NotFound error Neutron raises for an unknown id of ``resource``."""
+    return {
+        'network': lambda: NetworkNotFound(net_id=id),
+        'subnet': lambda: SubnetNotFound(subnet_id=id),
+        'port': lambda: PortNotFound(port_id=id),
+        'router': lambda: RouterNotFound(router_id=id),
+    }[resource]()

@@ -1,0 +1,1 @@
+"""One handler per API resource: the rules of networks, subnets, ports and routers."""

@@ -1,0 +1,98 @@
+"""Ports: addresses from IPAM, a MAC, a data-plane key; status is the controller's to set."""
+from dragonflow.api import definitions, errors, ipam
+from dragonflow.api import txn as txns
+from dragonflow.api.attributes import UNSET
+from dragonflow.api.handlers.base import Handler
+from dragonflow.api.handlers.networks import NetworkHandler, subnets_of
+from dragonflow.model import Network, Port, Router
+from dragonflow.model.objects import DEVICE_OWNER_ROUTER_INTERFACE
+
+VIF_DETAILS = {'port_filter': True, 'connectivity': 'l2', 'bridge_name': 'br-int',
+               'datapath_type': 'system', 'ovs_hybrid_plug': False}
+
+
+class PortHandler(Handler):
+    rdef = definitions.PORT
+    model = Port
+
+    def create(self, txn, keys, ctx, body):
+        network = NetworkHandler(self.conf).get(txn, ctx, body['network_id'])
+        port_id = txns.new_id()
+        port_security = body.get('port_security_enabled', network.port_security_enabled)
+        _check_port_security(port_security, body)
+        txn.require(network)
+        txns.require_unfenced(txn, Network, network.id)
+        addresses = ipam.Ipam(txn)
+        mac = addresses.reserve_mac(network.id, body.get('mac_address'), port_id,
+                                    self.conf.api.base_mac)
+        fixed_ips = self._fixed_ips(addresses, network.id, port_id, mac).assign(
+            body.get('fixed_ips', UNSET), [])
+        port = self.build(body, id=port_id, key=keys.next('port'), mac_address=mac,
+                          fixed_ips=[f.model_dump() for f in fixed_ips], status='DOWN',
+                          port_security_enabled=port_security)
+        txn.create(port)
+        return port
+
+    def _fixed_ips(self, addresses, network_id, port_id, mac) -> ipam.FixedIPRequest:
+        subnets = subnets_of(addresses.txn, network_id)
+        return ipam.FixedIPRequest(addresses, network_id, subnets, port_id, mac,
+                                   self.conf.api.max_fixed_ips_per_port)
+
+    def update(self, txn, keys, ctx, port, changes):
+        changes = dict(changes)
+        addresses = ipam.Ipam(txn)
+        mac = changes.get('mac_address', port.mac_address)
+        if mac != port.mac_address:
+            self._check_unbound(port, mac)
+            addresses.release_mac(port.network_id, port.mac_address)
+            addresses.reserve_mac(port.network_id, mac, port.id, self.conf.api.base_mac)
+        if 'fixed_ips' in changes:
+            fixed_ips = self._fixed_ips(addresses, port.network_id, port.id, mac).assign(
+                changes['fixed_ips'], port.fixed_ips)
+            changes['fixed_ips'] = [f.model_dump() for f in fixed_ips]
+        _check_port_security(changes.get('port_security_enabled', port.port_security_enabled),
+                             {**port.to_doc(), **changes})
+        return self.apply(txn, port, changes)
+
+    @staticmethod
+    def _check_unbound(port, mac):
+        """Neutron refuses a new MAC for a port a host already uses."""
+        if port.binding_host_id and port.status == 'ACTIVE':
+            raise errors.PortBound(port_id=port.id, vif_type='ovs', old_mac=port.mac_address,
+                                   new_mac=mac)
+
+    def delete(self, txn, ctx, port):
+        if port.device_owner == DEVICE_OWNER_ROUTER_INTERFACE and \
+                txn.get(Router, port.device_id) is not None:
+            raise errors.ServicePortInUse(port_id=port.id,
+                                          reason=f'has device owner {port.device_owner}')
+        release(txn, port)
+
+    def visible_to(self, ctx, port, reader):
+        return ctx.owns(port.project_id)
+
+    def full(self, port, reader):
+        doc = super().full(port, reader)
+        bound = bool(port.binding_host_id)
+        doc.update({'binding:vif_type': 'ovs' if bound else 'unbound',
+                    'binding:vif_details': dict(VIF_DETAILS) if bound else {},
+                    'ip_allocation': 'immediate'})
+        return doc
+
+
+def release(txn, port: Port) -> None:
+    """Delete the port and free its addresses and MAC, in the same commit."""
+    addresses = ipam.Ipam(txn)
+    for fixed in port.fixed_ips:
+        addresses.release_ip(fixed)
+    addresses.release_mac(port.network_id, port.mac_address)
+    txn.delete(port)
+
+
+def _check_port_security(enabled: bool, body: dict) -> None:
+    if enabled:
+        return
+    if body.get('allowed_address_pairs'):
+        raise errors.AddressPairAndPortSecurityRequired()
+    if body.get('security_groups'):
+        raise errors.PortSecurityAndIPRequiredForSecurityGroups()
