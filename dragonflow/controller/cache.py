@@ -1,33 +1,150 @@
-"""The controller's copy of the northbound objects, kept current from the store's change log."""
-from dragonflow.model import MODELS, Model
+"""The controller's selective copy of the northbound objects.
+
+A chassis keeps only what it needs (DESIGN: "it grows with what is local, not with the
+deployment"): the networks with a port on this chassis, the routers on those networks, the
+networks those routers connect, the subnets and ports of all these networks, and the chassis
+hosting those ports.
+
+The store's change log brings every change; ``apply`` keeps those in scope and drops the rest.
+When a change, or a VM plugged here, widens the scope to objects the cache never kept (a new
+local network, a router interface to a network we did not have), ``needs_refill`` is raised and
+the controller reloads the scope from a store snapshot. When the scope narrows, the objects
+that fell out are evicted at once.
+"""
+import dataclasses
+
+from dragonflow.model import MODELS, Chassis, Model, Network, Port, Router, Subnet
 from dragonflow.store import api
 
 
-class Cache:
-    """Objects by table and id, plus the store revision they are current at."""
+@dataclasses.dataclass(frozen=True)
+class Scope:
+    networks: frozenset
+    routers: frozenset
+    chassis: frozenset
+    missing: bool  # the scope names objects the given objects do not include
 
-    def __init__(self):
+
+def is_local(port: Port, chassis_id: str, local_port_ids: set[str]) -> bool:
+    """Plugged here, or still reported ACTIVE here (until this controller reports it DOWN)."""
+    return port.id in local_port_ids or (port.binding_host_id == chassis_id
+                                         and port.status == 'ACTIVE')
+
+
+def scope_of(objects: dict[str, dict[str, Model]], chassis_id: str,
+             local_port_ids: set[str], unknown_port_ids=frozenset()) -> Scope:
+    """What this chassis needs, computed from ``objects`` (everything, or what is cached).
+
+    ``unknown_port_ids``: plugged interfaces naming ports the store did not have at the last
+    refill; they do not count as missing again (their creation arrives as an event)."""
+    ports, subnets = objects[Port.table], objects[Subnet.table]
+    local = {p.network_id for p in ports.values() if is_local(p, chassis_id, local_port_ids)}
+    missing = any(pid not in ports and pid not in unknown_port_ids for pid in local_port_ids)
+    routers = set()
+    networks = set(local)
+    for router in objects[Router.table].values():
+        interface_subnets = [subnets.get(i.subnet_id) for i in router.interfaces]
+        if any(s is not None and s.network_id in local for s in interface_subnets):
+            routers.add(router.id)
+            missing |= None in interface_subnets
+            networks |= {s.network_id for s in interface_subnets if s is not None}
+    missing |= any(n not in objects[Network.table] for n in networks)
+    hosts = {p.binding_host_id for p in ports.values() if p.network_id in networks}
+    return Scope(frozenset(networks), frozenset(routers), frozenset(hosts | {chassis_id}),
+                 missing)
+
+
+def in_scope(scope: Scope, table: str, obj: Model) -> bool:
+    if table == Network.table:
+        return obj.id in scope.networks
+    if table in (Subnet.table, Port.table):
+        return obj.network_id in scope.networks
+    if table == Router.table:
+        return obj.id in scope.routers
+    if table == Chassis.table:
+        return obj.id in scope.chassis
+    return False
+
+
+class Cache:
+    """Objects in scope by table and id, plus the store revision they are current at."""
+
+    def __init__(self, chassis_id: str):
+        self.chassis_id = chassis_id
+        self.local_port_ids: set[str] = set()
         self.objects: dict[str, dict[str, Model]] = {table: {} for table in MODELS}
         self.revision = 0
+        self.needs_refill = True
+        self._unknown_port_ids: frozenset = frozenset()
 
     def load(self, revision: int, records: list[api.Record]) -> None:
-        """Replace everything with a snapshot (start-up, or a resync after compaction)."""
-        self.objects = {table: {} for table in MODELS}
+        """Replace everything with the scope selected from a full snapshot."""
+        everything = {table: {} for table in MODELS}
         for record in records:
-            self._put(record.table, record.id, record.value, record.revision)
+            model = MODELS.get(record.table)
+            if model is not None:  # tables the controller does not use (IPAM) are skipped
+                everything[record.table][record.id] = model.from_doc(record.value,
+                                                                     record.revision)
+        scope = scope_of(everything, self.chassis_id, self.local_port_ids)
+        self.objects = {table: {i: o for i, o in rows.items() if in_scope(scope, table, o)}
+                        for table, rows in everything.items()}
         self.revision = revision
+        self.needs_refill = False
+        self._unknown_port_ids = frozenset(self.local_port_ids - set(everything[Port.table]))
 
-    def apply(self, event: api.Event) -> None:
+    def apply(self, events: list[api.Event]) -> None:
+        """Apply a batch of whole commits; commits older than the cache are skipped (a
+        refill may have loaded a newer snapshot while the batch was read)."""
+        current = self.revision
+        fresh = [e for e in events if e.revision > current and e.table in MODELS]
+        for event in fresh:
+            self._apply(event)
+        if events:
+            self.revision = max(current, events[-1].revision)
+        if fresh:
+            self._rescope()
+
+    def set_local_ports(self, port_ids: set[str]) -> None:
+        """The VM interfaces plugged on this chassis changed (OVSDB)."""
+        if port_ids != self.local_port_ids:
+            self.local_port_ids = set(port_ids)
+            self._rescope()
+
+    def _apply(self, event: api.Event) -> None:
+        rows = self.objects[event.table]
         if event.deleted:
-            self.objects.get(event.table, {}).pop(event.id, None)
-        else:
-            self._put(event.table, event.id, event.value, event.revision)
-        self.revision = event.revision
+            rows.pop(event.id, None)
+            return
+        obj = MODELS[event.table].from_doc(event.value, event.revision)
+        if event.id in rows or self._widens(event.table, obj):
+            rows[event.id] = obj
+        elif event.table == Chassis.table or in_scope(self._scope(), event.table, obj):
+            rows[event.id] = obj
 
-    def _put(self, table: str, id: str, value: dict, revision: int) -> None:
-        model = MODELS.get(table)
-        if model is not None:  # tables the controller does not use (IPAM records) are skipped
-            self.objects[table][id] = model.from_doc(value, revision)
+    def _widens(self, table: str, obj: Model) -> bool:
+        """A new object that may pull more into scope: a port that is ours, a router with an
+        interface on a subnet we have."""
+        if table == Port.table:
+            return is_local(obj, self.chassis_id, self.local_port_ids)
+        if table == Router.table:
+            return any(i.subnet_id in self.objects[Subnet.table] for i in obj.interfaces)
+        return False
 
-    def table(self, table: str) -> dict[str, Model]:
-        return self.objects[table]
+    def missing_chassis(self) -> set[str]:
+        """Hosts of cached ports whose chassis record is not cached (fetched one by one)."""
+        return set(self._scope().chassis) - set(self.objects[Chassis.table]) - {''}
+
+    def add(self, obj: Model) -> None:
+        self.objects[obj.table][obj.id] = obj
+
+    def _scope(self) -> Scope:
+        return scope_of(self.objects, self.chassis_id, self.local_port_ids,
+                        self._unknown_port_ids)
+
+    def _rescope(self) -> None:
+        scope = self._scope()
+        for table, rows in self.objects.items():
+            for obj_id in [i for i, o in rows.items() if not in_scope(scope, table, o)]:
+                del rows[obj_id]
+        if scope.missing:
+            self.needs_refill = True

@@ -34,7 +34,7 @@ class Controller:
         self.conf = conf.controller
         self.chassis_id = self.conf.chassis_id or socket.gethostname()
         self.store, self.ovs, self.switch = store, ovs, switch
-        self.cache = Cache()
+        self.cache = Cache(self.chassis_id)
         self.reconciler = Reconciler(switch)
         self.stop_event = threading.Event()
         self._wake = threading.Event()
@@ -76,6 +76,10 @@ class Controller:
     def topology(self) -> Topology:
         ofports, tunnels = self.ovs.interfaces()
         with self._lock:
+            self.cache.set_local_ports(set(ofports))
+        if self.cache.needs_refill:
+            self._refill()
+        with self._lock:
             objects = {table: dict(rows) for table, rows in self.cache.objects.items()}
         return Topology(self.chassis_id, objects['networks'], objects['subnets'],
                         objects['ports'], objects['routers'], objects['chassis'], ofports,
@@ -89,7 +93,7 @@ class Controller:
                 self._update_port(port, binding_host_id=self.chassis_id, status='ACTIVE')
             elif not plugged and port.binding_host_id == self.chassis_id and \
                     port.status == 'ACTIVE':
-                self._update_port(port, status='DOWN')
+                self._update_port(port, binding_host_id='', status='DOWN')
 
     def _update_port(self, port: Port, **changes) -> None:
         updated = port.model_copy(update=changes)
@@ -105,28 +109,42 @@ class Controller:
         self.store.put(Chassis.table, chassis.id, chassis.to_doc())
         self._last_heartbeat = chassis.heartbeat
 
+    def _refill(self) -> None:
+        """Reload the scope from a snapshot: start-up, a wider scope, or a compacted log."""
+        revision, records = self.store.snapshot()
+        with self._lock:
+            self.cache.load(revision, records)
+        self._fetch_missing_chassis()
+
+    def _fetch_missing_chassis(self) -> None:
+        with self._lock:
+            missing = self.cache.missing_chassis()
+        for chassis_id in missing:
+            record = self.store.get(Chassis.table, chassis_id)
+            if record is not None:
+                with self._lock:
+                    self.cache.add(Chassis.from_doc(record.value, record.revision))
+
     def _watch_store(self) -> None:
-        """Keep the cache current: a snapshot first, then every change, resuming after errors."""
-        loaded = False
+        """Keep the cache current from the change log, resuming after errors; reload the
+        scope when it widens or the log was compacted under us."""
         while not self.stop_event.is_set():
             try:
-                if not loaded:
-                    revision, records = self.store.snapshot()
-                    with self._lock:
-                        self.cache.load(revision, records)
-                    loaded = True
+                if self.cache.needs_refill:
+                    self._refill()
                     self.wake()
-                batch = self.store.changes(self.cache.revision)
+                after = self.cache.revision
+                batch = self.store.changes(after)
                 if not batch:
-                    self.store.wait(self.cache.revision, timeout=1.0)
+                    self.store.wait(after, timeout=1.0)
                     continue
                 with self._lock:
-                    for event in batch:
-                        self.cache.apply(event)
+                    self.cache.apply(batch)
+                self._fetch_missing_chassis()
                 self.wake()
             except api.Compacted:
                 LOG.warning('change log compacted past revision %d: resync', self.cache.revision)
-                loaded = False
+                self.cache.needs_refill = True
             except api.StoreError as e:
                 LOG.warning('store unavailable, retrying: %s', e)
                 self.stop_event.wait(RETRY_SECONDS)

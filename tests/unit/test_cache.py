@@ -1,0 +1,135 @@
+"""The selective cache: a chassis keeps the networks with a local port, the routers on them and
+what those routers connect, and nothing of the rest of the deployment."""
+import pytest
+
+from dragonflow import store as df_store
+from dragonflow.controller.cache import Cache
+from dragonflow.model import FixedIP, Network, Port, Router, RouterInterface, Subnet
+
+ME, OTHER = 'chassis-1', 'chassis-2'
+
+
+class World:
+    """A real (sqlite) store holding a small deployment, and a cache following it."""
+
+    def __init__(self, path):
+        self.store = df_store.connect(f'sqlite:///{path}/nb.db')
+        self.cache = Cache(ME)
+        self.keys = iter(range(1, 1000))
+
+    def put(self, obj):
+        self.store.put(obj.table, obj.id, obj.to_doc())
+        return obj
+
+    def network(self, name):
+        net = self.put(Network(id=name, key=next(self.keys)))
+        subnet = self.put(Subnet(id=f'{name}-subnet', network_id=name, cidr='10.0.0.0/24'))
+        return net, subnet
+
+    def port(self, name, network, host='', status='DOWN'):
+        return self.put(Port(id=name, key=next(self.keys), network_id=network,
+                             mac_address='fa:16:3e:00:00:01', status=status,
+                             fixed_ips=[FixedIP(subnet_id=f'{network}-subnet',
+                                                ip_address='10.0.0.5')],
+                             **{'binding:host_id': host}))
+
+    def router(self, name, *networks):
+        return self.put(Router(id=name, key=next(self.keys), interfaces=[
+            RouterInterface(port_id=f'{name}-{n}', subnet_id=f'{n}-subnet') for n in networks]))
+
+    def refill(self):
+        self.cache.load(*self.store.snapshot())
+
+    def follow(self):
+        """Apply what changed since the cache's revision; refill if it asks, as the
+        controller does."""
+        self.cache.apply(self.store.changes(self.cache.revision))
+        if self.cache.needs_refill:
+            self.refill()
+
+    def cached(self, table):
+        return set(self.cache.objects[table])
+
+
+@pytest.fixture
+def world(tmp_path):
+    w = World(tmp_path)
+    for name in ('a', 'b', 'c', 'd'):
+        w.network(name)
+    w.port('vm-a', 'a')
+    w.port('vm-b', 'b', host=OTHER, status='ACTIVE')
+    w.port('vm-c', 'c', host=OTHER, status='ACTIVE')
+    w.port('vm-d', 'd', host=OTHER, status='ACTIVE')
+    w.router('r-ac', 'a', 'c')
+    w.router('r-bd', 'b', 'd')
+    w.cache.set_local_ports({'vm-a'})
+    w.refill()
+    return w
+
+
+def test_keeps_local_networks_their_routers_and_what_they_connect(world):
+    assert world.cached('networks') == {'a', 'c'}
+    assert world.cached('subnets') == {'a-subnet', 'c-subnet'}
+    assert world.cached('ports') == {'vm-a', 'vm-c'}
+    assert world.cached('routers') == {'r-ac'}
+
+
+def test_changes_elsewhere_are_not_kept(world):
+    world.port('vm-b2', 'b', host=OTHER, status='ACTIVE')
+    world.put(Subnet(id='b-subnet', network_id='b', cidr='10.9.0.0/24'))
+    world.follow()
+    assert 'vm-b2' not in world.cached('ports')
+    assert 'b-subnet' not in world.cached('subnets')
+    assert world.cache.revision == world.store.revision()
+
+
+def test_a_vm_plugged_on_a_new_network_widens_the_scope(world):
+    world.cache.set_local_ports({'vm-a', 'vm-b'})
+    assert world.cache.needs_refill
+    world.refill()
+    assert world.cached('networks') == {'a', 'b', 'c', 'd'}
+    assert world.cached('routers') == {'r-ac', 'r-bd'}
+
+
+def test_a_router_interface_to_a_new_network_widens_the_scope(world):
+    world.router('r-ac', 'a', 'c', 'd')
+    world.follow()
+    assert world.cached('networks') == {'a', 'c', 'd'}
+    assert 'vm-d' in world.cached('ports')
+
+
+def test_the_last_local_port_going_narrows_the_scope(world):
+    world.cache.set_local_ports(set())
+    assert world.cached('networks') == set()
+    assert world.cached('routers') == set()
+
+
+def test_an_active_port_bound_here_stays_until_reported_down(world):
+    world.port('vm-a', 'a', host=ME, status='ACTIVE')
+    world.follow()
+    world.cache.set_local_ports(set())
+    assert 'vm-a' in world.cached('ports')  # the controller still has to report it DOWN
+    world.port('vm-a', 'a', host='', status='DOWN')
+    world.follow()
+    assert world.cached('networks') == set()
+
+
+def test_a_port_created_after_its_vm_was_plugged_arrives_as_an_event(world):
+    world.cache.set_local_ports({'vm-a', 'vm-new'})
+    world.refill()  # the store does not know vm-new yet
+    assert not world.cache.needs_refill
+    world.follow()
+    assert not world.cache.needs_refill  # an unknown plugged port does not refill forever
+    world.port('vm-new', 'b')
+    world.follow()
+    assert {'a', 'b'} <= world.cached('networks')
+
+
+def test_commits_older_than_a_refill_are_skipped(world):
+    before = world.cache.revision
+    world.port('vm-c', 'c', host=OTHER, status='DOWN')
+    old_batch = world.store.changes(before)
+    world.port('vm-c', 'c', host=OTHER, status='ACTIVE')
+    world.refill()
+    world.cache.apply(old_batch)
+    assert world.cache.objects['ports']['vm-c'].status == 'ACTIVE'
