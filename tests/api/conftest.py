@@ -1,0 +1,116 @@
+"""Real df-api processes for the API tests, and openstacksdk / CLI clients pointed at them.
+
+Each server is ``df-api --config-file <tmp ini>`` on a free loopback port with a sqlite store
+in a temporary directory; it is killed on teardown even when the test fails. Its log is kept
+next to the store and printed when it does not start.
+"""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import openstack
+import pytest
+
+VENV_BIN = Path(sys.executable).parent
+START_TIMEOUT = 30.0
+
+
+def pytest_configure(config):
+    # openstacksdk warns about its own future API changes; they are not ours to fix.
+    for category in ('DeprecationWarning', 'PendingDeprecationWarning'):
+        config.addinivalue_line('filterwarnings', f'ignore::{category}:openstack.*')
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+class DfApi:
+    """One df-api process."""
+
+    def __init__(self, workdir: Path, store_url: str, name: str = 'df-api'):
+        self.port = free_port()
+        self.url = f'http://127.0.0.1:{self.port}'
+        self.config = workdir / f'{name}.ini'
+        self.log = workdir / f'{name}.log'
+        self.config.write_text(f'[store]\nurl = {store_url}\n\n'
+                               f'[api]\nbind_port = {self.port}\naccess_log = false\n')
+        with open(self.log, 'wb') as log:
+            self.proc = subprocess.Popen([str(VENV_BIN / 'df-api'), '--config-file',
+                                          str(self.config)], stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_ready(self) -> 'DfApi':
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            try:
+                with urllib.request.urlopen(self.url + '/', timeout=1):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f'df-api did not start:\n{self.log.read_text()}')
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+    def errors_logged(self) -> str:
+        """Tracebacks in the log: a server must never fail unexpectedly."""
+        text = self.log.read_text()
+        return text if 'Traceback' in text else ''
+
+
+@pytest.fixture(scope='session')
+def start_apis(tmp_path_factory):
+    """start(n, store_dir=None): n df-api processes sharing one sqlite store."""
+    started: list[DfApi] = []
+
+    def start(count: int = 1) -> list[DfApi]:
+        workdir = tmp_path_factory.mktemp('df-api')
+        url = f'sqlite://{workdir / "nb.sqlite"}'
+        apis = [DfApi(workdir, url, f'df-api-{i}') for i in range(count)]
+        started.extend(apis)
+        return [api.wait_ready() for api in apis]
+
+    yield start
+    for api in started:
+        api.stop()
+
+
+@pytest.fixture(scope='module')
+def api_server(start_apis):
+    """One df-api process (and store) shared by the tests of a module."""
+    server, = start_apis(1)
+    yield server
+    assert not server.errors_logged(), server.errors_logged()
+
+
+def connect(url: str, project: str = None, admin: bool = False) -> openstack.connection.Connection:
+    """openstacksdk as the notes say a keystone-less deployment uses it."""
+    conn = openstack.connection.Connection(auth_type='none', auth={'endpoint': url},
+                                           network_endpoint_override=url + '/')
+    if project:
+        conn.session.additional_headers['X-Project-Id'] = project
+    if admin:
+        conn.session.additional_headers['X-Roles'] = 'admin'
+    return conn
+
+
+@pytest.fixture
+def conn(api_server):
+    return connect(api_server.url)
