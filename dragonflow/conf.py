@@ -3,6 +3,8 @@
 Options are registered on a ConfigOpts instance passed in by each program, so importing this
 module has no side effects and tests can build as many independent configurations as they like.
 """
+import io
+
 from oslo_config import cfg
 
 store_opts = [
@@ -68,3 +70,27 @@ def load(argv=None, conf=None):
 def list_opts():
     """For oslo-config-generator: every group with its options."""
     return [('store', store_opts), ('api', api_opts), ('controller', controller_opts)]
+
+
+def sample() -> str:
+    """etc/dragonflow.ini.sample: every option with its help, in oslo-config-generator's format.
+
+    oslo-config-generator finds options through package entry points; this formats
+    ``list_opts()`` with its formatter directly. Regenerate with
+    ``.venv/bin/python -m dragonflow.conf > etc/dragonflow.ini.sample``.
+    """
+    from oslo_config import generator
+    options = cfg.ConfigOpts()
+    generator.register_cli_opts(options)
+    options(['--wrap-width', '79', '--namespace', 'dragonflow'])
+    out = io.StringIO()
+    formatter = generator._OptFormatter(options, output_file=out)
+    for group, opts in list_opts():
+        formatter.write('\n\n' if out.tell() else '')
+        generator._output_opts(formatter, group, {'object': None,
+                                                  'namespaces': [('dragonflow', opts)]})
+    return out.getvalue()
+
+
+if __name__ == '__main__':
+    print(sample(), end='')
