@@ -21,9 +21,10 @@ START_TIMEOUT = 30.0
 
 
 def pytest_configure(config):
-    # openstacksdk warns about its own future API changes; they are not ours to fix.
+    # openstacksdk and starlette's test client warn about their own future API changes.
     for category in ('DeprecationWarning', 'PendingDeprecationWarning'):
         config.addinivalue_line('filterwarnings', f'ignore::{category}:openstack.*')
+    config.addinivalue_line('filterwarnings', 'ignore:Using `httpx` with:UserWarning')
 
 
 def free_port() -> int:

@@ -1,0 +1,87 @@
+"""Checks every resource definition passes, as neutron-lib's shared definition test does."""
+import pytest
+from fastapi.testclient import TestClient
+
+from dragonflow import conf as df_conf
+from dragonflow import store as nb
+from dragonflow.api import definitions, errors
+from dragonflow.api.attributes import REQUIRED, UNSET
+from dragonflow.api.handlers.base import aliases
+from dragonflow.api.server import create_app
+from dragonflow.api.service import Service
+
+STANDARD = {'id', 'name', 'description', 'tenant_id', 'project_id', 'tags', 'created_at',
+            'updated_at', 'revision_number'}
+# Stored fields only the data plane uses: never shown by the API.
+DATA_PLANE_ONLY = {'key', 'interfaces'}
+RESOURCES = list(definitions.RESOURCES.values())
+
+
+@pytest.mark.parametrize('rdef', RESOURCES, ids=lambda r: r.name)
+def test_standard_attributes(rdef):
+    assert STANDARD <= set(rdef.attributes)
+    assert not rdef.attributes['id'].allow_post and not rdef.attributes['id'].allow_put
+
+
+@pytest.mark.parametrize('rdef', RESOURCES, ids=lambda r: r.name)
+def test_defaults_are_valid_values(rdef):
+    for name, attr in rdef.attributes.items():
+        if not attr.allow_post or attr.default in (REQUIRED, UNSET):
+            continue
+        value = attr.convert(attr.default) if attr.convert else attr.default
+        assert not (attr.validate and attr.validate(value)), name
+
+
+@pytest.mark.parametrize('rdef', RESOURCES, ids=lambda r: r.name)
+def test_writable_attributes_are_stored(rdef):
+    """Whatever a client may set is kept in the stored object (nothing silently dropped)."""
+    model = Service(None, df_conf.load([])).handlers[rdef.collection].model
+    writable = {n for n, a in rdef.attributes.items() if a.allow_post or a.allow_put}
+    assert writable - {'tenant_id'} <= aliases(model)
+    assert aliases(model) - set(rdef.attributes) <= DATA_PLANE_ONLY
+
+
+@pytest.fixture
+def client(tmp_path):
+    store = nb.connect(f'sqlite://{tmp_path / "nb.sqlite"}')
+    with TestClient(create_app(store)) as client:
+        yield client
+    store.close()
+
+
+def test_responses_show_exactly_the_visible_attributes(client):
+    net = client.post('/v2.0/networks', json={'network': {}}).json()['network']
+    subnet = client.post('/v2.0/subnets', json={'subnet': {
+        'network_id': net['id'], 'cidr': '10.0.0.0/24', 'ip_version': 4}}).json()['subnet']
+    port = client.post('/v2.0/ports', json={'port': {'network_id': net['id']}}).json()['port']
+    router = client.post('/v2.0/routers', json={'router': {}}).json()['router']
+    for rdef, shown in zip(RESOURCES, (net, subnet, port, router), strict=True):
+        assert list(shown) == rdef.visible()
+        listed = client.get(f'/v2.0/{rdef.collection}').json()[rdef.collection]
+        assert listed == [client.get(f'/v2.0/{rdef.collection}/{shown["id"]}').json()[rdef.name]]
+
+
+def _unreachable(*args, **kwargs):
+    raise nb.api.Unavailable('database is locked')
+
+
+# A store every operation of which fails as unreachable.
+Unreachable = type('Unreachable', (nb.api.Store,),
+                   {name: _unreachable for name in nb.api.Store.__abstractmethods__})
+
+
+def test_store_unavailable_is_503_neutron_error():
+    with TestClient(create_app(Unreachable(), df_conf.load([]))) as client:
+        for response in (client.get('/v2.0/networks'),
+                         client.post('/v2.0/networks', json={'network': {'name': 'n'}})):
+            assert response.status_code == 503
+            assert response.json()['NeutronError']['type'] == 'ServiceUnavailable'
+
+
+def test_errors_render_as_neutron_errors():
+    error = errors.NetworkNotFound(net_id='x')
+    assert (error.status, error.body()) == (404, {'NeutronError': {
+        'type': 'NetworkNotFound', 'message': 'Network x could not be found.', 'detail': ''}})
+    assert errors.SubnetInUse(subnet_id='s').msg == (
+        'Unable to complete operation on subnet s: One or more ports have an IP allocation '
+        'from this subnet.')
