@@ -39,11 +39,25 @@ def create_app(conf_or_store, conf=None) -> FastAPI:
         conf = conf_or_store
         store = nb.connect(conf.store.url, timeout=conf.store.timeout)
     app = FastAPI(title='Dragonflow API', openapi_url=None, docs_url=None, redoc_url=None)
+    app.add_middleware(_StripJsonSuffix)
     app.state.service = Service(store, conf)
     app.state.conf = conf
     _add_routes(app)
     _add_error_handlers(app)
     return app
+
+
+class _StripJsonSuffix:
+    """Neutron also answers ``/v2.0/networks.json``: older clients (neutronclient) use it."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope['type'] == 'http' and scope['path'].endswith('.json'):
+            scope = {**scope, 'path': scope['path'][:-len('.json')],
+                     'raw_path': scope.get('raw_path', b'').removesuffix(b'.json')}
+        await self.app(scope, receive, send)
 
 
 def _endpoint(call: Call, status: int = 200, with_body: bool = False):

@@ -75,9 +75,13 @@ class Service:
         handler = self.handlers[collection]
         expected = _revision_constraint(if_match)
         handler.get(txns.Txn(self.store), ctx, id, must_own=True)  # 404/403 before fencing
-        with handler.fence(self.store, id):
-            txns.run(self.store, lambda txn, keys: handler.delete(
-                txn, ctx, _check_revision(handler.get(txn, ctx, id, must_own=True), expected)))
+        with handler.fence(self.store, id) as fence:
+            def plan(txn, keys):
+                if fence is not None:
+                    txn.require(fence)
+                obj = handler.get(txn, ctx, id, must_own=True)
+                handler.delete(txn, ctx, _check_revision(obj, expected))
+            txns.run(self.store, plan)
 
     def _views(self, handler: Handler, objs: list[Model], revision: Optional[int]) -> list:
         """Responses for objects this call wrote at ``revision``."""

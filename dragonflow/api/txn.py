@@ -21,7 +21,9 @@ T = TypeVar('T')
 M = TypeVar('M', bound=Model)
 
 RETRY_DEADLINE = 30.0    # seconds a call keeps re-planning after failed conditions
-FENCE_TTL = 30.0         # seconds after which a fence of a vanished deleter may be broken
+# Seconds after which the fence of a deleter that vanished may be broken. Longer than
+# RETRY_DEADLINE, so a live deleter is done (or has given up) before its fence expires.
+FENCE_TTL = 2 * RETRY_DEADLINE
 
 
 class Retry(Exception):
@@ -178,14 +180,18 @@ def require_unfenced(txn: Txn, model: type[Model], id: str) -> None:
 
 @contextlib.contextmanager
 def fenced(store: api.Store, model: type[Model], id: str):
-    """Hold a fence on (model, id) while the body checks dependents and deletes the object."""
+    """Hold a fence on (model, id) while the body checks dependents and deletes the object.
+
+    Yields the fence; the deleting commit requires it (``txn.require``), so the delete fails
+    rather than races if the fence was broken as expired meanwhile.
+    """
     fence = Fence(id=fence_id(model, id), expires=time.time() + FENCE_TTL)
-    _, revision = run(store, lambda txn, _: _take_fence(txn, fence))
+    _, fence.revision = run(store, lambda txn, _: _take_fence(txn, fence))
     try:
-        yield
+        yield fence
     finally:
         with contextlib.suppress(api.Conflict):
-            store.delete(Fence.table, fence.id, expect=revision)
+            store.delete(Fence.table, fence.id, expect=fence.revision)
 
 
 def _take_fence(txn: Txn, fence: Fence) -> None:
@@ -195,8 +201,7 @@ def _take_fence(txn: Txn, fence: Fence) -> None:
     elif held.expires > time.time():
         raise Retry()  # another delete of the same object is running: wait for it
     else:
-        fence.revision = held.revision
-        txn.update(fence)
+        txn.update(fence.model_copy(update={'revision': held.revision}))
 
 
 def new_id() -> str:

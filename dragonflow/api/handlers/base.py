@@ -47,7 +47,8 @@ class Handler:
         txn.delete(obj)
 
     def fence(self, store, id: str):
-        """What a delete holds while it checks for dependents (see txn.fenced)."""
+        """What a delete holds while it checks for dependents (see txn.fenced); yields the
+        Fence to require in the deleting commit, or None."""
         return contextlib.nullcontext()
 
     # Helpers for the plans

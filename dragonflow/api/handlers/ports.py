@@ -47,12 +47,22 @@ class PortHandler(Handler):
             addresses.release_mac(port.network_id, port.mac_address)
             addresses.reserve_mac(port.network_id, mac, port.id, self.conf.api.base_mac)
         if 'fixed_ips' in changes:
+            self._check_not_router_interface(txn, port)
             fixed_ips = self._fixed_ips(addresses, port.network_id, port.id, mac).assign(
                 changes['fixed_ips'], port.fixed_ips)
             changes['fixed_ips'] = [f.model_dump() for f in fixed_ips]
         _check_port_security(changes.get('port_security_enabled', port.port_security_enabled),
                              {**port.to_doc(), **changes})
         return self.apply(txn, port, changes)
+
+    @staticmethod
+    def _check_not_router_interface(txn, port):
+        """A router interface's addresses change through the router, which routes by them."""
+        if port.device_owner == DEVICE_OWNER_ROUTER_INTERFACE and \
+                txn.get(Router, port.device_id) is not None:
+            raise errors.BadRequest(resource='port', msg=(
+                f'fixed_ips of router interface port {port.id} cannot be changed; remove the '
+                'interface from the router and add it again'))
 
     @staticmethod
     def _check_unbound(port, mac):

@@ -27,13 +27,15 @@ class RouterHandler(Handler):
 
     def create(self, txn, keys, ctx, body):
         _check_gateway_info(body.get('external_gateway_info'))
-        router = self.build(body, id=txns.new_id(), key=keys.next('router'), status='ACTIVE')
+        router = self.build(body, id=txns.new_id(), key=keys.next('router'), status='ACTIVE',
+                            external_gateway_info=None)
         txn.create(router)
         return router
 
     def update(self, txn, keys, ctx, router, changes):
         if 'external_gateway_info' in changes:
             _check_gateway_info(changes['external_gateway_info'])
+            changes = {**changes, 'external_gateway_info': None}
         if 'routes' in changes:
             changes = {**changes, 'routes': self._check_routes(txn, router, changes['routes'])}
         return self.apply(txn, router, changes)
