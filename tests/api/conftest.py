@@ -78,15 +78,23 @@ class DfApi:
 
 @pytest.fixture(scope='session')
 def start_apis(tmp_path_factory):
-    """start(n, store_dir=None): n df-api processes sharing one sqlite store."""
+    """start(n): n df-api processes sharing one new sqlite store."""
     started: list[DfApi] = []
 
     def start(count: int = 1) -> list[DfApi]:
         workdir = tmp_path_factory.mktemp('df-api')
         url = f'sqlite://{workdir / "nb.sqlite"}'
-        apis = [DfApi(workdir, url, f'df-api-{i}') for i in range(count)]
-        started.extend(apis)
-        return [api.wait_ready() for api in apis]
+        return [start_one(workdir, url, f'df-api-{i}') for i in range(count)]
+
+    def start_one(workdir, url, name, attempts=3) -> DfApi:
+        for attempt in range(attempts):
+            api = DfApi(workdir, url, name)
+            started.append(api)
+            try:
+                return api.wait_ready()
+            except RuntimeError:
+                if attempt == attempts - 1:  # else: the free port was taken meanwhile
+                    raise
 
     yield start
     for api in started:

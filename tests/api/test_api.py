@@ -149,6 +149,9 @@ def _check_listing(conn, nets, ports):
     assert status == 200 and len(body['ports']) == 4
     assert all(sorted(p) == ['id', 'name'] for p in body['ports'])
     assert body['ports_links'][0]['rel'] == 'next'
+    status, body = raw(conn, 'get', f'/ports?network_id={nets[1].id}&device_owner='
+                                    '&sort_key=name&sort_dir=desc&fields=name')
+    assert [p['name'] for p in body['ports']] == [f'single-{i}' for i in reversed(range(10))]
 
 
 def _check_updates(conn, port, subnet):
@@ -310,6 +313,8 @@ def test_router_interface_errors(conn, network):
     interface_port, = conn.network.ports(device_id=router.id)
     status, error = neutron_error(conn.network.delete_port, interface_port, ignore_missing=False)
     assert (status, error['type']) == (409, 'ServicePortInUse')
+    status, error = neutron_error(conn.network.update_port, interface_port, device_id='')
+    assert (status, error['type']) == (400, 'BadRequest')
     status, error = neutron_error(conn.network.delete_router, router, ignore_missing=False)
     assert (status, error['type']) == (409, 'RouterInUse')
     status, error = neutron_error(conn.network.delete_subnet, subnet, ignore_missing=False)

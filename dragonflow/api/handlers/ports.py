@@ -46,8 +46,10 @@ class PortHandler(Handler):
             self._check_unbound(port, mac)
             addresses.release_mac(port.network_id, port.mac_address)
             addresses.reserve_mac(port.network_id, mac, port.id, self.conf.api.base_mac)
-        if 'fixed_ips' in changes:
+        if any(key in changes and changes[key] != getattr(port, key)
+               for key in ('fixed_ips', 'device_id', 'device_owner')):
             self._check_not_router_interface(txn, port)
+        if 'fixed_ips' in changes:
             fixed_ips = self._fixed_ips(addresses, port.network_id, port.id, mac).assign(
                 changes['fixed_ips'], port.fixed_ips)
             changes['fixed_ips'] = [f.model_dump() for f in fixed_ips]
@@ -57,12 +59,12 @@ class PortHandler(Handler):
 
     @staticmethod
     def _check_not_router_interface(txn, port):
-        """A router interface's addresses change through the router, which routes by them."""
+        """A router interface changes through the router, which routes by it."""
         if port.device_owner == DEVICE_OWNER_ROUTER_INTERFACE and \
                 txn.get(Router, port.device_id) is not None:
             raise errors.BadRequest(resource='port', msg=(
-                f'fixed_ips of router interface port {port.id} cannot be changed; remove the '
-                'interface from the router and add it again'))
+                f'router interface port {port.id} keeps its fixed_ips, device_id and '
+                'device_owner; remove the interface from the router instead'))
 
     @staticmethod
     def _check_unbound(port, mac):
