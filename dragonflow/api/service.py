@@ -7,7 +7,7 @@ objects are created or none.
 """
 from typing import Any, Optional
 
-from dragonflow.api import attributes, definitions, errors, query
+from dragonflow.api import attributes, definitions, errors, query, validators
 from dragonflow.api import txn as txns
 from dragonflow.api.context import Context
 from dragonflow.api.handlers.base import Handler
@@ -65,7 +65,8 @@ class Service:
         expected = _revision_constraint(if_match)
 
         def plan(txn, keys):
-            obj = _check_revision(handler.get(txn, ctx, id, must_own=True), expected)
+            obj = _check_revision(handler.get(txn, ctx, id, f'update_{handler.rdef.name}'),
+                                  expected)
             return handler.update(txn, keys, ctx, obj, changes) if changes else obj
 
         obj, revision = txns.run(self.store, plan)
@@ -74,12 +75,13 @@ class Service:
     def delete(self, collection: str, ctx: Context, id: str, if_match: Optional[str]) -> None:
         handler = self.handlers[collection]
         expected = _revision_constraint(if_match)
-        handler.get(txns.Txn(self.store), ctx, id, must_own=True)  # 404/403 before fencing
+        action = f'delete_{handler.rdef.name}'
+        handler.get(txns.Txn(self.store), ctx, id, action)  # 404/403 before fencing
         with handler.fence(self.store, id) as fence:
             def plan(txn, keys):
                 if fence is not None:
                     txn.require(fence)
-                obj = handler.get(txn, ctx, id, must_own=True)
+                obj = handler.get(txn, ctx, id, action)
                 handler.delete(txn, ctx, _check_revision(obj, expected))
             txns.run(self.store, plan)
 
@@ -104,7 +106,7 @@ class Service:
 
     def set_tags(self, collection: str, ctx: Context, id: str, body: Any) -> dict:
         tags = body.get('tags') if isinstance(body, dict) else None
-        reason = definitions.NETWORK.attributes['tags'].validate(tags)
+        reason = validators.tags(tags)
         if tags is None or reason:
             raise errors.HTTPBadRequest(f'Invalid input for tags. Reason: {reason}.')
         unique = list(dict.fromkeys(tags))
@@ -129,7 +131,7 @@ class Service:
         handler = self.handlers[collection]
 
         def plan(txn, keys):
-            obj = handler.get(txn, ctx, id, must_own=True)
+            obj = handler.get(txn, ctx, id, f'update_{handler.rdef.name}')
             return handler.apply(txn, obj, {'tags': change(list(obj.tags))})
         obj, _ = txns.run(self.store, plan)
         return obj.tags

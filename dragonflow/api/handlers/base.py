@@ -71,13 +71,14 @@ class Handler:
 
     # Reading
 
-    def get(self, txn: Txn, ctx: Context, id: str, must_own: bool = False) -> Model:
-        """The object if the caller may see it (NotFound otherwise) and, if asked, change it."""
+    def get(self, txn: Txn, ctx: Context, id: str, action: str = '') -> Model:
+        """The object if the caller may see it (NotFound otherwise) and, when ``action`` is
+        given, change it: a shared network is visible to all but changed by its owner only."""
         obj = txn.get(self.model, id)
         if obj is None or not self.visible_to(ctx, obj, txn):
             raise errors.not_found(self.rdef.name, id)
-        if must_own and not ctx.owns(obj.project_id):
-            raise errors.PolicyNotAuthorized(action=f'update_{self.rdef.name}')
+        if action and not ctx.owns(obj.project_id):
+            raise errors.PolicyNotAuthorized(action=action)
         return obj
 
     def visible_to(self, ctx: Context, obj: Model, reader: Txn) -> bool:

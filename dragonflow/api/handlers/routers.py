@@ -61,7 +61,7 @@ class RouterHandler(Handler):
         return routes
 
     def change_routes(self, txn, ctx, router_id, routes: list[dict], add: bool) -> Router:
-        router = self.get(txn, ctx, router_id, must_own=True)
+        router = self.get(txn, ctx, router_id, 'update_router')
         current = [r.model_dump() for r in router.routes]
         if add:
             new = current + [r for i, r in enumerate(routes)
@@ -74,7 +74,7 @@ class RouterHandler(Handler):
 
     def add_interface(self, txn, keys, ctx, router_id, info: dict) -> dict:
         by_port, _ = _interface_info(info, for_removal=False)
-        router = self.get(txn, ctx, router_id, must_own=True)
+        router = self.get(txn, ctx, router_id, 'add_router_interface')
         if by_port:
             port, subnets = self._attach_port(txn, ctx, router, info['port_id'])
         else:
@@ -118,7 +118,7 @@ class RouterHandler(Handler):
 
     def remove_interface(self, txn, keys, ctx, router_id, info: dict) -> dict:
         by_port, _ = _interface_info(info, for_removal=True)
-        router = self.get(txn, ctx, router_id, must_own=True)
+        router = self.get(txn, ctx, router_id, 'remove_router_interface')
         if by_port:
             port, subnets = self._detach_port(txn, router, info['port_id'], info.get('subnet_id'))
             gone = {s.id for s in subnets}
