@@ -40,7 +40,7 @@ def build(cloud) -> dict:
         nets[name] = sdk.network.create_subnet(network_id=network.id, ip_version=4, cidr=cidr)
     router = sdk.network.create_router(name='bench-router')
     for subnet in nets.values():
-        sdk.network.add_interface_to_router(router, subnet_id=subnet.id)
+        sdk.network.add_interface_to_router(router, subnet=subnet.id)
 
     def vm(subnet, name, gateway=None):
         port = sdk.network.create_port(network_id=subnet.network_id, name=name)

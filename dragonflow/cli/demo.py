@@ -48,7 +48,7 @@ def build_topology(cloud) -> dict:
         subnets[name] = sdk.network.create_subnet(network_id=network.id, ip_version=4,
                                                   cidr=cidr, name=name + '-subnet')
         if routed:
-            sdk.network.add_interface_to_router(router, subnet_id=subnets[name].id)
+            sdk.network.add_interface_to_router(router, subnet=subnets[name].id)
     vms = {}
     for index, (name, network) in enumerate(VMS):
         port = sdk.network.create_port(network_id=subnets[network].network_id, name=name)

@@ -80,10 +80,8 @@ class Controller:
         if self.cache.needs_refill:
             self._refill()
         with self._lock:
-            objects = {table: dict(rows) for table, rows in self.cache.objects.items()}
-        return Topology(self.chassis_id, objects['networks'], objects['subnets'],
-                        objects['ports'], objects['routers'], objects['chassis'], ofports,
-                        tunnels.get(self.conf.tunnel_types[0]))
+            return Topology.from_objects(self.chassis_id, self.cache.objects, ofports,
+                                         tunnels.get(self.conf.tunnel_types[0]))
 
     def _report_ports(self, topology: Topology) -> None:
         """Bind plugged ports to this chassis (ACTIVE, flows are in); unplugged ones go DOWN."""

@@ -31,6 +31,14 @@ class Topology:
     ofports: dict[str, int]  # port id -> OpenFlow port number, for VMs plugged on this chassis
     tunnel_ofport: Optional[int] = None  # this chassis' tunnel port, when it has one
 
+    @classmethod
+    def from_objects(cls, chassis_id: str, objects: dict, ofports: dict[str, int],
+                     tunnel_ofport: Optional[int]) -> 'Topology':
+        """From objects by table name (the cache's), copied so later changes stay out."""
+        o = {table: dict(rows) for table, rows in objects.items()}
+        return cls(chassis_id, o['networks'], o['subnets'], o['ports'], o['routers'],
+                   o['chassis'], ofports, tunnel_ofport)
+
     def __hash__(self):
         return id(self)
 

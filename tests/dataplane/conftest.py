@@ -40,7 +40,7 @@ class Topo:
     def router(self, *subnets):
         router = self.sdk.network.create_router(name=f'router{next(_names)}')
         for subnet in subnets:
-            self.sdk.network.add_interface_to_router(router, subnet_id=subnet.id)
+            self.sdk.network.add_interface_to_router(router, subnet=subnet.id)
         return router
 
     def port(self, subnet):
