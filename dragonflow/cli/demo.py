@@ -15,7 +15,7 @@ NETWORKS = {'net-a': ('10.10.1.0/24', True), 'net-b': ('10.10.2.0/24', True),
             'net-c': ('10.10.3.0/24', False)}
 VMS = (('vm1', 'net-a'), ('vm2', 'net-a'), ('vm3', 'net-b'), ('vm4', 'net-b'),
        ('vm5', 'net-c'))
-CHASSIS = 1
+CHASSIS = 3
 
 
 def run(once: bool, workdir=None) -> int:
@@ -76,7 +76,7 @@ def print_matrix(vms: dict) -> bool:
     names = list(vms)
     print('\nConnectivity (real pings; row pings column): '
           'ok = reached, -- = blocked as it should be, FAIL = wrong')
-    print('          ' + ''.join(f'{n:>8}' for n in names))
+    print(' ' * 22 + ''.join(f'{n:>8}' for n in names))
     wrong = 0
     for a in vms.values():
         cells = []
@@ -87,8 +87,8 @@ def print_matrix(vms: dict) -> bool:
             good = results[(a, b)] == should_reach(a, b)
             wrong += not good
             cells.append(('ok' if results[(a, b)] else '--') if good else 'FAIL')
-        label = f'{a.name.split("-", 1)[1]} ({a.network})'
-        print(f'{label:<10}'[:10] + ''.join(f'{c:>8}' for c in cells))
+        label = f'{a.name.split("-", 1)[1]} {a.network}@{a.chassis_name}'
+        print(f'{label:<22}' + ''.join(f'{c:>8}' for c in cells))
     print(f'{len(pairs) - wrong} of {len(pairs)} pairs as expected.')
     return wrong == 0
 

@@ -11,7 +11,7 @@ from dragonflow.lab import netns
 MTU = 1400  # leaves room for tunnel headers on a 1500-byte underlay
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)  # a VM is itself, not its attributes
 class Vm:
     name: str          # the VM's namespace
     chassis: object    # lab.cloud.Chassis
