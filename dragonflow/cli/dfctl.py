@@ -51,14 +51,16 @@ def cmd_status(args, conf) -> int:
     ports = [Port.from_doc(r.value, r.revision) for r in store.list(Port.table)]
     down_after = HEARTBEATS_BEFORE_DOWN * conf.controller.heartbeat_interval
     print(f'store {conf.store.url} at revision {revision}')
-    rows = [('CHASSIS', 'TUNNEL IP', 'STATE', 'HEARTBEAT', 'PORTS BOUND', 'REVISION SEEN')]
+    rows = [('CHASSIS', 'TUNNEL IP', 'STATE', 'HEARTBEAT', 'PORTS BOUND', 'NETWORKS',
+             'ROUTERS', 'REVISION SEEN')]
     now = time.time()
     for record in store.list(Chassis.table):
         chassis = Chassis.from_doc(record.value, record.revision)
         age = now - chassis.heartbeat
         bound = sum(1 for p in ports if p.binding_host_id == chassis.id and p.status == 'ACTIVE')
         rows.append((chassis.id, chassis.tunnel_ip, 'up' if age <= down_after else 'DOWN',
-                     f'{age:.1f} s ago', str(bound), f'{chassis.revision_seen} / {revision}'))
+                     f'{age:.1f} s ago', str(bound), str(len(chassis.networks)),
+                     str(len(chassis.routers)), f'{chassis.revision_seen} / {revision}'))
     print(_table(rows))
     return 0
 

@@ -92,17 +92,20 @@ class Cache:
         self.needs_refill = False
         self._unknown_port_ids = frozenset(self.local_port_ids - set(everything[Port.table]))
 
-    def apply(self, events: list[api.Event]) -> None:
+    def apply(self, events: list[api.Event]) -> bool:
         """Apply a batch of whole commits; commits older than the cache are skipped (a
-        refill may have loaded a newer snapshot while the batch was read)."""
+        refill may have loaded a newer snapshot while the batch was read). True when the
+        topology the apps see changed (a chassis heartbeat alone does not change it)."""
         current = self.revision
         fresh = [e for e in events if e.revision > current and e.table in MODELS]
+        changed = False
         for event in fresh:
-            self._apply(event)
+            changed |= self._apply(event)
         if events:
             self.revision = max(current, events[-1].revision)
         if fresh:
             self._rescope()
+        return changed
 
     def set_local_ports(self, port_ids: set[str]) -> None:
         """The VM interfaces plugged on this chassis changed (OVSDB)."""
@@ -110,16 +113,17 @@ class Cache:
             self.local_port_ids = set(port_ids)
             self._rescope()
 
-    def _apply(self, event: api.Event) -> None:
+    def _apply(self, event: api.Event) -> bool:
         rows = self.objects[event.table]
         if event.deleted:
-            rows.pop(event.id, None)
-            return
+            return rows.pop(event.id, None) is not None
         obj = MODELS[event.table].from_doc(event.value, event.revision)
-        if event.id in rows or self._widens(event.table, obj):
-            rows[event.id] = obj
-        elif event.table == Chassis.table or in_scope(self._scope(), event.table, obj):
-            rows[event.id] = obj
+        old = rows.get(event.id)
+        if old is None and not self._widens(event.table, obj) and \
+                not in_scope(self._scope(), event.table, obj):
+            return False
+        rows[event.id] = obj
+        return not (isinstance(old, Chassis) and old.same_endpoint(obj))
 
     def _widens(self, table: str, obj: Model) -> bool:
         """A new object that may pull more into scope: a port that is ours, a router with an

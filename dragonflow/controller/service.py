@@ -101,9 +101,12 @@ class Controller:
             pass  # the port changed meanwhile: the watcher brings it and the next pass retries
 
     def _heartbeat(self) -> None:
+        with self._lock:
+            networks = sorted(self.cache.objects['networks'])
+            routers = sorted(self.cache.objects['routers'])
         chassis = Chassis(id=self.chassis_id, tunnel_ip=self.conf.tunnel_ip,
                           tunnel_types=self.conf.tunnel_types, heartbeat=time.time(),
-                          revision_seen=self.cache.revision)
+                          revision_seen=self.cache.revision, networks=networks, routers=routers)
         self.store.put(Chassis.table, chassis.id, chassis.to_doc())
         self._last_heartbeat = chassis.heartbeat
 
@@ -137,9 +140,10 @@ class Controller:
                     self.store.wait(after, timeout=1.0)
                     continue
                 with self._lock:
-                    self.cache.apply(batch)
+                    changed = self.cache.apply(batch)
                 self._fetch_missing_chassis()
-                self.wake()
+                if changed:
+                    self.wake()
             except api.Compacted:
                 LOG.warning('change log compacted past revision %d: resync', self.cache.revision)
                 self.cache.needs_refill = True

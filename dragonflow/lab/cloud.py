@@ -195,13 +195,23 @@ class Cloud:
 
     @property
     def sdk(self):
-        """An openstacksdk connection to df-api, as a user with no keystone would make it."""
+        """The operator's openstacksdk connection to df-api (admin: sees every project)."""
         if self._sdk is None:
-            import openstack
-            self._sdk = openstack.connection.Connection(
-                auth_type='none', auth={'endpoint': self.api_url},
-                network_endpoint_override=self.api_url + '/')
+            self._sdk = self.connect(admin=True)
         return self._sdk
+
+    def connect(self, project: Optional[str] = None, admin: bool = False):
+        """An openstacksdk connection as a keystone-less user makes it; with noauth df-api
+        takes the project and roles from headers, as Neutron does."""
+        import openstack
+        conn = openstack.connection.Connection(
+            auth_type='none', auth={'endpoint': self.api_url},
+            network_endpoint_override=self.api_url + '/')
+        if project:
+            conn.session.additional_headers['X-Project-Id'] = project
+        if admin:
+            conn.session.additional_headers['X-Roles'] = 'admin'
+        return conn
 
     def vm(self, chassis: str, port, name: Optional[str] = None, gateway: bool = True) -> Vm:
         """Plug a VM for ``port`` (an openstacksdk Port) into ``chassis``, addressed as the

@@ -134,6 +134,12 @@ class Chassis(Model):
     tunnel_types: list[str] = ['vxlan']
     heartbeat: float = Field(default=0.0, description='Unix time of the last heartbeat.')
     revision_seen: int = Field(default=0, description='Last store revision its controller applied.')
+    networks: list[str] = Field(default=[], description='Networks its controller serves (caches).')
+    routers: list[str] = Field(default=[], description='Routers its controller serves (caches).')
+
+    def same_endpoint(self, other: 'Chassis') -> bool:
+        """Whether tunnels to the two records are the same (heartbeats aside)."""
+        return (self.tunnel_ip, self.tunnel_types) == (other.tunnel_ip, other.tunnel_types)
 
 
 MODELS: dict[str, type[Model]] = {m.table: m for m in (Network, Subnet, Port, Router, Chassis)}
