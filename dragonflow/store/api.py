@@ -6,6 +6,21 @@ are atomic: all their operations apply, or none (a failed condition raises ``Con
 ``watch`` yields every change after a revision, in revision order, exactly once; all changes of
 one commit come consecutively, in the order of the commit's operations. A watcher asking for
 history the store no longer keeps gets ``Compacted`` and must resync from ``snapshot()``.
+
+An object may be written (Put or Delete) at most once per commit: etcd refuses a transaction
+that writes a key twice, so every driver refuses such a commit with ``ValueError`` before writing
+anything. Checks are conditions on the state before the commit and may name a written object.
+
+Revisions are store-wide and strictly increasing, not necessarily consecutive (etcd's count the
+writes of its whole cluster); 0 means "before the first commit".
+
+A watcher resumes safely only from a revision whose commit it processed whole: ``changes()``
+pages end on commit boundaries, so the last revision of a page is always such a revision.
+
+``Unavailable`` means the store could not be reached within the timeout. From ``commit`` it
+means the commit was not applied when the driver could establish it; the distributed drivers
+retry a commit whose outcome a network error left unknown only after making sure it can no
+longer apply, so a commit applies at most once.
 """
 from __future__ import annotations
 
@@ -92,6 +107,19 @@ class Check:
 Operation = Union[Put, Delete, Check]
 
 
+def validate(operations: list[Operation]) -> None:
+    """Refuse a commit that writes an object twice (see the module docstring)."""
+    written = set()
+    for op in operations:
+        if not isinstance(op, (Put, Delete, Check)):
+            raise TypeError(f'not a store operation: {op!r}')
+        if isinstance(op, Check):
+            continue
+        if (op.table, op.id) in written:
+            raise ValueError(f'{op.table}/{op.id} is written more than once in one commit')
+        written.add((op.table, op.id))
+
+
 class Store(abc.ABC):
     """A northbound store connection. Thread-safe; one per process is enough."""
 
@@ -116,7 +144,8 @@ class Store(abc.ABC):
         """Apply every operation atomically; return the new revision.
 
         Raises Conflict when a condition fails (a Delete of a missing object is a failed
-        condition too). A commit with only Checks writes nothing and returns revision().
+        condition too), ValueError when an object is written twice. A commit with only Checks
+        writes nothing and returns revision().
         """
 
     @abc.abstractmethod

@@ -95,6 +95,7 @@ class SqliteStore(api.Store):
         return self._query("SELECT value FROM counters WHERE name='revision'")[0][0]
 
     def commit(self, operations):
+        api.validate(operations)
         with self._transaction(immediate=True) as db:
             for op in operations:
                 _check(db, op)

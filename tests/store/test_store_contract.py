@@ -191,12 +191,13 @@ def test_a_commit_of_checks_only_writes_nothing(store):
 
 @pytest.mark.parametrize('failing', [
     Delete('network', 'missing'),
-    Put('network', 'n1', {'v': 'x'}, expect=MUST_NOT_EXIST),
+    Put('network', 'n2', {'v': 'x'}, expect=MUST_NOT_EXIST),
     Check('network', 'n1', MUST_NOT_EXIST),
-    Delete('network', 'n1', expect=MUST_NOT_EXIST + 10**9),
+    Delete('network', 'n2', expect=MUST_NOT_EXIST + 10**9),
 ], ids=['delete-missing', 'put-exists', 'check', 'delete-stale'])
 def test_a_commit_whose_last_operation_fails_writes_nothing(store, failing):
     original = store.put('network', 'n1', {'v': 1})
+    store.put('network', 'n2', {'v': 1})  # (an object is written at most once per commit)
     store.put('port', 'p0', {'v': 0})
     before = store.revision()
     snapshot = store.snapshot()
@@ -215,6 +216,22 @@ def test_a_commit_whose_last_operation_fails_writes_nothing(store, failing):
     revision = store.put('port', 'p1', {'v': 1})
     assert [(e.table, e.id, e.revision) for e in store.changes(before)] == \
         [('port', 'p1', revision)]
+
+
+@pytest.mark.parametrize('twice', [
+    [Put('network', 'n1', {'v': 2}), Put('network', 'n1', {'v': 3})],
+    [Put('network', 'n1', {'v': 2}), Delete('network', 'n1')],
+    [Delete('network', 'n1'), Put('network', 'n1', {'v': 2}, expect=MUST_NOT_EXIST)],
+], ids=['put-put', 'put-delete', 'delete-put'])
+def test_a_commit_writing_an_object_twice_is_refused(store, twice):
+    before = store.put('network', 'n1', {'v': 1})
+    with pytest.raises(ValueError):
+        store.commit([Put('port', 'p1', {})] + twice)
+    assert store.revision() == before
+    assert store.snapshot() == (before, [api.Record('network', 'n1', {'v': 1}, before)])
+    # A check and a write of the same object are fine: the check sees the state before.
+    revision = store.commit([Check('network', 'n1', before), Put('network', 'n1', {'v': 2})])
+    assert store.get('network', 'n1') == api.Record('network', 'n1', {'v': 2}, revision)
 
 
 # --- the change log --------------------------------------------------------------------------
