@@ -28,11 +28,15 @@ class Vm:
 
     def plug(self) -> None:
         netns.add(self.name)
+        # No IPv6 yet (roadmap): keep its router solicitations and MLD off the wire.
+        for scope in ('all', 'default'):
+            self.exec('sysctl', '-q', '-w', f'net.ipv6.conf.{scope}.disable_ipv6=1')
         netns.veth('eth0', self.name, self.tap, self.chassis.netns)
         self.exec('ip', 'link', 'set', 'eth0', 'address', self.mac)
         self.exec('ip', 'link', 'set', 'eth0', 'mtu', MTU)
         # Partial checksums are not completed on the AF_PACKET path: TCP would stall.
         self.exec('ethtool', '-K', 'eth0', 'tx', 'off')
+
         if self.ip:
             self.configure(self.ip, self.prefixlen, self.gateway)
         self.attach()

@@ -2,6 +2,8 @@
 namespaces). Resources are made through the API with openstacksdk; checks use real packets."""
 import itertools
 import os
+import subprocess
+import time
 
 import pytest
 
@@ -16,20 +18,33 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.dataplane)
 
 
-@pytest.fixture(scope='session')
-def cloud(tmp_path_factory):
+def _cloud(tmp_path_factory, chassis: int, tunnel_type: str):
     if os.geteuid() != 0:
         pytest.fail('the data-plane tests need root (network namespaces and Open vSwitch)')
-    with Cloud(str(tmp_path_factory.mktemp('cloud'))) as c:
-        c.start(chassis=1)
+    cloud = Cloud(str(tmp_path_factory.mktemp(f'cloud-{tunnel_type}')), tunnel_type=tunnel_type)
+    cloud.start(chassis=chassis)
+    return cloud
+
+
+@pytest.fixture(scope='session')
+def cloud(tmp_path_factory):
+    """Three chassis joined by VXLAN; single-chassis tests use ch1."""
+    with _cloud(tmp_path_factory, 3, 'vxlan') as c:
+        yield c
+
+
+@pytest.fixture(scope='session')
+def geneve_cloud(tmp_path_factory):
+    with _cloud(tmp_path_factory, 2, 'geneve') as c:
         yield c
 
 
 class Topo:
-    """Creates networks, subnets, routers and VMs through the API for one test."""
+    """Creates networks, subnets, routers and VMs through the API for one test and project."""
 
-    def __init__(self, cloud):
-        self.cloud, self.sdk = cloud, cloud.sdk
+    def __init__(self, cloud, project=None):
+        self.cloud = cloud
+        self.sdk = cloud.connect(project) if project else cloud.sdk
 
     def subnet(self, cidr: str):
         tag = next(_names)
@@ -43,12 +58,15 @@ class Topo:
             self.sdk.network.add_interface_to_router(router, subnet=subnet.id)
         return router
 
-    def port(self, subnet):
-        return self.sdk.network.create_port(network_id=subnet.network_id,
-                                            fixed_ips=[{'subnet_id': subnet.id}])
+    def port(self, subnet, ip=None):
+        fixed = {'subnet_id': subnet.id, **({'ip_address': ip} if ip else {})}
+        return self.sdk.network.create_port(network_id=subnet.network_id, fixed_ips=[fixed])
 
-    def vm(self, subnet, chassis='ch1'):
-        port = self.port(subnet)
+    def vm(self, subnet, chassis='ch1', ip=None):
+        port = self.port(subnet, ip)
+        return self.plug(port, chassis)
+
+    def plug(self, port, chassis):
         vm = self.cloud.vm(chassis, port)
         self.cloud.wait_port_active(port.id)
         vm.port = port
@@ -58,3 +76,25 @@ class Topo:
 @pytest.fixture
 def topo(cloud):
     return Topo(cloud)
+
+
+class Capture:
+    """tcpdump in a namespace for the length of a with-block; .lines afterwards."""
+
+    def __init__(self, namespace: str, interface: str, bpf: str):
+        self.args = ['ip', 'netns', 'exec', namespace, 'tcpdump', '-nn', '-l', '-i', interface,
+                     bpf]
+        self.lines: list[str] = []
+
+    def __enter__(self):
+        self.process = subprocess.Popen(self.args, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True)
+        # tcpdump says "listening on" once the capture runs.
+        self.process.stderr.readline()
+        return self
+
+    def __exit__(self, *exc):
+        time.sleep(0.3)
+        self.process.terminate()
+        out, _ = self.process.communicate(timeout=10)
+        self.lines = [line for line in out.splitlines() if line.strip()]

@@ -138,8 +138,8 @@ def _mentions(line, key, mac, ip) -> bool:
                 or mac in line or re.search(rf'\b{re.escape(ip)}\b', line))
 
 
-def _flows_mentioning(cloud, key, mac, ip) -> list[str]:
-    return [line for line in cloud.chassis['ch1'].dump_flows().splitlines()
+def _flows_mentioning(cloud, key, mac, ip, chassis='ch1') -> list[str]:
+    return [line for line in cloud.chassis[chassis].dump_flows().splitlines()
             if _mentions(line, key, mac, ip)]
 
 
