@@ -86,13 +86,17 @@ DEFAULT_PORT = 2379
 PAGE = 5000                 # keys per range request of list() and snapshot()
 CONNECT_TIMEOUT = 1.0       # seconds to open a connection to one endpoint
 RETRY_PAUSE = 0.05          # seconds between rounds over every endpoint
-MAX_OPERATIONS = 127        # etcd's --max-txn-ops (128) less meta/rev and the slot
+MAX_OPERATIONS = 126        # etcd's --max-txn-ops (128) less meta/rev and the slot
 TAIL_IDLE = 10.0            # seconds without an event before the tail checks its member
 TAIL_EVENTS = 10000         # events the tail keeps (between this and twice as many)
 
 
 class _Transient(Exception):
     """A request failed in a way another endpoint, or a later retry, may not."""
+
+    def __init__(self, message: str, sent: bool = True):
+        super().__init__(message)
+        self.sent = sent  # False: it never reached etcd (no connection), so it did not apply
 
 
 class _EtcdCompacted(Exception):
@@ -118,6 +122,7 @@ class _Slot:
     key: bytes
     rev: int = 0        # the key's mod_revision as last seen (0: absent)
     seq: int = 0
+    sent: bool = False  # whether a transaction writing it reached etcd (close() deletes it)
 
 
 class EtcdStore(api.Store):
@@ -205,6 +210,7 @@ class EtcdStore(api.Store):
 
     def _commit(self, slot: _Slot, operations, deadline) -> int:
         conditioned = [op for op in operations if _conditioned(op)]
+        unsent = 0
         while True:
             slot.seq += 1
             token = f'{slot.seq}'.encode()
@@ -220,10 +226,17 @@ class EtcdStore(api.Store):
             try:
                 reply = self._request('kv/txn', txn, deadline, retry=False)
             except _Transient as e:
+                if not e.sent:  # no connection: try the next endpoint
+                    unsent += 1
+                    if unsent % len(self.endpoints) == 0:
+                        self._pause(deadline)
+                    continue
+                self._sent(slot)
                 applied = self._settle(slot, token, deadline, e)
                 if applied is not None:
                     return applied
                 continue  # fenced: it did not apply and never will; try again
+            self._sent(slot)
             if reply.get('succeeded'):
                 slot.rev = int(reply['header']['revision'])
                 return slot.rev
@@ -253,6 +266,8 @@ class EtcdStore(api.Store):
                 error = e
                 self._pause(deadline)
                 continue
+            except api.Unavailable:
+                break
             if reply.get('succeeded'):
                 slot.rev = int(reply['header']['revision'])
                 return None
@@ -534,9 +549,13 @@ class EtcdStore(api.Store):
         with self._lock:
             if self._free_slots:
                 return self._free_slots.pop()
-            slot = _Slot(self._prefix + b'sessions/' + uuid.uuid4().hex.encode())
-            self._slot_keys.add(slot.key)
-            return slot
+            return _Slot(self._prefix + b'sessions/' + uuid.uuid4().hex.encode())
+
+    def _sent(self, slot: _Slot) -> None:
+        if not slot.sent:
+            slot.sent = True
+            with self._lock:
+                self._slot_keys.add(slot.key)
 
     def _give_slot(self, slot: _Slot) -> None:
         with self._lock:
@@ -628,7 +647,7 @@ class _Tail:
                 self._follow()
             except _EtcdCompacted:
                 self._reset = True  # resuming would skip compacted events: start afresh
-            except (_Transient, _Timeout, api.StoreError, ValueError):
+            except Exception:  # (_Transient, Unavailable, ...): never let the thread die
                 self._stop.wait(RETRY_PAUSE)
 
     def _restart(self) -> None:
@@ -801,6 +820,8 @@ def _classify(error: Exception) -> Exception:
     except ValueError:
         body = {}
     code, message = body.get('code'), body.get('error') or detail or str(error)
+    if _never_sent(error):
+        return _Transient(f'{type(error).__name__}: {message}'[:500], sent=False)
     if code == _INVALID_ARGUMENT:
         raise ValueError(f'etcd refused the request: {message}')
     if code == _OUT_OF_RANGE and 'compacted' in message:
@@ -808,3 +829,17 @@ def _classify(error: Exception) -> Exception:
     if code in (_PERMISSION_DENIED, _UNAUTHENTICATED):
         raise api.Unavailable(f'etcd: {message}')
     return _Transient(f'{type(error).__name__}: {message}'[:500])
+
+
+def _never_sent(error: Exception) -> bool:
+    """Whether a request failed before reaching etcd: the connection could not be made.
+
+    etcd3gw replaces requests' errors by its own; the original is the context.
+    """
+    cause = error if isinstance(error, requests.RequestException) else error.__context__
+    if isinstance(cause, requests.exceptions.ConnectTimeout):
+        return True
+    if isinstance(cause, requests.exceptions.ConnectionError) and cause.args:
+        reason = getattr(cause.args[0], 'reason', None)
+        return isinstance(reason, urllib3.exceptions.ConnectTimeoutError)  # (and refused)
+    return False

@@ -104,15 +104,15 @@ atexit.register(stop_all)
 # --- etcd --------------------------------------------------------------------------------------
 
 def etcd_member(name: str, directory: str, client: int, peer: int, cluster: str,
-                state: str = 'new', fast_elections: bool = False) -> Server:
+                token: str, fast_elections: bool = False) -> Server:
     """An etcd member (not started) of ``cluster`` (``name=http://127.0.0.1:peer,...``)."""
     command = ['etcd', '--name', name, '--data-dir', os.path.join(directory, 'data'),
                '--listen-client-urls', f'http://127.0.0.1:{client}',
                '--advertise-client-urls', f'http://127.0.0.1:{client}',
                '--listen-peer-urls', f'http://127.0.0.1:{peer}',
                '--initial-advertise-peer-urls', f'http://127.0.0.1:{peer}',
-               '--initial-cluster', cluster, '--initial-cluster-state', state,
-               '--initial-cluster-token', os.path.basename(directory)]
+               '--initial-cluster', cluster, '--initial-cluster-state', 'new',
+               '--initial-cluster-token', token]
     if fast_elections:
         command += ['--heartbeat-interval', '50', '--election-timeout', '500']
     return Server(name, command, directory, client)
@@ -130,7 +130,7 @@ def start_etcd(tmp: Optional[str] = FAST_TMP) -> Server:
     directory = tempfile.mkdtemp(prefix='df-etcd-', dir=tmp)
     client, peer = free_port(), free_port()
     server = etcd_member('default', directory, client, peer,
-                         f'default=http://127.0.0.1:{peer}').start()
+                         f'default=http://127.0.0.1:{peer}', os.path.basename(directory)).start()
     try:
         server.wait_ready(lambda: etcd_ready(client))
     except BaseException:
@@ -143,11 +143,11 @@ def start_etcd_cluster(size: int = 3, tmp: Optional[str] = FAST_TMP) -> list[Ser
     """A ``size``-member etcd cluster with quick elections (heartbeat 50 ms, election 500 ms)."""
     ports = [(free_port(), free_port()) for _ in range(size)]
     cluster = ','.join(f'm{i}=http://127.0.0.1:{peer}' for i, (_, peer) in enumerate(ports))
-    members = []
+    members, token = [], f'df-cluster-{ports[0][1]}'
     try:
         for i, (client, peer) in enumerate(ports):
             directory = tempfile.mkdtemp(prefix=f'df-etcd-m{i}-', dir=tmp)
-            members.append(etcd_member(f'm{i}', directory, client, peer, cluster,
+            members.append(etcd_member(f'm{i}', directory, client, peer, cluster, token,
                                        fast_elections=True).start())
         for member in members:
             member.wait_ready(lambda port=member.port: etcd_ready(port))
