@@ -411,6 +411,7 @@ class EtcdStore(api.Store):
         if index not in clients:
             host, port = self.endpoints[index]
             clients[index] = Etcd3Client(host=host, port=port, api_path='/v3/')
+            clients[index].session.trust_env = False  # no proxy or netrc look-up per request
             with self._lock:
                 self._clients.append(clients[index])
         return clients[index]
