@@ -53,7 +53,11 @@ class Table:
 
 CLASSIFY = Table(
     'classify', 0, 'local VM port: set reg6 and metadata; tunnel port: metadata from tun_id',
-    frozenset({'in_port', 'tunnel_id'}), ('services', 'remote_ingress'))
+    frozenset({'in_port', 'tunnel_id'}), ('port_security', 'remote_ingress'))
+PORT_SECURITY = Table(
+    'port_security', 5, 'a VM sends only with its own MAC and IPs (or allowed address pairs)',
+    frozenset({SOURCE_PORT_REG, 'eth_src', 'eth_type', 'ipv4_src', 'arp_sha', 'arp_spa',
+               'ip_proto', 'udp_src', 'udp_dst'}), ('services',))
 SERVICES = Table(
     'services', 20, 'ARP to the responder, everything else to L2 lookup',
     frozenset(_L2), ('arp_responder', 'l2_lookup'))
@@ -79,8 +83,8 @@ OUTPUT = Table(
     'output', 80, 'reg7 to the port\'s OpenFlow port number',
     frozenset({DESTINATION_PORT_REG}), ())
 
-TABLES = (CLASSIFY, SERVICES, ARP_RESPONDER, L2_LOOKUP, REMOTE_INGRESS, L3, EGRESS_DISPATCH,
-          REMOTE_FLOOD, OUTPUT)
+TABLES = (CLASSIFY, PORT_SECURITY, SERVICES, ARP_RESPONDER, L2_LOOKUP, REMOTE_INGRESS, L3,
+          EGRESS_DISPATCH, REMOTE_FLOOD, OUTPUT)
 BY_NUMBER = {t.number: t for t in TABLES}
 BY_NAME = {t.name: t for t in TABLES}
 

@@ -146,6 +146,10 @@ def rich_topology() -> TopologyBuilder:
         b.port(s1, '10.0.1.5', ofport=first, mac='fa:16:3e:aa:00:01')
         b.port(s1, '10.0.1.6', ofport=first + 1, admin_state_up=False)
         b.port(s1, '10.0.1.7', **{'binding:host_id': 'chassis-2'})  # on another chassis
+        b.port(s1, '10.0.1.8', ofport=first + 4, port_security_enabled=False)
+        b.port(s1, '10.0.1.9', ofport=first + 5, allowed_address_pairs=[
+            {'ip_address': '10.0.1.128/25'}, {'ip_address': '10.0.1.99',
+                                              'mac_address': 'fa:16:3e:bb:00:01'}])
         dual = b.port(s2, '10.0.2.5', ofport=first + 2, mac='fa:16:3e:aa:00:02')
         dual.fixed_ips.append(FixedIP(subnet_id=s6.id, ip_address='fd00:2::5'))
         b.port(s2, '10.0.2.9', ofport=first + 3)

@@ -4,6 +4,7 @@ from tests.unit.builders import (
     BROADCAST,
     TUNNEL_OFPORT,
     TopologyBuilder,
+    arp_request,
     frame,
     install,
     ip_of,
@@ -31,7 +32,7 @@ def two_chassis():
 def test_unicast_to_a_remote_port_leaves_through_the_tunnel_with_the_network_vni():
     b, net, _, local, _, remote, _, _ = two_chassis()
     switch = install(b.build())
-    [delivery] = switch.run(1, **frame(local, remote.mac_address))
+    [delivery] = switch.run(1, **ipv4(local, remote.mac_address, ip_of(remote)))
     assert delivery.port == TUNNEL_OFPORT
     assert delivery.packet['tunnel_id'] == net.key
     assert delivery.packet['tun_ipv4_dst'] == '172.31.0.12'
@@ -57,7 +58,7 @@ def test_routed_packet_to_a_remote_port_is_routed_here_and_crosses_once():
 
 def test_broadcast_from_a_local_port_goes_once_to_each_other_chassis():
     b, net, _, local, _, _, _, _ = two_chassis()
-    deliveries = install(b.build()).run(1, **frame(local, BROADCAST))
+    deliveries = install(b.build()).run(1, **arp_request(local, '10.0.1.99'))
     assert sorted(d.port for d in deliveries if d.port != TUNNEL_OFPORT) == [2]
     tunnelled = sorted(d.packet['tun_ipv4_dst'] for d in deliveries if d.port == TUNNEL_OFPORT)
     assert tunnelled == ['172.31.0.12', '172.31.0.13']
@@ -90,4 +91,4 @@ def test_without_a_tunnel_port_remote_ports_get_no_flows():
     subnet = b.subnet(b.network('a'), '10.0.1.0/24')
     local = b.port(subnet, '10.0.1.5', ofport=1)
     remote = b.port(subnet, '10.0.1.7', **REMOTE_HOST)
-    assert install(b.build()).outputs(1, **frame(local, remote.mac_address)) == []
+    assert install(b.build()).outputs(1, **ipv4(local, remote.mac_address, ip_of(remote))) == []

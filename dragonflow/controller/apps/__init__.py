@@ -6,9 +6,18 @@ id, written into the top byte of every flow's cookie so a flow in the switch nam
 import dataclasses
 
 from dragonflow.controller import flows as of
-from dragonflow.controller.apps import arp_responder, classifier, l2, l3, output, tunnels
+from dragonflow.controller.apps import (
+    arp_responder,
+    classifier,
+    l2,
+    l3,
+    output,
+    port_security,
+    tunnels,
+)
 
-APPS = (classifier, arp_responder, l2, l3, output, tunnels)
+# Order is the cookie's app id: append, never reorder (ids are in switches and dumps).
+APPS = (classifier, arp_responder, l2, l3, output, tunnels, port_security)
 APP_IDS = {app.NAME: index + 1 for index, app in enumerate(APPS)}
 APP_NAMES = {index: name for name, index in APP_IDS.items()}
 

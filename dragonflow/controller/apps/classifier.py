@@ -1,5 +1,5 @@
 """Table classify: a packet from a local VM port gets its network (metadata) and source port
-(reg6) and goes on to the services table."""
+(reg6) and goes on to port security."""
 from dragonflow.controller import pipeline as p
 from dragonflow.controller.flows import Match, SetField
 
@@ -14,5 +14,5 @@ def flows(topology):
         yield p.CLASSIFY.flow(
             100, Match(in_port=ofport),
             [SetField(p.NETWORK_REG, network.key), SetField(p.SOURCE_PORT_REG, port.key),
-             p.SERVICES.goto()],
+             p.PORT_SECURITY.goto()],
             cookie=port.key)
