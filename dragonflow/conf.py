@@ -52,11 +52,24 @@ controller_opts = [
 ]
 
 
+dhcp_opts = [
+    cfg.IntOpt('lease_time', default=86400, min=60,
+               help='Seconds a DHCP lease lasts; clients renew at half of it.'),
+    cfg.FloatOpt('rate_limit', default=5.0, min=0.1,
+                 help='DHCP packets per second each port may send to its controller; '
+                      'more are dropped, so one VM cannot flood the controller.'),
+    cfg.StrOpt('metadata_ip', default='',
+               help='When set (e.g. 169.254.169.254), DHCP gives VMs a host route to it via '
+                    'their DHCP server address.'),
+]
+
+
 def register_opts(conf):
     """Register every Dragonflow option group on ``conf``."""
     conf.register_opts(store_opts, group='store')
     conf.register_opts(api_opts, group='api')
     conf.register_opts(controller_opts, group='controller')
+    conf.register_opts(dhcp_opts, group='dhcp')
 
 
 def load(argv=None, conf=None):
@@ -69,7 +82,8 @@ def load(argv=None, conf=None):
 
 def list_opts():
     """For oslo-config-generator: every group with its options."""
-    return [('store', store_opts), ('api', api_opts), ('controller', controller_opts)]
+    return [('store', store_opts), ('api', api_opts), ('controller', controller_opts),
+            ('dhcp', dhcp_opts)]
 
 
 def sample() -> str:

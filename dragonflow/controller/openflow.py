@@ -46,7 +46,7 @@ class OpenFlowSwitch:
     """br-int as the reconciler sees it (dump_flows, apply), plus connection callbacks."""
 
     def __init__(self, host: str, port: int, on_connect: Callable[[], None],
-                 on_packet_in: Optional[Callable] = None):
+                 on_packet_in: Optional[Callable[[int, bytes], None]] = None):
         self.host, self.port = host, port
         self.on_connect = on_connect
         self.on_packet_in = on_packet_in
@@ -198,7 +198,7 @@ class _OsKenApp(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     def _packet_in(self, ev):
         if self.switch.on_packet_in:
-            self.switch.on_packet_in(ev.msg)
+            self.switch.on_packet_in(ev.msg.match['in_port'], bytes(ev.msg.data))
 
 
 # Conversions between flows as values and os-ken messages.

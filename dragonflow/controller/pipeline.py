@@ -59,11 +59,14 @@ PORT_SECURITY = Table(
     frozenset({SOURCE_PORT_REG, 'eth_src', 'eth_type', 'ipv4_src', 'arp_sha', 'arp_spa',
                'ip_proto', 'udp_src', 'udp_dst'}), ('services',))
 SERVICES = Table(
-    'services', 20, 'ARP to the responder, everything else to L2 lookup',
-    frozenset(_L2), ('arp_responder', 'l2_lookup'))
+    'services', 20, 'ARP to the responder, DHCP to the DHCP table, everything else to L2',
+    frozenset(_L2 | {'ip_proto', 'udp_dst'}), ('arp_responder', 'dhcp', 'l2_lookup'))
 ARP_RESPONDER = Table(
     'arp_responder', 21, 'answer ARP requests for router interface IPs and known port IPs',
     frozenset(_ARP), ('l2_lookup',))
+DHCP = Table(
+    'dhcp', 22, 'DHCP requests of ports on DHCP-enabled subnets to the local controller',
+    frozenset({SOURCE_PORT_REG}), ('l2_lookup',))
 L2_LOOKUP = Table(
     'l2_lookup', 30, 'router MAC to L3; known port MAC to its reg7; broadcast to every port',
     frozenset(_L2), ('l3', 'egress_dispatch', 'remote_flood'))
@@ -83,7 +86,7 @@ OUTPUT = Table(
     'output', 80, 'reg7 to the port\'s OpenFlow port number',
     frozenset({DESTINATION_PORT_REG}), ())
 
-TABLES = (CLASSIFY, PORT_SECURITY, SERVICES, ARP_RESPONDER, L2_LOOKUP, REMOTE_INGRESS, L3,
+TABLES = (CLASSIFY, PORT_SECURITY, SERVICES, ARP_RESPONDER, DHCP, L2_LOOKUP, REMOTE_INGRESS, L3,
           EGRESS_DISPATCH, REMOTE_FLOOD, OUTPUT)
 BY_NUMBER = {t.number: t for t in TABLES}
 BY_NAME = {t.name: t for t in TABLES}

@@ -8,6 +8,7 @@ the store. While the store is unreachable the data plane stays as it is.
 """
 import logging
 import os
+import queue
 import signal
 import socket
 import sys
@@ -17,6 +18,7 @@ import time
 from dragonflow import conf as df_conf
 from dragonflow import store as df_store
 from dragonflow.controller import apps
+from dragonflow.controller.apps import dhcp
 from dragonflow.controller.cache import Cache
 from dragonflow.controller.openflow import OpenFlowSwitch, SwitchError
 from dragonflow.controller.ovsdb import LocalOvs
@@ -27,6 +29,23 @@ from dragonflow.store import api
 
 LOG = logging.getLogger(__name__)
 RETRY_SECONDS = 1.0
+PACKET_IN_BACKLOG = 1000
+
+
+class RateLimiter:
+    """A token bucket per key: ``rate`` per second, bursts of up to ``rate``."""
+
+    def __init__(self, rate: float, clock=time.monotonic):
+        self.rate, self.clock = rate, clock
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def allow(self, key: str) -> bool:
+        now = self.clock()
+        tokens, last = self._buckets.get(key, (self.rate, now))
+        tokens = min(self.rate, tokens + (now - last) * self.rate)
+        allowed = tokens >= 1
+        self._buckets[key] = (tokens - 1 if allowed else tokens, now)
+        return allowed
 
 
 class Controller:
@@ -41,6 +60,11 @@ class Controller:
         self._lock = threading.Lock()  # guards the cache between watcher and loop
         self._switch_resync = True
         self._last_heartbeat = 0.0
+        self._topology: Topology | None = None  # the last one whose flows are installed
+        self._packet_ins: queue.Queue = queue.Queue(PACKET_IN_BACKLOG)
+        self._dhcp_limiter = RateLimiter(conf.dhcp.rate_limit)
+        self._dhcp = dhcp.Settings(lease_time=conf.dhcp.lease_time,
+                                   metadata_ip=conf.dhcp.metadata_ip)
 
     def wake(self) -> None:
         self._wake.set()
@@ -49,8 +73,16 @@ class Controller:
         self._switch_resync = True
         self.wake()
 
+    def packet_in(self, ofport: int, data: bytes) -> None:
+        """From os-ken's thread: queue it; a full backlog drops it (the client retries)."""
+        try:
+            self._packet_ins.put_nowait((ofport, data))
+        except queue.Full:
+            LOG.warning('packet-in backlog full: dropped a packet from port %d', ofport)
+
     def run(self) -> None:
         threading.Thread(target=self._watch_store, name='store-watcher', daemon=True).start()
+        threading.Thread(target=self._serve_packet_ins, name='packet-in', daemon=True).start()
         while not self.stop_event.is_set():
             self._wake.wait(timeout=self.conf.heartbeat_interval)
             self._wake.clear()
@@ -71,6 +103,7 @@ class Controller:
             self.reconciler.resync()
         topology = self.topology()
         self.reconciler.reconcile(apps.desired_flows(topology))
+        self._topology = topology
         self._report_ports(topology)
 
     def topology(self) -> Topology:
@@ -109,6 +142,24 @@ class Controller:
                           revision_seen=self.cache.revision, networks=networks, routers=routers)
         self.store.put(Chassis.table, chassis.id, chassis.to_doc())
         self._last_heartbeat = chassis.heartbeat
+
+    def _serve_packet_ins(self) -> None:
+        """Answer DHCP requests, each port within its rate limit."""
+        while not self.stop_event.is_set():
+            try:
+                ofport, data = self._packet_ins.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            topology = self._topology
+            port = topology.port_at(ofport) if topology else None
+            if port is None or not self._dhcp_limiter.allow(port.id):
+                continue
+            try:
+                reply = dhcp.answer(topology, port, data, self._dhcp)
+                if reply:
+                    self.switch.send_packet(ofport, reply)
+            except Exception:  # noqa: BLE001 - one bad packet must not stop the service
+                LOG.exception('cannot answer a DHCP packet from port %s', port.id)
 
     def _refill(self) -> None:
         """Reload the scope from a snapshot: start-up, a wider scope, or a compacted log."""
@@ -160,7 +211,8 @@ def main(argv=None) -> int:
     store = df_store.connect(conf.store.url, timeout=conf.store.timeout)
     controller = None
     switch = OpenFlowSwitch(c.openflow_listen_host, c.openflow_listen_port,
-                            on_connect=lambda: controller and controller.switch_connected())
+                            on_connect=lambda: controller and controller.switch_connected(),
+                            on_packet_in=lambda *a: controller and controller.packet_in(*a))
     ovs = LocalOvs(c.ovsdb_connection, c.integration_bridge, on_change=lambda: controller
                    and controller.wake())
     controller = Controller(conf, store, ovs, switch)

@@ -61,6 +61,14 @@ class Topology:
         return [(self.ports[pid], ofport) for pid, ofport in sorted(self.ofports.items())
                 if pid in self.ports and self.ports[pid].network_id in self.networks]
 
+    def port_at(self, ofport: int) -> Optional[Port]:
+        """The local port plugged at an OpenFlow port number."""
+        return self._ports_by_ofport.get(ofport)
+
+    @functools.cached_property
+    def _ports_by_ofport(self) -> dict[int, Port]:
+        return {ofport: port for port, ofport in self.local_ports()}
+
     def remote_ports_on(self, network_id: str) -> list[tuple[Port, Chassis]]:
         """VM ports of the network bound to another chassis that we can tunnel to."""
         result = []

@@ -29,7 +29,7 @@ OPTIONS = [(group, opt) for group, opts in conf.list_opts() for opt in opts]
 def test_sample_has_option_with_help(group, opt):
     text = sections()
     assert group in text, f'[{group}] missing from {SAMPLE.name}; {REGENERATE}'
-    assert re.search(rf'^#?{re.escape(opt.name)} = ', text[group], flags=re.M), \
+    assert re.search(rf'^#?{re.escape(opt.name)} =( |$)', text[group], flags=re.M), \
         f'{group}.{opt.name} missing from {SAMPLE.name}; {REGENERATE}'
     assert ' '.join(opt.help.split()) in comment_text(text[group]), \
         f'help of {group}.{opt.name} out of date in {SAMPLE.name}; {REGENERATE}'

@@ -80,9 +80,13 @@ def test_subnet_not_on_the_router_is_unreachable():
     cloud = Cloud()
     assert cloud.send(cloud.a, ip_of(cloud.c), 1) == []
     assert cloud.send(cloud.a, '10.0.2.77', 1) == []  # on s2 but nobody's address
-    # c's gateway address is not a router interface: ARP for it is flooded, not answered.
+    # c's gateway address is no router interface: only the DHCP server answers ARP for it,
+    # and what is sent to that MAC goes nowhere.
     request = arp_request(cloud.c, cloud.s3.gateway_ip)
-    assert cloud.sim.outputs(3, **request) == []
+    [answer] = cloud.sim.run(3, **request)
+    server_mac = answer.packet['arp_sha']
+    assert server_mac.startswith('02:df:')
+    assert cloud.sim.run(3, **ipv4(cloud.c, server_mac, ip_of(cloud.a))) == []
 
 
 def test_adding_and_removing_an_interface():

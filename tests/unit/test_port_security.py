@@ -1,6 +1,7 @@
 """Table port_security: a VM sends only as itself (or as an allowed address pair)."""
 from tests.unit.builders import BROADCAST, TopologyBuilder, arp_request, install, ip_of, ipv4
 
+CONTROLLER = -1  # where the simulator says a packet-in goes
 DHCP_DISCOVER = dict(ipv4_src='0.0.0.0', ip_proto=17, udp_src=68, udp_dst=67)
 
 
@@ -31,7 +32,7 @@ def test_forged_source_mac_ip_or_arp_sender_is_dropped():
 def test_dhcp_request_and_arp_probe_from_no_address_pass_with_own_mac_only():
     sim, vm, _ = _net()
     discover = dict(ipv4(vm, BROADCAST, '255.255.255.255'), **DHCP_DISCOVER)
-    assert sim.outputs(1, **discover) == [2]
+    assert sim.outputs(1, **discover) == [CONTROLLER]
     assert sim.outputs(1, **dict(discover, eth_src='fa:16:3e:66:66:66')) == []
     assert sim.outputs(1, **dict(discover, udp_dst=53)) == []  # only DHCP from 0.0.0.0
     assert sim.outputs(1, **arp_request(vm, '10.0.0.5', sender_ip='0.0.0.0')) == [2]

@@ -9,6 +9,7 @@ from dragonflow.controller import flows as of
 from dragonflow.controller.apps import (
     arp_responder,
     classifier,
+    dhcp,
     l2,
     l3,
     output,
@@ -17,7 +18,7 @@ from dragonflow.controller.apps import (
 )
 
 # Order is the cookie's app id: append, never reorder (ids are in switches and dumps).
-APPS = (classifier, arp_responder, l2, l3, output, tunnels, port_security)
+APPS = (classifier, arp_responder, l2, l3, output, tunnels, port_security, dhcp)
 APP_IDS = {app.NAME: index + 1 for index, app in enumerate(APPS)}
 APP_NAMES = {index: name for name, index in APP_IDS.items()}
 

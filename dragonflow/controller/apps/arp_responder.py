@@ -25,10 +25,10 @@ def flows(topology):
             for ip in ipv4_addresses(port):
                 if (network.key, ip) not in answered:
                     answered.add((network.key, ip))
-                    yield _reply(network.key, ip, port.mac_address, port.key)
+                    yield reply(network.key, ip, port.mac_address, port.key)
 
 
-def _reply(network_key: int, ip: str, mac: str, port_key: int):
+def reply(network_key: int, ip: str, mac: str, object_key: int):
     """Turn the request into the reply in place: swap the addresses, fill in the answer."""
     return p.ARP_RESPONDER.flow(
         100,
@@ -38,7 +38,7 @@ def _reply(network_key: int, ip: str, mac: str, port_key: int):
          Move('arp_sha', 'arp_tha', 48), Move('arp_spa', 'arp_tpa', 32),
          SetField('arp_sha', mac), SetField('arp_spa', ip),
          Output(IN_PORT)],
-        cookie=port_key)
+        cookie=object_key)
 
 
 def _own_address(network_key: int, ip: str, port_key: int):

@@ -1,0 +1,21 @@
+"""The per-port DHCP rate limit: a burst of `rate`, then `rate` per second, per port."""
+from dragonflow.controller.service import RateLimiter
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_a_burst_then_the_rate_per_port():
+    clock = Clock()
+    limiter = RateLimiter(5, clock)
+    assert [limiter.allow('p1') for _ in range(7)] == [True] * 5 + [False] * 2
+    assert limiter.allow('p2'), 'ports are limited separately'
+    clock.now += 0.2
+    assert limiter.allow('p1') and not limiter.allow('p1')
+    clock.now += 10
+    assert sum(limiter.allow('p1') for _ in range(20)) == 5
