@@ -213,14 +213,19 @@ class Cloud:
             conn.session.additional_headers['X-Roles'] = 'admin'
         return conn
 
-    def vm(self, chassis: str, port, name: Optional[str] = None, gateway: bool = True) -> Vm:
-        """Plug a VM for ``port`` (an openstacksdk Port) into ``chassis``, addressed as the
-        port's first fixed IP says (DHCP comes later)."""
-        fixed = port.fixed_ips[0]
-        subnet = self.sdk.network.get_subnet(fixed['subnet_id'])
-        vm = Vm(f'{self.prefix}-{name or "vm" + str(len(self.vms) + 1)}', self.chassis[chassis],
-                port.id, port.mac_address, fixed['ip_address'],
-                int(subnet.cidr.split('/')[1]), subnet.gateway_ip if gateway else None)
+    def vm(self, chassis: str, port, name: Optional[str] = None, gateway: bool = True,
+           dhcp: bool = False) -> Vm:
+        """Plug a VM for ``port`` (an openstacksdk Port) into ``chassis``: configured with the
+        port's first fixed IP, or with no address at all for ``dhcp`` (the VM asks for it)."""
+        name = f'{self.prefix}-{name or "vm" + str(len(self.vms) + 1)}'
+        if dhcp:
+            vm = Vm(name, self.chassis[chassis], port.id, port.mac_address)
+        else:
+            fixed = port.fixed_ips[0]
+            subnet = self.sdk.network.get_subnet(fixed['subnet_id'])
+            vm = Vm(name, self.chassis[chassis], port.id, port.mac_address,
+                    fixed['ip_address'], int(subnet.cidr.split('/')[1]),
+                    subnet.gateway_ip if gateway else None)
         self.vms.append(vm)
         vm.plug()
         return vm
