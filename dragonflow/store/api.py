@@ -14,13 +14,15 @@ anything. Checks are conditions on the state before the commit and may name a wr
 Revisions are store-wide and strictly increasing, not necessarily consecutive (etcd's count the
 writes of its whole cluster); 0 means "before the first commit".
 
-A watcher resumes safely only from a revision whose commit it processed whole: ``changes()``
-pages end on commit boundaries, so the last revision of a page is always such a revision.
+A watcher resumes safely only from a revision whose commit it processed whole (resuming from
+the middle of a commit skips the rest of it): ``changes()`` pages end on commit boundaries, so
+the last revision of a page is always such a revision.
 
-``Unavailable`` means the store could not be reached within the timeout. From ``commit`` it
-means the commit was not applied when the driver could establish it; the distributed drivers
-retry a commit whose outcome a network error left unknown only after making sure it can no
-longer apply, so a commit applies at most once.
+``Unavailable`` means the store could not be reached within the timeout. A commit that raises
+it did not apply, unless its message says the outcome is unknown (the request reached the store
+and the store went silent until the timeout): read before writing again. No driver applies a
+commit twice: one whose reply was lost is settled (etcd fences it, redis repeats it under the
+same token) before it is retried.
 """
 from __future__ import annotations
 

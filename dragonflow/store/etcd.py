@@ -335,7 +335,7 @@ class EtcdStore(api.Store):
                 raise api.Compacted(after, meta.floor)
             if after >= meta.rev:
                 return []
-            tail = self._tail(max(after, meta.base - 1), meta.header)
+            tail = self._tail(max(after, meta.base - 1), None)
             events = tail.read(after, meta.rev, meta.base, limit, self._attempt_time(deadline))
             if events is not None:
                 return events
@@ -385,14 +385,16 @@ class EtcdStore(api.Store):
         meta = self._meta(self._deadline())
         if meta.rev > after:
             return True
-        return self._tail(meta.header, meta.header).wait_past(after, end)
+        # No commit in (after, header]: a tail started now has everything after ``after``.
+        return self._tail(min(after, meta.header), meta.header).wait_past(after, end)
 
-    def _tail(self, lo: int, header: int) -> '_Tail':
-        """This process' tail of the change log, started after ``lo`` if there is none."""
+    def _tail(self, lo: int, now: Optional[int]) -> '_Tail':
+        """This process' tail of the change log, if there is none started: to hold every
+        change after ``lo``, watching from ``now + 1`` if there is no change in (lo, now]."""
         with self._lock:
             tail = self._tails.get(os.getpid())
             if tail is None:
-                tail = self._tails[os.getpid()] = _Tail(self, lo, fresh=lo >= header)
+                tail = self._tails[os.getpid()] = _Tail(self, lo, now)
             return tail
 
     # --- transport -----------------------------------------------------------------------
@@ -596,14 +598,15 @@ class _Tail:
     older than it keeps go to etcd's history (EtcdStore._history).
     """
 
-    def __init__(self, store: EtcdStore, lo: int, fresh: bool):
+    def __init__(self, store: EtcdStore, lo: int, now: Optional[int]):
         self.store = store
-        self.lo = self.upto = lo    # every object event in (lo, upto] is in ``events``
+        self.lo = lo                # every object event in (lo, upto] is in ``events``
+        self.upto = lo if now is None else max(lo, now)
         self.last = 0               # the revision of the last event seen
         self.revisions: list[int] = []
         self.events: list[api.Event] = []
         self.changed = threading.Condition()
-        self._fresh = fresh         # lo is etcd's revision now: watch from lo + 1 as is
+        self._fresh = now is not None  # upto is etcd's revision now: watch from upto + 1
         self._reset = False
         self._stop = threading.Event()
         self._reply: list = []      # the open watch's HTTP reply, to interrupt it

@@ -225,14 +225,22 @@ class RedisStore(api.Store):
         return f'{self._p}:obj:{table}'
 
     def _call(self, function, *args, **kwargs):
-        """Run a redis call, retrying failed connections until the timeout: Unavailable."""
+        """Run a redis call, retrying failed connections until the timeout: Unavailable.
+
+        Only calls that are safe to repeat come here. If a commit's request may have reached
+        the server (the error is not a failed connect), its Unavailable says so.
+        """
         deadline = time.monotonic() + self.timeout
+        sent = False
         while True:
             try:
                 return function(*args, **kwargs)
             except (redis.ConnectionError, redis.TimeoutError) as e:
+                sent = sent or 'connecting to' not in str(e)  # redis-py's connect errors
                 if time.monotonic() + RETRY_PAUSE >= deadline:
-                    raise api.Unavailable(f'redis: {e}') from None
+                    unknown = ' (outcome unknown)' if sent and function is self._commit_script \
+                        else ''
+                    raise api.Unavailable(f'redis: {e}{unknown}') from None
                 time.sleep(RETRY_PAUSE)
             except redis.RedisError as e:
                 raise api.Unavailable(f'redis: {e}') from None

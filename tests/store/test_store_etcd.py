@@ -160,6 +160,25 @@ def test_a_watcher_keeps_up_through_many_commits(url, store):
     watcher.close()
 
 
+def test_a_caught_up_watcher_is_served_by_its_tail(url, store, monkeypatch):
+    """After wait(), new commits come from the live watch, not from etcd's (slow) history,
+    even when etcd's revision moved past the last commit (other keys were written)."""
+    last = store.put('network', 'n1', {})
+    store.allocate_key('network')  # etcd's revision is now past ``last``
+    watcher = nb.connect(url)
+    assert watcher.changes(last) == []
+    assert watcher.wait(last, 0.05) is False
+
+    def slow_path(*args):
+        raise AssertionError("read etcd's history")
+
+    monkeypatch.setattr(etcd.EtcdStore, '_history', slow_path)
+    revision = store.put('network', 'n2', {'v': 2})
+    assert watcher.wait(last, 5.0) is True
+    assert watcher.changes(last) == [api.Event(revision, 'network', 'n2', {'v': 2})]
+    watcher.close()
+
+
 def test_a_commit_too_big_for_one_etcd_transaction_is_refused(store):
     with pytest.raises(ValueError):
         store.commit([api.Put('item', str(i), {}) for i in range(etcd.MAX_OPERATIONS + 1)])
