@@ -18,15 +18,20 @@ a revision: mod_revision == it; a Delete: create_revision > 0), the success bran
 Put and Delete plus ``meta/rev``, the failure branch reads the conditioned keys back so that
 Conflict says what was found, at the same revision the compares saw.
 
-The change log is etcd's history, read through the watch API: changes(after) reads
-``meta/rev`` (the last commit R, and the first commit's revision), then watches ``objects/``
-from after+1 until it has seen R. etcd keeps the events of one transaction in one watch
-response, in the transaction's order, so pages end on whole commits. History etcd compacted
-(compact() here, or etcd's own auto-compaction) comes back as a cancelled watch: Compacted.
-compact(rev) records ``meta/compacted`` and then compacts etcd at rev+1, the oldest revision a
-watcher after ``rev`` still needs. Note etcd compaction is cluster-wide.
+The change log is etcd's history, read through the watch API. etcd keeps the events of one
+transaction in one watch response, in the transaction's order, so pages end on whole commits.
+A watch created on past revisions is served by a loop that runs every 100 ms, so each process
+keeps one live watch on ``objects/`` (the tail, a thread) with the recent events in memory:
+changes(after) reads ``meta/rev`` (the last commit R; its create_revision is the first commit)
+linearizably, waits until the tail has seen R and answers from memory. Changes older than the
+tail keeps come from a watch of the past, started one revision early so that etcd refuses it
+when the first revision needed is the compaction revision itself (etcd keeps that revision's
+puts, not its deletes). History etcd compacted (compact() here, or etcd's own auto-compaction)
+comes back as a cancelled watch: Compacted. compact(rev) records ``meta/compacted`` (which
+changes() checks first, so the answer is exact) and then compacts etcd at rev. Note etcd
+compaction is cluster-wide: it forgets the history of every prefix.
 
-wait(after) watches ``meta/rev`` from the next revision: it returns when a commit lands.
+wait(after) reads ``meta/rev``, then waits for the tail to see a later commit.
 
 Endpoints: ``etcd://h1:p1,h2:p2,...``. A request that fails on the network, times out, or gets
 an error etcd marks as retryable (no leader, leader changed, timed out) moves to the next

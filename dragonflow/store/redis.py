@@ -21,6 +21,10 @@ changes(after) reads the revision and XRANGE from ``<after+1>-0`` in one MULTI. 
 consecutive, so if the first entry is not after+1 the stream was trimmed (compact() uses
 XTRIM MINID; an operator's MAXLEN trim is caught the same way): Compacted. wait() blocks in
 XREAD on the stream. snapshot() is one read-only script.
+
+A standalone redis (or a primary with replicas) is expected: the scripts name hashes they
+compute, which Redis Cluster does not allow. Network errors and timeouts are retried until the
+store's timeout (socket timeouts are that timeout too), then become Unavailable.
 """
 from __future__ import annotations
 
