@@ -16,12 +16,18 @@ import time
 import urllib.request
 from typing import Optional
 
-from dragonflow.lab import netns, ovs
+from dragonflow.lab import netns, ovs, stores
 from dragonflow.lab.vm import Vm
 
 BIN = os.path.dirname(sys.executable)  # the venv's bin: df-api and df-controller live there
 OPENFLOW_PORT = 6653
 UNDERLAY_PREFIX = '172.31.0.'  # chassis N gets .(10+N); only inside the cloud's namespaces
+# The management network (store traffic, never through OVS): the store servers listen on
+# .1 inside the cloud's management namespace, this process reaches it as .254, chassis N as
+# .(10+N).
+MANAGEMENT_PREFIX = '172.31.250.'
+STORE_IP = MANAGEMENT_PREFIX + '1'
+STORES = ('sqlite', 'etcd', 'etcd-cluster', 'redis')
 
 
 def free_port() -> int:
@@ -77,7 +83,7 @@ class Process:
 
 class Chassis:
     def __init__(self, cloud: 'Cloud', name: str, index: int):
-        self.cloud, self.name = cloud, name
+        self.cloud, self.name, self.index = cloud, name, index
         self.netns = f'{cloud.prefix}-{name}'
         self.tunnel_ip = f'{UNDERLAY_PREFIX}{10 + index}'
         self.dir = os.path.join(cloud.workdir, name)
@@ -93,6 +99,8 @@ class Chassis:
         self.ovs.start()
         self.ovs.add_bridge('br-int')
         self._join_underlay()
+        if self.cloud.management_ns:
+            self.cloud.join_management(self.netns, 'mgmt0', self.name, 10 + self.index)
         with open(self.config_path, 'w') as f:
             f.write(self.cloud.config(controller={
                 'chassis_id': self.name, 'ovsdb_connection': self.ovs.ovsdb_connection,
@@ -135,11 +143,17 @@ class Chassis:
 
 
 class Cloud:
-    def __init__(self, workdir: str, prefix: Optional[str] = None, tunnel_type: str = 'vxlan'):
+    def __init__(self, workdir: str, prefix: Optional[str] = None, tunnel_type: str = 'vxlan',
+                 store: str = 'sqlite'):
+        if store not in STORES:
+            raise ValueError(f'store must be one of {STORES}')
         self.prefix = prefix or 'df' + secrets.token_hex(3)
         self.workdir = workdir
         self.tunnel_type = tunnel_type
         self.underlay_ns = f'{self.prefix}-underlay'
+        self.store = store
+        self.management_ns = None if store == 'sqlite' else f'{self.prefix}-mgmt'
+        self.store_servers: list[stores.Server] = []
         self.store_url = 'sqlite:///' + os.path.join(workdir, 'nb.db')
         self.api_port = free_port()
         self.api_url = f'http://127.0.0.1:{self.api_port}'
@@ -160,6 +174,8 @@ class Cloud:
     def start(self, chassis: int = 1) -> 'Cloud':
         os.makedirs(self.workdir, exist_ok=True)
         try:
+            if self.management_ns:
+                self._start_management()
             with open(os.path.join(self.workdir, 'df-api.ini'), 'w') as f:
                 f.write(self.config())
             self.api.start()
@@ -171,6 +187,37 @@ class Cloud:
             self.close()
             raise
         return self
+
+    def _start_management(self) -> None:
+        """The management namespace with the store servers, joined to this one."""
+        ns = self.management_ns
+        netns.add(ns)
+        netns.run('ip', 'link', 'add', 'br0', 'type', 'bridge', netns=ns)
+        netns.run('ip', 'addr', 'add', f'{STORE_IP}/24', 'dev', 'br0', netns=ns)
+        netns.run('ip', 'link', 'set', 'br0', 'up', netns=ns)
+        self.join_management(None, f'{self.prefix}m', 'host', 254)
+        if self.store == 'redis':
+            self.store_servers = stores.start_all([stores.redis_server(STORE_IP, ns)])
+            self.store_url = f'redis://{self.store_servers[0].address}'
+        else:
+            size = 3 if self.store == 'etcd-cluster' else 1
+            self.store_servers = stores.start_all(stores.etcd_members(STORE_IP, size, ns))
+            self.store_url = 'etcd://' + ','.join(s.address for s in self.store_servers)
+
+    def join_management(self, namespace: Optional[str], interface: str, peer: str,
+                        host: int) -> None:
+        """A veth from ``namespace`` (None: this process' own) to the management bridge."""
+        ns = self.management_ns
+        if namespace:
+            netns.veth(interface, namespace, peer, ns)
+        else:
+            netns.run('ip', 'link', 'add', interface, 'type', 'veth', 'peer', 'name', peer,
+                      'netns', ns)
+            netns.run('ip', 'link', 'set', interface, 'up')
+            netns.run('ip', 'link', 'set', peer, 'up', netns=ns)
+        netns.run('ip', 'link', 'set', peer, 'master', 'br0', netns=ns)
+        netns.run('ip', 'addr', 'add', f'{MANAGEMENT_PREFIX}{host}/24', 'dev', interface,
+                  netns=namespace)
 
     def _start_underlay(self) -> None:
         """The physical network between chassis: one Linux bridge in its own namespace."""
@@ -244,6 +291,10 @@ class Cloud:
         for chassis in self.chassis.values():
             chassis.close()
         self.api.stop()
+        for server in self.store_servers:
+            server.stop()
+        if self.management_ns:
+            netns.run('ip', 'link', 'del', f'{self.prefix}m', check=False)
         for leftover in netns.names(self.prefix + '-'):
             netns.delete(leftover)
 
