@@ -37,7 +37,9 @@ controller_opts = [
     cfg.StrOpt('chassis_id', help='This chassis\' name in the store; defaults to the hostname.'),
     cfg.StrOpt('tunnel_ip', default='127.0.0.1',
                help='Underlay IP address tunnels to this chassis are sent to.'),
-    cfg.ListOpt('tunnel_types', default=['vxlan'], help='Tunnel encapsulations: vxlan, geneve.'),
+    cfg.ListOpt('tunnel_types', default=['vxlan'],
+                help='Tunnel encapsulation (vxlan or geneve); the first is used, and every '
+                     'chassis of a deployment must use the same.'),
     cfg.StrOpt('ovsdb_connection', default='unix:/var/run/openvswitch/db.sock',
                help='OVSDB endpoint of this chassis\' Open vSwitch.'),
     cfg.StrOpt('integration_bridge', default='br-int', help='The integration bridge.'),

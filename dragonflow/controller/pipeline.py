@@ -3,7 +3,8 @@ match, and the tables they may continue in. Code refers to tables by these objec
 number, and every flow is checked against its table's declaration when it is built.
 
 Registers: metadata = network key, reg6 = source port key, reg7 = destination port key,
-reg5 = router key. A miss in any table drops the packet (br-int is fail-mode secure and no table
+reg5 = router key; tunnel_id = network key (VNI) and tun_ipv4_dst = the peer chassis on
+tunnelled packets. A miss in any table drops the packet (br-int is fail-mode secure and no table
 has a table-miss flow that says otherwise). docs/pipeline.md describes each table in prose.
 """
 import dataclasses
@@ -78,7 +79,7 @@ L3 = Table(
     frozenset(_L3 | {ROUTER_REG}), ('egress_dispatch',))
 EGRESS_DISPATCH = Table(
     'egress_dispatch', 60, 'local destination port to output; remote one to its tunnel',
-    frozenset({NETWORK_REG, DESTINATION_PORT_REG}), ('output',))
+    frozenset({DESTINATION_PORT_REG}), ('output',))
 REMOTE_FLOOD = Table(
     'remote_flood', 62, 'a broadcast from a local port: one copy to each other chassis with '
     'ports on the network', frozenset({NETWORK_REG}), ())

@@ -219,8 +219,7 @@ def main(argv=None) -> int:
     switch.start()
     ovs.ensure_bridge(c.datapath_type,
                       f'tcp:{c.openflow_listen_host}:{c.openflow_listen_port}')
-    for tunnel_type in c.tunnel_types:
-        ovs.ensure_tunnel_port(tunnel_type, c.tunnel_ip)
+    ovs.ensure_tunnel_port(c.tunnel_types[0], c.tunnel_ip)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: controller.stop_event.set())
     LOG.info('df-controller %s running', controller.chassis_id)

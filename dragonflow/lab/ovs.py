@@ -1,7 +1,7 @@
 """One Open vSwitch (ovsdb-server + ovs-vswitchd, userspace datapath) per chassis namespace.
 
 Every instance has its own run directory, so bridges, sockets and pidfiles of chassis that share
-the machine never collide (see docs/testing.md).
+the machine never collide (see docs/architecture.md, The lab).
 """
 import os
 import signal

@@ -48,7 +48,7 @@ def flows(topology):
         yield p.DHCP.flow(100, Match(reg6=port.key), [ToController()], cookie=port.key)
         served.add(subnet.id)
     held = {(port.network_id, ip) for port in topology.ports.values()
-            for ip in (f.ip_address for f in port.fixed_ips)}
+            if port.is_router_interface for ip in (f.ip_address for f in port.fixed_ips)}
     for subnet_id in sorted(served):
         subnet = topology.subnets[subnet_id]
         ip, mac = server(topology, subnet)
@@ -71,7 +71,7 @@ def server(topology, subnet) -> tuple[str, str]:
     interface's MAC when a router holds it, else the network's DHCP MAC."""
     ip = subnet.gateway_ip or str(next(ipaddress.ip_network(subnet.cidr).hosts()))
     for port in topology.ports_on(subnet.network_id):
-        if any(f.ip_address == ip for f in port.fixed_ips):
+        if port.is_router_interface and any(f.ip_address == ip for f in port.fixed_ips):
             return ip, port.mac_address
     key = topology.networks[subnet.network_id].key
     return ip, '02:df:' + ':'.join(f'{b:02x}' for b in key.to_bytes(4, 'big'))
