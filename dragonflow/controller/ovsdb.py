@@ -7,7 +7,10 @@ from ovsdbapp.backend.ovs_idl import connection
 from ovsdbapp.schema.open_vswitch import impl_idl
 
 LOG = logging.getLogger(__name__)
-TABLES = ('Open_vSwitch', 'Bridge', 'Port', 'Interface', 'Controller')
+TABLES = ('Open_vSwitch', 'Bridge', 'Port', 'Controller')
+# Only what we read or write of Interface: its statistics change every few seconds and would
+# wake the controller for nothing.
+INTERFACE_COLUMNS = ('name', 'type', 'options', 'external_ids', 'ofport')
 
 
 class _NotifyingIdl(connection.OvsdbIdl):
@@ -27,6 +30,7 @@ class LocalOvs:
         helper = connection.idlutils.get_schema_helper(remote, 'Open_vSwitch')
         for table in TABLES:
             helper.register_table(table)
+        helper.register_columns('Interface', INTERFACE_COLUMNS)
         idl = _NotifyingIdl(remote, helper, on_change)
         self.api = impl_idl.OvsdbIdl(connection.Connection(idl, timeout=timeout))
         self.bridge = bridge

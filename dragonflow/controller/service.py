@@ -84,19 +84,21 @@ class Controller:
         threading.Thread(target=self._watch_store, name='store-watcher', daemon=True).start()
         threading.Thread(target=self._serve_packet_ins, name='packet-in', daemon=True).start()
         while not self.stop_event.is_set():
-            self._wake.wait(timeout=self.conf.heartbeat_interval)
+            woken = self._wake.wait(timeout=self.conf.heartbeat_interval)
             self._wake.clear()
             try:
-                self._pass()
+                self._pass(recompute=woken)
             except (SwitchError, api.StoreError) as e:
                 LOG.warning('pass failed, retrying: %s', e)
                 self.stop_event.wait(RETRY_SECONDS)
                 self.wake()
 
-    def _pass(self) -> None:
+    def _pass(self, recompute: bool) -> None:
+        """Heartbeat when due; recompute the flows only when something woke us (a change of
+        the store, of the interfaces or of the connection), not on every heartbeat."""
         if time.time() - self._last_heartbeat >= self.conf.heartbeat_interval:
             self._heartbeat()
-        if not self.switch.connected:
+        if not self.switch.connected or not (recompute or self._switch_resync):
             return
         if self._switch_resync:
             self._switch_resync = False
