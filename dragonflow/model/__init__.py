@@ -5,6 +5,7 @@ from dragonflow.model.objects import (
     AddressPair,
     AllocationPool,
     Chassis,
+    DefaultSecurityGroup,
     Fence,
     FixedIP,
     HostRoute,
@@ -15,10 +16,13 @@ from dragonflow.model.objects import (
     Port,
     Router,
     RouterInterface,
+    SecurityGroup,
+    SecurityGroupRule,
     Subnet,
     model_for_table,
 )
 
-__all__ = ['AddressPair', 'MODELS', 'INTERNAL_MODELS', 'AllocationPool', 'Chassis', 'Fence',
-           'FixedIP', 'HostRoute', 'IPAllocation', 'MACAllocation', 'Model', 'Network', 'Port',
-           'Router', 'RouterInterface', 'Subnet', 'model_for_table']
+__all__ = ['AddressPair', 'MODELS', 'INTERNAL_MODELS', 'AllocationPool', 'Chassis',
+           'DefaultSecurityGroup', 'Fence', 'FixedIP', 'HostRoute', 'IPAllocation',
+           'MACAllocation', 'Model', 'Network', 'Port', 'Router', 'RouterInterface',
+           'SecurityGroup', 'SecurityGroupRule', 'Subnet', 'model_for_table']

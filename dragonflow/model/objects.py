@@ -5,6 +5,7 @@ name is not a Python identifier (``binding:host_id``, ``router:external``) the m
 alias. ``revision`` is not part of the stored document: the store sets it from the revision of
 the write that produced this version of the object.
 """
+import ipaddress
 from typing import ClassVar, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -103,9 +104,13 @@ class Port(Resource):
     binding_host_id: str = Field(default='', alias='binding:host_id')
     binding_profile: dict = Field(default={}, alias='binding:profile')
     binding_vnic_type: str = Field(default='normal', alias='binding:vnic_type')
-    security_groups: list[str] = []
+    security_groups: list[str] = Field(
+        default=[], description='Ids of the SecurityGroups whose rules filter the port; '
+                                'empty when port security is off and for network:* ports.')
     port_security_enabled: bool = True
-    allowed_address_pairs: list[AddressPair] = []
+    allowed_address_pairs: list[AddressPair] = Field(
+        default=[], description='More (MAC, IP or prefix) the port may send from; the MAC is '
+                                'the port\'s when the client gave none.')
 
     @property
     def is_router_interface(self) -> bool:
@@ -142,7 +147,69 @@ class Chassis(Model):
         return (self.tunnel_ip, self.tunnel_types) == (other.tunnel_ip, other.tunnel_types)
 
 
-MODELS: dict[str, type[Model]] = {m.table: m for m in (Network, Subnet, Port, Router, Chassis)}
+# IP protocol names a security group rule may give, with their numbers (neutron-lib's
+# IP_PROTOCOL_MAP). 'icmpv6' is Neutron's legacy name of 'ipv6-icmp'.
+IP_PROTOCOLS = {
+    'ah': 51, 'dccp': 33, 'egp': 8, 'esp': 50, 'gre': 47, 'hopopt': 0, 'icmp': 1, 'igmp': 2,
+    'ip': 0, 'ipip': 4, 'ipv6-encap': 41, 'ipv6-frag': 44, 'ipv6-icmp': 58, 'icmpv6': 58,
+    'ipv6-nonxt': 59, 'ipv6-opts': 60, 'ipv6-route': 43, 'ospf': 89, 'pgm': 113, 'rsvp': 46,
+    'sctp': 132, 'tcp': 6, 'udp': 17, 'udplite': 136, 'vrrp': 112,
+}
+
+
+class SecurityGroup(Resource):
+    """A set of rules (SecurityGroupRule objects naming it); ports list the groups they use.
+
+    The project's group named 'default' is created by df-api on the project's first use
+    (table default_security_groups makes it one per project)."""
+    table: ClassVar[str] = 'security_groups'
+    key: int = Field(description='Security group key: the data plane\'s id of the group '
+                                 '(conjunctive matches, conntrack marks).')
+
+
+class SecurityGroupRule(Model):
+    """One rule of a security group, as Neutron stores it.
+
+    ``protocol`` is None (any protocol; df-api stores 'any' and 0 so), a name of
+    IP_PROTOCOLS or a number 1-255 as a string; ``protocol_number`` gives the number.
+    For TCP, UDP, SCTP, DCCP and UDP-Lite the port range is port_range_min..port_range_max
+    (None: any port); for ICMP and ICMPv6 they are the type and the code (None: any).
+    ``remote_ip_prefix`` keeps the host bits the client gave (Neutron does);
+    ``normalized_cidr`` is the network. A rule has a remote prefix or a remote group (whose
+    ports' addresses it means), never both; neither means any address. Every change to a
+    group's rules also updates the group (its revision)."""
+    table: ClassVar[str] = 'security_group_rules'
+    project_id: str = ''
+    security_group_id: str
+    direction: str = Field(description="'ingress' (to the port) or 'egress' (from it).")
+    ethertype: str = 'IPv4'
+    protocol: Optional[str] = None
+    port_range_min: Optional[int] = None
+    port_range_max: Optional[int] = None
+    remote_ip_prefix: Optional[str] = None
+    remote_group_id: Optional[str] = None
+    description: str = ''
+    tags: list[str] = []
+    created_at: str = ''
+    updated_at: str = ''
+
+    @property
+    def protocol_number(self) -> Optional[int]:
+        """The IP protocol number; None for any protocol (also 'ip' and 'hopopt', 0)."""
+        if self.protocol is None:
+            return None
+        number = int(self.protocol) if self.protocol.isdigit() else IP_PROTOCOLS[self.protocol]
+        return number or None
+
+    @property
+    def normalized_cidr(self) -> Optional[str]:
+        if self.remote_ip_prefix is None:
+            return None
+        return str(ipaddress.ip_network(self.remote_ip_prefix, strict=False))
+
+
+MODELS: dict[str, type[Model]] = {m.table: m for m in (Network, Subnet, Port, Router, Chassis,
+                                                         SecurityGroup, SecurityGroupRule)}
 
 
 # Records df-api keeps for itself. They live in the store so that every df-api process sees
@@ -185,7 +252,15 @@ class Fence(Model):
     expires: float
 
 
-INTERNAL_MODELS: dict[str, type[Model]] = {m.table: m for m in (IPAllocation, MACAllocation, Fence)}
+class DefaultSecurityGroup(Model):
+    """Which group is a project's default: id = the project; created only if absent, in the
+    same commit as the group, so concurrent first uses make one default group."""
+    table: ClassVar[str] = 'default_security_groups'
+    security_group_id: str
+
+
+INTERNAL_MODELS: dict[str, type[Model]] = {m.table: m for m in (
+    IPAllocation, MACAllocation, Fence, DefaultSecurityGroup)}
 
 
 def model_for_table(table: str) -> type[Model]:
