@@ -30,6 +30,8 @@ api_opts = [
                help='Most fixed IPs one port may have (as Neutron\'s option of that name).'),
     cfg.IntOpt('max_routes', default=30, min=0,
                help='Most extra routes one router may have (as Neutron\'s option).'),
+    cfg.IntOpt('max_allowed_address_pair', default=10, min=0,
+               help='Most allowed address pairs one port may have (as Neutron\'s option).'),
     cfg.BoolOpt('access_log', default=True, help='Log every HTTP request df-api answers.'),
 ]
 

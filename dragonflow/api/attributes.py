@@ -42,8 +42,13 @@ class Attr:
 @dataclasses.dataclass(frozen=True)
 class ResourceDef:
     name: str            # 'network': the key of a single object in bodies
-    collection: str      # 'networks': the URL segment and the key of lists
+    collection: str      # 'networks': the key of lists (and the URL segment, unless path)
     attributes: dict[str, Attr]
+    path: str = ''       # the URL segment where it differs: 'security-groups'
+
+    @property
+    def url_segment(self) -> str:
+        return self.path or self.collection
 
     def visible(self) -> list[str]:
         return [name for name, attr in self.attributes.items() if attr.visible]

@@ -95,12 +95,13 @@ PORT = ResourceDef('port', 'ports', _standard(
     device_owner=Attr(allow_post=True, allow_put=True, default='',
                       validate=v.string(v.DEVICE_MAX_LEN)),
     status=READ_ONLY,
-    security_groups=Attr(allow_post=True, allow_put=True, default=[], convert=v.to_list,
-                         validate=v.uuid_list),
+    # Not given: the project's default group (when port security is on); null: none.
+    security_groups=Attr(allow_post=True, allow_put=True, default=UNSET,
+                         convert=v.to_uuid_list_or_none, convert_filter=str),
     port_security_enabled=Attr(allow_post=True, allow_put=True, default=UNSET,
                                convert=v.to_boolean, validate=v.boolean),
     allowed_address_pairs=Attr(allow_post=True, allow_put=True, default=[],
-                               convert=v.to_list, validate=v.address_pairs),
+                               convert=v.none_to_empty_list, validate=v.address_pairs),
     ip_allocation=READ_ONLY,
     **{'binding:host_id': Attr(allow_post=True, allow_put=True, default='',
                                validate=v.string(v.DEVICE_MAX_LEN)),
@@ -125,4 +126,34 @@ EXTRAROUTES = ResourceDef('router', 'routers', {
     'routes': Attr(allow_put=True, convert=v.to_list, validate=v.hostroutes),
 })
 
-RESOURCES = {r.collection: r for r in (NETWORK, SUBNET, PORT, ROUTER)}
+SECURITY_GROUP = ResourceDef('security_group', 'security_groups', _standard(
+    name=Attr(allow_post=True, allow_put=True, default='',
+              validate=v.name_not_default(v.NAME_MAX_LEN)),
+    security_group_rules=READ_ONLY,
+    # security-groups-shared-filtering: no RBAC here, so never shared.
+    shared=Attr(convert_filter=v.to_boolean),
+), path='security-groups')
+
+
+def _rule_value(convert) -> Attr:
+    return Attr(allow_post=True, default=None, convert=convert)
+
+
+# Rules have the standard attributes but no name; only their description may change.
+SECURITY_GROUP_RULE = ResourceDef('security_group_rule', 'security_group_rules', {
+    name: attr for name, attr in _standard(
+        security_group_id=Attr(allow_post=True, validate=v.string(v.NAME_MAX_LEN)),
+        remote_group_id=Attr(allow_post=True, default=None,
+                             validate=v.string_or_none(v.NAME_MAX_LEN)),
+        direction=Attr(allow_post=True, validate=v.values(['ingress', 'egress'])),
+        protocol=_rule_value(v.to_protocol),
+        port_range_min=_rule_value(v.to_port_value),
+        port_range_max=_rule_value(v.to_port_value),
+        ethertype=Attr(allow_post=True, default='IPv4', convert=v.to_ethertype),
+        remote_ip_prefix=_rule_value(v.to_ip_prefix),
+        normalized_cidr=READ_ONLY,   # security-groups-normalized-cidr
+    ).items() if name != 'name'
+}, path='security-group-rules')
+
+RESOURCES = {r.collection: r for r in (NETWORK, SUBNET, PORT, ROUTER, SECURITY_GROUP,
+                                       SECURITY_GROUP_RULE)}

@@ -159,9 +159,126 @@ class AddressPairAndPortSecurityRequired(Conflict):
     message = 'Port Security must be enabled in order to have allowed address pairs on a port.'
 
 
+# neutron_lib.exceptions.port_security and allowedaddresspairs
+
 class PortSecurityAndIPRequiredForSecurityGroups(InvalidInput):
     message = ('Port security must be enabled and port must have an IP address in order to '
                'use security groups.')
+
+
+class PortSecurityPortHasSecurityGroup(InUse):
+    message = ('Port has security group associated. Cannot disable port security or IP '
+               'address until security group is removed.')
+
+
+class AllowedAddressPairsMissingIP(InvalidInput):
+    message = 'AllowedAddressPair must contain ip_address'
+
+
+class DuplicateAddressPairInRequest(InvalidInput):
+    message = ('Request contains duplicate address pair: mac_address %(mac_address)s '
+               'ip_address %(ip_address)s.')
+
+
+class AllowedAddressPairExhausted(BadRequest):
+    message = 'The number of allowed address pair exceeds the maximum %(quota)s.'
+
+
+class InvalidCIDR(BadRequest):
+    message = 'Invalid CIDR %(input)s given as IP prefix.'
+
+
+# neutron.extensions.securitygroup (and neutron_lib.exceptions.security_group)
+
+class SecurityGroupNotFound(NotFound):
+    message = 'Security group %(id)s does not exist'
+
+
+class SecurityGroupRuleNotFound(NotFound):
+    message = 'Security group rule %(id)s does not exist'
+
+
+class SecurityGroupInUse(InUse):
+    message = 'Security Group %(id)s %(reason)s.'
+
+    def __init__(self, id: str, reason: str = 'in use'):
+        super().__init__(id=id, reason=reason)
+
+
+class SecurityGroupCannotRemoveDefault(InUse):
+    message = 'Insufficient rights for removing default security group.'
+
+
+class SecurityGroupCannotUpdateDefault(InUse):
+    message = 'Updating default security group not allowed.'
+
+
+class SecurityGroupDefaultAlreadyExists(InUse):
+    message = 'Default security group already exists.'
+
+
+class SecurityGroupRuleExists(InUse):
+    message = 'Security group rule already exists. Rule id is %(rule_id)s.'
+
+
+class DuplicateSecurityGroupRuleInPost(InUse):
+    message = 'Duplicate Security Group Rule in POST.'
+
+
+class SecurityGroupInvalidPortRange(InvalidInput):
+    message = 'For TCP/UDP protocols, port_range_min must be <= port_range_max'
+
+
+class SecurityGroupInvalidPortValue(InvalidInput):
+    message = 'Invalid value for port %(port)s'
+
+
+class SecurityGroupInvalidProtocolForPort(InvalidInput):
+    message = ('Invalid protocol %(protocol)s for port range, only supported for '
+               '%(valid_port_protocols)s protocols.')
+
+
+class SecurityGroupInvalidIcmpValue(InvalidInput):
+    message = 'Invalid value for ICMP %(field)s (%(attr)s) %(value)s. It must be 0 to 255.'
+
+
+class SecurityGroupMissingIcmpType(InvalidInput):
+    message = ('ICMP code (port-range-max) %(value)s is provided but ICMP type '
+               '(port-range-min) is missing.')
+
+
+class SecurityGroupProtocolRequiredWithPorts(InvalidInput):
+    message = 'Must also specify protocol if port range is given.'
+
+
+class SecurityGroupRuleInvalidProtocol(InvalidInput):
+    message = ('Security group rule protocol %(protocol)s not supported. Only protocol values '
+               '%(values)s and integer representations [0 to 255] are supported.')
+
+
+class SecurityGroupRuleInvalidEtherType(InvalidInput):
+    message = ("Security group rule for ethertype '%(ethertype)s' not supported. Allowed "
+               'values are %(values)s.')
+
+
+class SecurityGroupEthertypeConflictWithProtocol(InvalidInput):
+    message = 'Invalid ethertype %(ethertype)s for protocol %(protocol)s.'
+
+
+class SecurityGroupRuleParameterConflict(InvalidInput):
+    message = 'Conflicting value ethertype %(ethertype)s for CIDR %(cidr)s'
+
+
+class SecurityGroupRemoteGroupAndRemoteIpPrefix(InvalidInput):
+    message = 'Only remote_ip_prefix or remote_group_id may be provided.'
+
+
+class SecurityGroupNotSingleGroupRules(InvalidInput):
+    message = 'Only allowed to update rules for one security profile at a time'
+
+
+class SecurityGroupRulesNotSingleTenant(InvalidInput):
+    message = 'Multiple tenant_ids in bulk security group rule create not allowed'
 
 
 class MacAddressInUse(InUse):
@@ -244,4 +361,6 @@ def not_found(resource: str, id: str) -> NotFound:
         'subnet': lambda: SubnetNotFound(subnet_id=id),
         'port': lambda: PortNotFound(port_id=id),
         'router': lambda: RouterNotFound(router_id=id),
+        'security_group': lambda: SecurityGroupNotFound(id=id),
+        'security_group_rule': lambda: SecurityGroupRuleNotFound(id=id),
     }[resource]()

@@ -19,6 +19,11 @@ EXTENSIONS = [
     ('binding', 'Port Binding', 'Expose port bindings of a virtual port to external '
      'application'),
     ('port-security', 'Port Security', 'Provides port security'),
+    ('security-group', 'security-group', 'The security groups extension.'),
+    ('security-groups-shared-filtering', 'Security group filtering on the shared field',
+     'Support filtering security groups on the shared field'),
+    ('security-groups-normalized-cidr', 'Normalized CIDR field for security group rules',
+     'Add new field with normalized remote_ip_prefix cidr in SG rule'),
     ('allowed-address-pairs', 'Allowed Address Pairs', 'Provides allowed address pairs'),
     ('provider', 'Provider Network', 'Expose mapping of virtual networks to physical networks'),
     ('net-mtu', 'Network MTU', 'Provides MTU attribute for a network resource.'),
@@ -70,5 +75,6 @@ def versions(base_url: str) -> dict:
 def resources(base_url: str, resource_defs) -> dict:
     """``GET /v2.0/``: the core resources."""
     return {'resources': [{'name': r.name, 'collection': r.collection,
-                           'links': [{'href': f'{base_url}v2.0/{r.collection}', 'rel': 'self'}]}
+                           'links': [{'href': f'{base_url}v2.0/{r.url_segment}',
+                                      'rel': 'self'}]}
                           for r in resource_defs]}

@@ -97,8 +97,8 @@ def _add_routes(app: FastAPI) -> None:
     route('/v2.0/extensions', _endpoint(
         lambda s, r, c, b: {'extensions': extensions.all_extensions()}), methods=['GET'])
     route('/v2.0/extensions/{alias}', _endpoint(_extension), methods=['GET'])
-    for collection in definitions.RESOURCES:
-        _add_resource_routes(app, collection)
+    for rdef in definitions.RESOURCES.values():
+        _add_resource_routes(app, rdef.collection, rdef.url_segment)
     router = '/v2.0/routers/{id}'
     for action, add in (('add_router_interface', True), ('remove_router_interface', False)):
         route(f'{router}/{action}', _endpoint(functools.partial(_interface, add=add),
@@ -108,11 +108,14 @@ def _add_routes(app: FastAPI) -> None:
                                               with_body=True), methods=['PUT'])
 
 
-def _add_resource_routes(app: FastAPI, coll: str) -> None:
-    route, one, tags = app.add_api_route, f'/v2.0/{coll}/{{id}}', f'/v2.0/{coll}/{{id}}/tags'
-    route(f'/v2.0/{coll}', _endpoint(lambda s, r, c, b: s.index(
-        coll, c, r.query_params.multi_items(), f'{_base_url(r)}v2.0/{coll}')), methods=['GET'])
-    route(f'/v2.0/{coll}', _endpoint(lambda s, r, c, b: s.create(coll, c, b), 201, True),
+def _add_resource_routes(app: FastAPI, coll: str, segment: str) -> None:
+    """Routes of one collection (``coll``: its key in bodies; ``segment``: in URLs)."""
+    many = f'/v2.0/{segment}'
+    route, one, tags = app.add_api_route, f'{many}/{{id}}', f'{many}/{{id}}/tags'
+    route(many, _endpoint(lambda s, r, c, b: s.index(
+        coll, c, r.query_params.multi_items(), f'{_base_url(r)}v2.0/{segment}')),
+          methods=['GET'])
+    route(many, _endpoint(lambda s, r, c, b: s.create(coll, c, b), 201, True),
           methods=['POST'])
     route(one, _endpoint(lambda s, r, c, b: s.show(coll, c, _id(r), _fields(r))),
           methods=['GET'])

@@ -14,6 +14,7 @@ from dragonflow.api.handlers.base import Handler
 from dragonflow.api.handlers.networks import NetworkHandler
 from dragonflow.api.handlers.ports import PortHandler
 from dragonflow.api.handlers.routers import RouterHandler
+from dragonflow.api.handlers.security_groups import SecurityGroupHandler, SecurityGroupRuleHandler
 from dragonflow.api.handlers.subnets import SubnetHandler
 from dragonflow.model import Model
 from dragonflow.store import api as store_api
@@ -23,7 +24,8 @@ class Service:
     def __init__(self, store: store_api.Store, conf):
         self.store, self.conf = store, conf
         handlers = (NetworkHandler(conf), SubnetHandler(conf), PortHandler(conf),
-                    RouterHandler(conf))
+                    RouterHandler(conf), SecurityGroupHandler(conf),
+                    SecurityGroupRuleHandler(conf))
         self.handlers: dict[str, Handler] = {h.rdef.collection: h for h in handlers}
 
     # Reads
@@ -31,6 +33,7 @@ class Service:
     def index(self, collection: str, ctx: Context, params: list, base_url: str) -> dict:
         handler = self.handlers[collection]
         q = query.parse(handler.rdef, params)
+        handler.before_list(self.store, ctx, q.filters)
         reader = txns.Txn(self.store)
         objs = [o for o in reader.all(handler.model) if handler.visible_to(ctx, o, reader)]
         fulls = [f for f in (handler.full(o, reader) for o in objs)
@@ -53,8 +56,8 @@ class Service:
         handler = self.handlers[collection]
         items, bulk = _unwrap_create(handler.rdef, body)
         prepared = [attributes.prepare_create(handler.rdef, item, ctx) for item in items]
-        objs, revision = txns.run(self.store, lambda txn, keys: [
-            handler.create(txn, keys, ctx, item) for item in prepared])
+        objs, revision = txns.run(self.store, lambda txn, keys: handler.create_many(
+            txn, keys, ctx, prepared))
         views = self._views(handler, objs, revision)
         return {collection: views} if bulk else {handler.rdef.name: views[0]}
 

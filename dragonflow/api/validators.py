@@ -10,6 +10,7 @@ import re
 from typing import Any, Callable, Optional
 
 from dragonflow.api import errors
+from dragonflow.model.objects import IP_PROTOCOLS
 
 Validator = Callable[[Any], Optional[str]]
 
@@ -53,6 +54,76 @@ def to_list(value: Any) -> list:
     if value is None:
         return []
     return value if isinstance(value, list) else [value]
+
+
+def none_to_empty_list(value: Any) -> Any:
+    return [] if value is None else value
+
+
+def to_uuid_list_or_none(value: Any) -> Optional[list]:
+    """A port's security_groups (Neutron's convert_to_uuid_list_or_none)."""
+    if value is None:
+        return None
+    for item in value if isinstance(value, list) else [value]:
+        if not (isinstance(item, str) and UUID_RE.match(item)) or item is value:
+            raise errors.InvalidInput(error_message=f"'{item}' is not an integer or uuid")
+    return value
+
+
+def to_protocol(value: Any) -> Optional[str]:
+    """A rule's protocol: None (any), a known name (lower case) or a number 1-255 as a string.
+
+    'any' and 0 mean every protocol, as the API reference says; they are kept as None."""
+    if value is None:
+        return None
+    if not isinstance(value, bool) and isinstance(value, (int, str)):
+        try:
+            number = int(value)
+        except ValueError:
+            if value.lower() == 'any':
+                return None
+            if value.lower() in IP_PROTOCOLS:
+                return value.lower()
+        else:
+            if 0 <= number <= 255:
+                return str(number) if number else None
+    raise errors.SecurityGroupRuleInvalidProtocol(protocol=value,
+                                                  values=[None] + list(IP_PROTOCOLS))
+
+
+def to_port_value(value: Any) -> Optional[int]:
+    """A rule's port_range_min/max (0-65535; ICMP type and code are checked later)."""
+    if value is None:
+        return None
+    try:
+        number = int(value) if not isinstance(value, (bool, float)) else None
+    except (ValueError, TypeError):
+        number = None
+    if number is None or not 0 <= number <= 65535:
+        raise errors.SecurityGroupInvalidPortValue(port=value)
+    return number
+
+
+ETHERTYPES = ['IPv4', 'IPv6']
+
+
+def to_ethertype(value: Any) -> str:
+    if isinstance(value, str):
+        for ethertype in ETHERTYPES:
+            if ethertype.lower() == value.lower():
+                return ethertype
+    raise errors.SecurityGroupRuleInvalidEtherType(ethertype=value, values=ETHERTYPES)
+
+
+def to_ip_prefix(value: Any) -> Optional[str]:
+    """A rule's remote_ip_prefix with its length: '10.0.0.5' -> '10.0.0.5/32'. Host bits are
+    kept, as Neutron (netaddr) keeps them."""
+    if not value:
+        return None
+    try:
+        return ipaddress.ip_interface(value).with_prefixlen
+    except (ValueError, TypeError):
+        raise errors.InvalidCIDR(input=value) from None
 
 
 def normalize_mac(value: Any) -> Any:
@@ -115,16 +186,6 @@ def ip_address(value) -> Optional[str]:
         ipaddress.ip_address(value)
     except (ValueError, TypeError):
         return f"'{value}' is not a valid IP address"
-    return None
-
-
-def ip_address_or_cidr(value) -> Optional[str]:
-    if ip_address(value) is None:
-        return None
-    try:
-        ipaddress.ip_network(value, strict=True)
-    except (ValueError, TypeError):
-        return f"'{value}' is neither a valid IP address, nor is it a valid IP subnet"
     return None
 
 
@@ -238,21 +299,68 @@ def nameservers(value) -> Optional[str]:
     return None
 
 
+def any_mac_address(value) -> Optional[str]:
+    """neutron-lib's validate_mac_address: any MAC but all zeros and broadcast."""
+    if isinstance(value, str) and MAC_RE.match(value):
+        mac = int(value.replace(':', '').replace('-', ''), 16)
+        if mac not in (0, (1 << 48) - 1):
+            return None
+    return f"'{value}' is not a valid MAC address"
+
+
+def address_pair_prefix(value) -> Optional[str]:
+    """An address pair's ip_address: an address, or a prefix (IPv4 host bits allowed, as
+    netaddr allows them)."""
+    if not isinstance(value, str) or '/' not in value:
+        return ip_address(value)
+    try:
+        interface = ipaddress.ip_interface(value)
+    except ValueError:
+        return f"'{value}' is not a valid IP subnet"
+    if interface.version == 4 and interface.with_prefixlen != value:
+        return (f"'{value}' isn't a recognized IP subnet cidr, '{interface.network}' is "
+                'recommended')
+    return None
+
+
 def address_pairs(value) -> Optional[str]:
+    """neutron-lib's _validate_allowed_address_pairs: most failures raise their own error."""
     if not isinstance(value, list):
-        return f"Allowed address pairs must be a list, not '{value}'"
+        raise errors.HTTPBadRequest('Allowed address pairs must be a list.')
+    seen = set()
     for pair in value:
-        if not isinstance(pair, dict) or 'ip_address' not in pair:
-            return 'AllowedAddressPair must contain ip_address'
+        if not isinstance(pair, dict):
+            return f"'{pair}' is not a dictionary"
+        if 'mac_address' in pair:
+            reason = any_mac_address(pair['mac_address'])
+            if reason:
+                raise errors.HTTPBadRequest(reason)
+        if 'ip_address' not in pair:
+            raise errors.AllowedAddressPairsMissingIP()
+        key = repr((pair.get('mac_address'), pair['ip_address']))
+        if key in seen:
+            raise errors.DuplicateAddressPairInRequest(mac_address=pair.get('mac_address'),
+                                                       ip_address=pair['ip_address'])
+        seen.add(key)
         unknown = sorted(set(pair) - {'ip_address', 'mac_address'})
         if unknown:
-            return f"Unrecognized attribute(s) '{', '.join(unknown)}'"
-        reason = ip_address_or_cidr(pair['ip_address'])
-        if reason is None and pair.get('mac_address') is not None:
-            reason = mac_address(pair['mac_address'])
+            raise errors.HTTPBadRequest(f"Unrecognized attribute(s) '{', '.join(unknown)}'")
+        reason = address_pair_prefix(pair['ip_address'])
+        if reason:
+            raise errors.HTTPBadRequest(reason)
+    return None
+
+
+def name_not_default(max_len: int) -> Validator:
+    """A security group's name: any string but 'default' (the project's own group)."""
+    def validate(value):
+        reason = string(max_len)(value)
         if reason:
             return reason
-    return None
+        if value.lower() == 'default':
+            raise errors.SecurityGroupDefaultAlreadyExists()
+        return None
+    return validate
 
 
 def external_gateway_info(value) -> Optional[str]:

@@ -43,8 +43,15 @@ class Handler:
         """Default: the changes are plain attributes of the stored object."""
         return self.apply(txn, obj, changes)
 
+    def create_many(self, txn: Txn, keys: Keys, ctx: Context, bodies: list[dict]) -> list:
+        """A create of one or more objects (a bulk create is one plan, one commit)."""
+        return [self.create(txn, keys, ctx, body) for body in bodies]
+
     def delete(self, txn: Txn, ctx: Context, obj: Model) -> None:
         txn.delete(obj)
+
+    def before_list(self, store, ctx: Context, filters: dict) -> None:
+        """What a listing does before reading (Neutron creates default security groups)."""
 
     def fence(self, store, id: str):
         """What a delete holds while it checks for dependents (see txn.fenced); yields the

@@ -2,6 +2,7 @@
 from dragonflow.api import definitions, errors
 from dragonflow.api import txn as txns
 from dragonflow.api.handlers.base import Handler
+from dragonflow.api.handlers.security_groups import ensure_default
 from dragonflow.model import Network, Port, Subnet
 
 
@@ -10,6 +11,7 @@ class NetworkHandler(Handler):
     model = Network
 
     def create(self, txn, keys, ctx, body):
+        ensure_default(txn, keys, body['project_id'])  # as Neutron does on network create
         mtu = body.get('mtu', self.conf.api.default_mtu)
         network = self.build(body, id=txns.new_id(), key=keys.next('network'), mtu=mtu,
                              status='ACTIVE')

@@ -1,9 +1,17 @@
-"""Ports: addresses from IPAM, a MAC, a data-plane key; status is the controller's to set."""
+"""Ports: addresses from IPAM, a MAC, a data-plane key; status is the controller's to set.
+
+Port security as Neutron's ML2 plugin has it: a port takes port_security_enabled from its
+network unless given; with port security on and no security_groups given it gets its
+project's default group (network:* ports, e.g. router interfaces, get none); with port
+security off it may have neither groups nor allowed address pairs.
+"""
 from dragonflow.api import definitions, errors, ipam
 from dragonflow.api import txn as txns
 from dragonflow.api.attributes import UNSET
+from dragonflow.api.handlers import security_groups
 from dragonflow.api.handlers.base import Handler
 from dragonflow.api.handlers.networks import NetworkHandler, subnets_of
+from dragonflow.api.validators import normalize_mac
 from dragonflow.model import Network, Port, Router
 from dragonflow.model.objects import DEVICE_OWNER_ROUTER_INTERFACE
 
@@ -19,7 +27,7 @@ class PortHandler(Handler):
         network = NetworkHandler(self.conf).get(txn, ctx, body['network_id'])
         port_id = txns.new_id()
         port_security = body.get('port_security_enabled', network.port_security_enabled)
-        _check_port_security(port_security, body)
+        groups = self._groups_on_create(txn, keys, ctx, body, port_security)
         txn.require(network)
         txns.require_unfenced(txn, Network, network.id)
         addresses = ipam.Ipam(txn)
@@ -29,9 +37,45 @@ class PortHandler(Handler):
             body.get('fixed_ips', UNSET), [])
         port = self.build(body, id=port_id, key=keys.next('port'), mac_address=mac,
                           fixed_ips=[f.model_dump() for f in fixed_ips], status='DOWN',
-                          port_security_enabled=port_security)
+                          port_security_enabled=port_security, security_groups=groups,
+                          allowed_address_pairs=self._address_pairs(
+                              body.get('allowed_address_pairs', []), mac))
         txn.create(port)
         return port
+
+    def _groups_on_create(self, txn, keys, ctx, body, port_security: bool) -> list[str]:
+        """ML2's _portsec_ext_port_create_processing and the security group mixin's
+        _ensure_default_security_group_on_port / _get_security_groups_on_port."""
+        default = security_groups.ensure_default(txn, keys, body['project_id'])
+        requested = body.get('security_groups', UNSET)
+        if requested is None:  # null on create: not given
+            requested = UNSET
+        if body.get('allowed_address_pairs') and not port_security:
+            raise errors.AddressPairAndPortSecurityRequired()
+        trusted = _trusted(body.get('device_owner', ''))
+        if not port_security:
+            if requested not in (UNSET, []):
+                raise errors.PortSecurityAndIPRequiredForSecurityGroups()
+            return []
+        if trusted:
+            return []
+        if requested is UNSET:
+            security_groups.use_group(txn, default)
+            return [default.id]
+        return security_groups.port_groups(txn, ctx, body['project_id'], requested)
+
+    def _address_pairs(self, pairs: list[dict], mac: str) -> list[dict]:
+        """Neutron stores the port's MAC in a pair that names none; a pair is unique."""
+        if len(pairs) > self.conf.api.max_allowed_address_pair:
+            raise errors.AllowedAddressPairExhausted(quota=self.conf.api.max_allowed_address_pair)
+        result = []
+        for pair in pairs:
+            entry = {'ip_address': pair['ip_address'],
+                     'mac_address': normalize_mac(pair.get('mac_address', mac))}
+            if entry in result:
+                raise errors.DuplicateAddressPairInRequest(**entry)
+            result.append(entry)
+        return result
 
     def _fixed_ips(self, addresses, network_id, port_id, mac) -> ipam.FixedIPRequest:
         subnets = subnets_of(addresses.txn, network_id)
@@ -40,6 +84,8 @@ class PortHandler(Handler):
 
     def update(self, txn, keys, ctx, port, changes):
         changes = dict(changes)
+        security_groups.ensure_default(txn, keys, port.project_id)
+        self._check_security_update(txn, ctx, port, changes)
         addresses = ipam.Ipam(txn)
         mac = changes.get('mac_address', port.mac_address)
         if mac != port.mac_address:
@@ -53,9 +99,36 @@ class PortHandler(Handler):
             fixed_ips = self._fixed_ips(addresses, port.network_id, port.id, mac).assign(
                 changes['fixed_ips'], port.fixed_ips)
             changes['fixed_ips'] = [f.model_dump() for f in fixed_ips]
-        _check_port_security(changes.get('port_security_enabled', port.port_security_enabled),
-                             {**port.to_doc(), **changes})
+        if 'allowed_address_pairs' in changes:
+            changes['allowed_address_pairs'] = self._address_pairs(
+                changes['allowed_address_pairs'], mac)
         return self.apply(txn, port, changes)
+
+    @staticmethod
+    def _check_security_update(txn, ctx, port, changes) -> None:
+        """ML2's _portsec_ext_port_update_processing and update_security_group_on_port:
+        turning port security off needs the pairs and groups gone (in the same request or
+        before); new groups are checked like a new port's."""
+        if not changes.get('port_security_enabled', port.port_security_enabled):
+            if 'allowed_address_pairs' in changes:
+                if changes['allowed_address_pairs']:
+                    raise errors.AddressPairAndPortSecurityRequired()
+            elif port.allowed_address_pairs:
+                raise errors.AddressPairAndPortSecurityRequired()
+            if 'security_groups' in changes:
+                if changes['security_groups']:
+                    raise errors.PortSecurityAndIPRequiredForSecurityGroups()
+            elif port.security_groups:
+                raise errors.PortSecurityPortHasSecurityGroup()
+        if 'security_groups' in changes:
+            requested = changes['security_groups'] or []
+            if set(requested) == set(port.security_groups):
+                del changes['security_groups']
+            elif _trusted(changes.get('device_owner', port.device_owner)):
+                changes['security_groups'] = []
+            else:
+                changes['security_groups'] = security_groups.port_groups(
+                    txn, ctx, port.project_id, requested)
 
     @staticmethod
     def _check_not_router_interface(txn, port):
@@ -101,10 +174,6 @@ def release(txn, port: Port) -> None:
     txn.delete(port)
 
 
-def _check_port_security(enabled: bool, body: dict) -> None:
-    if enabled:
-        return
-    if body.get('allowed_address_pairs'):
-        raise errors.AddressPairAndPortSecurityRequired()
-    if body.get('security_groups'):
-        raise errors.PortSecurityAndIPRequiredForSecurityGroups()
+def _trusted(device_owner: str) -> bool:
+    """Neutron applies no security groups to its own ports (network:*)."""
+    return device_owner.startswith('network:')
