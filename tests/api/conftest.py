@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 
 import openstack
@@ -123,3 +124,24 @@ def connect(url: str, project: str = None, admin: bool = False) -> openstack.con
 @pytest.fixture
 def conn(api_server):
     return connect(api_server.url)
+
+
+def neutron_error(call, *args, **kwargs) -> tuple[int, dict]:
+    """Run a failing SDK call; its HTTP status and NeutronError (checking the body's form)."""
+    with pytest.raises(openstack.exceptions.HttpException) as raised:
+        call(*args, **kwargs)
+    response = raised.value.response
+    body = response.json()
+    assert list(body) == ['NeutronError'], body
+    assert sorted(body['NeutronError']) == ['detail', 'message', 'type'], body
+    return response.status_code, body['NeutronError']
+
+
+def raw(conn, method: str, path: str, **kwargs):
+    """A request through the SDK's network adapter, for bodies the SDK would not send."""
+    response = getattr(conn.network, method)(path, raise_exc=False, **kwargs)
+    return response.status_code, (response.json() if response.content else None)
+
+
+def unique(prefix: str) -> str:
+    return f'{prefix}-{uuid.uuid4().hex[:8]}'

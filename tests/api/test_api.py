@@ -6,34 +6,12 @@ created (by id or by a name of their own), so they do not depend on each other's
 import ipaddress
 import uuid
 
-import openstack
 import pytest
 from openstack.network.v2.network import Network
 
-from .conftest import connect
+from .conftest import connect, neutron_error, raw, unique
 
 ROUTER_INTERFACE = 'network:router_interface'
-
-
-def neutron_error(call, *args, **kwargs) -> tuple[int, dict]:
-    """Run a failing SDK call; its HTTP status and NeutronError (checking the body's form)."""
-    with pytest.raises(openstack.exceptions.HttpException) as raised:
-        call(*args, **kwargs)
-    response = raised.value.response
-    body = response.json()
-    assert list(body) == ['NeutronError'], body
-    assert sorted(body['NeutronError']) == ['detail', 'message', 'type'], body
-    return response.status_code, body['NeutronError']
-
-
-def raw(conn, method: str, path: str, **kwargs):
-    """A request through the SDK's network adapter, for bodies the SDK would not send."""
-    response = getattr(conn.network, method)(path, raise_exc=False, **kwargs)
-    return response.status_code, (response.json() if response.content else None)
-
-
-def unique(prefix: str) -> str:
-    return f'{prefix}-{uuid.uuid4().hex[:8]}'
 
 
 @pytest.fixture
@@ -166,9 +144,12 @@ def _check_updates(conn, port, subnet):
     assert updated.binding_vif_type == 'ovs'
     assert updated.status == 'DOWN'  # only a controller binding the port makes it ACTIVE
     old_ip = port.fixed_ips[0]['ip_address']
+    taken = {f['ip_address'] for p in conn.network.ports(network_id=port.network_id)
+             for f in p.fixed_ips}   # addresses are drawn at random: pick a free one
+    new_ip = next(ip for ip in (f'10.1.0.{i}' for i in range(250, 2, -1)) if ip not in taken)
     moved = conn.network.update_port(port, fixed_ips=[{'subnet_id': subnet.id,
-                                                       'ip_address': '10.1.0.250'}])
-    assert moved.fixed_ips == [{'subnet_id': subnet.id, 'ip_address': '10.1.0.250'}]
+                                                       'ip_address': new_ip}])
+    assert moved.fixed_ips == [{'subnet_id': subnet.id, 'ip_address': new_ip}]
     # The old address went back to the pool, in the same commit.
     taker = conn.network.create_port(network_id=port.network_id,
                                      fixed_ips=[{'ip_address': old_ip}])

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import connect
+
 OPENSTACK = str(Path(sys.executable).parent / 'openstack')
 
 
@@ -65,3 +67,28 @@ def test_cli_builds_and_shows_a_topology(cli):
     cli('router', 'delete', 'cli-router', json_output=False)
     cli('network', 'delete', 'cli-net', json_output=False)
     assert not [n for n in cli('network', 'list') if n['ID'] == net['id']]
+
+
+def test_cli_security_groups(cli, api_server):
+    group = cli('security', 'group', 'create', 'cli-sg')
+    assert (group['name'], group['description']) == ('cli-sg', 'cli-sg')
+    assert sorted((r['direction'], r['ethertype']) for r in group['rules']) == [
+        ('egress', 'IPv4'), ('egress', 'IPv6')]
+    listed = {g['Name']: g for g in cli('security', 'group', 'list')}
+    assert set(listed) == {'cli-sg', 'default'}   # the project's default came first
+    assert listed['cli-sg']['ID'] == group['id']
+    assert cli('security', 'group', 'show', 'cli-sg')['id'] == group['id']
+    rule = cli('security', 'group', 'rule', 'create', '--protocol', 'tcp', '--dst-port', '22',
+               '--remote-ip', '10.0.0.0/24', 'cli-sg')
+    assert (rule['protocol'], rule['port_range_min'], rule['port_range_max'],
+            rule['remote_ip_prefix'], rule['direction'], rule['security_group_id']) == (
+        'tcp', 22, 22, '10.0.0.0/24', 'ingress', group['id'])
+
+    net = connect(api_server.url).network.create_network(name='cli-sg-net')
+    port = cli('port', 'create', '--network', net.id, '--security-group', 'cli-sg',
+               'cli-sg-port')
+    assert (port['security_group_ids'], port['port_security_enabled']) == ([group['id']], True)
+    cli('port', 'set', '--no-security-group', '--disable-port-security', 'cli-sg-port',
+        json_output=False)
+    shown = cli('port', 'show', 'cli-sg-port')
+    assert (shown['security_group_ids'], shown['port_security_enabled']) == ([], False)

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import openstack
 import pytest
 
-from .conftest import connect
+from .conftest import connect, unique
 
 THREADS, PORTS = 8, 400
 
@@ -89,3 +89,32 @@ def test_overlapping_interfaces_added_at_once_one_wins(two_apis):
     assert {f[0] for f in failures} == {400}
     interfaces = list(conn.network.ports(device_id=router.id))
     assert len(interfaces) == len(added)
+
+
+def test_concurrent_first_use_makes_one_default_group(two_apis):
+    """Many first uses of a project at once, from both processes: one default group each."""
+    projects = [unique("race") for _ in range(6)]
+    uses = [lambda c: list(c.network.security_groups()),
+            lambda c: c.network.create_network(name='race'),
+            lambda c: c.network.create_security_group(name=unique('race')),
+            lambda c: list(c.network.security_group_rules())]
+    calls = [(connect(two_apis[i % 2].url, project=project), use)
+             for i, (project, use) in enumerate(itertools.product(projects, uses * 2))]
+    for conn, _ in calls:
+        list(conn.network.extensions())   # version discovery done before the race
+    start = threading.Barrier(len(calls))
+
+    def call(conn_and_use):
+        conn, use = conn_and_use
+        start.wait()
+        use(conn)
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        list(pool.map(call, calls))
+
+    admin = connect(two_apis[0].url, admin=True)
+    for project in projects:
+        defaults = [g for g in admin.network.security_groups(project_id=project)
+                    if g.name == 'default']
+        assert len(defaults) == 1, project
+        assert len(defaults[0].security_group_rules) == 4

@@ -6,8 +6,9 @@ import pytest
 
 from dragonflow import store as nb
 from dragonflow.api import txn
-from dragonflow.model import Fence, Network
-from dragonflow.store.api import MUST_NOT_EXIST, Check, Delete, Put
+from dragonflow.api.handlers.security_groups import ensure_default
+from dragonflow.model import Fence, Network, SecurityGroup, SecurityGroupRule
+from dragonflow.store.api import MUST_NOT_EXIST, Check, Conflict, Delete, Put
 
 
 @pytest.fixture
@@ -106,3 +107,18 @@ def test_a_delete_and_a_create_under_it_cannot_both_succeed(store):
         store.delete(Network.table, 'n1')
     creator.join(10)
     assert not created.is_set() and store.get(Network.table, 'child') is None
+
+
+def test_interleaved_first_uses_make_one_default_security_group(store):
+    """Two plans that both found no default group: the second commit fails, and its re-plan
+    uses the group the first one made."""
+    plans = [txn.Txn(store), txn.Txn(store)]
+    made = [ensure_default(p, txn.Keys(store), 'p1') for p in plans]
+    assert made[0].id != made[1].id
+    plans[0].commit()
+    with pytest.raises(Conflict):
+        plans[1].commit()
+    again, _ = txn.run(store, lambda t, keys: ensure_default(t, keys, 'p1'))
+    assert again.id == made[0].id
+    assert [r.id for r in store.list(SecurityGroup.table)] == [made[0].id]
+    assert len(store.list(SecurityGroupRule.table)) == 4
