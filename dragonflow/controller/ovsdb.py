@@ -30,7 +30,7 @@ class LocalOvs:
         helper = connection.idlutils.get_schema_helper(remote, 'Open_vSwitch')
         for table in TABLES:
             helper.register_table(table)
-        helper.register_columns('Interface', INTERFACE_COLUMNS)
+        helper.register_columns('Interface', list(INTERFACE_COLUMNS))
         idl = _NotifyingIdl(remote, helper, on_change)
         self.api = impl_idl.OvsdbIdl(connection.Connection(idl, timeout=timeout))
         self.bridge = bridge
