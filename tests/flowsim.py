@@ -35,6 +35,7 @@ class FlowTableSimulator:
     def __init__(self):
         self.flows: dict[tuple, of.Flow] = {}
         self.bundles = 0
+        self.connections: dict[int, set] = {}  # conntrack zone -> committed connections
 
     # The Switch protocol of the reconciler.
     def dump_flows(self):
@@ -93,8 +94,24 @@ class FlowTableSimulator:
                 self._table(action.table, state, out, depth + 1)
             elif isinstance(action, of.ToController):
                 out.append(Delivery(-1, _headers(state)))
+            elif isinstance(action, of.Conntrack):
+                self._conntrack(action, state, out, depth)
             else:
                 raise NotImplementedError(action)
+
+    def _conntrack(self, action, state, out, depth):
+        """A connection is its 5-tuple (ICMP: protocol and addresses); a packet of a committed
+        one, or of its reverse (a reply), is established; anything else is new."""
+        zone = self.connections.setdefault(action.zone, set())
+        key = _connection(state)
+        if action.commit and key[::-1] not in zone:
+            zone.add(key)
+        if action.table is not None:
+            known = key in zone or key[::-1] in zone
+            state = dict(state, ct_state=of.CT_TRACKED | (
+                of.CT_ESTABLISHED | (of.CT_REPLY if key[::-1] in zone else 0) if known
+                else of.CT_NEW))
+            self._table(action.table, state, out, depth + 1)
 
 
 def _check(flow: of.Flow) -> None:
@@ -108,8 +125,18 @@ def _check(flow: of.Flow) -> None:
             raise ValueError(f'goto_table must go forward: {flow}')
 
 
+def _connection(state) -> tuple:
+    """(source address, source port, protocol, destination port, destination address):
+    reversed, it is the reply's."""
+    protocol = state.get('ip_proto', 0)
+    ports = [state.get(f'{name}_{end}', 0) for end in ('src', 'dst')
+             for name in ('tcp', 'udp', 'sctp') if f'{name}_{end}' in state] or [0, 0]
+    return (state.get('ipv4_src'), ports[0], protocol, ports[-1], state.get('ipv4_dst'))
+
+
 def _headers(state: dict) -> dict:
-    return {k: v for k, v in state.items() if not k.startswith('reg') and k != 'metadata'}
+    return {k: v for k, v in state.items()
+            if not k.startswith('reg') and k not in ('metadata', 'ct_state')}
 
 
 def _matches(state, field, value) -> bool:

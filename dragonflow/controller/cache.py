@@ -3,7 +3,8 @@
 A chassis keeps only what it needs (DESIGN: "it grows with what is local, not with the
 deployment"): the networks with a port on this chassis, the routers on those networks, the
 networks those routers connect, the subnets and ports of all these networks, and the chassis
-hosting those ports.
+hosting those ports; the security groups of its ports with their rules, the groups those
+rules name as remote, and the ports that are members of those (for their addresses).
 
 The store's change log brings every change; ``apply`` keeps those in scope and drops the rest.
 When a change, or a VM plugged here, widens the scope to objects the cache never kept (a new
@@ -13,7 +14,17 @@ that fell out are evicted at once.
 """
 import dataclasses
 
-from dragonflow.model import MODELS, Chassis, Model, Network, Port, Router, Subnet
+from dragonflow.model import (
+    MODELS,
+    Chassis,
+    Model,
+    Network,
+    Port,
+    Router,
+    SecurityGroup,
+    SecurityGroupRule,
+    Subnet,
+)
 from dragonflow.store import api
 
 
@@ -23,6 +34,9 @@ class Scope:
     routers: frozenset
     chassis: frozenset
     missing: bool  # the scope names objects the given objects do not include
+    security_groups: frozenset = frozenset()  # of local ports, and the groups their rules name
+    local_groups: frozenset = frozenset()     # of local ports: their rules are needed
+    remote_groups: frozenset = frozenset()    # named by those rules: their members are needed
 
 
 def is_local(port: Port, chassis_id: str, local_port_ids: set[str]) -> bool:
@@ -50,15 +64,28 @@ def scope_of(objects: dict[str, dict[str, Model]], chassis_id: str,
             networks |= {s.network_id for s in interface_subnets if s is not None}
     missing |= any(n not in objects[Network.table] for n in networks)
     hosts = {p.binding_host_id for p in ports.values() if p.network_id in networks}
+    local_groups = {g for p in ports.values() if is_local(p, chassis_id, local_port_ids)
+                    for g in p.security_groups}
+    remote_groups = {r.remote_group_id for r in objects[SecurityGroupRule.table].values()
+                     if r.security_group_id in local_groups and r.remote_group_id}
+    groups = local_groups | remote_groups
+    missing |= any(g not in objects[SecurityGroup.table] for g in groups)
     return Scope(frozenset(networks), frozenset(routers), frozenset(hosts | {chassis_id}),
-                 missing)
+                 missing, frozenset(groups), frozenset(local_groups), frozenset(remote_groups))
 
 
 def in_scope(scope: Scope, table: str, obj: Model) -> bool:
     if table == Network.table:
         return obj.id in scope.networks
-    if table in (Subnet.table, Port.table):
+    if table == Subnet.table:
         return obj.network_id in scope.networks
+    if table == Port.table:  # on a network we serve, or a member of a group a rule names
+        return obj.network_id in scope.networks or \
+            not scope.remote_groups.isdisjoint(obj.security_groups)
+    if table == SecurityGroup.table:
+        return obj.id in scope.security_groups
+    if table == SecurityGroupRule.table:
+        return obj.security_group_id in scope.local_groups
     if table == Router.table:
         return obj.id in scope.routers
     if table == Chassis.table:

@@ -7,7 +7,7 @@ os-ken parses them back from the switch (MACs lower-case strings, IPv4 dotted st
 fields as (value, mask)), so flows read from br-int compare equal to flows the apps made.
 """
 import dataclasses
-from typing import Union
+from typing import Optional, Union
 
 # Cookie layout: the owning app in the top byte, the owning object's data-plane key below.
 COOKIE_APP_SHIFT = 56
@@ -94,7 +94,25 @@ class ToController:
     max_len: int = 0xffff
 
 
-Action = Union[Output, SetField, Move, DecTTL, Resubmit, Goto, ToController]
+@dataclasses.dataclass(frozen=True)
+class Conntrack:
+    """Send the packet through connection tracking in ``zone``: ``commit`` records its
+    connection; with ``table`` the packet continues there with ct_state set (recirculation),
+    without it the actions after this one go on."""
+    zone: int
+    commit: bool = False
+    table: Optional[int] = None
+
+
+Action = Union[Output, SetField, Move, DecTTL, Resubmit, Goto, ToController, Conntrack]
+
+# ct_state bits (Nicira): match ("+trk+est") as (bits, mask).
+CT_NEW, CT_ESTABLISHED, CT_RELATED, CT_REPLY, CT_INVALID, CT_TRACKED = 1, 2, 4, 8, 16, 32
+
+
+def ct_state(*, set_bits: int = 0, clear_bits: int = 0) -> tuple:
+    """A ct_state match: these bits set, those clear, others ignored."""
+    return (set_bits, set_bits | clear_bits)
 
 # OpenFlow reserved port: send the packet back out of the port it came in on.
 IN_PORT = 0xfffffff8

@@ -27,6 +27,8 @@ from dragonflow.controller import flows as of
 
 LOG = logging.getLogger(__name__)
 REPLY_TIMEOUT = 10.0
+CT_COMMIT = 1           # NX_CT_F_COMMIT
+NO_RECIRCULATION = 255  # NX_CT_RECIRC_NONE
 
 
 class SwitchError(Exception):
@@ -235,6 +237,11 @@ def _action(action):
         return parser.OFPActionDecNwTtl()
     if isinstance(action, of.Resubmit):
         return parser.NXActionResubmitTable(table_id=action.table)
+    if isinstance(action, of.Conntrack):
+        return parser.NXActionCT(flags=CT_COMMIT if action.commit else 0, zone_src='',
+                                 zone_ofs_nbits=action.zone,
+                                 recirc_table=NO_RECIRCULATION if action.table is None
+                                 else action.table, alg=0, actions=[])
     raise ValueError(f'no OpenFlow form for {action!r}')
 
 
@@ -263,4 +270,8 @@ def _parse_action(action):
         return of.DecTTL()
     if isinstance(action, parser.NXActionResubmitTable):
         return of.Resubmit(action.table_id)
+    if isinstance(action, parser.NXActionCT):
+        return of.Conntrack(action.zone_ofs_nbits, bool(action.flags & CT_COMMIT),
+                            None if action.recirc_table == NO_RECIRCULATION
+                            else action.recirc_table)
     return action  # unknown to us: never equal to a desired action, so it gets replaced

@@ -9,7 +9,7 @@ has a table-miss flow that says otherwise). docs/pipeline.md describes each tabl
 """
 import dataclasses
 
-from dragonflow.controller.flows import Flow, Goto, Match, Resubmit
+from dragonflow.controller.flows import Conntrack, Flow, Goto, Match, Resubmit
 
 NETWORK_REG = 'metadata'
 SOURCE_PORT_REG = 'reg6'
@@ -24,6 +24,8 @@ ARP_REPLY = 2
 _L2 = {'metadata', 'eth_src', 'eth_dst', 'eth_type'}
 _L3 = _L2 | {'ip_proto', 'ipv4_src', 'ipv4_dst'}
 _ARP = _L2 | {'arp_op', 'arp_tpa', 'arp_spa', 'arp_sha', SOURCE_PORT_REG}
+_RULE = {'ct_state', 'eth_type', 'ip_proto', 'tcp_dst', 'udp_dst', 'sctp_dst', 'icmpv4_type',
+         'icmpv4_code'}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,9 +42,9 @@ class Table:
         if undeclared:
             raise ValueError(f'table {self.name} does not match on {sorted(undeclared)}')
         for action in actions:
-            if isinstance(action, (Goto, Resubmit)) and \
-                    _name(action.table) not in self.next_tables:
-                raise ValueError(f'table {self.name} may not continue in table {action.table}')
+            table = action.table if isinstance(action, (Goto, Resubmit, Conntrack)) else None
+            if table is not None and _name(table) not in self.next_tables:
+                raise ValueError(f'table {self.name} may not continue in table {table}')
         return Flow(self.number, priority, match, tuple(actions), cookie)
 
     def goto(self) -> Goto:
@@ -58,7 +60,14 @@ CLASSIFY = Table(
 PORT_SECURITY = Table(
     'port_security', 5, 'a VM sends only with its own MAC and IPs (or allowed address pairs)',
     frozenset({SOURCE_PORT_REG, 'eth_src', 'eth_type', 'ipv4_src', 'arp_sha', 'arp_spa',
-               'ip_proto', 'udp_src', 'udp_dst'}), ('services',))
+               'ip_proto', 'udp_src', 'udp_dst'}), ('egress_conntrack',))
+EGRESS_CONNTRACK = Table(
+    'egress_conntrack', 10, 'IPv4 from a port with security groups through conntrack (its zone)',
+    frozenset({SOURCE_PORT_REG, 'eth_type', 'ip_proto', 'udp_src', 'udp_dst'}),
+    ('egress_security_groups', 'services'))
+EGRESS_SECURITY_GROUPS = Table(
+    'egress_security_groups', 15, 'established/related pass; new ones only as a rule allows',
+    frozenset(_RULE | {SOURCE_PORT_REG, 'ipv4_dst'}), ('services',))
 SERVICES = Table(
     'services', 20, 'ARP to the responder, DHCP to the DHCP table, everything else to L2',
     frozenset(_L2 | {'ip_proto', 'udp_dst'}), ('arp_responder', 'dhcp', 'l2_lookup'))
@@ -78,17 +87,24 @@ L3 = Table(
     'l3', 40, 'route by destination IP: dec_ttl, rewrite MACs, set the destination network/port',
     frozenset(_L3 | {ROUTER_REG}), ('egress_dispatch',))
 EGRESS_DISPATCH = Table(
-    'egress_dispatch', 60, 'local destination port to output; remote one to its tunnel',
-    frozenset({DESTINATION_PORT_REG}), ('output',))
+    'egress_dispatch', 60, 'local destination port to ingress filtering; remote one to its '
+    'tunnel', frozenset({DESTINATION_PORT_REG}), ('ingress_conntrack',))
 REMOTE_FLOOD = Table(
     'remote_flood', 62, 'a broadcast from a local port: one copy to each other chassis with '
     'ports on the network', frozenset({NETWORK_REG}), ())
+INGRESS_CONNTRACK = Table(
+    'ingress_conntrack', 70, 'IPv4 to a port with security groups through conntrack (its zone)',
+    frozenset({DESTINATION_PORT_REG, 'eth_type'}), ('ingress_security_groups', 'output'))
+INGRESS_SECURITY_GROUPS = Table(
+    'ingress_security_groups', 75, 'established/related pass; new ones only as a rule allows',
+    frozenset(_RULE | {DESTINATION_PORT_REG, 'ipv4_src'}), ('output',))
 OUTPUT = Table(
     'output', 80, 'reg7 to the port\'s OpenFlow port number',
     frozenset({DESTINATION_PORT_REG}), ())
 
-TABLES = (CLASSIFY, PORT_SECURITY, SERVICES, ARP_RESPONDER, DHCP, L2_LOOKUP, REMOTE_INGRESS, L3,
-          EGRESS_DISPATCH, REMOTE_FLOOD, OUTPUT)
+TABLES = (CLASSIFY, PORT_SECURITY, EGRESS_CONNTRACK, EGRESS_SECURITY_GROUPS, SERVICES,
+          ARP_RESPONDER, DHCP, L2_LOOKUP, REMOTE_INGRESS, L3, EGRESS_DISPATCH, REMOTE_FLOOD,
+          INGRESS_CONNTRACK, INGRESS_SECURITY_GROUPS, OUTPUT)
 BY_NUMBER = {t.number: t for t in TABLES}
 BY_NAME = {t.name: t for t in TABLES}
 

@@ -30,6 +30,8 @@ class Topology:
     chassis: dict[str, Chassis]
     ofports: dict[str, int]  # port id -> OpenFlow port number, for VMs plugged on this chassis
     tunnel_ofport: Optional[int] = None  # this chassis' tunnel port, when it has one
+    security_groups: dict = dataclasses.field(default_factory=dict)
+    security_group_rules: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_objects(cls, chassis_id: str, objects: dict, ofports: dict[str, int],
@@ -37,7 +39,8 @@ class Topology:
         """From objects by table name (the cache's), copied so later changes stay out."""
         o = {table: dict(rows) for table, rows in objects.items()}
         return cls(chassis_id, o['networks'], o['subnets'], o['ports'], o['routers'],
-                   o['chassis'], ofports, tunnel_ofport)
+                   o['chassis'], ofports, tunnel_ofport, o.get('security_groups', {}),
+                   o.get('security_group_rules', {}))
 
     def __hash__(self):
         return id(self)
@@ -77,6 +80,29 @@ class Topology:
             if port.id not in self.ofports and chassis and chassis.id != self.chassis_id:
                 result.append((port, chassis))
         return result
+
+    def rules_of(self, port: Port) -> list:
+        """The rules of the port's security groups, in a stable order."""
+        groups = set(port.security_groups)
+        return sorted((r for r in self.security_group_rules.values()
+                       if r.security_group_id in groups), key=lambda r: r.id)
+
+    @functools.cached_property
+    def _members(self) -> dict[str, list[str]]:
+        members: dict[str, set] = {}
+        for port in self.ports.values():
+            addresses = set(ipv4_addresses(port)) | {
+                str(ipaddress.ip_network(pair.ip_address, strict=False))
+                for pair in port.allowed_address_pairs
+                if ipaddress.ip_network(pair.ip_address, strict=False).version == 4}
+            for group in port.security_groups:
+                members.setdefault(group, set()).update(addresses)
+        return {group: sorted(ips) for group, ips in members.items()}
+
+    def members(self, group_id: str) -> list[str]:
+        """IPv4 addresses (and allowed address pair prefixes, as Neutron counts them) of the
+        ports in a security group, as far as this chassis knows them."""
+        return self._members.get(group_id, [])
 
     def network_of(self, port: Port) -> Optional[Network]:
         return self.networks.get(port.network_id)

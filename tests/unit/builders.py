@@ -7,7 +7,17 @@ from dragonflow.controller import apps
 from dragonflow.controller import pipeline as p
 from dragonflow.controller.reconciler import Reconciler
 from dragonflow.controller.topology import Topology
-from dragonflow.model import Chassis, FixedIP, Network, Port, Router, RouterInterface, Subnet
+from dragonflow.model import (
+    Chassis,
+    FixedIP,
+    Network,
+    Port,
+    Router,
+    RouterInterface,
+    SecurityGroup,
+    SecurityGroupRule,
+    Subnet,
+)
 from dragonflow.model.objects import DEVICE_OWNER_ROUTER_INTERFACE
 from tests.flowsim import FlowTableSimulator
 
@@ -28,8 +38,25 @@ class TopologyBuilder:
         self.ofports: dict[str, int] = {}
         self.chassis: dict[str, Chassis] = {}
         self.tunnel_ofport = None
+        self.security_groups: dict[str, SecurityGroup] = {}
+        self.rules: dict[str, SecurityGroupRule] = {}
         self._keys = itertools.count(1)
+        # Ports belong to a group that lets everything in and out unless a test says
+        # otherwise: the other apps' tests do not depend on security groups.
+        self.security_group('open', ('egress', {}), ('ingress', {}))
 
+    def security_group(self, name, *rules):
+        """A group with (direction, rule attributes) rules."""
+        group = _add(self.security_groups,
+                     SecurityGroup(id=f'sg-{name}', name=name, key=next(self._keys)))
+        for direction, attrs in rules:
+            self.rule(group, direction, **attrs)
+        return group
+
+    def rule(self, group, direction, **attrs):
+        rule = SecurityGroupRule(id=f'rule-{len(self.rules) + 1}', security_group_id=group.id,
+                                 direction=direction, **attrs)
+        return _add(self.rules, rule)
     def remote_chassis(self, name, tunnel_ip):
         """Another chassis; this one gets its tunnel port (TUNNEL_OFPORT) with the first."""
         self.tunnel_ofport = TUNNEL_OFPORT
@@ -49,6 +76,7 @@ class TopologyBuilder:
 
     def port(self, subnet, ip, ofport=None, name=None, mac=None, **attrs):
         key = next(self._keys)
+        attrs.setdefault('security_groups', ['sg-open'])
         port = Port(id=f'port-{name or subnet.network_id + "-" + ip}', key=key,
                     network_id=subnet.network_id,
                     mac_address=mac or f'fa:16:3e:00:00:{key:02x}',
@@ -84,7 +112,8 @@ class TopologyBuilder:
         """An independent snapshot: later builder changes do not reach into it."""
         return Topology(self.chassis_id, _copy(self.networks), _copy(self.subnets),
                         _copy(self.ports), _copy(self.routers), _copy(self.chassis),
-                        dict(self.ofports), self.tunnel_ofport)
+                        dict(self.ofports), self.tunnel_ofport, _copy(self.security_groups),
+                        _copy(self.rules))
 
 
 def _add(objects: dict, obj):

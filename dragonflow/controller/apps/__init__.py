@@ -14,11 +14,13 @@ from dragonflow.controller.apps import (
     l3,
     output,
     port_security,
+    security_groups,
     tunnels,
 )
 
 # Order is the cookie's app id: append, never reorder (ids are in switches and dumps).
-APPS = (classifier, arp_responder, l2, l3, output, tunnels, port_security, dhcp)
+APPS = (classifier, arp_responder, l2, l3, output, tunnels, port_security, dhcp,
+        security_groups)
 APP_IDS = {app.NAME: index + 1 for index, app in enumerate(APPS)}
 APP_NAMES = {index: name for name, index in APP_IDS.items()}
 

@@ -11,6 +11,6 @@ def flows(topology):
     for port, ofport in topology.local_ports():
         if not port.admin_state_up:
             continue
-        yield p.EGRESS_DISPATCH.flow(100, Match(reg7=port.key), [p.OUTPUT.goto()],
+        yield p.EGRESS_DISPATCH.flow(100, Match(reg7=port.key), [p.INGRESS_CONNTRACK.goto()],
                                      cookie=port.key)
         yield p.OUTPUT.flow(100, Match(reg7=port.key), [Output(ofport)], cookie=port.key)

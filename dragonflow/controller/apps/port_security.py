@@ -18,7 +18,7 @@ ALLOW, ALLOW_ALL = 100, 50
 def flows(topology):
     for port, _ in topology.local_ports():
         if not port.port_security_enabled:
-            yield p.PORT_SECURITY.flow(ALLOW_ALL, Match(reg6=port.key), [p.SERVICES.goto()],
+            yield p.PORT_SECURITY.flow(ALLOW_ALL, Match(reg6=port.key), [p.EGRESS_CONNTRACK.goto()],
                                        cookie=port.key)
             continue
         for mac, address in _addresses(port):
@@ -26,11 +26,11 @@ def flows(topology):
         yield p.PORT_SECURITY.flow(
             ALLOW, Match(reg6=port.key, eth_src=port.mac_address, eth_type=p.ETH_TYPE_IPV4,
                          ipv4_src=UNSPECIFIED, ip_proto=17, udp_src=DHCP_CLIENT_PORT,
-                         udp_dst=DHCP_SERVER_PORT), [p.SERVICES.goto()], cookie=port.key)
+                         udp_dst=DHCP_SERVER_PORT), [p.EGRESS_CONNTRACK.goto()], cookie=port.key)
         yield p.PORT_SECURITY.flow(
             ALLOW, Match(reg6=port.key, eth_src=port.mac_address, eth_type=p.ETH_TYPE_ARP,
                          arp_sha=port.mac_address, arp_spa=UNSPECIFIED),
-            [p.SERVICES.goto()], cookie=port.key)
+            [p.EGRESS_CONNTRACK.goto()], cookie=port.key)
 
 
 def _addresses(port):
@@ -49,7 +49,7 @@ def _allow(port, mac, prefix):
         (str(prefix.network_address), str(prefix.netmask))
     yield p.PORT_SECURITY.flow(
         ALLOW, Match(reg6=port.key, eth_src=mac, eth_type=p.ETH_TYPE_IPV4, ipv4_src=address),
-        [p.SERVICES.goto()], cookie=port.key)
+        [p.EGRESS_CONNTRACK.goto()], cookie=port.key)
     yield p.PORT_SECURITY.flow(
         ALLOW, Match(reg6=port.key, eth_src=mac, eth_type=p.ETH_TYPE_ARP, arp_sha=mac,
-                     arp_spa=address), [p.SERVICES.goto()], cookie=port.key)
+                     arp_spa=address), [p.EGRESS_CONNTRACK.goto()], cookie=port.key)
