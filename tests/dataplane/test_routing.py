@@ -133,9 +133,9 @@ def _identity(line: str) -> str:
     return re.sub(r'cookie=\S+ ', '', line.split(' actions=')[0])
 
 
-def _mentions(line, key, mac, ip) -> bool:
+def _mentions(line, key, mac, ip=None) -> bool:
     return bool(re.search(rf'reg[67]=0x{key:x}\b|0x{key:x}->reg[67]', line)
-                or mac in line or re.search(rf'\b{re.escape(ip)}\b', line))
+                or mac in line or (ip and re.search(rf'\b{re.escape(ip)}\b', line)))
 
 
 def _flows_mentioning(cloud, key, mac, ip, chassis='ch1') -> list[str]:

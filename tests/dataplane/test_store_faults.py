@@ -1,0 +1,101 @@
+"""Distributed stores under the data plane: routing over etcd and redis, a store outage that
+the data plane does not notice, and an etcd leader lost during a burst of API calls."""
+import threading
+import time
+
+import pytest
+import requests
+
+from dragonflow import store as df_store
+from dragonflow.lab.cloud import Cloud, wait_for
+from tests.dataplane.conftest import Topo
+from tests.dataplane.test_routing import reachable_within
+
+
+@pytest.fixture(scope='module', params=['etcd', 'redis'])
+def store_cloud(request, tmp_path_factory):
+    cloud = Cloud(str(tmp_path_factory.mktemp(f'cloud-{request.param}')), store=request.param)
+    with cloud:
+        cloud.start(chassis=2)
+        yield cloud
+
+
+def test_routing_across_chassis_over_each_store(store_cloud):
+    topo = Topo(store_cloud)
+    s1, s2 = topo.subnet('10.31.1.0/24'), topo.subnet('10.31.2.0/24')
+    topo.router(s1, s2)
+    a, b = topo.vm(s1, 'ch1'), topo.vm(s2, 'ch2')
+    assert reachable_within(a, b.ip, 3)
+    assert a.ping_ttl(b.ip) == 63
+
+
+def test_a_store_outage_loses_no_packet_and_changes_made_after_it_apply(store_cloud):
+    topo = Topo(store_cloud)
+    s1, s2 = topo.subnet('10.32.1.0/24'), topo.subnet('10.32.2.0/24')
+    topo.router(s1, s2)
+    a, b = topo.vm(s1, 'ch1'), topo.vm(s2, 'ch2')
+    assert reachable_within(a, b.ip, 3)
+    result = {}
+    pinger = threading.Thread(target=lambda: result.update(out=a.exec(
+        'ping', '-n', '-q', '-i', '0.01', '-c', '1300', b.ip, timeout=60)))
+    pinger.start()
+    time.sleep(1)
+    for server in store_cloud.store_servers:
+        server.kill()
+    time.sleep(10)
+    for server in store_cloud.store_servers:
+        server.start()
+    pinger.join()
+    assert ' 0% packet loss' in result['out'], result['out']
+    port = wait_for(lambda: _try(lambda: topo.port(s2)), 10, what='the API back')
+    late = store_cloud.vm('ch2', port)
+    start = time.monotonic()
+    assert reachable_within(a, late.ip, 2.0)
+    assert time.monotonic() - start <= 2.0
+
+
+def _try(call):
+    try:
+        return call()
+    except Exception:  # noqa: BLE001 - the API answers 503 until the store is back
+        return None
+
+
+def test_etcd_leader_lost_during_a_burst_of_port_creates(tmp_path_factory):
+    with Cloud(str(tmp_path_factory.mktemp('cloud-etcd3')), store='etcd-cluster') as cloud:
+        cloud.start(chassis=1)
+        topo = Topo(cloud)
+        subnet = topo.subnet('10.33.0.0/22')
+        url = f'{cloud.api_url}/v2.0/ports'
+        outcomes = []
+        for i in range(200):
+            if i == 50:
+                _leader(cloud).kill()
+            reply = requests.post(url, json={'port': {'network_id': subnet.network_id}},
+                                  timeout=30)
+            assert reply.status_code in (201, 503), reply.text
+            if reply.status_code == 503:
+                assert reply.json()['NeutronError']['type']
+            outcomes.append(reply)
+        created = {r.json()['port']['id'] for r in outcomes if r.status_code == 201}
+        assert len(created) >= 150
+        store = df_store.connect(cloud.store_url)
+        ports = {r.id: r.value for r in store.list('ports')
+                 if r.value['network_id'] == subnet.network_id}
+        assert set(ports) == created
+        ips = [p['fixed_ips'][0]['ip_address'] for p in ports.values()]
+        keys = [p['key'] for p in ports.values()]
+        assert len(set(ips)) == len(ips) and len(set(keys)) == len(keys)
+        # The controller follows the surviving members: a new VM works.
+        a, b = topo.vm(subnet, 'ch1'), topo.vm(subnet, 'ch1')
+        assert reachable_within(a, b.ip, 3)
+
+
+def _leader(cloud):
+    """The etcd member that is the cluster's leader now."""
+    for member in cloud.store_servers:
+        status = requests.post(f'http://{member.address}/v3/maintenance/status', json={},
+                               timeout=2).json()
+        if status['leader'] == status['header']['member_id']:
+            return member
+    raise AssertionError('no etcd leader')
