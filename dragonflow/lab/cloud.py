@@ -22,11 +22,10 @@ from dragonflow.lab.vm import Vm
 BIN = os.path.dirname(sys.executable)  # the venv's bin: df-api and df-controller live there
 OPENFLOW_PORT = 6653
 UNDERLAY_PREFIX = '172.31.0.'  # chassis N gets .(10+N); only inside the cloud's namespaces
-# The management network (store traffic, never through OVS): the store servers listen on
-# .1 inside the cloud's management namespace, this process reaches it as .254, chassis N as
-# .(10+N).
-MANAGEMENT_PREFIX = '172.31.250.'
-STORE_IP = MANAGEMENT_PREFIX + '1'
+# The management network (store traffic, never through OVS), a /24 of its own per cloud
+# since this process joins every cloud's: the store servers listen on .1 inside the cloud's
+# management namespace, this process reaches it as .254, chassis N as .(10+N).
+MANAGEMENT_SUBNETS = [f'172.31.{n}.' for n in range(200, 250)]
 STORES = ('sqlite', 'etcd', 'etcd-cluster', 'redis')
 
 
@@ -191,17 +190,21 @@ class Cloud:
     def _start_management(self) -> None:
         """The management namespace with the store servers, joined to this one."""
         ns = self.management_ns
+        in_use = netns.run('ip', '-o', '-4', 'addr')
+        self.management_prefix = next(p for p in MANAGEMENT_SUBNETS if f' {p}' not in in_use)
+        store_ip = self.management_prefix + '1'
         netns.add(ns)
         netns.run('ip', 'link', 'add', 'br0', 'type', 'bridge', netns=ns)
-        netns.run('ip', 'addr', 'add', f'{STORE_IP}/24', 'dev', 'br0', netns=ns)
+        netns.run('ip', 'addr', 'add', f'{store_ip}/24', 'dev', 'br0', netns=ns)
         netns.run('ip', 'link', 'set', 'br0', 'up', netns=ns)
         self.join_management(None, f'{self.prefix}m', 'host', 254)
         if self.store == 'redis':
-            self.store_servers = stores.start_all([stores.redis_server(STORE_IP, ns)])
+            self.store_servers = stores.start_all([stores.redis_server(store_ip, ns,
+                                                                       durable=True)])
             self.store_url = f'redis://{self.store_servers[0].address}'
         else:
             size = 3 if self.store == 'etcd-cluster' else 1
-            self.store_servers = stores.start_all(stores.etcd_members(STORE_IP, size, ns))
+            self.store_servers = stores.start_all(stores.etcd_members(store_ip, size, ns))
             self.store_url = 'etcd://' + ','.join(s.address for s in self.store_servers)
 
     def join_management(self, namespace: Optional[str], interface: str, peer: str,
@@ -216,7 +219,7 @@ class Cloud:
             netns.run('ip', 'link', 'set', interface, 'up')
             netns.run('ip', 'link', 'set', peer, 'up', netns=ns)
         netns.run('ip', 'link', 'set', peer, 'master', 'br0', netns=ns)
-        netns.run('ip', 'addr', 'add', f'{MANAGEMENT_PREFIX}{host}/24', 'dev', interface,
+        netns.run('ip', 'addr', 'add', f'{self.management_prefix}{host}/24', 'dev', interface,
                   netns=namespace)
 
     def _start_underlay(self) -> None:

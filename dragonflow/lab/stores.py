@@ -117,14 +117,18 @@ def _etcd_ready(host: str, port: int) -> bool:
 
 
 def redis_server(host: str, netns: Optional[str] = None, port: Optional[int] = None,
-                 tmp: Optional[str] = FAST_TMP) -> Server:
-    """A redis server without persistence (not started)."""
+                 tmp: Optional[str] = FAST_TMP, durable: bool = False) -> Server:
+    """A redis server (not started); ``durable``: every write is in its append-only file
+    before it is acknowledged, so a killed server restarts with everything."""
     import redis
 
     port = port or free_port()
     directory = tempfile.mkdtemp(prefix='df-redis-', dir=tmp)
-    command = ['redis-server', '--port', str(port), '--bind', host, '--save', '',
-               '--appendonly', 'no', '--dir', directory]
+    # Not protected mode: it refuses every address but loopback, and the cloud's stores
+    # listen on the management network (reachable only from the cloud's namespaces).
+    command = ['redis-server', '--port', str(port), '--bind', host, '--protected-mode', 'no',
+               '--save', '', '--dir', directory, '--appendonly', 'yes' if durable else 'no',
+               '--appendfsync', 'always']
     return Server('redis', command, directory, host, port,
                   lambda: redis.Redis(host=host, port=port, socket_timeout=1).ping(), netns)
 
