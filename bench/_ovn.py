@@ -1,0 +1,138 @@
+"""OVN on this machine, for side-by-side benchmarks (recipe: shared/notes/harness.md).
+
+NB and SB ovsdb-servers and ovn-northd on unix sockets in the run's directory; chassis like
+Dragonflow's lab chassis (a namespace with its own ovsdb-server and ovs-vswitchd, netdev
+datapath, br-phy on an underlay bridge) running ovn-controller with Geneve. Every namespace
+carries the run's prefix; close() stops every daemon by its pidfile and deletes every namespace
+with that prefix, after any failure.
+"""
+import os
+import secrets
+import subprocess
+
+from dragonflow.lab import netns, ovs
+from dragonflow.lab.cloud import wait_for
+
+UNDERLAY_PREFIX = '172.31.1.'
+
+
+class OvnChassis:
+    def __init__(self, cloud: 'OvnCloud', name: str, index: int):
+        self.cloud, self.name = cloud, name
+        self.netns = f'{cloud.prefix}-{name}'
+        self.tunnel_ip = f'{UNDERLAY_PREFIX}{10 + index}'
+        self.dir = os.path.join(cloud.workdir, name)
+        self.ovs = ovs.Ovs(self.netns, self.dir)
+
+    def start(self) -> None:
+        netns.add(self.netns)
+        self.ovs.start()
+        netns.veth('ul0', self.netns, self.name, self.cloud.underlay_ns)
+        netns.run('ip', 'link', 'set', self.name, 'master', 'br0', netns=self.cloud.underlay_ns)
+        self.ovs.add_bridge('br-phy', fail_mode='standalone')
+        self.ovs.vsctl('--may-exist', 'add-port', 'br-phy', 'ul0')
+        netns.run('ip', 'addr', 'add', f'{self.tunnel_ip}/24', 'dev', 'br-phy', netns=self.netns)
+        netns.run('ip', 'link', 'set', 'br-phy', 'up', netns=self.netns)
+        self.ovs.vsctl('set', 'Open_vSwitch', '.', f'external_ids:system-id={self.name}',
+                       f'external_ids:ovn-remote=unix:{self.cloud.sb_sock}',
+                       'external_ids:ovn-encap-type=geneve',
+                       f'external_ids:ovn-encap-ip={self.tunnel_ip}',
+                       'external_ids:ovn-bridge-datapath-type=netdev')
+        # No --unixctl in ovn-controller 23.03: OVN_RUNDIR places its control socket, and
+        # OVS_RUNDIR tells it where br-int.mgmt is.
+        subprocess.run(['ip', 'netns', 'exec', self.netns, 'ovn-controller',
+                        self.ovs.ovsdb_connection, f'--pidfile={self.dir}/ovn-controller.pid',
+                        f'--log-file={self.dir}/ovn-controller.log', '--detach'],
+                       check=True, capture_output=True, env=dict(self.ovs.env,
+                                                                 OVN_RUNDIR=self.dir))
+
+    @property
+    def controller_pid(self):
+        return _pid(os.path.join(self.dir, 'ovn-controller.pid'))
+
+    def close(self) -> None:
+        _kill(os.path.join(self.dir, 'ovn-controller.pid'))
+        self.ovs.stop()
+        netns.delete(self.netns)
+
+
+class OvnCloud:
+    def __init__(self, workdir: str, prefix: str = None):
+        self.prefix = prefix or 'ovn' + secrets.token_hex(3)
+        self.workdir = workdir
+        self.underlay_ns = f'{self.prefix}-underlay'
+        self.nb_sock = os.path.join(workdir, 'nb.sock')
+        self.sb_sock = os.path.join(workdir, 'sb.sock')
+        self.chassis: dict[str, OvnChassis] = {}
+
+    def start(self, chassis: int = 2) -> 'OvnCloud':
+        os.makedirs(self.workdir, exist_ok=True)
+        try:
+            for db in ('nb', 'sb'):
+                self._db(db)
+            env = dict(os.environ, OVN_RUNDIR=self.workdir, OVS_RUNDIR=self.workdir)
+            subprocess.run(['ovn-northd', f'--ovnnb-db=unix:{self.nb_sock}',
+                            f'--ovnsb-db=unix:{self.sb_sock}',
+                            f'--pidfile={self.workdir}/ovn-northd.pid',
+                            f'--log-file={self.workdir}/ovn-northd.log', '--detach'],
+                           check=True, capture_output=True, env=env)
+            self.nbctl('--no-wait', 'init')
+            netns.add(self.underlay_ns)
+            netns.run('ip', 'link', 'add', 'br0', 'type', 'bridge', netns=self.underlay_ns)
+            netns.run('ip', 'link', 'set', 'br0', 'up', netns=self.underlay_ns)
+            for index in range(1, chassis + 1):
+                c = OvnChassis(self, f'ch{index}', index)
+                self.chassis[c.name] = c
+                c.start()
+            wait_for(lambda: all(self.sbctl('--bare', '--columns=name', 'find', 'Chassis',
+                                            f'name={name}').strip() for name in self.chassis),
+                     30, what='OVN chassis registered')
+            self.nbctl('--wait=hv', 'sync')
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _db(self, db: str) -> None:
+        path = os.path.join(self.workdir, f'ovn{db}.db')
+        subprocess.run(['ovsdb-tool', 'create', path, f'/usr/share/ovn/ovn-{db}.ovsschema'],
+                       check=True, capture_output=True)
+        subprocess.run(['ovsdb-server', path, f'--remote=punix:{self.workdir}/{db}.sock',
+                        f'--pidfile={self.workdir}/ovsdb-{db}.pid',
+                        f'--unixctl={self.workdir}/ovsdb-{db}.ctl',
+                        f'--log-file={self.workdir}/ovsdb-{db}.log', '--detach'],
+                       check=True, capture_output=True)
+
+    def nbctl(self, *args: str) -> str:
+        return netns.run('ovn-nbctl', f'--db=unix:{self.nb_sock}', '--timeout=30', *args)
+
+    def sbctl(self, *args: str) -> str:
+        return netns.run('ovn-sbctl', f'--db=unix:{self.sb_sock}', '--timeout=30', *args)
+
+    def close(self) -> None:
+        for c in self.chassis.values():
+            c.close()
+        for name in ('ovn-northd', 'ovsdb-nb', 'ovsdb-sb'):
+            _kill(os.path.join(self.workdir, name + '.pid'))
+        for leftover in netns.names(self.prefix + '-'):
+            netns.delete(leftover)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _pid(path: str):
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _kill(pidfile: str) -> None:
+    pid = _pid(pidfile)
+    if pid:
+        ovs._kill(pid)

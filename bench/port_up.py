@@ -1,0 +1,282 @@
+"""Port-up latency, Dragonflow against OVN on the same machine, one run, side by side:
+the time until a VM's first ping reply across a router from another chassis, after
+  - "port created": the port is created (through df-api / ovn-nbctl) while the VM is plugged,
+  - "VM plugged":   the VM's interface is plugged into br-int while its port exists,
+20 samples each, p50 and p99 (nearest rank).
+
+What is measured (shared/notes/harness.md, "a trap"): the clock starts when the API call (or
+the ovs-vsctl plug) RETURNS; only then does a pinger in the other VM start sending, one echo
+request every 5 ms from a raw socket (a process started beforehand that sends nothing until
+told to), and the clock stops at the first echo reply. No packet is sent before the call
+returns, so no drop cached earlier in the datapath can delay the answer.
+
+The topology is the same for both: networks A and B joined by a distributed router, the pinger
+on A on chassis 1, a resident VM on B on chassis 2 (so chassis 2 already serves B, as in a
+running cloud), and the new VM on B on chassis 2. Both use Geneve. With --security default
+(the default) every VM port has what Neutron gives it: port security (its MAC and IP) and the
+project's default security group (egress anything, ingress from the group's members, both
+stateful) - Dragonflow's ports get them from df-api; OVN's ports get what the Neutron OVN
+driver writes: port_security, a port group with allow-related ACLs over the group's address
+set and drop ACLs below them. With --security off neither system has any of it.
+
+"VM plugged first" for Dragonflow: a Neutron port's id is chosen by the API (Neutron does not
+accept one on POST), so the VM's tap is on br-int beforehand with its MAC but no iface-id,
+and the benchmark sets external_ids:iface-id (one ovs-vsctl call, as os-vif would) right
+after the create returns; that call is inside the measured time and shown on its own line.
+OVN's logical port is named by the caller, so its VM is plugged with its iface-id before the
+ovn-nbctl call.
+
+Run as root: .venv/bin/python bench/port_up.py [--samples 20] [--interval 0.005]
+                                                [--security default|off]
+"""
+import argparse
+import sys
+import tempfile
+import time
+
+from _ovn import OvnCloud
+from _probe import FlowMonitor, Guest, Pinger, egress_flow, percentile
+
+from dragonflow import store as nb
+from dragonflow.lab.cloud import Cloud
+
+KINDS = ('port created (VM plugged)', 'VM plugged (port created)')
+REPLY_TIMEOUT = 5.0
+PORT_GROUP = 'pg_default'
+SETTLE = 0.3  # between steps of a sample that are not measured: let the previous one land
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--samples', type=int, default=20, help='per measurement and system')
+    parser.add_argument('--interval', type=float, default=0.005, help='ping interval, s')
+    parser.add_argument('--security', choices=('default', 'off'), default='default',
+                        help='port security and the default security group, or none')
+    args = parser.parse_args()
+    secure = args.security == 'default'
+    results = {}
+    print('Dragonflow...', file=sys.stderr, flush=True)
+    results['Dragonflow'] = dragonflow(args.samples, args.interval, secure)
+    print('OVN...', file=sys.stderr, flush=True)
+    results['OVN'] = ovn(args.samples, args.interval, secure)
+    report(results, args)
+    return 0
+
+
+class Samples:
+    """Latencies in seconds by measurement name; failures (no reply) counted apart."""
+
+    def __init__(self):
+        self.values: dict[str, list[float]] = {}
+        self.failed: dict[str, int] = {}
+        self.sent: dict[str, list[int]] = {}
+
+    def add(self, kind: str, value, sent: int = 0) -> None:
+        if value is None:
+            self.failed[kind] = self.failed.get(kind, 0) + 1
+        else:
+            self.values.setdefault(kind, []).append(value)
+            self.sent.setdefault(kind, []).append(sent)
+
+    def p(self, kind: str, q: float):
+        values = self.values.get(kind)
+        return percentile(values, q) * 1000 if values else None
+
+
+def dragonflow(samples: int, interval: float, secure: bool) -> Samples:
+    result = Samples()
+    with Cloud(tempfile.mkdtemp(prefix='df-bench-portup-'), tunnel_type='geneve') as cloud:
+        cloud.start(chassis=2)
+        sdk, store = cloud.sdk, nb.connect(cloud.store_url)
+        subnets = {}
+        router = sdk.network.create_router(name='portup-router')
+        for name, cidr in (('a', '10.41.1.0/24'), ('b', '10.41.2.0/24')):
+            network = sdk.network.create_network(name=f'portup-{name}')
+            subnets[name] = sdk.network.create_subnet(network_id=network.id, ip_version=4,
+                                                      cidr=cidr)
+            sdk.network.add_interface_to_router(router, subnet=subnets[name].id)
+        security = {} if secure else {'port_security_enabled': False, 'security_groups': []}
+        source = cloud.vm('ch1', sdk.network.create_port(network_id=subnets['a'].network_id,
+                                                         **security), name='src')
+        resident_port = sdk.network.create_port(network_id=subnets['b'].network_id, **security)
+        resident = cloud.vm('ch2', resident_port, name='resident')
+        for vm in (source, resident):
+            cloud.wait_port_active(vm.port_id)
+        warm(source, resident.ip)
+        warm(resident, source.ip)
+        ch1, ch2 = cloud.chassis['ch1'], cloud.chassis['ch2']
+        monitors = [FlowMonitor(f'{c.ovs.rundir}/br-int.mgmt', c.ovs.rundir, c.name)
+                    for c in (ch1, ch2)]
+        pinger = Pinger(source.name)
+        b = subnets['b']
+        try:
+            for i in range(samples):
+                for kind in KINDS:
+                    ip, mac = f'10.41.2.{100 + i}', f'fa:16:3e:41:{KINDS.index(kind):02x}:{i:02x}'
+                    guest = Guest(f'{cloud.prefix}-n{KINDS.index(kind)}x{i}', ch2.netns,
+                                  ch2.ovs.vsctl, mac, ip, 24, b.gateway_ip).make()
+                    spec = {'network_id': b.network_id, 'mac_address': mac,
+                            'fixed_ips': [{'subnet_id': b.id, 'ip_address': ip}], **security}
+                    try:
+                        if kind == KINDS[0]:
+                            guest.attach()  # plugged, iface-id to come with the port's id
+                            time.sleep(SETTLE)
+                            port = sdk.network.create_port(**spec)
+                            t0 = time.monotonic()
+                            guest.bind(port.id)
+                            result.add('set iface-id after the create (ovs-vsctl)',
+                                       time.monotonic() - t0)
+                        else:
+                            port = sdk.network.create_port(**spec)
+                            time.sleep(SETTLE)
+                            guest.attach(port.id)
+                            t0 = time.monotonic()
+                        at, sent = pinger.go(ip, interval, REPLY_TIMEOUT)
+                        result.add(kind, at and at - t0, sent)
+                        key = store.get('ports', port.id).value['key']
+                        flows = [m.first(egress_flow(key), t0 - 1, REPLY_TIMEOUT)
+                                 for m in monitors]
+                        result.add(f'{kind}: flows on both chassis (egress_dispatch)',
+                                   None if None in flows else max(flows) - t0)
+                        sdk.network.delete_port(port)
+                    finally:
+                        guest.destroy()
+                    for m in monitors:
+                        m.forget()
+        finally:
+            pinger.close()
+            for m in monitors:
+                m.close()
+    return result
+
+
+def ovn(samples: int, interval: float, secure: bool) -> Samples:
+    result = Samples()
+    with OvnCloud(tempfile.mkdtemp(prefix='df-bench-portup-ovn-')) as cloud:
+        cloud.start(chassis=2)
+        ch1, ch2 = cloud.chassis['ch1'], cloud.chassis['ch2']
+        nbctl = cloud.nbctl
+        nbctl('lr-add', 'r')
+        for index, name in enumerate(('a', 'b'), start=1):
+            mac, cidr = f'00:00:00:42:ff:0{index}', f'10.42.{index}.1/24'
+            nbctl('ls-add', f'ls-{name}', '--', 'lrp-add', 'r', f'r-{name}', mac, cidr,
+                  '--', 'lsp-add', f'ls-{name}', f'{name}-r',
+                  '--', 'lsp-set-type', f'{name}-r', 'router',
+                  '--', 'lsp-set-addresses', f'{name}-r', 'router',
+                  '--', 'lsp-set-options', f'{name}-r', f'router-port=r-{name}')
+        if secure:
+            default_security_group(nbctl)
+        source = logical_vm(cloud, ch1, 'src', 'a', '00:00:00:42:01:0a', '10.42.1.10', secure)
+        resident = logical_vm(cloud, ch2, 'resident', 'b', '00:00:00:42:02:0a', '10.42.2.10',
+                              secure)
+        nbctl('--wait=hv', 'sync')
+        warm(source, resident.ip)
+        warm(resident, source.ip)
+        pinger = Pinger(source.name)
+        try:
+            for i in range(samples):
+                for kind in KINDS:
+                    name = f'n{KINDS.index(kind)}x{i}'
+                    ip, mac = f'10.42.2.{100 + i}', f'00:00:00:42:{KINDS.index(kind):02x}:{i:02x}'
+                    guest = Guest(f'{cloud.prefix}-{name}', ch2.netns, ch2.ovs.vsctl, mac, ip,
+                                  24, '10.42.2.1').make()
+                    add = add_port('ls-b', name, mac, ip, secure)
+                    try:
+                        if kind == KINDS[0]:
+                            guest.attach(name)
+                            time.sleep(SETTLE)
+                            nbctl(*add)
+                            t0 = time.monotonic()
+                        else:
+                            nbctl('--wait=hv', *add)
+                            time.sleep(SETTLE)
+                            guest.attach(name)
+                            t0 = time.monotonic()
+                        at, sent = pinger.go(ip, interval, REPLY_TIMEOUT)
+                        result.add(kind, at and at - t0, sent)
+                        nbctl('lsp-del', name)
+                    finally:
+                        guest.destroy()
+        finally:
+            pinger.close()
+    return result
+
+
+def default_security_group(nbctl) -> None:
+    """What the Neutron OVN driver writes for a project's default security group (egress
+    anything, ingress from the group's members, stateful) and for port security's drop."""
+    nbctl('pg-add', PORT_GROUP)
+    for direction, port, priority, match, verdict in (
+            ('from-lport', 'inport', 1001, 'ip', 'drop'),
+            ('to-lport', 'outport', 1001, 'ip', 'drop'),
+            ('from-lport', 'inport', 1002, 'ip4', 'allow-related'),
+            ('to-lport', 'outport', 1002, f'ip4 && ip4.src == ${PORT_GROUP}_ip4',
+             'allow-related')):
+        nbctl('--type=port-group', 'acl-add', PORT_GROUP, direction, str(priority),
+              f'{port} == @{PORT_GROUP} && {match}', verdict)
+
+
+def add_port(switch: str, name: str, mac: str, ip: str, secure: bool) -> tuple:
+    """ovn-nbctl arguments creating a logical port in one transaction, as the Neutron OVN
+    driver does: addresses, and with ``secure`` port security and the default group."""
+    if not secure:
+        return ('lsp-add', switch, name, '--', 'lsp-set-addresses', name, f'{mac} {ip}')
+    return ('--', '--id=@p', 'create', 'Logical_Switch_Port', f'name={name}',
+            f'addresses="{mac} {ip}"', f'port_security="{mac} {ip}"',
+            '--', 'add', 'Logical_Switch', switch, 'ports', '@p',
+            '--', 'add', 'Port_Group', PORT_GROUP, 'ports', '@p')
+
+
+def logical_vm(cloud, chassis, name: str, switch: str, mac: str, ip: str,
+               secure: bool) -> Guest:
+    cloud.nbctl(*add_port(f'ls-{switch}', name, mac, ip, secure))
+    gateway = ip.rsplit('.', 1)[0] + '.1'
+    guest = Guest(f'{cloud.prefix}-{name}', chassis.netns, chassis.ovs.vsctl, mac, ip, 24,
+                  gateway).make()
+    guest.attach(name)
+    return guest
+
+
+def warm(vm, ip: str) -> None:
+    """Resolve ARP and the tunnel's neighbour both ways before anything is measured."""
+    deadline = time.monotonic() + 20
+    while not vm.ping(ip, count=1):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f'{vm.name} cannot ping {ip}')
+    vm.ping(ip, count=3)
+
+
+def report(results: dict, args) -> None:
+    ours, theirs = results['Dragonflow'], results['OVN']
+    print(f'\nCall returned -> first echo reply across a router from another chassis, ms '
+          f'({args.samples} samples each; pings every {args.interval * 1000:g} ms, started '
+          f'after the call returned; port security and security groups: {args.security})')
+    print(f'{"":<30}{"Dragonflow":>21}{"OVN":>21}{"DF/OVN":>9}')
+    print(f'{"":<30}{"p50":>10}{"p99":>11}{"p50":>10}{"p99":>11}{"p50":>9}')
+    for kind in KINDS:
+        row = [ours.p(kind, 50), ours.p(kind, 99), theirs.p(kind, 50), theirs.p(kind, 99)]
+        cells = ''.join(f'{v:>10.1f}' if v is not None else f'{"-":>10}' for v in row[:2])
+        cells += ' ' + ''.join(f'{v:>10.1f}' if v is not None else f'{"-":>10}'
+                               for v in row[2:])
+        ratio = row[0] / row[2] if row[0] and row[2] else None
+        print(f'{kind:<30}{cells}{ratio:>9.2f}' if ratio else f'{kind:<30}{cells}{"-":>9}')
+    print('\nDragonflow, where the time goes (ms from the same start; p50 / p99):')
+    for kind in ours.values:
+        if kind not in KINDS:
+            print(f'  {kind:<62}{ours.p(kind, 50):>7.1f} /{ours.p(kind, 99):>7.1f}')
+    for name, samples in results.items():
+        for kind in KINDS:
+            sent = samples.sent.get(kind, [])
+            lost = samples.failed.get(kind, 0)
+            print(f'{name} {kind}: {lost} without a reply in {REPLY_TIMEOUT:g} s; echo requests '
+                  f'sent until the reply, median {percentile(sent, 50) if sent else "-"}')
+    print()
+    for kind in KINDS:
+        a, b = ours.p(kind, 50), theirs.p(kind, 50)
+        if a and b:
+            print(f'{kind}: Dragonflow p50 / OVN p50 = {a / b:.2f} '
+                  f'(target <= 1: {"met" if a <= b else "NOT met"})')
+
+
+if __name__ == '__main__':
+    sys.exit(main())
