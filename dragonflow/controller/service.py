@@ -29,6 +29,9 @@ from dragonflow.store import api
 
 LOG = logging.getLogger(__name__)
 RETRY_SECONDS = 1.0
+# Store reconnection: from the first to the longest pause, doubling; short enough that a
+# change made right after the store returns is applied within about a second.
+STORE_BACKOFF = (0.1, 1.0)
 PACKET_IN_BACKLOG = 1000
 
 
@@ -182,6 +185,7 @@ class Controller:
     def _watch_store(self) -> None:
         """Keep the cache current from the change log, resuming after errors; reload the
         scope when it widens or the log was compacted under us."""
+        pause = STORE_BACKOFF[0]
         while not self.stop_event.is_set():
             try:
                 if self.cache.needs_refill:
@@ -189,6 +193,7 @@ class Controller:
                     self.wake()
                 after = self.cache.revision
                 batch = self.store.changes(after)
+                pause = STORE_BACKOFF[0]
                 if not batch:
                     self.store.wait(after, timeout=1.0)
                     continue
@@ -201,8 +206,9 @@ class Controller:
                 LOG.warning('change log compacted past revision %d: resync', self.cache.revision)
                 self.cache.needs_refill = True
             except api.StoreError as e:
-                LOG.warning('store unavailable, retrying: %s', e)
-                self.stop_event.wait(RETRY_SECONDS)
+                LOG.warning('store unavailable, retrying in %.1f s: %s', pause, e)
+                self.stop_event.wait(pause)
+                pause = min(pause * 2, STORE_BACKOFF[1])
 
 
 def main(argv=None) -> int:

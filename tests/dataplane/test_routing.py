@@ -123,7 +123,8 @@ def _port_key(cloud, port_id):
 
 
 def _normalized_flows(chassis) -> set[str]:
-    lines = chassis.dump_flows().splitlines()[1:]
+    # A long dump comes in several replies, each with its own header line.
+    lines = [line for line in chassis.dump_flows().splitlines() if 'cookie=' in line]
     return {re.sub(r'(duration|n_packets|n_bytes|idle_age|hard_age)=[^,]*, ?', '', line).strip()
             for line in lines}
 
