@@ -27,10 +27,12 @@ after the create returns (os-vif's step); that is inside the measured time.
 Run as root: .venv/bin/python bench/scale.py [--chassis 20] [--spread N] [--samples 100]
 """
 import argparse
+import concurrent.futures
 import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 
 from _probe import FlowMonitor, cpu_seconds, egress_flow, percentile, rss_mb
@@ -81,7 +83,7 @@ def run(cloud: Cloud, args, rows: list) -> None:
     log(rows[-1])
 
     cpu_before = {c.name: cpu_seconds(c.controller.popen.pid) for c in chassis}
-    times = bulk_ports(cloud, args, projects, chassis, store)
+    times = bulk_ports(cloud, args, projects, chassis)
     cpu_bulk = sum(cpu_seconds(c.controller.popen.pid) - cpu_before[c.name] for c in chassis)
     per_call = args.ports // args.routers
     rows.append((f'{args.ports} ports: created ({args.routers} bulk calls of {per_call}) / '
@@ -130,12 +132,30 @@ def hosts_of(r: int, args) -> list[int]:
     return [(r * args.spread + m) % args.chassis for m in range(args.spread)]
 
 
-def bulk_ports(cloud: Cloud, args, projects, chassis, store) -> dict:
+def bulk_ports(cloud: Cloud, args, projects, chassis) -> dict:
+    per_network = args.ports // args.networks
+    start = time.monotonic()
+    ids: set = set()
+    calls = []
+    stop = threading.Event()
+    watcher = concurrent.futures.ThreadPoolExecutor(1).submit(
+        watch_active, nb.connect(cloud.store_url), ids, per_network * args.networks, start,
+        stop)
+    try:
+        created, plugged = create_and_plug(args, projects, chassis, start, ids, calls)
+    except BaseException:
+        stop.set()
+        raise
+    times = {'created': created, 'plugged': plugged, 'calls': calls}
+    times.update(watcher.result(timeout=ACTIVE_TIMEOUT))
+    return times
+
+
+def create_and_plug(args, projects, chassis, start: float, ids: set, calls: list):
+    """Each router's ports in one bulk call, then plugged (one ovs-vsctl per chassis); the
+    times, from ``start``, when the last call returned and the last port was plugged."""
     per_network = args.ports // args.networks
     names = iter(range(args.ports))
-    start = time.monotonic()
-    ids = set()
-    calls = []
     for r, project in enumerate(projects):
         specs = [{'network_id': network, 'name': f'scale-r{r}-p{i}'}
                  for network in project['networks'] for i in range(per_network)]
@@ -158,27 +178,32 @@ def bulk_ports(cloud: Cloud, args, projects, chassis, store) -> dict:
             chassis[index].ovs.vsctl(*vsctl)
         plugged = time.monotonic() - start  # the last interface plugged
         log(f'router {r}: {len(ports)} ports created and plugged')
-    times = {'created': created, 'plugged': plugged, 'calls': calls}
-    deadline = start + ACTIVE_TIMEOUT
+    return created, plugged
+
+
+def watch_active(store, ids: set, total: int, start: float, stop: threading.Event) -> dict:
+    """From ``start``: when 50%, 90%, 99% and all of the ports ``ids`` (filled in as they are
+    created) are ACTIVE, read from the store every half second."""
     marks = {'50%': 0.5, '90%': 0.9, '99%': 0.99}
+    times: dict = {}
     last_logged = 0.0
-    while True:
+    while not stop.is_set():
         active = sum(1 for record in store.list('ports')
                      if record.id in ids and record.value['status'] == 'ACTIVE')
         now = time.monotonic() - start
         for mark, fraction in marks.items():
-            if mark not in times and active >= fraction * len(ids):
+            if mark not in times and active >= fraction * total:
                 times[mark] = now
-        if active == len(ids):
+        if active == total:
             times['active'] = now
             return times
         if now - last_logged > 10:
-            log(f'{active}/{len(ids)} ACTIVE after {now:.0f} s')
+            log(f'{active}/{total} ACTIVE after {now:.0f} s')
             last_logged = now
-        if time.monotonic() > deadline:
-            raise TimeoutError(f'only {active} of {len(ids)} ports ACTIVE after '
-                               f'{ACTIVE_TIMEOUT:.0f} s')
+        if now > ACTIVE_TIMEOUT:
+            raise TimeoutError(f'only {active} of {total} ports ACTIVE after {now:.0f} s')
         time.sleep(0.5)
+    return times
 
 
 def settle(store, chassis, timeout: float = 60.0) -> str:
