@@ -2,11 +2,13 @@
 
 It is a Switch for the reconciler (apply/dump_flows) and runs a packet, given as a dict of OXM
 fields, through the installed flows: highest-priority match per table, actions applied in order,
-goto_table, Nicira resubmit and reg_move, dec_ttl. The result is every copy that leaves the
-switch: the output port and the headers it leaves with.
+goto_table, Nicira resubmit and reg_move, dec_ttl, conntrack, and conjunctive matches as OVS's
+classifier finds them. The result is every copy that leaves the switch: the output port and the
+headers it leaves with.
 
 Like the switch, it refuses a bundle (as a whole) holding a flow that OVS would refuse: a field
-matched without its eth_type prerequisite, or a goto_table that does not go forward.
+matched without its eth_type prerequisite, ct() without IP in the match, or a goto_table that
+does not go forward.
 """
 import dataclasses
 import ipaddress
@@ -68,11 +70,29 @@ class FlowTableSimulator:
     def _table(self, number, state, out, depth):
         if depth > MAX_RESUBMIT_DEPTH:
             raise RuntimeError('resubmit loop')
-        for flow in self.table(number):
-            if all(_matches(state, field, value) for field, value in flow.match):
-                self._actions(flow.actions, state, out, depth)
-                return
+        flow = self._lookup(number, state)
+        if flow is not None:
+            self._actions(flow.actions, state, out, depth)
         # A table miss drops the packet.
+
+    def _lookup(self, number, state):
+        """The flow that acts on the packet: the highest-priority matching flow without
+        conjunctions, unless, at a higher priority, every clause of a conjunction matches and
+        some flow without conjunctions matches the packet with conj_id set to its id. A
+        conjunction without such a flow counts as no match."""
+        table = self.table(number)
+        matching = [f for f in table if _matches_all(state, f.match)]
+        hard = next((f for f in matching if not _is_clause(f)), None)
+        floor = hard.priority if hard else -1
+        for priority in sorted({f.priority for f in matching if _is_clause(f)}, reverse=True):
+            if priority <= floor:
+                break
+            for conj_id in _satisfied([f for f in matching if f.priority == priority]):
+                found = next((f for f in table if not _is_clause(f)
+                              and _matches_all(dict(state, conj_id=conj_id), f.match)), None)
+                if found:
+                    return found
+        return hard
 
     def _actions(self, actions, state, out, depth):
         for action in actions:
@@ -123,6 +143,23 @@ def _check(flow: of.Flow) -> None:
     for action in flow.actions:
         if isinstance(action, of.Goto) and action.table <= flow.table:
             raise ValueError(f'goto_table must go forward: {flow}')
+        if isinstance(action, of.Conntrack) and eth_type not in (ETH_TYPE_IPV4, ETH_TYPE_IPV6):
+            raise ValueError(f'ct() without IP in the match: {flow}')
+
+
+def _is_clause(flow: of.Flow) -> bool:
+    return any(isinstance(a, of.Conjunction) for a in flow.actions)
+
+
+def _satisfied(clauses: list[of.Flow]) -> list[int]:
+    """The ids of the conjunctions whose every clause is among these matching flows."""
+    seen: dict[int, set] = {}
+    sizes: dict[int, int] = {}
+    for flow in clauses:
+        for conjunction in flow.actions:
+            seen.setdefault(conjunction.id, set()).add(conjunction.clause)
+            sizes[conjunction.id] = conjunction.n_clauses
+    return sorted(i for i, found in seen.items() if len(found) == sizes[i])
 
 
 def _connection(state) -> tuple:
@@ -137,6 +174,10 @@ def _connection(state) -> tuple:
 def _headers(state: dict) -> dict:
     return {k: v for k, v in state.items()
             if not k.startswith('reg') and k not in ('metadata', 'ct_state')}
+
+
+def _matches_all(state, match) -> bool:
+    return all(_matches(state, field, value) for field, value in match)
 
 
 def _matches(state, field, value) -> bool:

@@ -5,6 +5,7 @@ same identity and different actions are a bug in the apps. Matches and actions u
 OXM field names (eth_dst, ipv4_dst, reg7, metadata, tunnel_id, ...), and values in the form
 os-ken parses them back from the switch (MACs lower-case strings, IPv4 dotted strings, masked
 fields as (value, mask)), so flows read from br-int compare equal to flows the apps made.
+Conjunctive matches use Nicira's ``conj_id`` match field and the Conjunction action.
 """
 import dataclasses
 from typing import Optional, Union
@@ -104,7 +105,24 @@ class Conntrack:
     table: Optional[int] = None
 
 
-Action = Union[Output, SetField, Move, DecTTL, Resubmit, Goto, ToController, Conntrack]
+@dataclasses.dataclass(frozen=True)
+class Conjunction:
+    """Clause ``clause`` of ``n_clauses`` (1-based, as ovs-ofctl writes it) of conjunctive match
+    ``id``. A packet matches ``conj_id=id`` when, for every clause, some flow with the same table
+    and priority that carries this clause matches it; the flow matching ``conj_id=id`` then
+    acts. A flow with conjunctions has no other actions."""
+    id: int
+    clause: int
+    n_clauses: int
+
+    def __post_init__(self):
+        if not (0 <= self.id < 1 << 32 and 1 <= self.clause <= self.n_clauses
+                and 2 <= self.n_clauses <= 64):
+            raise ValueError(f'OVS refuses {self}')
+
+
+Action = Union[Output, SetField, Move, DecTTL, Resubmit, Goto, ToController, Conntrack,
+               Conjunction]
 
 # ct_state bits (Nicira): match ("+trk+est") as (bits, mask).
 CT_NEW, CT_ESTABLISHED, CT_RELATED, CT_REPLY, CT_INVALID, CT_TRACKED = 1, 2, 4, 8, 16, 32
@@ -130,6 +148,14 @@ class Flow:
         for action in self.actions[:-1]:
             if isinstance(action, Goto):
                 raise ValueError(f'Goto must be the last action: {self}')
+        conjunctions = [a for a in self.actions if isinstance(a, Conjunction)]
+        if conjunctions:
+            if len(conjunctions) != len(self.actions):
+                raise ValueError(f'a flow with conjunctions has no other actions: {self}')
+            # Their order means nothing to the switch, so one canonical order makes a flow
+            # read back compare equal to the flow an app made.
+            object.__setattr__(self, 'actions', tuple(sorted(
+                conjunctions, key=lambda c: (c.id, c.clause))))
 
     @property
     def key(self) -> tuple:

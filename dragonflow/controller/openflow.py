@@ -242,6 +242,9 @@ def _action(action):
                                  zone_ofs_nbits=action.zone,
                                  recirc_table=NO_RECIRCULATION if action.table is None
                                  else action.table, alg=0, actions=[])
+    if isinstance(action, of.Conjunction):  # the wire counts clauses from 0
+        return parser.NXActionConjunction(clause=action.clause - 1, n_clauses=action.n_clauses,
+                                          id_=action.id)
     raise ValueError(f'no OpenFlow form for {action!r}')
 
 
@@ -274,4 +277,6 @@ def _parse_action(action):
         return of.Conntrack(action.zone_ofs_nbits, bool(action.flags & CT_COMMIT),
                             None if action.recirc_table == NO_RECIRCULATION
                             else action.recirc_table)
+    if isinstance(action, parser.NXActionConjunction):
+        return of.Conjunction(action.id, action.clause + 1, action.n_clauses)
     return action  # unknown to us: never equal to a desired action, so it gets replaced

@@ -25,7 +25,7 @@ _L2 = {'metadata', 'eth_src', 'eth_dst', 'eth_type'}
 _L3 = _L2 | {'ip_proto', 'ipv4_src', 'ipv4_dst'}
 _ARP = _L2 | {'arp_op', 'arp_tpa', 'arp_spa', 'arp_sha', SOURCE_PORT_REG}
 _RULE = {'ct_state', 'eth_type', 'ip_proto', 'tcp_dst', 'udp_dst', 'sctp_dst', 'icmpv4_type',
-         'icmpv4_code'}
+         'icmpv4_code', 'conj_id'}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,8 +2,11 @@
 replies of allowed ones come back, everything else is dropped."""
 import pytest
 
+from dragonflow.controller import apps
 from dragonflow.controller.apps.security_groups import port_masks
+from dragonflow.controller.flows import COOKIE_OBJECT_MASK, Conjunction, Match
 from dragonflow.controller.reconciler import Reconciler
+from dragonflow.model import AddressPair, FixedIP
 from tests.flowsim import FlowTableSimulator
 from tests.unit.builders import TopologyBuilder, install, ip_of, ipv4
 
@@ -112,6 +115,131 @@ def test_no_group_means_no_traffic_but_dhcp_and_no_port_security_means_no_filter
     assert switch.outputs(1, **discover) == [-1]  # to the controller's DHCP server
     assert switch.outputs(2, **icmp(open_port, free)) == [3]
     assert switch.outputs(3, **icmp(free, open_port)) == [2]
+
+
+@pytest.fixture
+def friends(net):
+    """web also lets in tcp 1000-1999 from group friends, of which inside is a member."""
+    b, web, inside, outside = net
+    group = b.security_group('friends', ('egress', {}))
+    b.rule(b.security_groups['sg-web'], 'ingress', protocol='tcp', port_range_min=1000,
+           port_range_max=1999, remote_group_id=group.id)
+    b.ports[inside.id].security_groups.append(group.id)
+    return b, web, inside, outside, group
+
+
+def test_a_remote_group_rule_lets_in_members_on_its_ports_only(friends):
+    b, web, inside, outside, _ = friends
+    switch = install(b.build())
+    for port in (1000, 1500, 1999):
+        assert switch.outputs(2, **tcp(inside, web, port)) == [1]
+    for port in (999, 2000):
+        assert switch.outputs(2, **tcp(inside, web, port)) == []
+    assert switch.outputs(2, **udp(inside, web, 1500)) == []
+    assert switch.outputs(3, **tcp(outside, web, 1500)) == []  # not a member
+
+
+def test_a_member_that_leaves_is_shut_out_and_one_that_moves_is_followed(friends):
+    b, web, inside, outside, group = friends
+    reconciler = Reconciler(FlowTableSimulator())
+    switch = install(b.build(), reconciler)
+    assert switch.outputs(2, **tcp(inside, web, 1500)) == [1]
+    b.ports[inside.id].fixed_ips = [FixedIP(subnet_id=inside.fixed_ips[0].subnet_id,
+                                            ip_address='10.0.0.6')]
+    install(b.build(), reconciler)
+    assert switch.outputs(2, **dict(tcp(inside, web, 1500), ipv4_src='10.0.0.6')) == [1]
+    b.ports[inside.id].security_groups.remove(group.id)
+    install(b.build(), reconciler)
+    assert switch.outputs(2, **dict(tcp(inside, web, 1501), ipv4_src='10.0.0.6')) == []
+
+
+def test_allowed_address_pairs_of_members_are_members(friends):
+    b, web, inside, outside, group = friends
+    b.ports[outside.id].security_groups.append(group.id)
+    b.ports[outside.id].allowed_address_pairs.append(AddressPair(ip_address='10.0.0.128/26'))
+    switch = install(b.build())
+    assert switch.outputs(3, **dict(tcp(outside, web, 1500), ipv4_src='10.0.0.130')) == [1]
+
+
+def test_an_egress_rule_with_a_remote_group(net):
+    b, web, inside, outside = net
+    talker = b.security_group('talker')
+    b.rule(talker, 'egress', protocol='udp', port_range_min=53, port_range_max=53,
+           remote_group_id='sg-web')
+    b.ports[inside.id].security_groups = [talker.id]
+    switch = install(b.build())
+    request = udp(inside, web, 53)
+    assert switch.outputs(2, **request) == [1]
+    assert switch.outputs(1, **reply(request, inside, web)) == [2]
+    assert switch.outputs(2, **udp(inside, outside, 53)) == []  # outside is not in web
+    assert switch.outputs(2, **udp(inside, web, 54)) == []
+
+
+def test_two_groups_with_remote_group_rules_on_one_port(friends):
+    """web's groups name friends (tcp 1000-1999) and, through a second group, pals (udp 53
+    and tcp 1500): each member gets what its own groups were granted, and a peer in both
+    groups matches both conjunctions at once."""
+    b, web, inside, outside, friends_group = friends
+    pals = b.security_group('pals', ('egress', {}))
+    second = b.security_group('second')
+    for attrs in (dict(protocol='udp', port_range_min=53, port_range_max=53),
+                  dict(protocol='tcp', port_range_min=1500, port_range_max=1500)):
+        b.rule(second, 'ingress', remote_group_id=pals.id, **attrs)
+    b.ports[web.id].security_groups.append(second.id)
+    b.ports[outside.id].security_groups.append(pals.id)
+    switch = install(b.build())
+    assert switch.outputs(3, **tcp(outside, web, 1500)) == [1]
+    assert switch.outputs(3, **tcp(outside, web, 1501)) == []  # friends' range, not pals'
+    assert switch.outputs(2, **tcp(inside, web, 1501)) == [1]
+    b.ports[inside.id].security_groups.append(pals.id)
+    switch = install(b.build())
+    assert switch.outputs(2, **tcp(inside, web, 1500)) == [1]  # both conjunctions match
+    assert switch.outputs(2, **udp(inside, web, 53, sport=40001)) == [1]
+
+
+def test_conjunction_ids_are_the_remote_groups_keys_and_do_not_churn(friends):
+    """The reconciler diffs by (table, priority, match): an id that changed between two
+    computations would rewrite every flow of the conjunction. Another member joining adds
+    the flows of its port and of its address, and changes nothing else."""
+    b, web, inside, outside, group = friends
+    reconciler = Reconciler(FlowTableSimulator())
+    switch = install(b.build(), reconciler)
+    ids = {a.id for f in switch.flows.values() for a in f.actions
+           if isinstance(a, Conjunction)}
+    assert ids == {group.key}
+    sg = apps.APP_IDS['security_groups']
+    before = {f for f in switch.flows.values() if f.app_id == sg}
+    newcomer = b.port(b.subnets[inside.fixed_ips[0].subnet_id], '10.0.0.7', ofport=4,
+                      security_groups=[group.id])
+    change = reconciler.reconcile(apps.desired_flows(b.build()))
+    assert change.deletes == []
+    others = [f for f in change.adds
+              if f.app_id == sg and f.cookie & COOKIE_OBJECT_MASK != newcomer.key]
+    assert [f.match for f in others] == [Match(eth_type=0x0800, ipv4_src='10.0.0.7')]
+    assert before <= set(switch.flows.values())
+
+
+def _default_group_flows(n_ports: int) -> int:
+    """Security group flows on a chassis with n ports in a default group (any egress, any
+    ingress from the group itself)."""
+    b = TopologyBuilder()
+    subnet = b.subnet(b.network('a'), '10.0.0.0/16')
+    default = b.security_group('default', ('egress', {}))
+    b.rule(default, 'ingress', remote_group_id=default.id)
+    for i in range(n_ports):
+        b.port(subnet, f'10.0.{i // 200}.{i % 200 + 10}', ofport=i + 1,
+               security_groups=[default.id])
+    app_id = apps.APP_IDS['security_groups']
+    return sum(1 for f in apps.desired_flows(b.build()) if f.app_id == app_id)
+
+
+def test_flows_grow_linearly_with_the_ports_of_a_group_that_lets_itself_in():
+    counts = {n: _default_group_flows(n) for n in (10, 20, 40, 400)}
+    per_port = (counts[20] - counts[10]) / 10
+    assert per_port <= 8
+    assert counts[40] - counts[20] == 20 * per_port
+    assert counts[400] - counts[40] == 360 * per_port
+    assert counts[400] < 400 * 400 / 10  # one flow per (port, member) would be 160,000
 
 
 @pytest.mark.parametrize('low,high', [(22, 22), (1, 65535), (1000, 1999), (0, 7), (80, 443),
