@@ -14,12 +14,13 @@ A rule with a remote group means every address of every port in that group. As o
 member address, service and local port it would be quadratic in the ports of a group that
 lets itself in, as every project's default group does. So such rules are conjunctive matches
 (as in Neutron's OVS firewall and OVN's address sets), one per remote group in each direction's
-table, its id the group's key: stable across recomputes, so the flows do not churn. Clause 1
-says "a local port has a rule naming the group that allows this service" (one flow per port and
-service), clause 2 "the peer is a member" (one flow per member address, shared by all ports and
-groups), and one flow per (port, group) matching conj_id commits the connection in the port's
-zone. The flow count grows with ports + rules + members, and a member joining or leaving
-changes its address flows only. Rules with a remote prefix or no remote are one flow each.
+table, its id the group's key (allocated by the store from 1, 32 bits are plenty): stable
+across recomputes, so the flows do not churn. Clause 1 says "a local port has a rule naming the
+group that allows this service" (one flow per port and service), clause 2 "the peer is a
+member" (one flow per member address, shared by all ports and groups), and one flow per (port,
+group) matching conj_id commits the connection in the port's zone. The flows grow with the
+local ports' services plus the members, no longer with their product, and a member joining or
+leaving changes its address flow only. Rules with a remote prefix or none stay direct flows.
 """
 import dataclasses
 import ipaddress
