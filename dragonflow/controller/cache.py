@@ -140,12 +140,25 @@ class Cache:
             self.local_port_ids = set(port_ids)
             self._rescope()
 
+    def written(self, obj: Model) -> bool:
+        """This controller just wrote ``obj``: keep it now, so that its change event, when
+        the watcher brings it, changes nothing. True when that narrowed the scope (a port
+        reported DOWN was the last reason to keep its network): the flows must follow."""
+        rows = self.objects[obj.table]
+        old = rows.get(obj.id)
+        if old is None or old.revision >= obj.revision:
+            return False
+        rows[obj.id] = obj
+        return self._rescope()
+
     def _apply(self, event: api.Event) -> bool:
         rows = self.objects[event.table]
         if event.deleted:
             return rows.pop(event.id, None) is not None
-        obj = MODELS[event.table].from_doc(event.value, event.revision)
         old = rows.get(event.id)
+        if old is not None and old.revision == event.revision:
+            return False  # written here, already kept
+        obj = MODELS[event.table].from_doc(event.value, event.revision)
         if old is None and not self._widens(event.table, obj) and \
                 not in_scope(self._scope(), event.table, obj):
             return False
@@ -172,10 +185,15 @@ class Cache:
         return scope_of(self.objects, self.chassis_id, self.local_port_ids,
                         self._unknown_port_ids)
 
-    def _rescope(self) -> None:
+    def _rescope(self) -> bool:
+        """Evict what fell out of scope (True if anything did); flag a refill if the scope
+        names objects the cache does not have."""
         scope = self._scope()
+        evicted = False
         for table, rows in self.objects.items():
             for obj_id in [i for i, o in rows.items() if not in_scope(scope, table, o)]:
                 del rows[obj_id]
+                evicted = True
         if scope.missing:
             self.needs_refill = True
+        return evicted

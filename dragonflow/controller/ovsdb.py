@@ -14,14 +14,21 @@ INTERFACE_COLUMNS = ('name', 'type', 'options', 'external_ids', 'ofport')
 
 
 class _NotifyingIdl(connection.OvsdbIdl):
-    """An IDL that calls back on every row change (from ovsdbapp's connection thread)."""
+    """An IDL that, when an Interface changes, reads the plugged interfaces and calls back
+    (in ovsdbapp's connection thread, the one that may read the IDL's rows), so the controller
+    reads them without a round trip. The other tables are ours to write, and their status
+    columns (the controller connection's, refreshed every few seconds) would wake the
+    controller for nothing."""
 
     def __init__(self, remote, helper, on_change: Callable[[], None]):
         super().__init__(remote, helper)
         self._on_change = on_change
+        self.interfaces: tuple[dict[str, int], dict[str, int]] = ({}, {})
 
     def notify(self, event, row, updates=None):
-        self._on_change()
+        if row._table.name == 'Interface':
+            self.interfaces = _plugged(self.tables['Interface'].rows.values())
+            self._on_change()
 
 
 class LocalOvs:
@@ -31,7 +38,7 @@ class LocalOvs:
         for table in TABLES:
             helper.register_table(table)
         helper.register_columns('Interface', list(INTERFACE_COLUMNS))
-        idl = _NotifyingIdl(remote, helper, on_change)
+        self._idl = idl = _NotifyingIdl(remote, helper, on_change)
         self.api = impl_idl.OvsdbIdl(connection.Connection(idl, timeout=timeout))
         self.bridge = bridge
 
@@ -54,24 +61,24 @@ class LocalOvs:
 
     def interfaces(self) -> tuple[dict[str, int], dict[str, int]]:
         """(Neutron port id -> OpenFlow port of every plugged VM interface,
-        tunnel type -> OpenFlow port of our tunnel ports)."""
-        rows = self.api.db_find('Interface', columns=['name', 'type', 'external_ids',
-                                                      'ofport']).execute(check_error=True)
-        vms, tunnels = {}, {}
-        for row in rows:
-            ofport = row['ofport'][0] if isinstance(row['ofport'], list) and row['ofport'] \
-                else row['ofport']
-            if not isinstance(ofport, int) or ofport <= 0:
-                continue
-            port_id = row['external_ids'].get('iface-id')
-            if port_id:
-                vms[port_id] = ofport
-            elif row['name'] == tunnel_port_name(row['type']):
-                tunnels[row['type']] = ofport
-        return vms, tunnels
+        tunnel type -> OpenFlow port of our tunnel ports), as of the last change seen."""
+        return self._idl.interfaces
 
     def stop(self) -> None:
         self.api.ovsdb_connection.stop()
+
+
+def _plugged(rows) -> tuple[dict[str, int], dict[str, int]]:
+    vms, tunnels = {}, {}
+    for row in rows:
+        if not row.ofport or row.ofport[0] <= 0:
+            continue  # not in the datapath (yet, or any more)
+        port_id = row.external_ids.get('iface-id')
+        if port_id:
+            vms[port_id] = row.ofport[0]
+        elif row.name == tunnel_port_name(row.type):
+            tunnels[row.type] = row.ofport[0]
+    return vms, tunnels
 
 
 def tunnel_port_name(tunnel_type: str) -> str:

@@ -2,9 +2,10 @@
 
 Three sources wake one loop: the store's change log (a watcher thread keeps the cache current),
 the local OVSDB (VM interfaces plugged and unplugged) and the OpenFlow connection. The loop is
-level-triggered: each pass builds the topology from the current state, asks the apps for the
-flows, lets the reconciler install the difference, then reports port bindings and status to
-the store. While the store is unreachable the data plane stays as it is.
+level-triggered: each pass builds the topology from the current state, binds newly plugged
+ports to this chassis in the store, asks the apps for the flows, lets the reconciler install
+the difference, then reports the ports' status. While the store is unreachable the data plane
+stays as it is.
 """
 import logging
 import os
@@ -63,6 +64,7 @@ class Controller:
         self._lock = threading.Lock()  # guards the cache between watcher and loop
         self._switch_resync = True
         self._last_heartbeat = 0.0
+        self._published: tuple = ()  # the networks and routers of the last heartbeat
         self._topology: Topology | None = None  # the last one whose flows are installed
         self._packet_ins: queue.Queue = queue.Queue(PACKET_IN_BACKLOG)
         self._dhcp_limiter = RateLimiter(conf.dhcp.rate_limit)
@@ -98,7 +100,8 @@ class Controller:
 
     def _pass(self, recompute: bool) -> None:
         """Heartbeat when due; recompute the flows only when something woke us (a change of
-        the store, of the interfaces or of the connection), not on every heartbeat."""
+        the store, of the interfaces or of the connection), not on every heartbeat; publish
+        at once what this chassis serves when that changed."""
         if time.time() - self._last_heartbeat >= self.conf.heartbeat_interval:
             self._heartbeat()
         if not self.switch.connected or not (recompute or self._switch_resync):
@@ -107,9 +110,12 @@ class Controller:
             self._switch_resync = False
             self.reconciler.resync()
         topology = self.topology()
+        bound = self._bind_ports(topology)
         self.reconciler.reconcile(apps.desired_flows(topology))
         self._topology = topology
-        self._report_ports(topology)
+        self._report_ports(topology, bound)
+        if self._served() != self._published:
+            self._heartbeat()
 
     def topology(self) -> Topology:
         ofports, tunnels = self.ovs.interfaces()
@@ -121,32 +127,67 @@ class Controller:
             return Topology.from_objects(self.chassis_id, self.cache.objects, ofports,
                                          tunnels.get(self.conf.tunnel_types[0]))
 
-    def _report_ports(self, topology: Topology) -> None:
-        """Bind plugged ports to this chassis (ACTIVE, flows are in); unplugged ones go DOWN."""
+    def _bind_ports(self, topology: Topology) -> dict[str, Port]:
+        """Claim the ports plugged here before installing their flows, so the other chassis
+        learn where they are and set up their tunnels meanwhile; DOWN until the flows are in.
+        Returns the ports as written."""
+        return self._update_ports([(port, {'binding_host_id': self.chassis_id,
+                                           'status': 'DOWN'})
+                                   for port in topology.ports.values()
+                                   if port.id in topology.ofports
+                                   and port.binding_host_id != self.chassis_id])
+
+    def _report_ports(self, topology: Topology, bound: dict[str, Port]) -> None:
+        """Plugged ports go ACTIVE (their flows are in); unplugged ones go DOWN and unbound."""
+        updates = []
         for port in topology.ports.values():
+            port = bound.get(port.id, port)
             plugged = port.id in topology.ofports
             if plugged and (port.binding_host_id != self.chassis_id or port.status != 'ACTIVE'):
-                self._update_port(port, binding_host_id=self.chassis_id, status='ACTIVE')
+                updates.append((port, {'binding_host_id': self.chassis_id, 'status': 'ACTIVE'}))
             elif not plugged and port.binding_host_id == self.chassis_id and \
                     port.status == 'ACTIVE':
-                self._update_port(port, binding_host_id='', status='DOWN')
+                updates.append((port, {'binding_host_id': '', 'status': 'DOWN'}))
+        self._update_ports(updates)
 
-    def _update_port(self, port: Port, **changes) -> None:
-        updated = port.model_copy(update=changes)
+    def _update_ports(self, updates: list[tuple[Port, dict]]) -> dict[str, Port]:
+        """One commit for all, each conditional on the port not having changed; if some did,
+        the others are written one by one (the watcher brings the changed ones and a later
+        pass retries them). Returns the ports written, with their new revision."""
+        puts = {}
+        for port, changes in updates:
+            new = port.model_copy(update=changes)
+            puts[port.id] = (new, api.Put(Port.table, port.id, new.to_doc(), expect=port.revision))
+        written = {}
         try:
-            self.store.put(Port.table, port.id, updated.to_doc(), expect=port.revision)
+            if puts:
+                revision = self.store.commit([put for _, put in puts.values()])
+                written = {port_id: new.model_copy(update={'revision': revision})
+                           for port_id, (new, _) in puts.items()}
         except api.Conflict:
-            pass  # the port changed meanwhile: the watcher brings it and the next pass retries
+            for port_id, (new, put) in puts.items():
+                try:
+                    written[port_id] = new.model_copy(
+                        update={'revision': self.store.commit([put])})
+                except api.Conflict:
+                    pass
+        with self._lock:
+            narrowed = [self.cache.written(port) for port in written.values()]
+        if any(narrowed):
+            self.wake()
+        return written
+
+    def _served(self) -> tuple[list[str], list[str]]:
+        with self._lock:
+            return sorted(self.cache.objects['networks']), sorted(self.cache.objects['routers'])
 
     def _heartbeat(self) -> None:
-        with self._lock:
-            networks = sorted(self.cache.objects['networks'])
-            routers = sorted(self.cache.objects['routers'])
+        networks, routers = served = self._served()
         chassis = Chassis(id=self.chassis_id, tunnel_ip=self.conf.tunnel_ip,
                           tunnel_types=self.conf.tunnel_types, heartbeat=time.time(),
                           revision_seen=self.cache.revision, networks=networks, routers=routers)
         self.store.put(Chassis.table, chassis.id, chassis.to_doc())
-        self._last_heartbeat = chassis.heartbeat
+        self._last_heartbeat, self._published = chassis.heartbeat, served
 
     def _serve_packet_ins(self) -> None:
         """Answer DHCP requests, each port within its rate limit."""

@@ -2,14 +2,18 @@
 
 A commit runs in one ``BEGIN IMMEDIATE`` transaction (sqlite's single writer lock), so its
 conditions, its writes, its change-log rows and the revision counter move together. Watchers
-poll the revision counter; WAL lets them read while a writer commits.
+sleep on inotify until the write-ahead log is written to, then read the revision counter; WAL
+lets them read while a writer commits.
 """
 import json
+import math
 import os
 import sqlite3
 import threading
 import time
 from typing import Optional
+
+import inotify_simple
 
 from dragonflow.store import api
 
@@ -23,7 +27,8 @@ SCHEMA = [
     "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
     "INSERT OR IGNORE INTO counters VALUES ('revision', 0), ('compacted', 0)",
 ]
-WAIT_POLL_SECONDS = 0.01
+WAL_RETRY_SECONDS = 0.01
+COMMIT_SETTLE_SECONDS = 0.05
 
 
 class SqliteStore(api.Store):
@@ -31,8 +36,10 @@ class SqliteStore(api.Store):
         self.path = path
         self.timeout = timeout
         self._local = threading.local()
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
+        self._directory = os.path.dirname(os.path.abspath(path))
+        # Every commit writes this file (sqlite recreates it after the last connection goes).
+        self._log_name = os.path.basename(path) + '-wal'
+        os.makedirs(self._directory, exist_ok=True)
         # One write transaction, so that processes creating the file at once do not race.
         with self._transaction(immediate=True) as db:
             for statement in SCHEMA:
@@ -45,6 +52,7 @@ class SqliteStore(api.Store):
         if db is None or self._local.pid != os.getpid():
             db = self._open()
             self._local.db, self._local.pid = db, os.getpid()
+            self._local.log_writes = None  # a parent's watch is not this process'
         return db
 
     def _open(self) -> sqlite3.Connection:
@@ -64,7 +72,7 @@ class SqliteStore(api.Store):
                 except sqlite3.OperationalError as e:
                     if time.monotonic() >= deadline or 'locked' not in str(e):
                         raise api.Unavailable(str(e)) from e
-                    time.sleep(WAIT_POLL_SECONDS)
+                    time.sleep(WAL_RETRY_SECONDS)
             db.execute('PRAGMA synchronous=NORMAL')
         except BaseException:
             db.close()
@@ -141,12 +149,32 @@ class SqliteStore(api.Store):
 
     def wait(self, after, timeout):
         deadline = time.monotonic() + timeout
+        log_writes = self._log_writes()
+        log_writes.read(timeout=0)  # earlier writes: the revision read below covers them
+        settling_until = 0.0
         while self.revision() <= after:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            now = time.monotonic()
+            if now >= deadline:
                 return False
-            time.sleep(min(WAIT_POLL_SECONDS, remaining))
+            # A commit writes the log first and publishes its revision just after: once the
+            # log was written, look again every millisecond for a little while.
+            until = min(deadline, settling_until) if now < settling_until else deadline
+            events = log_writes.read(timeout=max(1, math.ceil((until - now) * 1000)))
+            if any(event.name == self._log_name for event in events):
+                settling_until = time.monotonic() + COMMIT_SETTLE_SECONDS
         return True
+
+    def _log_writes(self) -> inotify_simple.INotify:
+        """This thread's watch on the log's directory, kept open: closing an inotify
+        descriptor waits for the kernel (milliseconds), too slow for every wait."""
+        self._db()  # the per-thread state belongs to this process
+        log_writes = getattr(self._local, 'log_writes', None)
+        if log_writes is None:
+            log_writes = inotify_simple.INotify()
+            log_writes.add_watch(self._directory,
+                                 inotify_simple.flags.MODIFY | inotify_simple.flags.CREATE)
+            self._local.log_writes = log_writes
+        return log_writes
 
     def compact(self, revision):
         with self._transaction(immediate=True) as db:
@@ -160,7 +188,10 @@ class SqliteStore(api.Store):
         db = getattr(self._local, 'db', None)
         if db is not None and self._local.pid == os.getpid():
             db.close()
-        self._local.db = None
+            log_writes = getattr(self._local, 'log_writes', None)
+            if log_writes is not None:
+                log_writes.close()
+        self._local.db = self._local.log_writes = None
 
     def _query(self, sql, params=()):
         try:

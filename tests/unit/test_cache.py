@@ -133,3 +133,32 @@ def test_commits_older_than_a_refill_are_skipped(world):
     world.refill()
     world.cache.apply(old_batch)
     assert world.cache.objects['ports']['vm-c'].status == 'ACTIVE'
+
+
+def test_what_this_chassis_wrote_is_kept_at_once_and_its_event_changes_nothing(world):
+    port = world.cache.objects['ports']['vm-a']
+    bound = port.model_copy(update={'binding_host_id': ME, 'status': 'ACTIVE'})
+    revision = world.store.put('ports', 'vm-a', bound.to_doc(), expect=port.revision)
+    world.cache.written(bound.model_copy(update={'revision': revision}))
+    assert world.cache.objects['ports']['vm-a'].status == 'ACTIVE'
+    assert not world.cache.apply(world.store.changes(world.cache.revision))
+    assert world.cache.revision == revision
+
+
+def test_a_write_older_than_the_cached_object_is_ignored(world):
+    port = world.cache.objects['ports']['vm-a']
+    world.port('vm-a', 'a', host=OTHER, status='ACTIVE')
+    world.follow()
+    world.cache.written(port.model_copy(update={'status': 'ACTIVE'}))
+    assert world.cache.objects['ports']['vm-a'].binding_host_id == OTHER
+
+
+def test_a_port_reported_down_here_narrows_the_scope_at_once(world):
+    world.port('vm-a', 'a', host=ME, status='ACTIVE')
+    world.follow()
+    world.cache.set_local_ports(set())
+    port = world.cache.objects['ports']['vm-a']
+    down = port.model_copy(update={'binding_host_id': '', 'status': 'DOWN'})
+    revision = world.store.put('ports', 'vm-a', down.to_doc(), expect=port.revision)
+    assert world.cache.written(down.model_copy(update={'revision': revision}))
+    assert world.cached('networks') == set()
