@@ -8,6 +8,8 @@ alike:
   go, then one echo request every few milliseconds until the first reply;
 - Guest: a VM namespace plugged into a chassis' br-int in steps (namespace, then the OVS port,
   then its iface-id), so the benchmarks can time each step on its own;
+- Vif: sets a plugged interface's iface-id over a standing OVSDB connection, as os-vif does
+  (its default, ovsdbapp's native interface), rather than by starting an ovs-vsctl process;
 - small helpers: percentiles, a process' RSS and CPU time.
 """
 import math
@@ -18,6 +20,9 @@ import sys
 import threading
 import time
 from typing import Optional
+
+from ovsdbapp.backend.ovs_idl import connection
+from ovsdbapp.schema.open_vswitch import impl_idl
 
 from dragonflow.lab import netns
 from dragonflow.lab.vm import MTU
@@ -124,12 +129,28 @@ class Pinger:
         self._proc.wait()
 
 
+class Vif:
+    """A standing ovsdbapp connection to one chassis' OVSDB."""
+
+    def __init__(self, ovsdb_connection: str):
+        idl = connection.OvsdbIdl.from_server(ovsdb_connection, 'Open_vSwitch')
+        self.api = impl_idl.OvsdbIdl(connection.Connection(idl, timeout=10))
+
+    def bind(self, tap: str, iface_id: str) -> None:
+        """Name the Neutron port an attached interface is for (merged into external_ids)."""
+        self.api.db_set('Interface', tap, ('external_ids', {'iface-id': iface_id})).execute(
+            check_error=True)
+
+    def close(self) -> None:
+        self.api.ovsdb_connection.stop()
+
+
 class Guest:
     """A VM namespace with eth0 (a veth) whose peer goes into ``chassis_ns``' br-int.
 
     ``vsctl`` runs ovs-vsctl against that chassis' OVS. The steps are separate so the benchmarks
     can time them: make() builds the namespace and addresses, attach() puts the tap on br-int
-    (with or without its iface-id), bind() sets the iface-id on an attached tap."""
+    (with or without its iface-id; Vif.bind sets it later)."""
 
     def __init__(self, name: str, chassis_ns: str, vsctl, mac: str, ip: str, prefixlen: int,
                  gateway: str):
@@ -155,9 +176,6 @@ class Guest:
             ids.append(f'external_ids:iface-id={iface_id}')
         self.vsctl('--may-exist', 'add-port', 'br-int', self.tap, '--', 'set', 'Interface',
                    self.tap, *ids)
-
-    def bind(self, iface_id: str) -> None:
-        self.vsctl('set', 'Interface', self.tap, f'external_ids:iface-id={iface_id}')
 
     def exec(self, *args, check=True) -> str:
         return netns.run(*args, netns=self.name, check=check)
