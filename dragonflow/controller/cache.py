@@ -39,6 +39,17 @@ class Scope:
     remote_groups: frozenset = frozenset()    # named by those rules: their members are needed
 
 
+# What changes in a resource without changing any flow: names, descriptions, timestamps, and
+# the status a controller reports (a port going ACTIVE is news for the API, not for the flows).
+BOOKKEEPING = frozenset({'name', 'description', 'tags', 'created_at', 'updated_at', 'status'})
+
+
+def _same_for_data_plane(old: Model, new: Model) -> bool:
+    if isinstance(old, Chassis):
+        return old.same_endpoint(new)
+    return old.model_dump(exclude=BOOKKEEPING) == new.model_dump(exclude=BOOKKEEPING)
+
+
 def is_local(port: Port, chassis_id: str, local_port_ids: set[str]) -> bool:
     """Plugged here, or still reported ACTIVE here (until this controller reports it DOWN)."""
     return port.id in local_port_ids or (port.binding_host_id == chassis_id
@@ -122,7 +133,7 @@ class Cache:
     def apply(self, events: list[api.Event]) -> bool:
         """Apply a batch of whole commits; commits older than the cache are skipped (a
         refill may have loaded a newer snapshot while the batch was read). True when the
-        topology the apps see changed (a chassis heartbeat alone does not change it)."""
+        topology the apps see changed (not by a heartbeat or a status report alone)."""
         current = self.revision
         fresh = [e for e in events if e.revision > current and e.table in MODELS]
         changed = False
@@ -130,8 +141,8 @@ class Cache:
             changed |= self._apply(event)
         if events:
             self.revision = max(current, events[-1].revision)
-        if fresh:
-            self._rescope()
+        if any(e.table != Chassis.table for e in fresh):  # heartbeats do not move the scope
+            changed |= self._rescope()
         return changed
 
     def set_local_ports(self, port_ids: set[str]) -> None:
@@ -163,7 +174,7 @@ class Cache:
                 not in_scope(self._scope(), event.table, obj):
             return False
         rows[event.id] = obj
-        return not (isinstance(old, Chassis) and old.same_endpoint(obj))
+        return old is None or not _same_for_data_plane(old, obj)
 
     def _widens(self, table: str, obj: Model) -> bool:
         """A new object that may pull more into scope: a port that is ours, a router with an

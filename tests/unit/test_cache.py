@@ -162,3 +162,11 @@ def test_a_port_reported_down_here_narrows_the_scope_at_once(world):
     revision = world.store.put('ports', 'vm-a', down.to_doc(), expect=port.revision)
     assert world.cache.written(down.model_copy(update={'revision': revision}))
     assert world.cached('networks') == set()
+
+
+def test_a_status_report_alone_changes_nothing_the_flows_use(world):
+    port = world.cache.objects['ports']['vm-c']
+    world.put(port.model_copy(update={'status': 'DOWN'}))
+    assert not world.cache.apply(world.store.changes(world.cache.revision))
+    world.put(port.model_copy(update={'binding_host_id': 'chassis-3'}))
+    assert world.cache.apply(world.store.changes(world.cache.revision))
