@@ -179,6 +179,8 @@ class SecurityGroupRule(Model):
     ports' addresses it means), never both; neither means any address. Every change to a
     group's rules also updates the group (its revision)."""
     table: ClassVar[str] = 'security_group_rules'
+    key: int = Field(description='Security group rule key: the data plane\'s id of the rule '
+                                 '(its conjunctive match), unique in the deployment.')
     project_id: str = ''
     security_group_id: str
     direction: str = Field(description="'ingress' (to the port) or 'egress' (from it).")

@@ -54,9 +54,10 @@ class TopologyBuilder:
         return group
 
     def rule(self, group, direction, **attrs):
-        rule = SecurityGroupRule(id=f'rule-{len(self.rules) + 1}', security_group_id=group.id,
-                                 direction=direction, **attrs)
+        rule = SecurityGroupRule(id=f'rule-{len(self.rules) + 1}', key=next(self._keys),
+                                 security_group_id=group.id, direction=direction, **attrs)
         return _add(self.rules, rule)
+
     def remote_chassis(self, name, tunnel_ip):
         """Another chassis; this one gets its tunnel port (TUNNEL_OFPORT) with the first."""
         self.tunnel_ofport = TUNNEL_OFPORT

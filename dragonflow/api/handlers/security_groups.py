@@ -52,9 +52,9 @@ def ensure_default(txn: txns.Txn, keys: txns.Keys, project_id: str) -> SecurityG
     else:  # the group it named is gone
         txn.update(record.model_copy(update={'security_group_id': group.id}))
     for ethertype in ETHERTYPES:
-        txn.create(_rule(group, stamp, direction='ingress', ethertype=ethertype,
+        txn.create(_rule(group, keys, stamp, direction='ingress', ethertype=ethertype,
                          remote_group_id=group.id))
-        txn.create(_rule(group, stamp, direction='egress', ethertype=ethertype))
+        txn.create(_rule(group, keys, stamp, direction='egress', ethertype=ethertype))
     return group
 
 
@@ -73,10 +73,10 @@ def _ensure_for_listing(store, ctx, filters: dict) -> None:
         ensure_default_now(store, project)
 
 
-def _rule(group: SecurityGroup, stamp: str, **fields) -> SecurityGroupRule:
-    return SecurityGroupRule(id=txns.new_id(), project_id=group.project_id,
-                             security_group_id=group.id, created_at=stamp, updated_at=stamp,
-                             **fields)
+def _rule(group: SecurityGroup, keys: txns.Keys, stamp: str, **fields) -> SecurityGroupRule:
+    return SecurityGroupRule(id=txns.new_id(), key=keys.next('security_group_rule'),
+                             project_id=group.project_id, security_group_id=group.id,
+                             created_at=stamp, updated_at=stamp, **fields)
 
 
 def use_group(txn: txns.Txn, group: SecurityGroup) -> None:
@@ -121,7 +121,8 @@ class SecurityGroupHandler(Handler):
         group = self.build(body, id=txns.new_id(), key=keys.next('security_group'))
         txn.create(group)
         for ethertype in ETHERTYPES:
-            txn.create(_rule(group, group.created_at, direction='egress', ethertype=ethertype))
+            txn.create(_rule(group, keys, group.created_at, direction='egress',
+                             ethertype=ethertype))
         return group
 
     def update(self, txn, keys, ctx, group, changes):
@@ -178,7 +179,8 @@ class SecurityGroupRuleHandler(Handler):
             raise errors.SecurityGroupNotSingleGroupRules()
         if len({b['project_id'] for b in bodies}) > 1:
             raise errors.SecurityGroupRulesNotSingleTenant()
-        rules = [self._checked(txn, ctx, body) for body in bodies]
+        rules = [self._checked(txn, ctx, body, keys.next('security_group_rule'))
+                 for body in bodies]
         keys_seen: dict[str, SecurityGroupRule] = {}
         for rule in rules:
             if keys_seen.setdefault(rule_key(rule), rule) is not rule:
@@ -192,8 +194,8 @@ class SecurityGroupRuleHandler(Handler):
         touch(txn, group)
         return rules
 
-    def _checked(self, txn, ctx, body: dict) -> SecurityGroupRule:
-        rule = self.build(body, id=txns.new_id())
+    def _checked(self, txn, ctx, body: dict, key: int) -> SecurityGroupRule:
+        rule = self.build(body, id=txns.new_id(), key=key)
         if rule.ethertype == 'IPv6':  # legacy names and numbers of ICMPv6
             if rule.protocol in IPV6_ICMP_LEGACY:
                 rule.protocol = 'ipv6-icmp'
