@@ -2,9 +2,9 @@
 
 It is a Switch for the reconciler (apply/dump_flows) and runs a packet, given as a dict of OXM
 fields, through the installed flows: highest-priority match per table, actions applied in order,
-goto_table, Nicira resubmit and reg_move, dec_ttl, conntrack, and conjunctive matches as OVS's
-classifier finds them. The result is every copy that leaves the switch: the output port and the
-headers it leaves with.
+goto_table, Nicira resubmit and reg_move, dec_ttl, conntrack (in a zone given as a number or
+by a register), and conjunctive matches as OVS's classifier finds them. The result is every
+copy that leaves the switch: the output port and the headers it leaves with.
 
 Like the switch, it refuses a bundle (as a whole) holding a flow that OVS would refuse: a field
 matched without its eth_type prerequisite, ct() without IP in the match, or a goto_table that
@@ -121,8 +121,11 @@ class FlowTableSimulator:
 
     def _conntrack(self, action, state, out, depth):
         """A connection is its 5-tuple (ICMP: protocol and addresses); a packet of a committed
-        one, or of its reverse (a reply), is established; anything else is new."""
-        zone = self.connections.setdefault(action.zone, set())
+        one, or of its reverse (a reply), is established; anything else is new. A zone named
+        by a register is its low 16 bits."""
+        number = state.get(action.zone, 0) & 0xffff if isinstance(action.zone, str) \
+            else action.zone
+        zone = self.connections.setdefault(number, set())
         key = _connection(state)
         if action.commit and key[::-1] not in zone:
             zone.add(key)

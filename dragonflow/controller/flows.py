@@ -99,8 +99,9 @@ class ToController:
 class Conntrack:
     """Send the packet through connection tracking in ``zone``: ``commit`` records its
     connection; with ``table`` the packet continues there with ct_state set (recirculation),
-    without it the actions after this one go on."""
-    zone: int
+    without it the actions after this one go on. The zone (16 bits) is a number, or the name
+    of a register whose low 16 bits hold it, for a flow shared by packets of several zones."""
+    zone: Union[int, str]
     commit: bool = False
     table: Optional[int] = None
 

@@ -29,6 +29,9 @@ LOG = logging.getLogger(__name__)
 REPLY_TIMEOUT = 10.0
 CT_COMMIT = 1           # NX_CT_F_COMMIT
 NO_RECIRCULATION = 255  # NX_CT_RECIRC_NONE
+# A zone from a register: its bits 0..15, as zone_ofs_nbits = offset << 6 | (n_bits - 1).
+ZONE_BITS = 16
+REGISTER_ZONE_OFS_NBITS = 0 << 6 | (ZONE_BITS - 1)
 
 
 class SwitchError(Exception):
@@ -238,8 +241,11 @@ def _action(action):
     if isinstance(action, of.Resubmit):
         return parser.NXActionResubmitTable(table_id=action.table)
     if isinstance(action, of.Conntrack):
-        return parser.NXActionCT(flags=CT_COMMIT if action.commit else 0, zone_src='',
-                                 zone_ofs_nbits=action.zone,
+        from_register = isinstance(action.zone, str)
+        return parser.NXActionCT(flags=CT_COMMIT if action.commit else 0,
+                                 zone_src=action.zone if from_register else '',
+                                 zone_ofs_nbits=REGISTER_ZONE_OFS_NBITS if from_register
+                                 else action.zone,
                                  recirc_table=NO_RECIRCULATION if action.table is None
                                  else action.table, alg=0, actions=[])
     if isinstance(action, of.Conjunction):  # the wire counts clauses from 0
@@ -274,7 +280,10 @@ def _parse_action(action):
     if isinstance(action, parser.NXActionResubmitTable):
         return of.Resubmit(action.table_id)
     if isinstance(action, parser.NXActionCT):
-        return of.Conntrack(action.zone_ofs_nbits, bool(action.flags & CT_COMMIT),
+        if action.zone_src and action.zone_ofs_nbits != REGISTER_ZONE_OFS_NBITS:
+            return action  # other bits of a field than we ever use
+        return of.Conntrack(action.zone_src or action.zone_ofs_nbits,
+                            bool(action.flags & CT_COMMIT),
                             None if action.recirc_table == NO_RECIRCULATION
                             else action.recirc_table)
     if isinstance(action, parser.NXActionConjunction):
