@@ -88,7 +88,8 @@ L3 = Table(
     frozenset(_L3 | {ROUTER_REG}), ('egress_dispatch',))
 EGRESS_DISPATCH = Table(
     'egress_dispatch', 60, 'local destination port to ingress filtering; remote one to its '
-    'tunnel', frozenset({DESTINATION_PORT_REG}), ('ingress_conntrack',))
+    'tunnel; one bound nowhere yet to every chassis of its network',
+    frozenset({DESTINATION_PORT_REG}), ('ingress_conntrack', 'remote_flood'))
 REMOTE_FLOOD = Table(
     'remote_flood', 62, 'a broadcast from a local port: one copy to each other chassis with '
     'ports on the network', frozenset({NETWORK_REG}), ())

@@ -2,10 +2,9 @@
 
 Three sources wake one loop: the store's change log (a watcher thread keeps the cache current),
 the local OVSDB (VM interfaces plugged and unplugged) and the OpenFlow connection. The loop is
-level-triggered: each pass builds the topology from the current state, binds newly plugged
-ports to this chassis in the store, asks the apps for the flows, lets the reconciler install
-the difference, then reports the ports' status. While the store is unreachable the data plane
-stays as it is.
+level-triggered: each pass builds the topology from the current state, asks the apps for the
+flows, lets the reconciler install the difference, then reports port bindings and status to
+the store. While the store is unreachable the data plane stays as it is.
 """
 import logging
 import os
@@ -110,10 +109,9 @@ class Controller:
             self._switch_resync = False
             self.reconciler.resync()
         topology = self.topology()
-        bound = self._bind_ports(topology)
         self.reconciler.reconcile(apps.desired_flows(topology))
         self._topology = topology
-        self._report_ports(topology, bound)
+        self._report_ports(topology)
         if self._served() != self._published:
             self._heartbeat()
 
@@ -127,21 +125,11 @@ class Controller:
             return Topology.from_objects(self.chassis_id, self.cache.objects, ofports,
                                          tunnels.get(self.conf.tunnel_types[0]))
 
-    def _bind_ports(self, topology: Topology) -> dict[str, Port]:
-        """Claim the ports plugged here before installing their flows, so the other chassis
-        learn where they are and set up their tunnels meanwhile; DOWN until the flows are in.
-        Returns the ports as written."""
-        return self._update_ports([(port, {'binding_host_id': self.chassis_id,
-                                           'status': 'DOWN'})
-                                   for port in topology.ports.values()
-                                   if port.id in topology.ofports
-                                   and port.binding_host_id != self.chassis_id])
-
-    def _report_ports(self, topology: Topology, bound: dict[str, Port]) -> None:
-        """Plugged ports go ACTIVE (their flows are in); unplugged ones go DOWN and unbound."""
+    def _report_ports(self, topology: Topology) -> None:
+        """Bind plugged ports to this chassis (ACTIVE: their flows are in); unplugged ones go
+        DOWN and unbound."""
         updates = []
         for port in topology.ports.values():
-            port = bound.get(port.id, port)
             plugged = port.id in topology.ofports
             if plugged and (port.binding_host_id != self.chassis_id or port.status != 'ACTIVE'):
                 updates.append((port, {'binding_host_id': self.chassis_id, 'status': 'ACTIVE'}))
@@ -150,10 +138,10 @@ class Controller:
                 updates.append((port, {'binding_host_id': '', 'status': 'DOWN'}))
         self._update_ports(updates)
 
-    def _update_ports(self, updates: list[tuple[Port, dict]]) -> dict[str, Port]:
+    def _update_ports(self, updates: list[tuple[Port, dict]]) -> None:
         """One commit for all, each conditional on the port not having changed; if some did,
         the others are written one by one (the watcher brings the changed ones and a later
-        pass retries them). Returns the ports written, with their new revision."""
+        pass retries them). The cache keeps what was written at once."""
         puts = {}
         for port, changes in updates:
             new = port.model_copy(update=changes)
@@ -175,7 +163,6 @@ class Controller:
             narrowed = [self.cache.written(port) for port in written.values()]
         if any(narrowed):
             self.wake()
-        return written
 
     def _served(self) -> tuple[list[str], list[str]]:
         with self._lock:
@@ -250,6 +237,12 @@ class Controller:
                 LOG.warning('store unavailable, retrying in %.1f s: %s', pause, e)
                 self.stop_event.wait(pause)
                 pause = min(pause * 2, STORE_BACKOFF[1])
+            except Exception:  # noqa: BLE001 - e.g. a record this version cannot read
+                # The watcher must outlive it: the data plane stays, the log says why, and
+                # the batch is retried (an operator may fix the record or upgrade us).
+                LOG.exception('cannot apply changes after revision %d, retrying in %.1f s',
+                              self.cache.revision, STORE_BACKOFF[1])
+                self.stop_event.wait(STORE_BACKOFF[1])
 
 
 def main(argv=None) -> int:

@@ -81,6 +81,11 @@ class Topology:
                 result.append((port, chassis))
         return result
 
+    def unbound_ports_on(self, network_id: str) -> list[Port]:
+        """VM ports of the network neither plugged here nor bound to a chassis we know."""
+        return [port for port in self.vm_ports_on(network_id)
+                if port.id not in self.ofports and port.binding_host_id not in self.chassis]
+
     def rules_of(self, port: Port) -> list:
         """The rules of the port's security groups, in a stable order."""
         groups = set(port.security_groups)

@@ -92,3 +92,16 @@ def test_without_a_tunnel_port_remote_ports_get_no_flows():
     local = b.port(subnet, '10.0.1.5', ofport=1)
     remote = b.port(subnet, '10.0.1.7', **REMOTE_HOST)
     assert install(b.build()).outputs(1, **ipv4(local, remote.mac_address, ip_of(remote))) == []
+
+
+def test_a_port_bound_nowhere_yet_is_reached_on_every_chassis_of_its_network():
+    b, net, subnet, local, _, _, _, _ = two_chassis()
+    arriving = b.port(subnet, '10.0.1.20')  # its VM is being plugged somewhere
+    switch = install(b.build())
+    deliveries = switch.run(1, **ipv4(local, arriving.mac_address, ip_of(arriving)))
+    assert sorted(d.packet['tun_ipv4_dst'] for d in deliveries) == ['172.31.0.12', '172.31.0.13']
+    assert {d.port for d in deliveries} == {TUNNEL_OFPORT}
+    assert {d.packet['tunnel_id'] for d in deliveries} == {net.key}
+    b.ports[arriving.id] = arriving.model_copy(update={'binding_host_id': 'chassis-3'})
+    [delivery] = install(b.build()).run(1, **ipv4(local, arriving.mac_address, ip_of(arriving)))
+    assert delivery.packet['tun_ipv4_dst'] == '172.31.0.13'

@@ -3,7 +3,9 @@
 Out: a packet for a port bound to another chassis leaves egress_dispatch with tunnel_id = the
 port's network key and tun_ipv4_dst = that chassis' tunnel IP, through our one flow-based
 tunnel port. A broadcast from a local port gets one copy per other chassis with ports on its
-network (remote_flood). In: a packet from the tunnel port is classified by its VNI and delivered
+network (remote_flood). So does a packet for a port not bound anywhere yet: its VM may be
+plugged on one of those chassis this very moment, and that chassis delivers it as soon as its
+own flows are in, without waiting for the binding to travel through the store to us. In: a packet from the tunnel port is classified by its VNI and delivered
 by destination MAC to local ports only (remote_ingress); a broadcast from a tunnel is copied to
 local ports only, so nothing arriving over a tunnel is ever sent back into one.
 """
@@ -30,6 +32,9 @@ def flows(topology):
             yield p.REMOTE_FLOOD.flow(
                 100, Match(metadata=network.key),
                 [a for ip in peers for a in _to(network.key, ip, tunnel)], cookie=network.key)
+            for port in topology.unbound_ports_on(network.id):
+                yield p.EGRESS_DISPATCH.flow(100, Match(reg7=port.key),
+                                             [p.REMOTE_FLOOD.resubmit()], cookie=port.key)
         if network.id in local_networks:
             yield from _ingress(topology, network, tunnel)
 
