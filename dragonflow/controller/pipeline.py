@@ -3,7 +3,9 @@ match, and the tables they may continue in. Code refers to tables by these objec
 number, and every flow is checked against its table's declaration when it is built.
 
 Registers: metadata = network key, reg6 = source port key, reg7 = destination port key,
-reg5 = router key; tunnel_id = network key (VNI) and tun_ipv4_dst = the peer chassis on
+reg5 = router key, reg4 = the conntrack zone of the local port being filtered (set with the
+port in egress_conntrack and ingress_conntrack, so the security group tables' shared flows
+commit in it); tunnel_id = network key (VNI) and tun_ipv4_dst = the peer chassis on
 tunnelled packets. A miss in any table drops the packet (br-int is fail-mode secure and no table
 has a table-miss flow that says otherwise). docs/pipeline.md describes each table in prose.
 """
@@ -15,6 +17,7 @@ NETWORK_REG = 'metadata'
 SOURCE_PORT_REG = 'reg6'
 DESTINATION_PORT_REG = 'reg7'
 ROUTER_REG = 'reg5'
+CONNTRACK_ZONE_REG = 'reg4'
 
 ETH_TYPE_IPV4 = 0x0800
 ETH_TYPE_ARP = 0x0806

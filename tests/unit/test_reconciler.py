@@ -9,6 +9,7 @@ from dragonflow.controller import apps, openflow
 from dragonflow.controller.flows import (
     COOKIE_OBJECT_MASK,
     Conjunction,
+    Conntrack,
     Flow,
     Goto,
     Match,
@@ -151,7 +152,8 @@ def _through_os_ken(flow: Flow) -> Flow:
 
 def test_every_flow_reads_back_as_it_was_made():
     """A resync must find the flows the apps want equal to the ones installed, or a restarted
-    controller would rewrite them all: conjunctions and conj_id included."""
+    controller would rewrite them all: conjunctions, conj_id and zones from a register
+    included."""
     builder = rich_topology()
     group = builder.security_groups['sg-open']
     builder.rule(group, 'ingress', protocol='tcp', port_range_min=80, port_range_max=90,
@@ -159,6 +161,8 @@ def test_every_flow_reads_back_as_it_was_made():
     desired = apps.desired_flows(builder.build())
     assert any(isinstance(a, Conjunction) for f in desired for a in f.actions)
     assert any('conj_id' in f.match.fields() for f in desired)
+    assert any(isinstance(a, Conntrack) and isinstance(a.zone, str)
+               for f in desired for a in f.actions)
     for flow in desired:
         assert _through_os_ken(flow) == flow
 

@@ -197,7 +197,17 @@ def test_two_groups_with_remote_group_rules_on_one_port(friends):
     assert switch.outputs(2, **udp(inside, web, 53, sport=40001)) == [1]
 
 
-def test_conjunction_ids_are_the_remote_groups_keys_and_do_not_churn(friends):
+def test_each_port_commits_in_its_own_zone(net):
+    """The shared flows that commit take the zone from the register the port's conntrack
+    flow set: the sender's commit does not make the packet established at the receiver."""
+    b, web, inside, outside = net
+    switch = install(b.build())
+    assert switch.outputs(2, **tcp(inside, web, 8080)) == []  # inside may send, web not take
+    assert switch.outputs(2, **tcp(inside, web, 22)) == [1]
+    assert set(switch.connections) == {1, 2}  # web's ofport and inside's
+
+
+def test_conjunction_ids_are_the_rule_keys_and_do_not_churn(friends):
     """The reconciler diffs by (table, priority, match): an id that changed between two
     computations would rewrite every flow of the conjunction. Another member joining adds
     the flows of its port and of its address, and changes nothing else."""
@@ -206,7 +216,9 @@ def test_conjunction_ids_are_the_remote_groups_keys_and_do_not_churn(friends):
     switch = install(b.build(), reconciler)
     ids = {a.id for f in switch.flows.values() for a in f.actions
            if isinstance(a, Conjunction)}
-    assert ids == {group.key}
+    conjunctive = {r.key for r in b.rules.values() if r.security_group_id == 'sg-web'
+                   and (r.protocol or r.remote_ip_prefix or r.remote_group_id)}
+    assert ids == conjunctive and len(ids) == 4
     sg = apps.APP_IDS['security_groups']
     before = {f for f in switch.flows.values() if f.app_id == sg}
     newcomer = b.port(b.subnets[inside.fixed_ips[0].subnet_id], '10.0.0.7', ofport=4,
@@ -219,27 +231,57 @@ def test_conjunction_ids_are_the_remote_groups_keys_and_do_not_churn(friends):
     assert before <= set(switch.flows.values())
 
 
-def _default_group_flows(n_ports: int) -> int:
-    """Security group flows on a chassis with n ports in a default group (any egress, any
-    ingress from the group itself)."""
+def test_every_conjunction_is_whole_at_one_priority(friends):
+    """OVS completes a conjunction only from flows at one priority in one table, all saying
+    the same number of clauses; a clause without flows would never match."""
+    b = friends[0]
+    found: dict = {}  # id -> {(table, priority)}, {n_clauses}, {clause}
+    for flow in apps.desired_flows(b.build()):
+        for c in flow.actions:
+            if isinstance(c, Conjunction):
+                where, sizes, clauses = found.setdefault(c.id, (set(), set(), set()))
+                where.add((flow.table, flow.priority))
+                sizes.add(c.n_clauses)
+                clauses.add(c.clause)
+        if 'conj_id' in flow.match.fields():
+            found[flow.match['conj_id']][0].add((flow.table, flow.priority))
+    assert found
+    for where, sizes, clauses in found.values():
+        assert len(where) == 1 and len(sizes) == 1
+        assert clauses == set(range(1, sizes.pop() + 1))
+
+
+def _flow_count(n_ports: int, n_rules: int, n_groups: int = 4) -> int:
+    """Security group flows on a chassis with n ports spread over groups of n_rules rules
+    (a tcp port each, from the next group) plus a default group (any egress, any ingress from
+    the group itself)."""
     b = TopologyBuilder()
     subnet = b.subnet(b.network('a'), '10.0.0.0/16')
     default = b.security_group('default', ('egress', {}))
     b.rule(default, 'ingress', remote_group_id=default.id)
+    groups = [b.security_group(f'tier{i}') for i in range(n_groups)]
+    for i, group in enumerate(groups):
+        for j in range(n_rules):
+            b.rule(group, 'ingress', protocol='tcp', port_range_min=1000 + j,
+                   port_range_max=1000 + j, remote_group_id=groups[(i + 1) % n_groups].id)
     for i in range(n_ports):
         b.port(subnet, f'10.0.{i // 200}.{i % 200 + 10}', ofport=i + 1,
-               security_groups=[default.id])
+               security_groups=[default.id, groups[i % n_groups].id])
     app_id = apps.APP_IDS['security_groups']
     return sum(1 for f in apps.desired_flows(b.build()) if f.app_id == app_id)
 
 
-def test_flows_grow_linearly_with_the_ports_of_a_group_that_lets_itself_in():
-    counts = {n: _default_group_flows(n) for n in (10, 20, 40, 400)}
-    per_port = (counts[20] - counts[10]) / 10
-    assert per_port <= 8
-    assert counts[40] - counts[20] == 20 * per_port
-    assert counts[400] - counts[40] == 360 * per_port
-    assert counts[400] < 400 * 400 / 10  # one flow per (port, member) would be 160,000
+def test_flows_grow_with_ports_plus_rules_not_their_product():
+    """A port adds its conntrack and clause flows and its address's member flow; a rule its
+    conj_id flow and a service flow if no rule had its service yet. Nothing is per (port,
+    rule) or per (port, member), as one flow per (port, rule, member) was."""
+    base = _flow_count(40, 10)
+    per_port = (_flow_count(80, 10) - base) / 40
+    per_rule = (_flow_count(40, 20) - base) / 40  # 4 groups x 10 more rules
+    assert per_port <= 8 and per_rule <= 2
+    assert _flow_count(400, 10) - base == 360 * per_port
+    assert _flow_count(40, 80) - base == 280 * per_rule
+    assert _flow_count(400, 80) - base == 360 * per_port + 280 * per_rule
 
 
 @pytest.mark.parametrize('low,high', [(22, 22), (1, 65535), (1000, 1999), (0, 7), (80, 443),

@@ -10,20 +10,27 @@ connections, so one port's egress commit never makes a packet "established" at a
 port's ingress. DHCP from the port is never filtered (it has no address yet); ARP is not IP.
 A port with port security disabled has no flows here and passes.
 
-A rule with a remote group means every address of every port in that group. As one flow per
-member address, service and local port it would be quadratic in the ports of a group that
-lets itself in, as every project's default group does. So such rules are conjunctive matches
-(as in Neutron's OVS firewall and OVN's address sets), one per remote group in each direction's
-table, its id the group's key (allocated by the store from 1, 32 bits are plenty): stable
-across recomputes, so the flows do not churn. Clause 1 says "a local port has a rule naming the
-group that allows this service" (one flow per port and service), clause 2 "the peer is a
-member" (one flow per member address, shared by all ports and groups), and one flow per (port,
-group) matching conj_id commits the connection in the port's zone. The flows grow with the
-local ports' services plus the members, no longer with their product, and a member joining or
-leaving changes its address flow only. Rules with a remote prefix or none stay direct flows.
+Written out, a rule is one flow per local port, service and peer address: ports x rules x
+members, quadratic for a group that lets itself in, as every project's default group does. One
+conjunction per remote group still took a flow per (local port, service of its rules), ports x
+rules. So each rule is one conjunctive match (as OVN's port groups and address sets), its id
+the rule's key, which the store allocates once (a recompute never renames a conjunction, so
+the flows do not churn). Its clauses are "the local port is in the rule's group" (one flow
+per port and direction, naming every rule of its groups), "the service" (protocol, ports,
+remote prefix; one flow per distinct match, shared by every rule that allows it) and, for a
+remote group, "the peer is a member" (one flow per member address, naming every rule that
+names a group the address is in). Each part changes on its own: a port joining a group
+rewrites its own clause flow, a member moving its address flow, a rule its conj_id flow and
+its conjunction in the clause flows. The flows grow with ports + rules + member addresses.
+
+The flow a conjunction leads to cannot name the port, so the port's zone travels in a
+register, set where the port is known (the per-port conntrack flows), and both ct() actions
+read it. A rule that allows anything from anywhere has no clause but the port's and stays a
+direct per-port flow.
 """
 import dataclasses
 import ipaddress
+from typing import Optional
 
 from dragonflow.controller import pipeline as p
 from dragonflow.controller.flows import (
@@ -35,8 +42,10 @@ from dragonflow.controller.flows import (
     Conjunction,
     Conntrack,
     Match,
+    SetField,
     ct_state,
 )
+from dragonflow.model import SecurityGroup, SecurityGroupRule
 
 NAME = 'security_groups'
 PORT_FIELDS = {6: 'tcp_dst', 17: 'udp_dst', 132: 'sctp_dst'}
@@ -45,11 +54,12 @@ NEW = ct_state(set_bits=CT_TRACKED | CT_NEW, clear_bits=CT_ESTABLISHED | CT_RELA
 STATEFUL_PASS = (ct_state(set_bits=CT_TRACKED | CT_ESTABLISHED, clear_bits=CT_INVALID),
                  ct_state(set_bits=CT_TRACKED | CT_RELATED, clear_bits=CT_INVALID))
 INVALID = ct_state(set_bits=CT_TRACKED | CT_INVALID)
+ZONE = p.CONNTRACK_ZONE_REG
+# A port's flow for a rule that allows anything matches exactly what its clause flow matches,
+# so the two need different priorities; where it matches, no conjunction is needed.
 RULE_PRIORITY = 100
-# Below the direct rules: a clause 1 flow may have a direct rule's match (the same port and
-# service with any address), and where a direct rule matches, the conjunction is not needed.
 CONJUNCTION_PRIORITY = 90
-PORT_CLAUSE, MEMBER_CLAUSE = 1, 2
+PORT_CLAUSE, SERVICE_CLAUSE = 1, 2  # the member clause comes last
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,9 +70,13 @@ class Direction:
     peer_field: str     # the address of the other end
     after: p.Table
 
-    def allow(self, zone: int) -> list:
+    def allow(self) -> list:
         """Commit the new connection in the port's zone and go on."""
-        return [Conntrack(zone, commit=True), self.after.goto()]
+        return [Conntrack(ZONE, commit=True), self.after.goto()]
+
+    def new_from(self, port) -> Match:
+        """A new connection of the local port (ct() needs IP in the match)."""
+        return Match(**{self.port_register: port.key}, ct_state=NEW, eth_type=p.ETH_TYPE_IPV4)
 
 
 DIRECTIONS = {
@@ -73,20 +87,48 @@ DIRECTIONS = {
 }
 
 
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """An IPv4 rule as a conjunctive match: the matches of its service clause (none: any
+    service from any address; a remote prefix is part of it) and its remote group."""
+    rule: SecurityGroupRule
+    services: tuple
+    group: Optional[SecurityGroup]
+
+    @property
+    def key(self) -> int:
+        return self.rule.key
+
+    @property
+    def direction(self) -> Direction:
+        return DIRECTIONS[self.rule.direction]
+
+    @property
+    def is_conjunction(self) -> bool:
+        return bool(self.services or self.group)
+
+    def clause(self, number: int) -> Conjunction:
+        return Conjunction(self.key, number, 1 + bool(self.services) + bool(self.group))
+
+    @property
+    def member_clause(self) -> int:
+        return SERVICE_CLAUSE + bool(self.services)
+
+
 def flows(topology):
     for d in DIRECTIONS.values():
         yield d.conntrack.flow(0, Match(), [d.after.goto()])
         for state in STATEFUL_PASS:
             yield d.rules.flow(200, Match(ct_state=state), [d.after.goto()])
         yield d.rules.flow(210, Match(ct_state=INVALID), [])
-    remote_groups = set()
+    used: dict = {}  # rule key -> Rule, the rules of the local ports
     for port, ofport in topology.local_ports():
         if port.port_security_enabled:
             rules = list(_ipv4_rules(topology, port))
-            remote_groups |= {(rule.direction, group.id) for rule, group in rules if group}
+            used.update((r.key, r) for r in rules if r.is_conjunction)
             yield from _conntrack(port, zone=ofport)
-            yield from _rules(port, rules, zone=ofport)
-    yield from _members(topology, remote_groups)
+            yield from _port_flows(port, rules)
+    yield from _rule_flows(topology, [used[key] for key in sorted(used)])
 
 
 def _conntrack(port, zone):
@@ -96,69 +138,66 @@ def _conntrack(port, zone):
     for d in DIRECTIONS.values():
         yield d.conntrack.flow(100, Match(**{d.port_register: port.key},
                                           eth_type=p.ETH_TYPE_IPV4),
-                               [Conntrack(zone, table=d.rules.number)], cookie=port.key)
+                               [SetField(ZONE, zone), Conntrack(ZONE, table=d.rules.number)],
+                               cookie=port.key)
 
 
 def _ipv4_rules(topology, port):
-    """The port's IPv4 rules (IPv6 is not forwarded yet) with their remote group (None without
-    one). A rule whose remote group is not known here yet has no members to allow."""
+    """The port's IPv4 rules (IPv6 is not forwarded yet). A rule whose remote group is not
+    known here yet has no members to allow."""
     for rule in topology.rules_of(port):
         if rule.ethertype != 'IPv4':
             continue
-        if not rule.remote_group_id:
-            yield rule, None
-        elif rule.remote_group_id in topology.security_groups:
-            yield rule, topology.security_groups[rule.remote_group_id]
+        group = None
+        if rule.remote_group_id:
+            group = topology.security_groups.get(rule.remote_group_id)
+            if group is None:
+                continue
+        yield Rule(rule, tuple(_service_matches(DIRECTIONS[rule.direction], rule)), group)
 
 
-def _rules(port, rules, zone):
-    """One flow per service for a rule with a remote prefix or none; for a rule with a remote
-    group, clause 1 of the group's conjunction per service and the flow the conjunction leads
-    to. Two groups of a port may allow the same thing: each match is made once."""
-    direct: dict = {}   # (direction, match), as an ordered set
-    clauses: dict = {}  # (direction, match) -> keys of the remote groups
-    for rule, group in rules:
-        d = DIRECTIONS[rule.direction]
-        for service in _services(rule):
-            fields = {d.port_register: port.key, 'ct_state': NEW, 'eth_type': p.ETH_TYPE_IPV4,
-                      **service}
-            if group:
-                clauses.setdefault((rule.direction, Match(**fields)), set()).add(group.key)
-            else:
-                peer = _peer(d.peer_field, rule.normalized_cidr) if rule.remote_ip_prefix else {}
-                direct[(rule.direction, Match(**fields, **peer))] = None
-    for direction, match in direct:
-        d = DIRECTIONS[direction]
-        yield d.rules.flow(RULE_PRIORITY, match, d.allow(zone), cookie=port.key)
-    for (direction, match), keys in clauses.items():
-        yield _clause(DIRECTIONS[direction], match, keys, PORT_CLAUSE, cookie=port.key)
-    for direction, key in sorted({(direction, key) for (direction, _), keys in clauses.items()
-                                  for key in keys}):
-        d = DIRECTIONS[direction]
+def _port_flows(port, rules):
+    """Per direction, the port's clause naming every conjunctive rule of its groups, and one
+    flow if some rule allows anything."""
+    for name, d in DIRECTIONS.items():
+        mine = [r for r in rules if r.rule.direction == name]
+        if any(not r.is_conjunction for r in mine):
+            yield d.rules.flow(RULE_PRIORITY, d.new_from(port), d.allow(), cookie=port.key)
+        conjunctions = {r.clause(PORT_CLAUSE) for r in mine if r.is_conjunction}
+        if conjunctions:
+            yield d.rules.flow(CONJUNCTION_PRIORITY, d.new_from(port), conjunctions,
+                               cookie=port.key)
+
+
+def _rule_flows(topology, rules):
+    """Per rule the flow its conjunction leads to; the service and member clauses, one flow
+    per distinct match with the conjunctions of every rule that has it. A packet may complete
+    the conjunctions of several rules of its port: OVS takes any, and all commit in the
+    port's zone and go on."""
+    clauses: dict = {}  # (direction, match) -> conjunctions
+    for r in rules:
+        d = r.direction
         yield d.rules.flow(CONJUNCTION_PRIORITY,
-                           Match(conj_id=key, **{d.port_register: port.key},
-                                 eth_type=p.ETH_TYPE_IPV4),  # ct() needs IP in the match
-                           d.allow(zone), cookie=port.key)
+                           Match(conj_id=r.key, eth_type=p.ETH_TYPE_IPV4), d.allow(),
+                           cookie=r.key)
+        for match in r.services:
+            clauses.setdefault((d, match), set()).add(r.clause(SERVICE_CLAUSE))
+        if r.group:
+            for address in topology.members(r.group.id):
+                match = Match(eth_type=p.ETH_TYPE_IPV4, **_peer(d.peer_field, address))
+                clauses.setdefault((d, match), set()).add(r.clause(r.member_clause))
+    for (d, match), conjunctions in clauses.items():
+        yield d.rules.flow(CONJUNCTION_PRIORITY, match, conjunctions)
 
 
-def _members(topology, remote_groups):
-    """Clause 2: one flow per direction and member address, with a conjunction for each
-    remote group the address is in. A peer in two groups that one port's rules name matches
-    both conjunctions; OVS then takes either, and both commit in the port's zone and go on."""
-    clauses: dict = {}  # (direction, match) -> keys of the remote groups
-    for direction, group_id in sorted(remote_groups):
-        d = DIRECTIONS[direction]
-        for address in topology.members(group_id):
-            match = Match(eth_type=p.ETH_TYPE_IPV4, **_peer(d.peer_field, address))
-            clauses.setdefault((direction, match), set()).add(
-                topology.security_groups[group_id].key)
-    for (direction, match), keys in clauses.items():
-        yield _clause(DIRECTIONS[direction], match, keys, MEMBER_CLAUSE, cookie=0)
-
-
-def _clause(d, match, group_keys, clause, cookie):
-    return d.rules.flow(CONJUNCTION_PRIORITY, match,
-                        [Conjunction(key, clause, 2) for key in sorted(group_keys)], cookie)
+def _service_matches(d, rule) -> list:
+    """What the rule allows above IP, and its remote prefix, as the matches of its service
+    clause; none when it allows any protocol from any address."""
+    peer = _peer(d.peer_field, rule.normalized_cidr) if rule.remote_ip_prefix else {}
+    services = _services(rule)
+    if services == [{}] and not peer:
+        return []
+    return [Match(eth_type=p.ETH_TYPE_IPV4, **service, **peer) for service in services]
 
 
 def _services(rule) -> list[dict]:
