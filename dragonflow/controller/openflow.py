@@ -148,8 +148,10 @@ class OpenFlowSwitch:
             for message in messages:
                 self.datapath.set_xid(message)
                 self._waiters[message.xid] = waiter
-            for message in messages:
-                self.datapath.send_msg(message)
+                message.serialize()
+            # One write of them all: os-ken's send queue holds 16 messages, and a bundle
+            # queued one by one would wait on its sending thread at every turn.
+            self.datapath.send(b''.join(message.buf for message in messages))
         try:
             if not waiter.done.wait(REPLY_TIMEOUT):
                 raise SwitchError(f'no reply from br-int in {REPLY_TIMEOUT} s')

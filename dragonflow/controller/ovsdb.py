@@ -26,8 +26,13 @@ class _NotifyingIdl(connection.OvsdbIdl):
         self.interfaces: tuple[dict[str, int], dict[str, int]] = ({}, {})
 
     def notify(self, event, row, updates=None):
-        if row._table.name == 'Interface':
-            self.interfaces = _plugged(self.tables['Interface'].rows.values())
+        if row._table.name != 'Interface':
+            return
+        interfaces = _plugged(self.tables['Interface'].rows.values())
+        # An interface is plugged once it has its OpenFlow port: its row appears earlier, and
+        # a pass for nothing then would hold the GIL while the OpenFlow port number arrives.
+        if interfaces != self.interfaces:
+            self.interfaces = interfaces
             self._on_change()
 
 
