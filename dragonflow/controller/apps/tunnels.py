@@ -5,9 +5,10 @@ port's network key and tun_ipv4_dst = that chassis' tunnel IP, through our one f
 tunnel port. A broadcast from a local port gets one copy per other chassis with ports on its
 network (remote_flood). So does a packet for a port not bound anywhere yet: its VM may be
 plugged on one of those chassis this very moment, and that chassis delivers it as soon as its
-own flows are in, without waiting for the binding to travel through the store to us. In: a packet from the tunnel port is classified by its VNI and delivered
-by destination MAC to local ports only (remote_ingress); a broadcast from a tunnel is copied to
-local ports only, so nothing arriving over a tunnel is ever sent back into one.
+own flows are in, without waiting for the binding to travel through the store to us.
+In: a packet from the tunnel port is classified by its VNI and delivered by destination MAC to
+local ports only (remote_ingress); a broadcast from a tunnel is copied to local ports only, so
+nothing arriving over a tunnel is ever sent back into one.
 """
 from dragonflow.controller import pipeline as p
 from dragonflow.controller.apps.l2 import MULTICAST, local_copies
