@@ -6,6 +6,7 @@ sleep on inotify until the write-ahead log is written to, then read the revision
 lets them read while a writer commits.
 """
 import json
+import logging
 import math
 import os
 import sqlite3
@@ -16,6 +17,8 @@ from typing import Optional
 import inotify_simple
 
 from dragonflow.store import api
+
+LOG = logging.getLogger(__name__)
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS objects (
@@ -28,6 +31,7 @@ SCHEMA = [
     "INSERT OR IGNORE INTO counters VALUES ('revision', 0), ('compacted', 0)",
 ]
 WAL_RETRY_SECONDS = 0.01
+POLL_SECONDS = 0.01
 COMMIT_SETTLE_SECONDS = 0.05
 
 
@@ -150,12 +154,16 @@ class SqliteStore(api.Store):
     def wait(self, after, timeout):
         deadline = time.monotonic() + timeout
         log_writes = self._log_writes()
-        log_writes.read(timeout=0)  # earlier writes: the revision read below covers them
+        if log_writes is not None:
+            log_writes.read(timeout=0)  # earlier writes: the revision read below covers them
         settling_until = 0.0
         while self.revision() <= after:
             now = time.monotonic()
             if now >= deadline:
                 return False
+            if log_writes is None:
+                time.sleep(min(POLL_SECONDS, deadline - now))
+                continue
             # A commit writes the log first and publishes its revision just after: once the
             # log was written, look again every millisecond for a little while.
             until = min(deadline, settling_until) if now < settling_until else deadline
@@ -164,17 +172,26 @@ class SqliteStore(api.Store):
                 settling_until = time.monotonic() + COMMIT_SETTLE_SECONDS
         return True
 
-    def _log_writes(self) -> inotify_simple.INotify:
+    def _log_writes(self) -> Optional[inotify_simple.INotify]:
         """This thread's watch on the log's directory, kept open: closing an inotify
-        descriptor waits for the kernel (milliseconds), too slow for every wait."""
+        descriptor waits for the kernel (milliseconds), too slow for every wait. None when
+        the kernel refuses (fs.inotify.max_user_instances or max_user_watches reached): then
+        waits poll."""
         self._db()  # the per-thread state belongs to this process
         log_writes = getattr(self._local, 'log_writes', None)
         if log_writes is None:
-            log_writes = inotify_simple.INotify()
-            log_writes.add_watch(self._directory,
-                                 inotify_simple.flags.MODIFY | inotify_simple.flags.CREATE)
+            try:
+                log_writes = inotify_simple.INotify()
+                log_writes.add_watch(self._directory, inotify_simple.flags.MODIFY
+                                     | inotify_simple.flags.CREATE)
+            except OSError as e:
+                if log_writes:
+                    log_writes.close()
+                LOG.warning('cannot watch %s (%s): waiting for commits by polling',
+                            self._directory, e)
+                log_writes = False  # asked once per thread
             self._local.log_writes = log_writes
-        return log_writes
+        return log_writes or None
 
     def compact(self, revision):
         with self._transaction(immediate=True) as db:
@@ -189,7 +206,7 @@ class SqliteStore(api.Store):
         if db is not None and self._local.pid == os.getpid():
             db.close()
             log_writes = getattr(self._local, 'log_writes', None)
-            if log_writes is not None:
+            if log_writes:
                 log_writes.close()
         self._local.db = self._local.log_writes = None
 

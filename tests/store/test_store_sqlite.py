@@ -148,3 +148,20 @@ def test_a_forked_child_does_not_share_the_parents_connection(path):
 def _put_and_exit(store):
     store.put('network', 'child', {'pid': os.getpid()})
     store.close()
+
+
+
+@pytest.mark.parametrize('inotify', [True, False], ids=['inotify', 'inotify refused'])
+def test_a_waiter_wakes_on_another_connections_commit(path, monkeypatch, inotify):
+    """With inotify a waiter sleeps until the log is written (bench/store.py shows how fast);
+    where the kernel refuses one more inotify instance, it polls."""
+    if not inotify:
+        def refused():
+            raise OSError(24, 'Too many open files')
+        monkeypatch.setattr('inotify_simple.INotify', refused)
+    store, writer = nb.connect(f'sqlite://{path}'), nb.connect(f'sqlite://{path}')
+    after = store.revision()
+    assert not store.wait(after, timeout=0.05)
+    threading.Timer(0.05, writer.put, ('network', 'n1', {})).start()
+    assert store.wait(after, timeout=5)
+    assert store.revision() == after + 1
