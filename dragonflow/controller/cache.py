@@ -13,6 +13,7 @@ the controller reloads the scope from a store snapshot. When the scope narrows, 
 that fell out are evicted at once.
 """
 import dataclasses
+from typing import Optional
 
 from dragonflow.model import (
     MODELS,
@@ -114,6 +115,9 @@ class Cache:
         self.revision = 0
         self.needs_refill = True
         self._unknown_port_ids: frozenset = frozenset()
+        # The scope depends on everything but the chassis records: kept until something
+        # else changes, so that heartbeats (most of the change log) cost no scope computation.
+        self._kept_scope: Optional[Scope] = None
 
     def load(self, revision: int, records: list[api.Record]) -> None:
         """Replace everything with the scope selected from a full snapshot."""
@@ -129,6 +133,7 @@ class Cache:
         self.revision = revision
         self.needs_refill = False
         self._unknown_port_ids = frozenset(self.local_port_ids - set(everything[Port.table]))
+        self._kept_scope = None
 
     def apply(self, events: list[api.Event]) -> bool:
         """Apply a batch of whole commits; commits older than the cache are skipped (a
@@ -149,6 +154,7 @@ class Cache:
         """The VM interfaces plugged on this chassis changed (OVSDB)."""
         if port_ids != self.local_port_ids:
             self.local_port_ids = set(port_ids)
+            self._kept_scope = None
             self._rescope()
 
     def written(self, obj: Model) -> bool:
@@ -160,12 +166,16 @@ class Cache:
         if old is None or old.revision >= obj.revision:
             return False
         rows[obj.id] = obj
+        self._kept_scope = None
         return self._rescope()
 
     def _apply(self, event: api.Event) -> bool:
         rows = self.objects[event.table]
         if event.deleted:
-            return rows.pop(event.id, None) is not None
+            if rows.pop(event.id, None) is None:
+                return False
+            self._changed_scope_input(event.table)
+            return True
         old = rows.get(event.id)
         if old is not None and old.revision == event.revision:
             return False  # written here, already kept
@@ -174,7 +184,12 @@ class Cache:
                 not in_scope(self._scope(), event.table, obj):
             return False
         rows[event.id] = obj
+        self._changed_scope_input(event.table)
         return old is None or not _same_for_data_plane(old, obj)
+
+    def _changed_scope_input(self, table: str) -> None:
+        if table != Chassis.table:  # the scope is computed from everything else
+            self._kept_scope = None
 
     def _widens(self, table: str, obj: Model) -> bool:
         """A new object that may pull more into scope: a port that is ours, a router with an
@@ -193,8 +208,10 @@ class Cache:
         self.objects[obj.table][obj.id] = obj
 
     def _scope(self) -> Scope:
-        return scope_of(self.objects, self.chassis_id, self.local_port_ids,
-                        self._unknown_port_ids)
+        if self._kept_scope is None:
+            self._kept_scope = scope_of(self.objects, self.chassis_id, self.local_port_ids,
+                                        self._unknown_port_ids)
+        return self._kept_scope
 
     def _rescope(self) -> bool:
         """Evict what fell out of scope (True if anything did); flag a refill if the scope
@@ -205,6 +222,8 @@ class Cache:
             for obj_id in [i for i, o in rows.items() if not in_scope(scope, table, o)]:
                 del rows[obj_id]
                 evicted = True
+        if evicted:
+            self._kept_scope = None
         if scope.missing:
             self.needs_refill = True
         return evicted

@@ -3,8 +3,8 @@ what those routers connect, and nothing of the rest of the deployment."""
 import pytest
 
 from dragonflow import store as df_store
-from dragonflow.controller.cache import Cache
-from dragonflow.model import FixedIP, Network, Port, Router, RouterInterface, Subnet
+from dragonflow.controller.cache import Cache, scope_of
+from dragonflow.model import Chassis, FixedIP, Network, Port, Router, RouterInterface, Subnet
 
 ME, OTHER = 'chassis-1', 'chassis-2'
 
@@ -170,3 +170,20 @@ def test_a_status_report_alone_changes_nothing_the_flows_use(world):
     assert not world.cache.apply(world.store.changes(world.cache.revision))
     world.put(port.model_copy(update={'binding_host_id': 'chassis-3'}))
     assert world.cache.apply(world.store.changes(world.cache.revision))
+
+
+def test_heartbeats_cost_no_scope_computation(world, monkeypatch):
+    computed = []
+    monkeypatch.setattr('dragonflow.controller.cache.scope_of',
+                        lambda *args: computed.append(1) or scope_of(*args))
+    world.cache.missing_chassis()
+    before = len(computed)
+    for beat in range(3):
+        world.put(Chassis(id=OTHER, tunnel_ip='172.31.0.12', heartbeat=float(beat)))
+        world.put(Chassis(id='chassis-9', tunnel_ip='172.31.0.19', heartbeat=float(beat)))
+        world.cache.apply(world.store.changes(world.cache.revision))
+        world.cache.missing_chassis()
+    assert len(computed) == before
+    world.port('vm-c', 'c', host=ME, status='ACTIVE')
+    world.follow()
+    assert len(computed) > before  # anything else is looked at again
