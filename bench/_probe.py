@@ -100,9 +100,12 @@ class FlowMonitor:
 
 
 def egress_flow(port_key: int) -> re.Pattern:
-    """Dragonflow's egress_dispatch flow for a port (table 60, reg7 = its key): on the port's
-    own chassis it outputs locally, elsewhere it tunnels to the port's chassis. It is written
-    only once the port is bound, in the same bundle as the rest of the port's flows."""
+    """Dragonflow's egress_dispatch flow for a port (table 60, reg7 = its key). On the port's
+    own chassis it delivers locally, written once the VM is plugged, in the same bundle as the
+    rest of the port's flows. Elsewhere it sends the packet to every chassis of the port's
+    network until the port is bound (its own chassis delivers as soon as its flows are in),
+    then straight to the port's chassis (the flow is modified). Either way, from the first
+    event on, that chassis reaches the port once the port's own chassis has its flows."""
     return re.compile(rf'table=60 .*\breg7=0x{port_key:x}\b')
 
 

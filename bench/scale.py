@@ -18,8 +18,8 @@ packs projects and shows the selective cache at work.
 A VM interface here is an OVS internal port (type=internal: a tap device in the chassis
 namespace, no VM namespace) with external_ids:iface-id and attached-mac, as Nova would plug it.
 "Flows present" is read from the switches: an `ovs-ofctl monitor` on every chassis' br-int
-reports when the port's egress_dispatch flow (table 60, reg7 = the port's key; written only
-once the port is bound, in the same bundle as its other flows) arrives. The chassis that serve
+reports when the port's egress_dispatch flow (table 60, reg7 = the port's key; see
+_probe.egress_flow: from then on that chassis can reach the port) arrives. The chassis that serve
 the port's network are those whose chassis record (heartbeat) lists it. A port's id comes from
 the API, so the interface is on br-int with the port's MAC first and its iface-id is set right
 after the create returns (os-vif's step); that is inside the measured time.
