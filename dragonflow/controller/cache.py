@@ -114,7 +114,7 @@ class Cache:
         self.objects: dict[str, dict[str, Model]] = {table: {} for table in MODELS}
         self.revision = 0
         self.needs_refill = True
-        self._unknown_port_ids: frozenset = frozenset()
+        self.unknown_port_ids: frozenset = frozenset()
         # The scope depends on everything but the chassis records: kept until something
         # else changes, so that heartbeats (most of the change log) cost no scope computation.
         self._kept_scope: Optional[Scope] = None
@@ -132,7 +132,7 @@ class Cache:
                         for table, rows in everything.items()}
         self.revision = revision
         self.needs_refill = False
-        self._unknown_port_ids = frozenset(self.local_port_ids - set(everything[Port.table]))
+        self.unknown_port_ids = frozenset(self.local_port_ids - set(everything[Port.table]))
         self._kept_scope = None
 
     def apply(self, events: list[api.Event]) -> bool:
@@ -210,7 +210,7 @@ class Cache:
     def _scope(self) -> Scope:
         if self._kept_scope is None:
             self._kept_scope = scope_of(self.objects, self.chassis_id, self.local_port_ids,
-                                        self._unknown_port_ids)
+                                        self.unknown_port_ids)
         return self._kept_scope
 
     def _rescope(self) -> bool:

@@ -61,6 +61,9 @@ class Controller:
         self.stop_event = threading.Event()
         self._wake = threading.Event()
         self._lock = threading.Lock()  # guards the cache between watcher and loop
+        # One reader of the store at a time: a snapshot loaded while the watcher applies later
+        # changes would take the cache back in time, and those changes would never come again.
+        self._store_reads = threading.Lock()
         self._switch_resync = True
         self._last_heartbeat = 0.0
         self._published: tuple = ()  # the networks and routers of the last heartbeat
@@ -196,9 +199,14 @@ class Controller:
 
     def _refill(self) -> None:
         """Reload the scope from a snapshot: start-up, a wider scope, or a compacted log."""
-        revision, records = self.store.snapshot()
-        with self._lock:
-            self.cache.load(revision, records)
+        with self._store_reads:
+            revision, records = self.store.snapshot()
+            with self._lock:
+                self.cache.load(revision, records)
+                kept = sum(len(rows) for rows in self.cache.objects.values())
+                unknown = len(self.cache.unknown_port_ids)
+        LOG.info('scope reloaded at revision %d: %d objects kept; %d plugged interfaces name '
+                 'ports the store does not have (yet)', revision, kept, unknown)
         self._fetch_missing_chassis()
 
     def _fetch_missing_chassis(self) -> None:
@@ -219,14 +227,16 @@ class Controller:
                 if self.cache.needs_refill:
                     self._refill()
                     self.wake()
-                after = self.cache.revision
-                batch = self.store.changes(after)
+                with self._store_reads:
+                    after = self.cache.revision
+                    batch = self.store.changes(after)
+                    if batch:
+                        with self._lock:
+                            changed = self.cache.apply(batch)
                 pause = STORE_BACKOFF[0]
                 if not batch:
                     self.store.wait(after, timeout=1.0)
                     continue
-                with self._lock:
-                    changed = self.cache.apply(batch)
                 self._fetch_missing_chassis()
                 if changed:
                     self.wake()
