@@ -1,4 +1,6 @@
 """Thin wrappers over ip(8) for namespaces and veths; every name carries the lab's prefix."""
+import os
+import signal
 import subprocess
 
 
@@ -18,6 +20,13 @@ def add(name: str) -> None:
 
 
 def delete(name: str) -> None:
+    """Remove a namespace and end what still runs in it: a process (a VM's server, say)
+    outlives the name of its namespace, and would outlive the test that started it."""
+    for pid in run('ip', 'netns', 'pids', name, check=False).split():
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     run('ip', 'netns', 'del', name, check=False)
 
 
