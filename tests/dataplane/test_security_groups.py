@@ -1,4 +1,5 @@
 """Stateful security groups with real traffic across chassis (conntrack in each port's zone)."""
+import itertools
 import time
 
 import pytest
@@ -15,12 +16,18 @@ def connects(vm, ip, port, udp=False) -> bool:
     return vm.popen('nc', '-z', '-w', '1', ip, str(port)).wait(10) == 0
 
 
+LAB_NUMBERS = itertools.count(1)
+
+
 @pytest.fixture
 def lab(topo):
     """t (groups default + guarded) on ch1; a, b (default) and x, y (group solo: egress
     only) spread over ch2 and ch3; t listens on tcp 22 and 23 and answers udp 5353."""
     sdk = topo.sdk
-    subnet = topo.subnet('10.41.1.0/24')
+    # A CIDR of its own: the labs of earlier tests stay, in the same project and default
+    # group, and a remote-group rule means addresses (as in Neutron), so a VM here reusing
+    # an address of an earlier lab's member would count as that member.
+    subnet = topo.subnet(f'10.41.{next(LAB_NUMBERS)}.0/24')
     solo = sdk.network.create_security_group(name='solo')  # a new group: egress rules only
     guarded = sdk.network.create_security_group(name='guarded')
     default = next(g for g in sdk.network.security_groups(name='default'))
