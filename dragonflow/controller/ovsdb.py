@@ -14,26 +14,33 @@ INTERFACE_COLUMNS = ('name', 'type', 'options', 'external_ids', 'ofport')
 
 
 class _NotifyingIdl(connection.OvsdbIdl):
-    """An IDL that, when an Interface changes, reads the plugged interfaces and calls back
-    (in ovsdbapp's connection thread, the one that may read the IDL's rows), so the controller
-    reads them without a round trip. The other tables are ours to write, and their status
-    columns (the controller connection's, refreshed every few seconds) would wake the
-    controller for nothing."""
+    """An IDL that, after a batch of updates that touched an Interface, reads the plugged
+    interfaces and calls back (in ovsdbapp's connection thread, the one that may read the
+    IDL's rows), so the controller reads them without a round trip. The other tables are ours
+    to write, and their status columns (the controller connection's, refreshed every few
+    seconds) would wake the controller for nothing."""
 
     def __init__(self, remote, helper, on_change: Callable[[], None]):
         super().__init__(remote, helper)
         self._on_change = on_change
+        self._interfaces_touched = False
         self.interfaces: tuple[dict[str, int], dict[str, int]] = ({}, {})
 
     def notify(self, event, row, updates=None):
-        if row._table.name != 'Interface':
-            return
-        interfaces = _plugged(self.tables['Interface'].rows.values())
-        # An interface is plugged once it has its OpenFlow port: its row appears earlier, and
-        # a pass for nothing then would hold the GIL while the OpenFlow port number arrives.
-        if interfaces != self.interfaces:
-            self.interfaces = interfaces
-            self._on_change()
+        # Once per row: a plug of many interfaces in one transaction is read once, in run().
+        self._interfaces_touched |= row._table.name == 'Interface'
+
+    def run(self):
+        changed = super().run()
+        if self._interfaces_touched:
+            self._interfaces_touched = False
+            interfaces = _plugged(self.tables['Interface'].rows.values())
+            # An interface is plugged once it has its OpenFlow port: its row appears earlier,
+            # and a pass for nothing then would hold the GIL while the port number arrives.
+            if interfaces != self.interfaces:
+                self.interfaces = interfaces
+                self._on_change()
+        return changed
 
 
 class LocalOvs:
