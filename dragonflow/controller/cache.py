@@ -166,7 +166,7 @@ class Cache:
         if old is None or old.revision >= obj.revision:
             return False
         rows[obj.id] = obj
-        self._kept_scope = None
+        self._changed_scope_input(obj.table)
         return self._rescope()
 
     def _apply(self, event: api.Event) -> bool:

@@ -145,16 +145,17 @@ class Controller:
         """One commit for all, each conditional on the port not having changed; if some did,
         the others are written one by one (the watcher brings the changed ones and a later
         pass retries them). The cache keeps what was written at once."""
+        if not updates:
+            return
         puts = {}
         for port, changes in updates:
             new = port.model_copy(update=changes)
             puts[port.id] = (new, api.Put(Port.table, port.id, new.to_doc(), expect=port.revision))
         written = {}
         try:
-            if puts:
-                revision = self.store.commit([put for _, put in puts.values()])
-                written = {port_id: new.model_copy(update={'revision': revision})
-                           for port_id, (new, _) in puts.items()}
+            revision = self.store.commit([put for _, put in puts.values()])
+            written = {port_id: new.model_copy(update={'revision': revision})
+                       for port_id, (new, _) in puts.items()}
         except api.Conflict:
             for port_id, (new, put) in puts.items():
                 try:
