@@ -10,7 +10,8 @@ alike:
   then its iface-id), so the benchmarks can time each step on its own;
 - Vif: sets a plugged interface's iface-id over a standing OVSDB connection, as os-vif does
   (its default, ovsdbapp's native interface), rather than by starting an ovs-vsctl process;
-- small helpers: percentiles, a process' RSS and CPU time.
+- small helpers: percentiles, a process' RSS and CPU time, a bridge's flow count, progress
+  lines.
 """
 import math
 import os
@@ -34,6 +35,17 @@ def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile (p99 of 20 samples is the largest one)."""
     ordered = sorted(values)
     return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def log(message: str) -> None:
+    """Progress on stderr, timestamped; the results table goes to stdout."""
+    print(f'[{time.strftime("%H:%M:%S")}] {message}', file=sys.stderr, flush=True)
+
+
+def flow_count(chassis) -> int:
+    """The number of flows in a lab chassis' br-int."""
+    out = chassis.ovs.ofctl('dump-aggregate')
+    return int(out.split('flow_count=')[1].split()[0])
 
 
 def rss_mb(pid: int) -> float:

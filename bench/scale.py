@@ -36,7 +36,15 @@ import tempfile
 import threading
 import time
 
-from _probe import FlowMonitor, cpu_seconds, egress_flow, percentile, rss_mb
+from _probe import (
+    FlowMonitor,
+    cpu_seconds,
+    egress_flow,
+    flow_count,
+    log,
+    percentile,
+    rss_mb,
+)
 
 from dragonflow import store as nb
 from dragonflow.lab.cloud import Cloud
@@ -66,10 +74,6 @@ def main() -> int:
         run(cloud, args, rows)
     report(args, rows)
     return 0
-
-
-def log(message: str) -> None:
-    print(f'[{time.strftime("%H:%M:%S")}] {message}', file=sys.stderr, flush=True)
 
 
 def run(cloud: Cloud, args, rows: list) -> None:
@@ -329,11 +333,6 @@ def p50_p99(values: list[float]) -> str:
 def spread_of(values: list[float], fmt: str) -> str:
     return ' / '.join(format(v, fmt) for v in (min(values), statistics.median(values),
                                                 max(values)))
-
-
-def flow_count(chassis) -> int:
-    out = chassis.ovs.ofctl('dump-aggregate')
-    return int(out.split('flow_count=')[1].split()[0])
 
 
 def hwm_mb(pid: int) -> float:

@@ -39,7 +39,7 @@ import tempfile
 import threading
 import time
 
-from _probe import percentile
+from _probe import flow_count, log, percentile
 
 from dragonflow import store as nb
 from dragonflow.controller import apps
@@ -74,10 +74,6 @@ def main() -> int:
     print()
     print('\n'.join(f'{name.ljust(width)}  {value}' for name, value in rows))
     return 0
-
-
-def log(message: str) -> None:
-    print(f'[{time.strftime("%H:%M:%S")}] {message}', file=sys.stderr, flush=True)
 
 
 def run(cloud: Cloud, args, rows: list) -> None:
@@ -197,11 +193,6 @@ class FlowCounts:
     def close(self) -> None:
         self._stop.set()
         self._thread.join()
-
-
-def flow_count(chassis) -> int:
-    out = chassis.ovs.ofctl('dump-aggregate')
-    return int(out.split('flow_count=')[1].split()[0])
 
 
 def flow_rows(chassis, sdk, ports, rows: list) -> None:
