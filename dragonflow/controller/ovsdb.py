@@ -30,6 +30,11 @@ class _NotifyingIdl(connection.OvsdbIdl):
         # Once per row: a plug of many interfaces in one transaction is read once, in run().
         self._interfaces_touched |= row._table.name == 'Interface'
 
+    def cooperative_yield(self):
+        """Do not yield between the tables of an update. ovsdbapp's IDL sleeps(0) there to
+        let other green threads run; with native threads that hands the GIL to any busy thread
+        for up to the 5 ms switch interval, in the middle of reading a VM's plug."""
+
     def run(self):
         changed = super().run()
         if self._interfaces_touched:
