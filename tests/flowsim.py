@@ -60,6 +60,14 @@ class FlowTableSimulator:
         self._table(0, state, out, depth=0)
         return out
 
+    def packet_out(self, actions, **packet) -> list[Delivery]:
+        """Every copy that leaves when the controller sends the packet through ``actions``
+        (in_port CONTROLLER)."""
+        state = {'in_port': of.CONTROLLER, 'metadata': 0, 'ip_ttl': 64, **packet}
+        out: list[Delivery] = []
+        self._actions(actions, state, out, depth=0)
+        return out
+
     def outputs(self, in_port: int, **packet) -> list[int]:
         return [d.port for d in self.run(in_port, **packet)]
 
@@ -113,7 +121,7 @@ class FlowTableSimulator:
             elif isinstance(action, of.Goto):
                 self._table(action.table, state, out, depth + 1)
             elif isinstance(action, of.ToController):
-                out.append(Delivery(-1, _headers(state)))
+                out.append(Delivery(of.CONTROLLER, _headers(state)))
             elif isinstance(action, of.Conntrack):
                 self._conntrack(action, state, out, depth)
             else:

@@ -133,8 +133,10 @@ def ct_state(*, set_bits: int = 0, clear_bits: int = 0) -> tuple:
     """A ct_state match: these bits set, those clear, others ignored."""
     return (set_bits, set_bits | clear_bits)
 
-# OpenFlow reserved port: send the packet back out of the port it came in on.
+# OpenFlow reserved ports: send the packet back out of the port it came in on; the
+# controller (the in_port of a packet the controller sends, and the output to it).
 IN_PORT = 0xfffffff8
+CONTROLLER = 0xfffffffd
 
 
 @dataclasses.dataclass(frozen=True)

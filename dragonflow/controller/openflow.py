@@ -9,7 +9,7 @@ import itertools
 import logging
 import socket
 import threading
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 from os_ken import cfg as os_ken_cfg
 from os_ken.base import app_manager  # before os_ken.controller: import cycle
@@ -34,6 +34,15 @@ ZONE_BITS = 16
 REGISTER_ZONE_OFS_NBITS = 0 << 6 | (ZONE_BITS - 1)
 
 
+class PacketIn(NamedTuple):
+    """A packet the switch sent us: where it came in, and the table and cookie of the flow
+    that sent it."""
+    in_port: int
+    table: int
+    cookie: int
+    data: bytes
+
+
 class SwitchError(Exception):
     """The switch refused a request, did not answer in time, or is not connected."""
 
@@ -51,7 +60,7 @@ class OpenFlowSwitch:
     """br-int as the reconciler sees it (dump_flows, apply), plus connection callbacks."""
 
     def __init__(self, host: str, port: int, on_connect: Callable[[], None],
-                 on_packet_in: Optional[Callable[[int, bytes], None]] = None):
+                 on_packet_in: Optional[Callable[[PacketIn], None]] = None):
         self.host, self.port = host, port
         self.on_connect = on_connect
         self.on_packet_in = on_packet_in
@@ -128,12 +137,13 @@ class OpenFlowSwitch:
         commit = parser.ONFBundleCtrlMsg(datapath, bundle, ofp.ONF_BCT_COMMIT_REQUEST, flags, [])
         self._request(commit, messages + [commit])
 
-    def send_packet(self, ofport: int, data: bytes) -> None:
+    def send_packet(self, data: bytes, actions: list) -> None:
+        """A packet from the controller, through ``actions`` (dragonflow.controller.flows
+        actions; a Resubmit runs it through the pipeline from that table)."""
         datapath = self._datapath()
-        actions = [parser.OFPActionOutput(ofport)]
         datapath.send_msg(parser.OFPPacketOut(datapath, buffer_id=ofp.OFP_NO_BUFFER,
-                                              in_port=ofp.OFPP_CONTROLLER, actions=actions,
-                                              data=data))
+                                              in_port=ofp.OFPP_CONTROLLER,
+                                              actions=[_action(a) for a in actions], data=data))
 
     def _datapath(self):
         datapath = self.datapath
@@ -205,7 +215,9 @@ class _OsKenApp(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     def _packet_in(self, ev):
         if self.switch.on_packet_in:
-            self.switch.on_packet_in(ev.msg.match['in_port'], bytes(ev.msg.data))
+            msg = ev.msg
+            self.switch.on_packet_in(PacketIn(msg.match['in_port'], msg.table_id, msg.cookie,
+                                              bytes(msg.data)))
 
 
 # Conversions between flows as values and os-ken messages.

@@ -18,9 +18,12 @@ import time
 from dragonflow import conf as df_conf
 from dragonflow import store as df_store
 from dragonflow.controller import apps
-from dragonflow.controller.apps import dhcp
+from dragonflow.controller import flows as of
+from dragonflow.controller import pipeline as p
+from dragonflow.controller.apps import dhcp, tunnels
 from dragonflow.controller.cache import Cache
-from dragonflow.controller.openflow import OpenFlowSwitch, SwitchError
+from dragonflow.controller.held_packets import HeldPackets
+from dragonflow.controller.openflow import OpenFlowSwitch, PacketIn, SwitchError
 from dragonflow.controller.ovsdb import LocalOvs
 from dragonflow.controller.reconciler import Reconciler
 from dragonflow.controller.topology import Topology
@@ -69,6 +72,7 @@ class Controller:
         self._published: tuple = ()  # the networks and routers of the last heartbeat
         self._topology: Topology | None = None  # the last one whose flows are installed
         self._packet_ins: queue.Queue = queue.Queue(PACKET_IN_BACKLOG)
+        self._held = HeldPackets()
         self._dhcp_limiter = RateLimiter(conf.dhcp.rate_limit)
         self._dhcp = dhcp.Settings(lease_time=conf.dhcp.lease_time,
                                    metadata_ip=conf.dhcp.metadata_ip)
@@ -80,12 +84,13 @@ class Controller:
         self._switch_resync = True
         self.wake()
 
-    def packet_in(self, ofport: int, data: bytes) -> None:
+    def packet_in(self, packet_in: PacketIn) -> None:
         """From os-ken's thread: queue it; a full backlog drops it (the client retries)."""
         try:
-            self._packet_ins.put_nowait((ofport, data))
+            self._packet_ins.put_nowait(packet_in)
         except queue.Full:
-            LOG.warning('packet-in backlog full: dropped a packet from port %d', ofport)
+            LOG.warning('packet-in backlog full: dropped a packet from port %d',
+                        packet_in.in_port)
 
     def run(self) -> None:
         threading.Thread(target=self._watch_store, name='store-watcher', daemon=True).start()
@@ -114,6 +119,7 @@ class Controller:
         topology = self.topology()
         self.reconciler.reconcile(apps.desired_flows(topology))
         self._topology = topology
+        self._release_held(topology)
         self._report_ports(topology)
         if self._served() != self._published:
             self._heartbeat()
@@ -181,22 +187,53 @@ class Controller:
         self._last_heartbeat, self._published = chassis.heartbeat, served
 
     def _serve_packet_ins(self) -> None:
-        """Answer DHCP requests, each port within its rate limit."""
+        """DHCP requests from local ports; packets from tunnels for ports about to be plugged
+        here (remote_ingress), to hold until their flows are in."""
         while not self.stop_event.is_set():
             try:
-                ofport, data = self._packet_ins.get(timeout=1.0)
+                packet_in = self._packet_ins.get(timeout=1.0)
             except queue.Empty:
                 continue
-            topology = self._topology
-            port = topology.port_at(ofport) if topology else None
-            if port is None or not self._dhcp_limiter.allow(port.id):
-                continue
             try:
-                reply = dhcp.answer(topology, port, data, self._dhcp)
-                if reply:
-                    self.switch.send_packet(ofport, reply)
+                if packet_in.table == p.REMOTE_INGRESS.number:
+                    self._hold(packet_in)
+                elif packet_in.table == p.DHCP.number:
+                    self._answer_dhcp(packet_in)
+            except SwitchError as e:
+                LOG.warning('cannot send a packet: %s', e)
             except Exception:  # noqa: BLE001 - one bad packet must not stop the service
-                LOG.exception('cannot answer a DHCP packet from port %s', port.id)
+                LOG.exception('cannot handle a packet from port %d (table %d)',
+                              packet_in.in_port, packet_in.table)
+
+    def _answer_dhcp(self, packet_in: PacketIn) -> None:
+        """Each port within its rate limit."""
+        topology = self._topology
+        port = topology.port_at(packet_in.in_port) if topology else None
+        if port is None or not self._dhcp_limiter.allow(port.id):
+            return
+        reply = dhcp.answer(topology, port, packet_in.data, self._dhcp)
+        if reply:
+            self.switch.send_packet(reply, [of.Output(packet_in.in_port)])
+
+    def _hold(self, packet_in: PacketIn) -> None:
+        key = packet_in.cookie & of.COOKIE_OBJECT_MASK
+        if self._held.hold(key, packet_in.data):  # its flows came in meanwhile
+            topology = self._topology
+            self._send_held(topology, topology.port_with_key(key), [packet_in.data])
+
+    def _release_held(self, topology: Topology) -> None:
+        """Send on what was held for the ports whose flows this pass has just installed."""
+        plugged = {port.key: port for port, _ in topology.local_ports()}
+        for key, packets in self._held.plugged(plugged).items():
+            self._send_held(topology, plugged[key], packets)
+
+    def _send_held(self, topology: Topology, port, packets: list[bytes]) -> None:
+        network = topology.network_of(port) if port else None
+        if network is None:
+            return  # gone since: the switch would drop them now
+        actions = tunnels.release_actions(network, port)
+        for data in packets:
+            self.switch.send_packet(data, actions)
 
     def _refill(self) -> None:
         """Reload the scope from a snapshot: start-up, a wider scope, or a compacted log."""

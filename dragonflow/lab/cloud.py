@@ -264,9 +264,10 @@ class Cloud:
         return conn
 
     def vm(self, chassis: str, port, name: Optional[str] = None, gateway: bool = True,
-           dhcp: bool = False) -> Vm:
+           dhcp: bool = False, attach: bool = True) -> Vm:
         """Plug a VM for ``port`` (an openstacksdk Port) into ``chassis``: configured with the
-        port's first fixed IP, or with no address at all for ``dhcp`` (the VM asks for it)."""
+        port's first fixed IP, or with no address at all for ``dhcp`` (the VM asks for it);
+        without ``attach`` its interface waits off br-int until ``vm.attach()``."""
         name = f'{self.prefix}-{name or "vm" + str(len(self.vms) + 1)}'
         if dhcp:
             vm = Vm(name, self.chassis[chassis], port.id, port.mac_address)
@@ -277,7 +278,7 @@ class Cloud:
                     fixed['ip_address'], int(subnet.cidr.split('/')[1]),
                     subnet.gateway_ip if gateway else None)
         self.vms.append(vm)
-        vm.plug()
+        vm.plug(attach)
         return vm
 
     def wait_port_active(self, port_id: str, timeout: float = 10.0) -> None:

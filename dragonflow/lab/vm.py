@@ -26,7 +26,8 @@ class Vm:
         """The interface on br-int, named like Nova names its taps."""
         return 'tap' + self.port_id[:11]
 
-    def plug(self) -> None:
+    def plug(self, attach: bool = True) -> None:
+        """Make the VM; ``attach`` its interface to br-int now, or leave that for later."""
         netns.add(self.name)
         # No IPv6 yet (roadmap): keep its router solicitations and MLD off the wire.
         for scope in ('all', 'default'):
@@ -39,7 +40,8 @@ class Vm:
 
         if self.ip:
             self.configure(self.ip, self.prefixlen, self.gateway)
-        self.attach()
+        if attach:
+            self.attach()
 
     def attach(self) -> None:
         self.chassis.ovs.vsctl(

@@ -1,6 +1,7 @@
 """Many chassis: tunnels, distributed routing, selective topology, port moves, isolation and a
 controller failure, with real packets between chassis namespaces."""
 import re
+import subprocess
 import time
 
 import pytest
@@ -101,6 +102,29 @@ def test_a_port_moving_chassis_follows_within_2_seconds(cloud, topo):
     # project's default group); nothing that delivers to or from it may.
     wait_for(lambda: not _flows_mentioning(cloud, key, port.mac_address, None, 'ch2'), 2,
              what='ch2 to drop every flow of the port')
+
+
+def test_a_packet_sent_before_the_vm_is_plugged_reaches_it_once_plugged(cloud, topo):
+    """The port is bound nowhere yet, so ch1 sends its packets to every chassis of the
+    network; ch2, where the VM is about to be plugged, holds the one echo request sent before
+    the plug and delivers it when the port's flows are in (a single ping is answered)."""
+    subnet = topo.subnet('10.14.2.0/24')
+    sender = topo.vm(subnet, 'ch1')
+    topo.vm(subnet, 'ch2')  # ch2 serves the network
+    port = topo.port(subnet)
+    arriving = cloud.vm('ch2', port, attach=False)
+    mac = port.mac_address
+    wait_for(lambda: f'dl_dst={mac}' in cloud.chassis['ch1'].dump_flows(), 5,
+             what='ch1 to know the port')
+    wait_for(lambda: re.search(rf'table=35,.*dl_dst={mac} actions=CONTROLLER',
+                               cloud.chassis['ch2'].dump_flows()), 5,
+             what='ch2 to hold packets for the port')
+    ping = sender.popen('ping', '-n', '-c', '1', '-W', '5', arriving.ip,
+                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    time.sleep(0.2)  # the echo request is on its way, and then held on ch2
+    arriving.attach()
+    output = ping.communicate(timeout=10)[0]
+    assert ping.returncode == 0, output
 
 
 def test_projects_with_the_same_cidr_on_one_chassis_never_meet(cloud):

@@ -5,10 +5,10 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 
 from dragonflow.controller.apps import dhcp
+from dragonflow.controller.flows import CONTROLLER
 from dragonflow.model import HostRoute
 from tests.unit.builders import BROADCAST, TopologyBuilder, install, ip_of, ipv4
 
-CONTROLLER = -1
 SETTINGS = dhcp.Settings(lease_time=600, metadata_ip='169.254.169.254')
 
 

@@ -1,7 +1,7 @@
 """Table port_security: a VM sends only as itself (or as an allowed address pair)."""
+from dragonflow.controller.flows import CONTROLLER
 from tests.unit.builders import BROADCAST, TopologyBuilder, arp_request, install, ip_of, ipv4
 
-CONTROLLER = -1  # where the simulator says a packet-in goes
 DHCP_DISCOVER = dict(ipv4_src='0.0.0.0', ip_proto=17, udp_src=68, udp_dst=67)
 
 

@@ -4,7 +4,7 @@ import pytest
 
 from dragonflow.controller import apps
 from dragonflow.controller.apps.security_groups import port_masks
-from dragonflow.controller.flows import COOKIE_OBJECT_MASK, Conjunction, Match
+from dragonflow.controller.flows import CONTROLLER, COOKIE_OBJECT_MASK, Conjunction, Match
 from dragonflow.controller.reconciler import Reconciler
 from dragonflow.model import AddressPair, FixedIP
 from tests.flowsim import FlowTableSimulator
@@ -112,7 +112,7 @@ def test_no_group_means_no_traffic_but_dhcp_and_no_port_security_means_no_filter
     assert switch.outputs(1, **icmp(closed, open_port)) == []
     discover = dict(ipv4(closed, 'ff:ff:ff:ff:ff:ff', '255.255.255.255'), ipv4_src='0.0.0.0',
                     ip_proto=17, udp_src=68, udp_dst=67)
-    assert switch.outputs(1, **discover) == [-1]  # to the controller's DHCP server
+    assert switch.outputs(1, **discover) == [CONTROLLER]  # to the controller's DHCP server
     assert switch.outputs(2, **icmp(open_port, free)) == [3]
     assert switch.outputs(3, **icmp(free, open_port)) == [2]
 

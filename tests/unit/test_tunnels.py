@@ -1,5 +1,8 @@
 """Tunnels: remote ports are reached through the tunnel port with VNI = network key; packets
-from tunnels reach local ports only; broadcasts go once to each other chassis, never back."""
+from tunnels reach local ports only, or wait in the controller for a port about to be plugged
+here; broadcasts go once to each other chassis, never back."""
+from dragonflow.controller.apps import tunnels
+from dragonflow.controller.flows import CONTROLLER
 from tests.unit.builders import (
     BROADCAST,
     TUNNEL_OFPORT,
@@ -105,3 +108,29 @@ def test_a_port_bound_nowhere_yet_is_reached_on_every_chassis_of_its_network():
     b.ports[arriving.id] = arriving.model_copy(update={'binding_host_id': 'chassis-3'})
     [delivery] = install(b.build()).run(1, **ipv4(local, arriving.mac_address, ip_of(arriving)))
     assert delivery.packet['tun_ipv4_dst'] == '172.31.0.13'
+
+
+def test_from_a_tunnel_a_packet_for_a_port_about_to_be_plugged_here_goes_to_the_controller():
+    """Bound nowhere yet, or bound here (as Nova binds before it plugs): the controller holds
+    the packet; a drop would stay cached in the datapath after the port's flows are in."""
+    b, net, subnet, _, _, remote, _, _ = two_chassis()
+    unbound = b.port(subnet, '10.0.1.20')
+    bound_here = b.port(subnet, '10.0.1.21', **{'binding:host_id': b.chassis_id})
+    switch = install(b.build())
+    for port in (unbound, bound_here):
+        to_port = frame(remote, port.mac_address, tunnel_id=net.key)
+        assert switch.outputs(TUNNEL_OFPORT, **to_port) == [CONTROLLER]
+    bound_elsewhere = frame(remote, remote.mac_address, tunnel_id=net.key)
+    assert switch.outputs(TUNNEL_OFPORT, **bound_elsewhere) == []
+
+
+def test_a_held_packet_sent_on_once_its_port_is_plugged_reaches_only_that_port():
+    b, net, subnet, _, _, remote, _, _ = two_chassis()
+    arriving = b.port(subnet, '10.0.1.20')
+    b.ofports[arriving.id] = 7
+    topology = b.build()
+    held = ipv4(remote, arriving.mac_address, ip_of(arriving))
+    [delivery] = install(topology).packet_out(
+        tunnels.release_actions(net, topology.ports[arriving.id]), **held)
+    assert delivery.port == 7
+    assert delivery.packet['eth_dst'] == arriving.mac_address

@@ -8,11 +8,15 @@ plugged on one of those chassis this very moment, and that chassis delivers it a
 own flows are in, without waiting for the binding to travel through the store to us.
 In: a packet from the tunnel port is classified by its VNI and delivered by destination MAC to
 local ports only (remote_ingress); a broadcast from a tunnel is copied to local ports only, so
-nothing arriving over a tunnel is ever sent back into one.
+nothing arriving over a tunnel is ever sent back into one. A packet for a port that may be
+plugged here next goes to the controller, which holds it until the port's flows are in and
+then sends it on (held_packets.py): a drop here would be cached by the datapath, and Open
+vSwitch revalidates its cache at most every 5 ms, so a dropped first packet would keep the
+port unreachable for up to 5 ms after its flows are in.
 """
 from dragonflow.controller import pipeline as p
 from dragonflow.controller.apps.l2 import MULTICAST, local_copies
-from dragonflow.controller.flows import Match, Output, SetField
+from dragonflow.controller.flows import Match, Output, SetField, ToController
 
 NAME = 'tunnels'
 
@@ -55,5 +59,16 @@ def _ingress(topology, network, tunnel):
                 100, Match(metadata=network.key, eth_dst=port.mac_address),
                 [SetField(p.DESTINATION_PORT_REG, port.key), p.EGRESS_DISPATCH.goto()],
                 cookie=port.key)
+    for port in topology.awaited_ports_on(network.id):
+        yield p.REMOTE_INGRESS.flow(
+            100, Match(metadata=network.key, eth_dst=port.mac_address), [ToController()],
+            cookie=port.key)
     yield p.REMOTE_INGRESS.flow(50, Match(metadata=network.key, eth_dst=MULTICAST),
                                 local_copies(topology, network.id), cookie=network.key)
+
+
+def release_actions(network, port) -> list:
+    """What a held packet for ``port`` does once the port is plugged here: what its
+    remote_ingress flow would have done (as packet-out actions)."""
+    return [SetField(p.NETWORK_REG, network.key), SetField(p.DESTINATION_PORT_REG, port.key),
+            p.EGRESS_DISPATCH.resubmit()]

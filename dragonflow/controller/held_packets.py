@@ -1,0 +1,69 @@
+"""Packets that came over a tunnel for a port about to be plugged on this chassis.
+
+Another chassis sends a packet for a port that is bound nowhere yet to every chassis of the
+port's network (and one for a port bound here to here), so the packet may arrive before the
+port's flows are in. remote_ingress then sends it to the controller instead of dropping it,
+and it waits here, per port, until a pass has installed the port's flows; the controller then
+sends it on. A packet that waits longer than ``seconds`` (the port was plugged elsewhere, or
+not at all) is dropped, as the switch would have dropped it at once: by then the sender's own
+retransmission is due.
+"""
+import threading
+import time
+from collections import deque
+from typing import Iterable
+
+PACKETS_PER_PORT = 16
+PORTS = 1024
+SECONDS = 1.0
+
+
+class HeldPackets:
+    """Held packets by port key, and the keys of the ports whose flows are in. ``hold`` and
+    ``plugged`` are atomic with each other, so a packet is either held and handed back by the
+    next ``plugged`` that names its port, or handed back at once by ``hold``."""
+
+    def __init__(self, seconds: float = SECONDS, per_port: int = PACKETS_PER_PORT,
+                 ports: int = PORTS, clock=time.monotonic):
+        self.seconds, self.per_port, self.ports, self.clock = seconds, per_port, ports, clock
+        self._packets: dict[int, deque] = {}
+        self._plugged: frozenset = frozenset()
+        self._lock = threading.Lock()
+
+    def hold(self, port_key: int, data: bytes) -> bool:
+        """Hold ``data`` for the port; True instead when the port's flows are in already, and
+        the caller sends it on. A packet over the limits is dropped (False)."""
+        with self._lock:
+            if port_key in self._plugged:
+                return True
+            self._expire()
+            queue = self._packets.get(port_key)
+            if queue is None:
+                if len(self._packets) >= self.ports:
+                    return False
+                queue = self._packets[port_key] = deque()
+            if len(queue) < self.per_port:
+                queue.append((self.clock(), data))
+            return False
+
+    def plugged(self, port_keys: Iterable[int]) -> dict[int, list[bytes]]:
+        """The ports whose flows are in now: the packets held for them that are still fresh,
+        oldest first, to send on; they are no longer held."""
+        with self._lock:
+            self._plugged = frozenset(port_keys)
+            self._expire()
+            return {key: [data for _, data in self._packets.pop(key)]
+                    for key in self._plugged & self._packets.keys()}
+
+    def __len__(self) -> int:
+        with self._lock:
+            return sum(len(queue) for queue in self._packets.values())
+
+    def _expire(self) -> None:
+        oldest = self.clock() - self.seconds
+        for key in list(self._packets):
+            queue = self._packets[key]
+            while queue and queue[0][0] < oldest:
+                queue.popleft()
+            if not queue:
+                del self._packets[key]
