@@ -99,10 +99,13 @@ def dragonflow(samples: int, interval: float, secure: bool) -> Samples:
                                                       cidr=cidr)
             sdk.network.add_interface_to_router(router, subnet=subnets[name].id)
         security = {} if secure else {'port_security_enabled': False, 'security_groups': []}
-        source = cloud.vm('ch1', sdk.network.create_port(network_id=subnets['a'].network_id,
-                                                         **security), name='src')
-        resident_port = sdk.network.create_port(network_id=subnets['b'].network_id, **security)
-        resident = cloud.vm('ch2', resident_port, name='resident')
+        # Their addresses are fixed: one drawn at random could be a sample's (10.41.2.100+).
+        source, resident = (
+            cloud.vm(chassis, sdk.network.create_port(
+                network_id=subnets[name].network_id, **security,
+                fixed_ips=[{'subnet_id': subnets[name].id, 'ip_address': ip}]), name=vm)
+            for chassis, name, ip, vm in (('ch1', 'a', '10.41.1.10', 'src'),
+                                          ('ch2', 'b', '10.41.2.10', 'resident')))
         for vm in (source, resident):
             cloud.wait_port_active(vm.port_id)
         warm(source, resident.ip)
