@@ -11,7 +11,7 @@ retransmission is due.
 import threading
 import time
 from collections import deque
-from typing import Iterable
+from typing import Any, Optional
 
 PACKETS_PER_PORT = 16
 PORTS = 1024
@@ -19,41 +19,43 @@ SECONDS = 1.0
 
 
 class HeldPackets:
-    """Held packets by port key, and the keys of the ports whose flows are in. ``hold`` and
-    ``plugged`` are atomic with each other, so a packet is either held and handed back by the
-    next ``plugged`` that names its port, or handed back at once by ``hold``."""
+    """Held packets by port key, and how to send on packets for the ports whose flows are in.
+    ``hold`` and ``plugged`` are atomic with each other, so a packet is either held and handed
+    back by the next ``plugged`` that names its port, or handed back at once by ``hold``."""
 
     def __init__(self, seconds: float = SECONDS, per_port: int = PACKETS_PER_PORT,
                  ports: int = PORTS, clock=time.monotonic):
         self.seconds, self.per_port, self.ports, self.clock = seconds, per_port, ports, clock
         self._packets: dict[int, deque] = {}
-        self._plugged: frozenset = frozenset()
+        self._plugged: dict[int, Any] = {}
         self._lock = threading.Lock()
 
-    def hold(self, port_key: int, data: bytes) -> bool:
-        """Hold ``data`` for the port; True instead when the port's flows are in already, and
-        the caller sends it on. A packet over the limits is dropped (False)."""
+    def hold(self, port_key: int, data: bytes) -> Optional[Any]:
+        """Hold ``data`` for the port, or, when the port's flows are in already, return how to
+        send it on (as given to ``plugged``). A packet over the limits is dropped."""
         with self._lock:
             if port_key in self._plugged:
-                return True
+                return self._plugged[port_key]
             self._expire()
             queue = self._packets.get(port_key)
             if queue is None:
                 if len(self._packets) >= self.ports:
-                    return False
+                    return None
                 queue = self._packets[port_key] = deque()
             if len(queue) < self.per_port:
                 queue.append((self.clock(), data))
-            return False
+            return None
 
-    def plugged(self, port_keys: Iterable[int]) -> dict[int, list[bytes]]:
-        """The ports whose flows are in now: the packets held for them that are still fresh,
-        oldest first, to send on; they are no longer held."""
+    def plugged(self, ports: dict[int, Any]) -> list[tuple[Any, bytes]]:
+        """The ports whose flows are in now, by key, each with how to send on its packets:
+        the packets held for them that are still fresh, oldest first, each with that; they
+        are no longer held."""
         with self._lock:
-            self._plugged = frozenset(port_keys)
+            self._plugged = dict(ports)
             self._expire()
-            return {key: [data for _, data in self._packets.pop(key)]
-                    for key in self._plugged & self._packets.keys()}
+            return [(self._plugged[key], data)
+                    for key in self._plugged.keys() & self._packets.keys()
+                    for _, data in self._packets.pop(key)]
 
     def __len__(self) -> int:
         with self._lock:

@@ -137,13 +137,31 @@ class OpenFlowSwitch:
         commit = parser.ONFBundleCtrlMsg(datapath, bundle, ofp.ONF_BCT_COMMIT_REQUEST, flags, [])
         self._request(commit, messages + [commit])
 
-    def send_packet(self, data: bytes, actions: list) -> None:
-        """A packet from the controller, through ``actions`` (dragonflow.controller.flows
-        actions; a Resubmit runs it through the pipeline from that table)."""
+    def limit_packet_ins(self, rate: int, burst: int) -> None:
+        """The switch's controller meter: at most ``rate`` packet-ins a second, in bursts of
+        up to ``burst``; the datapath drops the rest before they cost an upcall."""
         datapath = self._datapath()
-        datapath.send_msg(parser.OFPPacketOut(datapath, buffer_id=ofp.OFP_NO_BUFFER,
-                                              in_port=ofp.OFPP_CONTROLLER,
-                                              actions=[_action(a) for a in actions], data=data))
+        band = parser.OFPMeterBandDrop(rate=rate, burst_size=burst)
+        barrier = parser.OFPBarrierRequest(datapath)
+        self._request(barrier, [
+            parser.OFPMeterMod(datapath, ofp.OFPMC_DELETE, 0, ofp.OFPM_CONTROLLER, []),
+            parser.OFPMeterMod(datapath, ofp.OFPMC_ADD, ofp.OFPMF_PKTPS | ofp.OFPMF_BURST,
+                               ofp.OFPM_CONTROLLER, [band]),
+            barrier])
+
+    def send_packets(self, packets: list[tuple[list, bytes]]) -> None:
+        """Packets from the controller, each through its actions (dragonflow.controller.flows
+        actions; a Resubmit runs it through the pipeline from that table), in one write."""
+        datapath = self._datapath()
+        messages = [parser.OFPPacketOut(datapath, buffer_id=ofp.OFP_NO_BUFFER,
+                                        in_port=ofp.OFPP_CONTROLLER,
+                                        actions=[_action(a) for a in actions], data=data)
+                    for actions, data in packets]
+        with self._lock:
+            for message in messages:
+                datapath.set_xid(message)
+                message.serialize()
+            datapath.send(b''.join(message.buf for message in messages))
 
     def _datapath(self):
         datapath = self.datapath
@@ -202,6 +220,10 @@ class _OsKenApp(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
     def _flow_stats(self, ev):
         self.switch._reply(ev.msg, last=not (ev.msg.flags & ofp.OFPMPF_REPLY_MORE))
+
+    @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
+    def _barrier(self, ev):
+        self.switch._reply(ev.msg)
 
     @set_ev_cls(ofp_event.EventONFBundleCtrlMsg, MAIN_DISPATCHER)
     def _bundle(self, ev):

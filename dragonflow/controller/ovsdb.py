@@ -11,7 +11,6 @@ TABLES = ('Open_vSwitch', 'Bridge', 'Port', 'Controller')
 # Only what we read or write of Interface: its statistics change every few seconds and would
 # wake the controller for nothing.
 INTERFACE_COLUMNS = ('name', 'type', 'options', 'external_ids', 'ofport')
-PACKET_IN_RATE, PACKET_IN_BURST = 500, 100
 
 
 class _NotifyingIdl(connection.OvsdbIdl):
@@ -32,9 +31,9 @@ class _NotifyingIdl(connection.OvsdbIdl):
         self._interfaces_touched |= row._table.name == 'Interface'
 
     def cooperative_yield(self):
-        """Do not yield between the tables of an update. ovsdbapp's IDL sleeps(0) there to
-        let other green threads run; with native threads that hands the GIL to any busy thread
-        for up to the 5 ms switch interval, in the middle of reading a VM's plug."""
+        """Do not yield while reading an update. ovsdbapp's IDL sleeps(0) for every row to let
+        other green threads run; with native threads that hands the GIL to any busy thread for
+        up to the 5 ms switch interval, in the middle of reading a VM's plug."""
 
     def run(self):
         changed = super().run()
@@ -61,16 +60,12 @@ class LocalOvs:
         self.bridge = bridge
 
     def ensure_bridge(self, datapath_type: str, controller: str) -> None:
-        """br-int exists, is fail-mode secure, speaks OpenFlow 1.3 and connects to us, and
-        sends us at most PACKET_IN_RATE packets a second (DHCP requests and packets held for
-        ports about to be plugged; the switch queues and drops the rest, fairly per port)."""
+        """br-int exists, is fail-mode secure, speaks OpenFlow 1.3 and connects to us."""
         with self.api.transaction(check_error=True) as txn:
             txn.add(self.api.add_br(self.bridge, may_exist=True, datapath_type=datapath_type))
             txn.add(self.api.set_fail_mode(self.bridge, 'secure'))
             txn.add(self.api.db_set('Bridge', self.bridge, ('protocols', ['OpenFlow13'])))
             txn.add(self.api.set_controller(self.bridge, [controller]))
-        self.api.db_set('Controller', self.bridge, ('controller_rate_limit', PACKET_IN_RATE),
-                        ('controller_burst_limit', PACKET_IN_BURST)).execute(check_error=True)
 
     def ensure_tunnel_port(self, tunnel_type: str, local_ip: str) -> None:
         """One flow-based tunnel port per encapsulation: the flows choose VNI and peer."""

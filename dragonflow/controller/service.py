@@ -36,6 +36,8 @@ RETRY_SECONDS = 1.0
 # change made right after the store returns is applied within about a second.
 STORE_BACKOFF = (0.1, 1.0)
 PACKET_IN_BACKLOG = 1000
+# DHCP requests and packets held for ports about to be plugged: the switch lets no more through.
+PACKET_IN_RATE, PACKET_IN_BURST = 500, 100
 
 
 class RateLimiter:
@@ -116,6 +118,7 @@ class Controller:
         if self._switch_resync:
             self._switch_resync = False
             self.reconciler.resync()
+            self.switch.limit_packet_ins(PACKET_IN_RATE, PACKET_IN_BURST)
         topology = self.topology()
         self.reconciler.reconcile(apps.desired_flows(topology))
         self._topology = topology
@@ -213,27 +216,24 @@ class Controller:
             return
         reply = dhcp.answer(topology, port, packet_in.data, self._dhcp)
         if reply:
-            self.switch.send_packet(reply, [of.Output(packet_in.in_port)])
+            self.switch.send_packets([([of.Output(packet_in.in_port)], reply)])
 
     def _hold(self, packet_in: PacketIn) -> None:
-        key = packet_in.cookie & of.COOKIE_OBJECT_MASK
-        if self._held.hold(key, packet_in.data):  # its flows came in meanwhile
-            topology = self._topology
-            self._send_held(topology, topology.port_with_key(key), [packet_in.data])
+        actions = self._held.hold(packet_in.cookie & of.COOKIE_OBJECT_MASK, packet_in.data)
+        if actions:  # its flows came in meanwhile
+            self.switch.send_packets([(actions, packet_in.data)])
 
     def _release_held(self, topology: Topology) -> None:
-        """Send on what was held for the ports whose flows this pass has just installed."""
-        plugged = {port.key: port for port, _ in topology.local_ports()}
-        for key, packets in self._held.plugged(plugged).items():
-            self._send_held(topology, plugged[key], packets)
-
-    def _send_held(self, topology: Topology, port, packets: list[bytes]) -> None:
-        network = topology.network_of(port) if port else None
-        if network is None:
-            return  # gone since: the switch would drop them now
-        actions = tunnels.release_actions(network, port)
-        for data in packets:
-            self.switch.send_packet(data, actions)
+        """Send on what was held for the ports whose flows this pass has just installed. The
+        flows are in whatever happens here: a failure loses these packets, not the pass."""
+        plugged = {port.key: tunnels.release_actions(topology.network_of(port), port)
+                   for port, _ in topology.local_ports()}
+        try:
+            released = self._held.plugged(plugged)
+            if released:
+                self.switch.send_packets(released)
+        except Exception:  # noqa: BLE001 - see above
+            LOG.exception('cannot send on the packets held for ports plugged here')
 
     def _refill(self) -> None:
         """Reload the scope from a snapshot: start-up, a wider scope, or a compacted log."""

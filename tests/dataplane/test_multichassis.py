@@ -110,7 +110,8 @@ def test_a_packet_sent_before_the_vm_is_plugged_reaches_it_once_plugged(cloud, t
     the plug and delivers it when the port's flows are in (a single ping is answered)."""
     subnet = topo.subnet('10.14.2.0/24')
     sender = topo.vm(subnet, 'ch1')
-    topo.vm(subnet, 'ch2')  # ch2 serves the network
+    resident = topo.vm(subnet, 'ch2')  # ch2 serves the network
+    assert reachable_within(sender, resident.ip, 5)  # and ch1 has resolved ch2's tunnel IP
     port = topo.port(subnet)
     arriving = cloud.vm('ch2', port, attach=False)
     mac = port.mac_address
@@ -125,6 +126,8 @@ def test_a_packet_sent_before_the_vm_is_plugged_reaches_it_once_plugged(cloud, t
     arriving.attach()
     output = ping.communicate(timeout=10)[0]
     assert ping.returncode == 0, output
+    meters = cloud.chassis['ch2'].ovs.ofctl('dump-meters')
+    assert 'meter=controller pktps burst' in meters and 'rate=500' in meters, meters
 
 
 def test_projects_with_the_same_cidr_on_one_chassis_never_meet(cloud):

@@ -122,6 +122,9 @@ def test_from_a_tunnel_a_packet_for_a_port_about_to_be_plugged_here_goes_to_the_
         assert switch.outputs(TUNNEL_OFPORT, **to_port) == [CONTROLLER]
     bound_elsewhere = frame(remote, remote.mac_address, tunnel_id=net.key)
     assert switch.outputs(TUNNEL_OFPORT, **bound_elsewhere) == []
+    down = b.port(subnet, '10.0.1.22', admin_state_up=False)  # takes no packets: dropped
+    to_down = frame(remote, down.mac_address, tunnel_id=net.key)
+    assert install(b.build()).outputs(TUNNEL_OFPORT, **to_down) == []
 
 
 def test_a_held_packet_sent_on_once_its_port_is_plugged_reaches_only_that_port():
