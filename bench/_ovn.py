@@ -11,7 +11,7 @@ import secrets
 import subprocess
 
 from dragonflow.lab import netns, ovs
-from dragonflow.lab.cloud import wait_for
+from dragonflow.lab.cloud import join_underlay, wait_for
 
 UNDERLAY_PREFIX = '172.31.1.'
 
@@ -27,12 +27,7 @@ class OvnChassis:
     def start(self) -> None:
         netns.add(self.netns)
         self.ovs.start()
-        netns.veth('ul0', self.netns, self.name, self.cloud.underlay_ns)
-        netns.run('ip', 'link', 'set', self.name, 'master', 'br0', netns=self.cloud.underlay_ns)
-        self.ovs.add_bridge('br-phy', fail_mode='standalone')
-        self.ovs.vsctl('--may-exist', 'add-port', 'br-phy', 'ul0')
-        netns.run('ip', 'addr', 'add', f'{self.tunnel_ip}/24', 'dev', 'br-phy', netns=self.netns)
-        netns.run('ip', 'link', 'set', 'br-phy', 'up', netns=self.netns)
+        join_underlay(self.ovs, self.name, self.cloud.underlay_ns, self.tunnel_ip)
         self.ovs.vsctl('set', 'Open_vSwitch', '.', f'external_ids:system-id={self.name}',
                        f'external_ids:ovn-remote=unix:{self.cloud.sb_sock}',
                        'external_ids:ovn-encap-type=geneve',

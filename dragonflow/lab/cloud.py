@@ -80,6 +80,22 @@ class Process:
             return ''
 
 
+def join_underlay(chassis_ovs: ovs.Ovs, name: str, underlay_ns: str, tunnel_ip: str) -> None:
+    """br-phy holds the underlay address; userspace tunnels leave through it (see shared
+    notes: no kernel routing of tunnel packets in the netdev datapath). Its port ul0 is a veth
+    into the underlay bridge, and the kernel must not answer ARP on it: the datapath reads ul0
+    without taking packets from the kernel, whose answer with ul0's MAC would race br-phy's,
+    and a peer that kept it would send its tunnel packets where nothing decapsulates them."""
+    namespace = chassis_ovs.netns
+    netns.veth('ul0', namespace, name, underlay_ns)
+    netns.run('ip', 'link', 'set', name, 'master', 'br0', netns=underlay_ns)
+    netns.run('sysctl', '-q', '-w', 'net.ipv4.conf.ul0.arp_ignore=1', netns=namespace)
+    chassis_ovs.add_bridge('br-phy', fail_mode='standalone')
+    chassis_ovs.vsctl('--may-exist', 'add-port', 'br-phy', 'ul0')
+    netns.run('ip', 'addr', 'add', f'{tunnel_ip}/24', 'dev', 'br-phy', netns=namespace)
+    netns.run('ip', 'link', 'set', 'br-phy', 'up', netns=namespace)
+
+
 class Chassis:
     def __init__(self, cloud: 'Cloud', name: str, index: int):
         self.cloud, self.name, self.index = cloud, name, index
@@ -109,14 +125,7 @@ class Chassis:
         self.start_controller()
 
     def _join_underlay(self) -> None:
-        """br-phy holds the underlay address; userspace tunnels leave through it (see
-        shared notes: no kernel routing of tunnel packets in the netdev datapath)."""
-        netns.veth('ul0', self.netns, self.name, self.cloud.underlay_ns)
-        netns.run('ip', 'link', 'set', self.name, 'master', 'br0', netns=self.cloud.underlay_ns)
-        self.ovs.add_bridge('br-phy', fail_mode='standalone')
-        self.ovs.vsctl('--may-exist', 'add-port', 'br-phy', 'ul0')
-        netns.run('ip', 'addr', 'add', f'{self.tunnel_ip}/24', 'dev', 'br-phy', netns=self.netns)
-        netns.run('ip', 'link', 'set', 'br-phy', 'up', netns=self.netns)
+        join_underlay(self.ovs, self.name, self.cloud.underlay_ns, self.tunnel_ip)
 
     def start_controller(self) -> None:
         self.controller.start()
