@@ -1,36 +1,38 @@
-"""Packets that came over a tunnel for a port about to be plugged on this chassis.
+"""Packets that came over a tunnel for a port that may be about to be plugged on this chassis.
 
 Another chassis sends a packet for a port that is bound nowhere yet to every chassis of the
-port's network (and one for a port bound here to here), so the packet may arrive before the
-port's flows are in. remote_ingress then sends it to the controller instead of dropping it,
-and it waits here, per port, until a pass has installed the port's flows; the controller then
-sends it on. A packet that waits longer than ``seconds`` (the port was plugged elsewhere, or
-not at all) is dropped, as the switch would have dropped it at once: by then the sender's own
-retransmission is due.
+port's network (and one for a port bound here to here), so the packet may arrive before this
+chassis knows the port, or before the port's flows are in. remote_ingress sends a packet for
+a MAC that is not a local port's to the controller instead of dropping it, and it waits here,
+by network and MAC, until a pass has installed the flows of a port with that MAC; the
+controller then sends it on. A packet that waits longer than ``seconds`` (the port was plugged
+elsewhere, or not at all) is dropped, as the switch would have dropped it at once: by then the
+sender's own retransmission is due.
 """
 import threading
 import time
 from collections import deque
-from typing import Any, Optional
+from typing import Any, Hashable, Optional
 
 PACKETS_PER_PORT = 16
-PORTS = 1024
+PORTS = 1024  # destinations with packets held
 SECONDS = 1.0
 
 
 class HeldPackets:
-    """Held packets by port key, and how to send on packets for the ports whose flows are in.
+    """Held packets by port (any key: the controller uses network and MAC), and how to send on
+    packets for the ports whose flows are in.
     ``hold`` and ``plugged`` are atomic with each other, so a packet is either held and handed
     back by the next ``plugged`` that names its port, or handed back at once by ``hold``."""
 
     def __init__(self, seconds: float = SECONDS, per_port: int = PACKETS_PER_PORT,
                  ports: int = PORTS, clock=time.monotonic):
         self.seconds, self.per_port, self.ports, self.clock = seconds, per_port, ports, clock
-        self._packets: dict[int, deque] = {}
-        self._plugged: dict[int, Any] = {}
+        self._packets: dict[Hashable, deque] = {}
+        self._plugged: dict[Hashable, Any] = {}
         self._lock = threading.Lock()
 
-    def hold(self, port_key: int, data: bytes) -> Optional[Any]:
+    def hold(self, port_key: Hashable, data: bytes) -> Optional[Any]:
         """Hold ``data`` for the port, or, when the port's flows are in already, return how to
         send it on (as given to ``plugged``). A packet over the limits is dropped."""
         with self._lock:
@@ -46,7 +48,7 @@ class HeldPackets:
                 queue.append((self.clock(), data))
             return None
 
-    def plugged(self, ports: dict[int, Any]) -> list[tuple[Any, bytes]]:
+    def plugged(self, ports: dict[Hashable, Any]) -> list[tuple[Any, bytes]]:
         """The ports whose flows are in now, by key, each with how to send on its packets:
         the packets held for them that are still fresh, oldest first, each with that; they
         are no longer held."""

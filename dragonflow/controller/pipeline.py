@@ -84,8 +84,8 @@ L2_LOOKUP = Table(
     'l2_lookup', 30, 'router MAC to L3; known port MAC to its reg7; broadcast to every port',
     frozenset(_L2), ('l3', 'egress_dispatch', 'remote_flood'))
 REMOTE_INGRESS = Table(
-    'remote_ingress', 35, 'packets from tunnels: destination MAC to a local port, or to the '
-    'controller to wait for a port about to be plugged here',
+    'remote_ingress', 35, 'packets from tunnels: destination MAC to a local port; any other '
+    'to the controller, to wait for a port about to be plugged here',
     frozenset(_L2), ('egress_dispatch',))
 L3 = Table(
     'l3', 40, 'route by destination IP: dec_ttl, rewrite MACs, set the destination network/port',

@@ -219,15 +219,20 @@ class Controller:
             self.switch.send_packets([([of.Output(packet_in.in_port)], reply)])
 
     def _hold(self, packet_in: PacketIn) -> None:
-        actions = self._held.hold(packet_in.cookie & of.COOKIE_OBJECT_MASK, packet_in.data)
-        if actions:  # its flows came in meanwhile
+        """Held by network (the flow's cookie) and destination MAC."""
+        destination = ':'.join(f'{byte:02x}' for byte in packet_in.data[:6])
+        key = (packet_in.cookie & of.COOKIE_OBJECT_MASK, destination)
+        actions = self._held.hold(key, packet_in.data)
+        if actions:  # its port's flows came in meanwhile
             self.switch.send_packets([(actions, packet_in.data)])
 
     def _release_held(self, topology: Topology) -> None:
         """Send on what was held for the ports whose flows this pass has just installed. The
         flows are in whatever happens here: a failure loses these packets, not the pass."""
-        plugged = {port.key: tunnels.release_actions(topology.network_of(port), port)
-                   for port, _ in topology.local_ports()}
+        plugged = {}
+        for port, _ in topology.local_ports():
+            network = topology.network_of(port)
+            plugged[network.key, port.mac_address] = tunnels.release_actions(network, port)
         try:
             released = self._held.plugged(plugged)
             if released:

@@ -86,15 +86,6 @@ class Topology:
         return [port for port in self.vm_ports_on(network_id)
                 if port.id not in self.ofports and port.binding_host_id not in self.chassis]
 
-    def awaited_ports_on(self, network_id: str) -> list[Port]:
-        """VM ports of the network that may be plugged here next and then take packets: up,
-        not plugged here, and bound nowhere we know or bound to this chassis (Nova binds a
-        port before it plugs the VM)."""
-        return [port for port in self.vm_ports_on(network_id)
-                if port.admin_state_up and port.id not in self.ofports
-                and (port.binding_host_id == self.chassis_id
-                     or port.binding_host_id not in self.chassis)]
-
     def rules_of(self, port: Port) -> list:
         """The rules of the port's security groups, in a stable order."""
         groups = set(port.security_groups)

@@ -8,11 +8,12 @@ plugged on one of those chassis this very moment, and that chassis delivers it a
 own flows are in, without waiting for the binding to travel through the store to us.
 In: a packet from the tunnel port is classified by its VNI and delivered by destination MAC to
 local ports only (remote_ingress); a broadcast from a tunnel is copied to local ports only, so
-nothing arriving over a tunnel is ever sent back into one. A packet for a port that may be
-plugged here next goes to the controller, which holds it until the port's flows are in and
-then sends it on (held_packets.py): a drop here would be cached by the datapath, and Open
-vSwitch revalidates its cache at most every 5 ms, so a dropped first packet would keep the
-port unreachable for up to 5 ms after its flows are in.
+nothing arriving over a tunnel is ever sent back into one. A unicast packet for any other MAC
+goes to the controller, which holds it for a while in case that MAC's port is being plugged
+here (held_packets.py): the sender may know the port before this chassis does, or before its
+flows are in here. A drop would be cached by the datapath, and Open vSwitch revalidates its
+cache at most every 5 ms, so a dropped first packet would keep a new port unreachable for up
+to 5 ms after its flows are in.
 """
 from dragonflow.controller import pipeline as p
 from dragonflow.controller.apps.l2 import MULTICAST, local_copies
@@ -59,10 +60,8 @@ def _ingress(topology, network, tunnel):
                 100, Match(metadata=network.key, eth_dst=port.mac_address),
                 [SetField(p.DESTINATION_PORT_REG, port.key), p.EGRESS_DISPATCH.goto()],
                 cookie=port.key)
-    for port in topology.awaited_ports_on(network.id):
-        yield p.REMOTE_INGRESS.flow(
-            100, Match(metadata=network.key, eth_dst=port.mac_address), [ToController()],
-            cookie=port.key)
+    yield p.REMOTE_INGRESS.flow(1, Match(metadata=network.key), [ToController()],
+                                cookie=network.key)
     yield p.REMOTE_INGRESS.flow(50, Match(metadata=network.key, eth_dst=MULTICAST),
                                 local_copies(topology, network.id), cookie=network.key)
 
