@@ -1,14 +1,7 @@
 """Packets held for a port about to be plugged here: handed back once its flows are in, in
 order, with how to send them on; dropped when stale or over the limits."""
 from dragonflow.controller.held_packets import HeldPackets
-
-
-class Clock:
-    def __init__(self):
-        self.now = 100.0
-
-    def __call__(self):
-        return self.now
+from tests.unit.clock import Clock
 
 
 def test_held_packets_are_handed_back_in_order_when_their_port_is_plugged():

@@ -1,13 +1,6 @@
 """The per-port DHCP rate limit: a burst of `rate`, then `rate` per second, per port."""
 from dragonflow.controller.service import RateLimiter
-
-
-class Clock:
-    def __init__(self):
-        self.now = 100.0
-
-    def __call__(self):
-        return self.now
+from tests.unit.clock import Clock
 
 
 def test_a_burst_then_the_rate_per_port():
