@@ -41,8 +41,8 @@ class Table:
 
     def flow(self, priority: int, match: Match, actions=(), cookie: int = 0) -> Flow:
         """A flow in this table, refused if it matches or jumps where the table may not."""
-        undeclared = match.fields() - self.match_fields
-        if undeclared:
+        if not all(field in self.match_fields for field, _ in match):
+            undeclared = match.fields() - self.match_fields
             raise ValueError(f'table {self.name} does not match on {sorted(undeclared)}')
         for action in actions:
             table = action.table if isinstance(action, (Goto, Resubmit, Conntrack)) else None

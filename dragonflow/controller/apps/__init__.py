@@ -3,7 +3,6 @@
 An app module has NAME and ``flows(topology) -> iterable of Flow``. Its position in APPS is its
 id, written into the top byte of every flow's cookie so a flow in the switch names its owner.
 """
-import dataclasses
 
 from dragonflow.controller import flows as of
 from dragonflow.controller.apps import (
@@ -30,8 +29,8 @@ def desired_flows(topology) -> list[of.Flow]:
     result = []
     for app in APPS:
         app_bits = of.cookie(APP_IDS[app.NAME])
-        result.extend(dataclasses.replace(flow, cookie=flow.cookie | app_bits)
-                      for flow in app.flows(topology))
+        result.extend(of.Flow(flow.table, flow.priority, flow.match, flow.actions,
+                              flow.cookie | app_bits) for flow in app.flows(topology))
     return result
 
 
