@@ -1,7 +1,8 @@
 """The controller's selective copy of the northbound objects.
 
 A chassis keeps only what it needs (DESIGN: "it grows with what is local, not with the
-deployment"): the networks with a port on this chassis, the routers on those networks, the
+deployment"): the networks with a port on this chassis (plugged here, or bound here: Nova
+binds a port before it plugs the VM), the routers on those networks, the
 networks those routers connect, the subnets and ports of all these networks, and the chassis
 hosting those ports; the security groups of its ports with their rules, the groups those
 rules name as remote, and the ports that are members of those (for their addresses).
@@ -52,9 +53,10 @@ def _same_for_data_plane(old: Model, new: Model) -> bool:
 
 
 def is_local(port: Port, chassis_id: str, local_port_ids: set[str]) -> bool:
-    """Plugged here, or still reported ACTIVE here (until this controller reports it DOWN)."""
-    return port.id in local_port_ids or (port.binding_host_id == chassis_id
-                                         and port.status == 'ACTIVE')
+    """Plugged here, or bound here: by Nova, which binds a port before it plugs the VM (so
+    the port's network is served, and its packets held, before the plug), or still after an
+    unplug, until this controller reports the port DOWN and unbound."""
+    return port.id in local_port_ids or port.binding_host_id == chassis_id
 
 
 def scope_of(objects: dict[str, dict[str, Model]], chassis_id: str,

@@ -64,6 +64,12 @@ class Topology:
         return [(self.ports[pid], ofport) for pid, ofport in sorted(self.ofports.items())
                 if pid in self.ports and self.ports[pid].network_id in self.networks]
 
+    def local_network_ids(self) -> set[str]:
+        """Networks with a port plugged here or bound here (its VM about to be plugged)."""
+        return {port.network_id for port, _ in self.local_ports()} | {
+            port.network_id for port in self.ports.values()
+            if port.binding_host_id == self.chassis_id and port.network_id in self.networks}
+
     def port_at(self, ofport: int) -> Optional[Port]:
         """The local port plugged at an OpenFlow port number."""
         return self._ports_by_ofport.get(ofport)

@@ -118,14 +118,45 @@ def test_a_packet_sent_before_the_vm_is_plugged_reaches_it_once_plugged(cloud, t
     mac = port.mac_address
     wait_for(lambda: f'dl_dst={mac}' in cloud.chassis['ch1'].dump_flows(), 5,
              what='ch1 to know the port')
-    ping = sender.popen('ping', '-n', '-c', '1', '-W', '5', arriving.ip,
-                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    time.sleep(0.2)  # the echo request is on its way, and then held on ch2
-    arriving.attach()
-    output = ping.communicate(timeout=10)[0]
-    assert ping.returncode == 0, output
+    answered, output = ping_once_around_the_plug(sender, arriving)
+    assert answered, output
     meters = cloud.chassis['ch2'].ovs.ofctl('dump-meters')
     assert 'meter=controller pktps burst' in meters and 'rate=500' in meters, meters
+
+
+def test_a_port_bound_before_its_vm_is_plugged_is_served_and_reached_at_once(cloud, topo):
+    """Nova binds a port to its host and then plugs the VM: ch3 serves the port's network from
+    the binding on, before the plug, and holds what ch1 sends the port until the VM is in."""
+    warm = topo.subnet('10.14.3.0/24')  # ch1 resolves ch3's tunnel IP on another network
+    assert reachable_within(topo.vm(warm, 'ch1'), topo.vm(warm, 'ch3').ip, 5)
+    subnet = topo.subnet('10.14.4.0/24')
+    sender = topo.vm(subnet, 'ch1')
+    port = topo.sdk.network.create_port(network_id=subnet.network_id, binding_host_id='ch3',
+                                        fixed_ips=[{'subnet_id': subnet.id}])
+    wait_for(lambda: subnet.network_id in chassis_serves(cloud, 'ch3')[0], 5,
+             what='ch3 to serve the network of a port bound to it')
+    arriving = cloud.vm('ch3', port, attach=False)
+    wait_for(lambda: f'{cloud.chassis["ch3"].tunnel_ip}->tun_dst' in ''.join(
+        line for line in cloud.chassis['ch1'].dump_flows().splitlines()
+        if f'reg7=0x{port_key(cloud, port.id):x} ' in line), 5,
+        what='ch1 to send to the port on ch3')
+    answered, output = ping_once_around_the_plug(sender, arriving)
+    assert answered, output
+
+
+def port_key(cloud, port_id) -> int:
+    return df_store.connect(cloud.store_url).get('ports', port_id).value['key']
+
+
+def ping_once_around_the_plug(sender, arriving) -> tuple[bool, str]:
+    """One echo request to a VM whose interface is not on br-int yet, which is then attached:
+    (answered, ping's output)."""
+    ping = sender.popen('ping', '-n', '-c', '1', '-W', '5', arriving.ip,
+                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    time.sleep(0.2)  # the echo request is on its way, and then held on the VM's chassis
+    arriving.attach()
+    output = ping.communicate(timeout=10)[0]
+    return ping.returncode == 0, output
 
 
 def test_projects_with_the_same_cidr_on_one_chassis_never_meet(cloud):

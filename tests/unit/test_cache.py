@@ -114,6 +114,13 @@ def test_an_active_port_bound_here_stays_until_reported_down(world):
     assert world.cached('networks') == set()
 
 
+def test_a_port_bound_here_before_its_vm_is_plugged_brings_its_network(world):
+    world.port('vm-b', 'b', host=ME)  # Nova binds, then plugs
+    world.follow()
+    assert world.cached('networks') == {'a', 'b', 'c', 'd'}
+    assert world.cached('routers') == {'r-ac', 'r-bd'}
+
+
 def test_a_port_created_after_its_vm_was_plugged_arrives_as_an_event(world):
     world.cache.set_local_ports({'vm-a', 'vm-new'})
     world.refill()  # the store does not know vm-new yet

@@ -110,6 +110,18 @@ def test_a_port_bound_nowhere_yet_is_reached_on_every_chassis_of_its_network():
     assert delivery.packet['tun_ipv4_dst'] == '172.31.0.13'
 
 
+def test_a_network_with_a_port_bound_here_but_not_plugged_takes_packets_from_tunnels():
+    """Nova binds before it plugs: its packets are held here until the VM is plugged."""
+    b = TopologyBuilder()
+    b.remote_chassis('chassis-2', '172.31.0.12')
+    net = b.network('a')
+    subnet = b.subnet(net, '10.0.1.0/24')
+    remote = b.port(subnet, '10.0.1.7', **REMOTE_HOST)
+    bound_here = b.port(subnet, '10.0.1.8', **{'binding:host_id': b.chassis_id})
+    to_port = frame(remote, bound_here.mac_address, tunnel_id=net.key)
+    assert install(b.build()).outputs(TUNNEL_OFPORT, **to_port) == [CONTROLLER]
+
+
 def test_from_a_tunnel_a_packet_for_a_mac_not_plugged_here_goes_to_the_controller():
     """Its port may be plugged here next (bound nowhere yet, or bound here as Nova binds before
     it plugs, or not known here yet): the controller holds the packet for a while. A drop

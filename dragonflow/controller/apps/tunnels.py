@@ -26,7 +26,7 @@ def flows(topology):
     tunnel = topology.tunnel_ofport
     if tunnel is None:
         return
-    local_networks = {port.network_id for port, _ in topology.local_ports()}
+    local_networks = topology.local_network_ids()
     for network in topology.networks.values():
         remote = topology.remote_ports_on(network.id)
         for port, chassis in remote:
