@@ -7,7 +7,8 @@ a MAC that is not a local port's to the controller instead of dropping it, and i
 by network and MAC, until a pass has installed the flows of a port with that MAC; the
 controller then sends it on. A packet that waits longer than ``seconds`` (the port was plugged
 elsewhere, or not at all) is dropped, as the switch would have dropped it at once: by then the
-sender's own retransmission is due.
+sender's own retransmission is due. The switch's controller meter (500 packet-ins a second)
+and that expiry bound what is held at any time to about 600 packets.
 """
 import threading
 import time
