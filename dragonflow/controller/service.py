@@ -118,7 +118,7 @@ class Controller:
         if self._switch_resync:
             self._switch_resync = False
             self.reconciler.resync()
-            self.switch.limit_packet_ins(PACKET_IN_RATE, PACKET_IN_BURST)
+            self._limit_packet_ins()
         topology = self.topology()
         self.reconciler.reconcile(apps.desired_flows(topology))
         self._topology = topology
@@ -126,6 +126,16 @@ class Controller:
         self._report_ports(topology)
         if self._served() != self._published:
             self._heartbeat()
+
+    def _limit_packet_ins(self) -> None:
+        """A datapath without meters (an old kernel's) refuses the meter: the flows matter
+        more than the limit, so go on without it."""
+        try:
+            self.switch.limit_packet_ins(PACKET_IN_RATE, PACKET_IN_BURST)
+        except SwitchError as e:
+            if not self.switch.connected:
+                raise
+            LOG.warning('packet-ins are not limited: the switch refused the meter (%s)', e)
 
     def topology(self) -> Topology:
         ofports, tunnels = self.ovs.interfaces()
@@ -190,8 +200,8 @@ class Controller:
         self._last_heartbeat, self._published = chassis.heartbeat, served
 
     def _serve_packet_ins(self) -> None:
-        """DHCP requests from local ports; packets from tunnels for ports about to be plugged
-        here (remote_ingress), to hold until their flows are in."""
+        """DHCP requests from local ports; packets from tunnels for a MAC not plugged here
+        (remote_ingress), held in case its port is about to be plugged here."""
         while not self.stop_event.is_set():
             try:
                 packet_in = self._packet_ins.get(timeout=1.0)
