@@ -43,7 +43,7 @@ class FlowTableSimulator:
     def dump_flows(self):
         return list(self.flows.values())
 
-    def apply(self, deletes, adds):
+    def apply(self, deletes, adds, then=None):
         for flow in adds:
             _check(flow)
         self.bundles += 1
@@ -51,6 +51,8 @@ class FlowTableSimulator:
             self.flows.pop(flow.key, None)  # a strict delete of a missing flow is a no-op
         for flow in adds:
             self.flows[flow.key] = flow
+        if then:
+            then()
 
     # Running packets.
     def run(self, in_port: int, **packet) -> list[Delivery]:

@@ -121,8 +121,11 @@ class OpenFlowSwitch:
         replies = self._request(request, [request])
         return [flow_from_stats(stats) for reply in replies for stats in reply.body]
 
-    def apply(self, deletes: list[of.Flow], adds: list[of.Flow]) -> None:
-        """One atomic bundle: deletes first, then adds (an add overwrites a changed flow)."""
+    def apply(self, deletes: list[of.Flow], adds: list[of.Flow],
+              then: Optional[Callable[[], None]] = None) -> None:
+        """One atomic bundle: deletes first, then adds (an add overwrites a changed flow).
+        ``then`` runs once the bundle is written, before its reply: the switch handles the
+        messages of a connection in order, so what ``then`` sends comes after the bundle."""
         datapath = self._datapath()
         bundle = next(self._bundle_ids)
         flags = ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED
@@ -135,7 +138,7 @@ class OpenFlowSwitch:
                                             flow_mod(datapath, f, ofp.OFPFC_ADD), [])
                      for f in adds]
         commit = parser.ONFBundleCtrlMsg(datapath, bundle, ofp.ONF_BCT_COMMIT_REQUEST, flags, [])
-        self._request(commit, messages + [commit])
+        self._request(commit, messages + [commit], then)
 
     def limit_packet_ins(self, rate: int, burst: int) -> None:
         """The switch's controller meter: at most ``rate`` packet-ins a second, in bursts of
@@ -169,8 +172,9 @@ class OpenFlowSwitch:
             raise SwitchError('br-int is not connected')
         return datapath
 
-    def _request(self, final, messages) -> list:
-        """Send ``messages``; wait for the replies to ``final`` or an error to any of them."""
+    def _request(self, final, messages, then: Optional[Callable[[], None]] = None) -> list:
+        """Send ``messages``, run ``then``, and wait for the replies to ``final`` or an error
+        to any of them."""
         waiter = _Waiter()
         with self._lock:
             for message in messages:
@@ -181,6 +185,8 @@ class OpenFlowSwitch:
             # queued one by one would wait on its sending thread at every turn.
             self.datapath.send(b''.join(message.buf for message in messages))
         try:
+            if then:
+                then()
             if not waiter.done.wait(REPLY_TIMEOUT):
                 raise SwitchError(f'no reply from br-int in {REPLY_TIMEOUT} s')
             if waiter.error:

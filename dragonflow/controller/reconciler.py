@@ -9,7 +9,7 @@ without flushing the table and packets keep flowing.
 """
 import dataclasses
 import logging
-from typing import Iterable, Protocol
+from typing import Callable, Iterable, Optional, Protocol
 
 from dragonflow.controller.flows import Flow
 
@@ -20,8 +20,11 @@ class Switch(Protocol):
     def dump_flows(self) -> list[Flow]:
         """Every flow in the switch."""
 
-    def apply(self, deletes: list[Flow], adds: list[Flow]) -> None:
-        """Delete and add (or overwrite) flows, atomically, in that order."""
+    def apply(self, deletes: list[Flow], adds: list[Flow],
+              then: Optional[Callable[[], None]] = None) -> None:
+        """Delete and add (or overwrite) flows, atomically, in that order. ``then`` runs once
+        the change is on its way, before the switch confirms it: what it sends the switch
+        afterwards, the switch handles after the change."""
 
 
 class FlowConflict(Exception):
@@ -61,11 +64,15 @@ class Reconciler:
         """Read back what the switch really holds (after a connection or reconnection)."""
         self.installed = index(self.switch.dump_flows())
 
-    def reconcile(self, desired: Iterable[Flow]) -> Diff:
+    def reconcile(self, desired: Iterable[Flow],
+                  then: Optional[Callable[[], None]] = None) -> Diff:
+        """Install the difference; ``then`` as in Switch.apply (at once if there is none)."""
         wanted = index(desired)
         change = diff(self.installed, wanted)
         if change:
             LOG.debug('reconcile: %d deletes, %d adds', len(change.deletes), len(change.adds))
-            self.switch.apply(change.deletes, change.adds)
+            self.switch.apply(change.deletes, change.adds, then)
+        elif then:
+            then()
         self.installed = wanted
         return change

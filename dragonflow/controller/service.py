@@ -120,9 +120,11 @@ class Controller:
             self.reconciler.resync()
             self._limit_packet_ins()
         topology = self.topology()
-        self.reconciler.reconcile(apps.desired_flows(topology))
+        # Held packets go out right behind the bundle that lets them through, not a round
+        # trip later: the switch handles them after it.
+        self.reconciler.reconcile(apps.desired_flows(topology),
+                                  then=lambda: self._release_held(topology))
         self._topology = topology
-        self._release_held(topology)
         self._report_ports(topology)
         if self._served() != self._published:
             self._heartbeat()
@@ -237,8 +239,8 @@ class Controller:
             self.switch.send_packets([(actions, packet_in.data)])
 
     def _release_held(self, topology: Topology) -> None:
-        """Send on what was held for the ports whose flows this pass has just installed. The
-        flows are in whatever happens here: a failure loses these packets, not the pass."""
+        """Send on what was held for the ports whose flows this pass has just sent. A
+        failure here loses these packets, not the pass."""
         plugged = {}
         for port, _ in topology.local_ports():
             network = topology.network_of(port)

@@ -175,3 +175,15 @@ def test_conjunctions_compare_in_any_order_and_never_with_other_actions():
         Flow(75, 90, match, (one, Goto(80)))
     with pytest.raises(ValueError):
         Conjunction(1, 3, 2)  # clause 3 of 2
+
+
+def test_then_runs_after_the_change_is_sent_and_also_when_there_is_none():
+    """The controller sends held packets there: they must come after the flows they need."""
+    sim = FlowTableSimulator()
+    reconciler = Reconciler(sim)
+    flow = Flow(80, 100, Match(reg7=5), (Output(1),), 2)
+    seen = []
+    reconciler.reconcile([flow], then=lambda: seen.append(set(sim.flows.values())))
+    reconciler.reconcile([flow], then=lambda: seen.append('no change'))
+    assert seen == [{flow}, 'no change']
+    assert sim.bundles == 1
