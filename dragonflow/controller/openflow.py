@@ -156,15 +156,10 @@ class OpenFlowSwitch:
         """Packets from the controller, each through its actions (dragonflow.controller.flows
         actions; a Resubmit runs it through the pipeline from that table), in one write."""
         datapath = self._datapath()
-        messages = [parser.OFPPacketOut(datapath, buffer_id=ofp.OFP_NO_BUFFER,
+        self._send([parser.OFPPacketOut(datapath, buffer_id=ofp.OFP_NO_BUFFER,
                                         in_port=ofp.OFPP_CONTROLLER,
                                         actions=[_action(a) for a in actions], data=data)
-                    for actions, data in packets]
-        with self._lock:
-            for message in messages:
-                datapath.set_xid(message)
-                message.serialize()
-            datapath.send(b''.join(message.buf for message in messages))
+                    for actions, data in packets])
 
     def _datapath(self):
         datapath = self.datapath
@@ -172,18 +167,24 @@ class OpenFlowSwitch:
             raise SwitchError('br-int is not connected')
         return datapath
 
+    def _send(self, messages, waiter: Optional[_Waiter] = None) -> None:
+        """Number ``messages`` (their replies and errors go to ``waiter``) and write them."""
+        datapath = self._datapath()
+        with self._lock:
+            for message in messages:
+                datapath.set_xid(message)
+                if waiter:
+                    self._waiters[message.xid] = waiter
+                message.serialize()
+            # One write of them all: os-ken's send queue holds 16 messages, and a bundle
+            # queued one by one would wait on its sending thread at every turn.
+            datapath.send(b''.join(message.buf for message in messages))
+
     def _request(self, final, messages, then: Optional[Callable[[], None]] = None) -> list:
         """Send ``messages``, run ``then``, and wait for the replies to ``final`` or an error
         to any of them."""
         waiter = _Waiter()
-        with self._lock:
-            for message in messages:
-                self.datapath.set_xid(message)
-                self._waiters[message.xid] = waiter
-                message.serialize()
-            # One write of them all: os-ken's send queue holds 16 messages, and a bundle
-            # queued one by one would wait on its sending thread at every turn.
-            self.datapath.send(b''.join(message.buf for message in messages))
+        self._send(messages, waiter)
         try:
             if then:
                 then()
