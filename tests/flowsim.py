@@ -57,17 +57,15 @@ class FlowTableSimulator:
     # Running packets.
     def run(self, in_port: int, **packet) -> list[Delivery]:
         """Every copy of the packet that leaves the switch, in order."""
-        state = {'in_port': in_port, 'metadata': 0, 'ip_ttl': 64, **packet}
         out: list[Delivery] = []
-        self._table(0, state, out, depth=0)
+        self._table(0, _arriving(in_port, packet), out, depth=0)
         return out
 
     def packet_out(self, actions, **packet) -> list[Delivery]:
         """Every copy that leaves when the controller sends the packet through ``actions``
         (in_port CONTROLLER)."""
-        state = {'in_port': of.CONTROLLER, 'metadata': 0, 'ip_ttl': 64, **packet}
         out: list[Delivery] = []
-        self._actions(actions, state, out, depth=0)
+        self._actions(actions, _arriving(of.CONTROLLER, packet), out, depth=0)
         return out
 
     def outputs(self, in_port: int, **packet) -> list[int]:
@@ -145,6 +143,11 @@ class FlowTableSimulator:
                 of.CT_ESTABLISHED | (of.CT_REPLY if key[::-1] in zone else 0) if known
                 else of.CT_NEW))
             self._table(action.table, state, out, depth + 1)
+
+
+def _arriving(in_port: int, packet: dict) -> dict:
+    """A packet's state as it enters the switch: registers and metadata clear."""
+    return {'in_port': in_port, 'metadata': 0, 'ip_ttl': 64, **packet}
 
 
 def _check(flow: of.Flow) -> None:

@@ -5,6 +5,7 @@ import functools
 import ipaddress
 from typing import Optional
 
+from dragonflow.controller.cache import is_local
 from dragonflow.model import Chassis, Network, Port, Router, Subnet
 
 
@@ -65,10 +66,11 @@ class Topology:
                 if pid in self.ports and self.ports[pid].network_id in self.networks]
 
     def local_network_ids(self) -> set[str]:
-        """Networks with a port plugged here or bound here (its VM about to be plugged)."""
-        return {port.network_id for port, _ in self.local_ports()} | {
-            port.network_id for port in self.ports.values()
-            if port.binding_host_id == self.chassis_id and port.network_id in self.networks}
+        """Networks with a local port (cache.is_local: plugged here, or bound here with its VM
+        about to be plugged)."""
+        return {port.network_id for port in self.ports.values()
+                if port.network_id in self.networks
+                and is_local(port, self.chassis_id, self.ofports.keys())}
 
     def port_at(self, ofport: int) -> Optional[Port]:
         """The local port plugged at an OpenFlow port number."""
