@@ -10,6 +10,7 @@ Like the switch, it refuses a bundle (as a whole) holding a flow that OVS would 
 matched without its eth_type prerequisite, ct() without IP in the match, or a goto_table that
 does not go forward.
 """
+import concurrent.futures
 import dataclasses
 import ipaddress
 
@@ -53,6 +54,9 @@ class FlowTableSimulator:
             self.flows[flow.key] = flow
         if then:
             then()
+        confirmation = concurrent.futures.Future()
+        confirmation.set_result(None)
+        return confirmation
 
     # Running packets.
     def run(self, in_port: int, **packet) -> list[Delivery]:

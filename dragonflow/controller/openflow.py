@@ -1,10 +1,11 @@
 """The OpenFlow side of the controller: os-ken, in this process, with native threads.
 
 br-int connects to us over TCP loopback (os-ken cannot serve a unix socket). os-ken's event
-thread only forwards: connection changes go to a callback, replies wake the thread that waits
-for them. Everything else (dumping flows, sending bundles) runs in the caller's thread, and
-flows cross this boundary as dragonflow.controller.flows values, converted here and only here.
+thread only forwards: connection changes go to a callback, replies complete the future of their
+request. Everything else (dumping flows, sending bundles) runs in the caller's thread, and flows
+cross this boundary as dragonflow.controller.flows values, converted here and only here.
 """
+import concurrent.futures
 import itertools
 import logging
 import socket
@@ -48,12 +49,22 @@ class SwitchError(Exception):
 
 
 class _Waiter:
-    """Collects the replies to one request (several for multipart), or its error."""
+    """Collects the replies to one request (several for multipart) into its future: their
+    list, or the SwitchError of the first error."""
 
     def __init__(self):
-        self.done = threading.Event()
+        self.future: concurrent.futures.Future = concurrent.futures.Future()
         self.replies: list = []
-        self.error: Optional[str] = None
+
+    def reply(self, msg, last: bool) -> None:
+        if not self.future.done():
+            self.replies.append(msg)
+            if last:
+                self.future.set_result(self.replies)
+
+    def fail(self, error: str) -> None:
+        if not self.future.done():
+            self.future.set_exception(SwitchError(error))
 
 
 class OpenFlowSwitch:
@@ -96,36 +107,33 @@ class OpenFlowSwitch:
             LOG.warning('br-int disconnected')
             self.datapath = None
         for waiter in list(self._waiters.values()):
-            waiter.error = 'switch disconnected'
-            waiter.done.set()
+            waiter.fail('switch disconnected')
 
     def _reply(self, msg, last: bool = True) -> None:
         waiter = self._waiters.get(msg.xid)
         if waiter is not None:
-            waiter.replies.append(msg)
-            if last:
-                waiter.done.set()
+            waiter.reply(msg, last)
 
     def _error(self, msg) -> None:
         waiter = self._waiters.get(msg.xid)
         LOG.error('switch error type=%s code=%s xid=%s', msg.type, msg.code, msg.xid)
         if waiter is not None:
-            waiter.error = f'OpenFlow error type {msg.type} code {msg.code}'
-            waiter.done.set()
+            waiter.fail(f'OpenFlow error type {msg.type} code {msg.code}')
 
     # Called from the controller's threads.
     def dump_flows(self) -> list[of.Flow]:
         datapath = self._datapath()
         request = parser.OFPFlowStatsRequest(datapath, table_id=ofp.OFPTT_ALL,
                                              out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY)
-        replies = self._request(request, [request])
+        replies = self._request([request])
         return [flow_from_stats(stats) for reply in replies for stats in reply.body]
 
     def apply(self, deletes: list[of.Flow], adds: list[of.Flow],
-              then: Optional[Callable[[], None]] = None) -> None:
+              then: Optional[Callable[[], None]] = None) -> concurrent.futures.Future:
         """One atomic bundle: deletes first, then adds (an add overwrites a changed flow).
-        ``then`` runs once the bundle is written, before its reply: the switch handles the
-        messages of a connection in order, so what ``then`` sends comes after the bundle."""
+        Returns once it is written, with the future of the switch's answer; ``then`` runs
+        before that: the switch handles the messages of a connection in order, so what
+        ``then`` sends comes after the bundle."""
         datapath = self._datapath()
         bundle = next(self._bundle_ids)
         flags = ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED
@@ -138,19 +146,21 @@ class OpenFlowSwitch:
                                             flow_mod(datapath, f, ofp.OFPFC_ADD), [])
                      for f in adds]
         commit = parser.ONFBundleCtrlMsg(datapath, bundle, ofp.ONF_BCT_COMMIT_REQUEST, flags, [])
-        self._request(commit, messages + [commit], then)
+        future = self._submit(messages + [commit])
+        if then:
+            then()
+        return future
 
     def limit_packet_ins(self, rate: int, burst: int) -> None:
         """The switch's controller meter: at most ``rate`` packet-ins a second, in bursts of
         up to ``burst``; the datapath drops the rest before they cost an upcall."""
         datapath = self._datapath()
         band = parser.OFPMeterBandDrop(rate=rate, burst_size=burst)
-        barrier = parser.OFPBarrierRequest(datapath)
-        self._request(barrier, [
+        self._request([
             parser.OFPMeterMod(datapath, ofp.OFPMC_DELETE, 0, ofp.OFPM_CONTROLLER, []),
             parser.OFPMeterMod(datapath, ofp.OFPMC_ADD, ofp.OFPMF_PKTPS | ofp.OFPMF_BURST,
                                ofp.OFPM_CONTROLLER, [band]),
-            barrier])
+            parser.OFPBarrierRequest(datapath)])
 
     def send_packets(self, packets: list[tuple[list, bytes]]) -> None:
         """Packets from the controller, each through its actions (dragonflow.controller.flows
@@ -180,22 +190,28 @@ class OpenFlowSwitch:
             # queued one by one would wait on its sending thread at every turn.
             datapath.send(b''.join(message.buf for message in messages))
 
-    def _request(self, final, messages, then: Optional[Callable[[], None]] = None) -> list:
-        """Send ``messages``, run ``then``, and wait for the replies to ``final`` or an error
-        to any of them."""
+    def _submit(self, messages) -> concurrent.futures.Future:
+        """Send ``messages``: the future of the replies to the last one, or of an error to
+        any of them."""
         waiter = _Waiter()
         self._send(messages, waiter)
-        try:
-            if then:
-                then()
-            if not waiter.done.wait(REPLY_TIMEOUT):
-                raise SwitchError(f'no reply from br-int in {REPLY_TIMEOUT} s')
-            if waiter.error:
-                raise SwitchError(waiter.error)
-            return waiter.replies
-        finally:
-            for message in messages:
-                self._waiters.pop(message.xid, None)
+        waiter.future.add_done_callback(
+            lambda _: [self._waiters.pop(message.xid, None) for message in messages])
+        return waiter.future
+
+    def _request(self, messages) -> list:
+        """Send ``messages`` and wait for the replies to the last one."""
+        return wait(self._submit(messages), REPLY_TIMEOUT)
+
+
+def wait(future: concurrent.futures.Future, timeout: float):
+    """The result of a request to the switch; a SwitchError if it failed or is not answered
+    in ``timeout`` seconds (it is then given up: a late answer goes nowhere)."""
+    try:
+        return future.result(timeout)
+    except concurrent.futures.TimeoutError:
+        future.cancel()
+        raise SwitchError(f'no reply from br-int in {timeout} s') from None
 
 
 def _check_port_free(host: str, port: int) -> None:

@@ -7,6 +7,7 @@ states, so it does not matter which event caused the recomputation. After a (re)
 mirror is read back from the switch, so a restarted controller converges the flows in place
 without flushing the table and packets keep flowing.
 """
+import concurrent.futures
 import dataclasses
 import logging
 from typing import Callable, Iterable, Optional, Protocol
@@ -21,10 +22,10 @@ class Switch(Protocol):
         """Every flow in the switch."""
 
     def apply(self, deletes: list[Flow], adds: list[Flow],
-              then: Optional[Callable[[], None]] = None) -> None:
-        """Delete and add (or overwrite) flows, atomically, in that order. ``then`` runs once
-        the change is on its way, before the switch confirms it: what it sends the switch
-        afterwards, the switch handles after the change."""
+              then: Optional[Callable[[], None]] = None) -> concurrent.futures.Future:
+        """Delete and add (or overwrite) flows, atomically, in that order; returns once the
+        change is on its way, with the future of the switch's answer. ``then`` runs before
+        that: what it sends the switch afterwards, the switch handles after the change."""
 
 
 class FlowConflict(Exception):
@@ -35,6 +36,9 @@ class FlowConflict(Exception):
 class Diff:
     deletes: list[Flow]
     adds: list[Flow]
+    # Once sent: done when the switch has it (or refused it).
+    confirmation: Optional[concurrent.futures.Future] = dataclasses.field(default=None,
+                                                                           compare=False)
 
     def __bool__(self):
         return bool(self.deletes or self.adds)
@@ -66,12 +70,13 @@ class Reconciler:
 
     def reconcile(self, desired: Iterable[Flow],
                   then: Optional[Callable[[], None]] = None) -> Diff:
-        """Install the difference; ``then`` as in Switch.apply (at once if there is none)."""
+        """Send the difference (see Switch.apply; ``then`` runs at once if there is none). The
+        mirror takes it as installed: if the switch refuses it, resync."""
         wanted = index(desired)
         change = diff(self.installed, wanted)
         if change:
             LOG.debug('reconcile: %d deletes, %d adds', len(change.deletes), len(change.adds))
-            self.switch.apply(change.deletes, change.adds, then)
+            change.confirmation = self.switch.apply(change.deletes, change.adds, then)
         elif then:
             then()
         self.installed = wanted

@@ -3,9 +3,13 @@
 Three sources wake one loop: the store's change log (a watcher thread keeps the cache current),
 the local OVSDB (VM interfaces plugged and unplugged) and the OpenFlow connection. The loop is
 level-triggered: each pass builds the topology from the current state, asks the apps for the
-flows, lets the reconciler install the difference, then reports port bindings and status to
-the store. While the store is unreachable the data plane stays as it is.
+flows and lets the reconciler send the difference. It does not wait for the switch to confirm
+a change: the next change may already be waiting, and the switch handles them in order. Once a
+change is confirmed, the ports it brought in are reported bound and ACTIVE to the store; if
+the switch refuses one, the flows are read back and reconciled again. While the store is
+unreachable the data plane stays as it is.
 """
+import collections
 import logging
 import os
 import queue
@@ -17,13 +21,13 @@ import time
 
 from dragonflow import conf as df_conf
 from dragonflow import store as df_store
-from dragonflow.controller import apps
+from dragonflow.controller import apps, openflow
 from dragonflow.controller import flows as of
 from dragonflow.controller import pipeline as p
 from dragonflow.controller.apps import dhcp, tunnels
 from dragonflow.controller.cache import Cache
 from dragonflow.controller.held_packets import HeldPackets
-from dragonflow.controller.openflow import OpenFlowSwitch, PacketIn, SwitchError
+from dragonflow.controller.openflow import REPLY_TIMEOUT, OpenFlowSwitch, PacketIn, SwitchError
 from dragonflow.controller.ovsdb import LocalOvs
 from dragonflow.controller.reconciler import Reconciler
 from dragonflow.controller.topology import Topology
@@ -64,7 +68,8 @@ class Controller:
         self.cache = Cache(self.chassis_id)
         self.reconciler = Reconciler(switch)
         self.stop_event = threading.Event()
-        self._wake = threading.Event()
+        self._wake = threading.Event()  # a change to recompute for, or an answer of the switch
+        self._recompute = True
         self._lock = threading.Lock()  # guards the cache between watcher and loop
         # One reader of the store at a time: a snapshot loaded while the watcher applies later
         # changes would take the cache back in time, and those changes would never come again.
@@ -73,6 +78,9 @@ class Controller:
         self._last_heartbeat = 0.0
         self._published: tuple = ()  # the networks and routers of the last heartbeat
         self._topology: Topology | None = None  # the last one whose flows are installed
+        # Changes sent and not confirmed yet, oldest first: (confirmation, give-up time, the
+        # topology whose flows the switch holds once it has this change).
+        self._unconfirmed: collections.deque = collections.deque()
         self._packet_ins: queue.Queue = queue.Queue(PACKET_IN_BACKLOG)
         self._held = HeldPackets()
         self._dhcp_limiter = RateLimiter(conf.dhcp.rate_limit)
@@ -80,6 +88,7 @@ class Controller:
                                    metadata_ip=conf.dhcp.metadata_ip)
 
     def wake(self) -> None:
+        self._recompute = True
         self._wake.set()
 
     def switch_connected(self) -> None:
@@ -98,10 +107,12 @@ class Controller:
         threading.Thread(target=self._watch_store, name='store-watcher', daemon=True).start()
         threading.Thread(target=self._serve_packet_ins, name='packet-in', daemon=True).start()
         while not self.stop_event.is_set():
-            woken = self._wake.wait(timeout=self.conf.heartbeat_interval)
+            self._wake.wait(timeout=self._next_deadline())
             self._wake.clear()
+            recompute, self._recompute = self._recompute, False
             try:
-                self._pass(recompute=woken)
+                self._report_confirmed()
+                self._pass(recompute)
             except (SwitchError, api.StoreError) as e:
                 LOG.warning('pass failed, retrying: %s', e)
                 self.stop_event.wait(RETRY_SECONDS)
@@ -117,17 +128,54 @@ class Controller:
             return
         if self._switch_resync:
             self._switch_resync = False
+            self._unconfirmed.clear()
             self.reconciler.resync()
             self._limit_packet_ins()
         topology = self.topology()
         # Held packets go out right behind the bundle that lets them through, not a round
         # trip later: the switch handles them after it.
-        self.reconciler.reconcile(apps.desired_flows(topology),
-                                  then=lambda: self._release_held(topology))
+        change = self.reconciler.reconcile(apps.desired_flows(topology),
+                                           then=lambda: self._release_held(topology))
         self._topology = topology
-        self._report_ports(topology)
+        if change.confirmation:
+            change.confirmation.add_done_callback(lambda _: self._wake.set())
+            self._unconfirmed.append(
+                (change.confirmation, time.monotonic() + REPLY_TIMEOUT, topology))
+        elif self._unconfirmed:  # the same flows as the last change sent: confirmed with it
+            confirmation, deadline, _ = self._unconfirmed.pop()
+            self._unconfirmed.append((confirmation, deadline, topology))
+        else:
+            self._report_ports(topology)
         if self._served() != self._published:
             self._heartbeat()
+
+    def _report_confirmed(self) -> None:
+        """Report the ports of the newest topology the switch has confirmed all flows of.
+        A change refused or not answered in time: read the switch back and reconcile."""
+        confirmed = None
+        while self._unconfirmed:
+            confirmation, deadline, topology = self._unconfirmed[0]
+            if not confirmation.done() and time.monotonic() < deadline:
+                break
+            self._unconfirmed.popleft()
+            try:
+                openflow.wait(confirmation, 0)
+            except SwitchError as e:
+                LOG.warning('br-int did not take a change (%s): reading its flows back', e)
+                self._unconfirmed.clear()
+                self._switch_resync = self._recompute = True
+                return
+            confirmed = topology
+        if confirmed:
+            self._report_ports(confirmed)
+
+    def _next_deadline(self) -> float:
+        """Seconds until the loop must look again without being woken: the next heartbeat,
+        or giving up on a change the switch has not answered."""
+        due = self._last_heartbeat + self.conf.heartbeat_interval - time.time()
+        if self._unconfirmed:
+            due = min(due, self._unconfirmed[0][1] - time.monotonic())
+        return max(due, 0.0)
 
     def _limit_packet_ins(self) -> None:
         """A datapath without meters (an old kernel's) refuses the meter: the flows matter

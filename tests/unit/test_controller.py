@@ -1,0 +1,138 @@
+"""The controller's loop against a real (sqlite) store and a simulated br-int that answers
+only when the test says: a port is reported bound and ACTIVE once the switch has confirmed its
+flows, not when they are sent; a refused change makes the controller read the switch back."""
+import concurrent.futures
+
+import pytest
+
+from dragonflow import conf as df_conf
+from dragonflow import store as df_store
+from dragonflow.controller.openflow import SwitchError
+from dragonflow.controller.service import Controller
+from dragonflow.model import FixedIP, Network, Port, Subnet
+from tests.flowsim import FlowTableSimulator
+
+ME = 'chassis-1'
+
+
+class Switch(FlowTableSimulator):
+    """Holds each change until the test confirms it (then applies it) or refuses it (then
+    drops it); counts read-backs."""
+
+    connected = True
+
+    def __init__(self):
+        super().__init__()
+        self.pending: list = []  # (confirmation, deletes, adds)
+        self.dumps = 0
+
+    def apply(self, deletes, adds, then=None):
+        if then:
+            then()
+        self.pending.append((concurrent.futures.Future(), deletes, adds))
+        return self.pending[-1][0]
+
+    def dump_flows(self):
+        self.dumps += 1
+        return super().dump_flows()
+
+    def limit_packet_ins(self, rate, burst):
+        pass
+
+    def send_packets(self, packets):
+        pass
+
+    def confirm(self, error=None):
+        for confirmation, deletes, adds in self.pending:
+            if confirmation.cancelled():
+                continue
+            if error:
+                confirmation.set_exception(SwitchError(error))
+            else:
+                super().apply(deletes, adds)
+                confirmation.set_result([])
+        self.pending.clear()
+
+
+class Ovs:
+    def __init__(self):
+        self.plugged: dict[str, int] = {}
+
+    def interfaces(self):
+        return dict(self.plugged), {}
+
+
+@pytest.fixture
+def cloud(tmp_path):
+    store = df_store.connect(f'sqlite:///{tmp_path}/nb.db')
+    conf = df_conf.load([])
+    conf.set_override('chassis_id', ME, 'controller')
+    store.put(Network.table, 'net', Network(id='net', key=1).to_doc())
+    store.put(Subnet.table, 'subnet', Subnet(id='subnet', network_id='net',
+                                             cidr='10.0.0.0/24').to_doc())
+    store.put(Port.table, 'vm', Port(id='vm', key=2, network_id='net',
+                                     mac_address='fa:16:3e:00:00:02', fixed_ips=[
+                                         FixedIP(subnet_id='subnet', ip_address='10.0.0.5')])
+              .to_doc())
+    switch, ovs = Switch(), Ovs()
+    controller = Controller(conf, store, ovs, switch)
+    return controller, store, switch, ovs
+
+
+def step(controller):
+    """One turn of the loop, as run() takes it after a wake."""
+    recompute, controller._recompute = controller._recompute, False
+    controller._report_confirmed()
+    controller._pass(recompute)
+
+
+def status(store):
+    port = store.get(Port.table, 'vm').value
+    return port['binding:host_id'], port['status']
+
+
+def test_a_plugged_port_is_active_once_the_switch_confirms_its_flows(cloud):
+    controller, store, switch, ovs = cloud
+    step(controller)
+    switch.confirm()
+    ovs.plugged['vm'] = 5
+    controller.wake()
+    step(controller)
+    assert switch.pending and status(store) == ('', 'DOWN')  # sent, not confirmed
+    controller.wake()
+    step(controller)  # nothing new to send: the port waits for the same confirmation
+    assert status(store) == ('', 'DOWN')
+    switch.confirm()
+    step(controller)
+    assert status(store) == (ME, 'ACTIVE')
+
+
+def test_a_refused_change_reads_the_switch_back_and_sends_again(cloud):
+    controller, store, switch, ovs = cloud
+    step(controller)
+    switch.confirm()
+    dumps = switch.dumps
+    ovs.plugged['vm'] = 5
+    controller.wake()
+    step(controller)
+    switch.confirm(error='OpenFlow error type 17 code 0')
+    step(controller)
+    assert switch.dumps == dumps + 1 and status(store) == ('', 'DOWN')
+    switch.confirm()
+    step(controller)
+    assert status(store) == (ME, 'ACTIVE')
+
+
+def test_a_change_never_answered_is_given_up(cloud, monkeypatch):
+    controller, store, switch, ovs = cloud
+    step(controller)
+    switch.confirm()
+    ovs.plugged['vm'] = 5
+    controller.wake()
+    step(controller)
+    dumps = switch.dumps
+    confirmation, _, topology = controller._unconfirmed[0]
+    controller._unconfirmed[0] = (confirmation, 0.0, topology)  # its time is up
+    step(controller)
+    assert switch.dumps == dumps + 1 and confirmation.cancelled()
+    assert status(store) == ('', 'DOWN')
