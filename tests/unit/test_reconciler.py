@@ -167,6 +167,19 @@ def test_every_flow_reads_back_as_it_was_made():
         assert _through_os_ken(flow) == flow
 
 
+def test_flows_encode_as_os_kens_keyword_form_would():
+    """flow_mod builds the match from values in os-ken's parsed form, skipping the checks
+    and conversions of the keyword form: the bytes on the wire are the same."""
+    datapath = ofproto_protocol.ProtocolDesc(ofp.OFP_VERSION)
+    for flow in apps.desired_flows(rich_topology().build()):
+        ours = openflow.flow_mod(datapath, flow, ofp.OFPFC_ADD)
+        keyword = openflow.flow_mod(datapath, flow, ofp.OFPFC_ADD)
+        keyword.match = parser.OFPMatch(**dict(flow.match))
+        for message in (ours, keyword):
+            message.serialize()
+        assert ours.buf == keyword.buf, flow
+
+
 def test_conjunctions_compare_in_any_order_and_never_with_other_actions():
     match = Match(eth_type=0x0800, ipv4_src='10.0.0.5')
     one, two = Conjunction(7, 2, 2), Conjunction(3, 2, 2)
