@@ -149,7 +149,10 @@ class Vif:
 
     def __init__(self, ovsdb_connection: str):
         idl = connection.OvsdbIdl.from_server(ovsdb_connection, 'Open_vSwitch')
-        self.api = impl_idl.OvsdbIdl(connection.Connection(idl, timeout=10))
+        # ovsdbapp keeps the first connection made with an API class for every later instance
+        # of that class: a class of its own per server.
+        api_class = type('OvsdbIdl', (impl_idl.OvsdbIdl,), {})
+        self.api = api_class(connection.Connection(idl, timeout=10))
 
     def bind(self, tap: str, iface_id: str) -> None:
         """Name the Neutron port an attached interface is for (merged into external_ids)."""
