@@ -91,14 +91,22 @@ def status(store):
     return port['binding:host_id'], port['status']
 
 
-def test_a_plugged_port_is_active_once_the_switch_confirms_its_flows(cloud):
+@pytest.fixture
+def plugging(cloud):
+    """The controller has started, and sent (not yet confirmed) the flows of vm's plug."""
     controller, store, switch, ovs = cloud
     step(controller)
     switch.confirm()
     ovs.plugged['vm'] = 5
     controller.wake()
     step(controller)
-    assert switch.pending and status(store) == ('', 'DOWN')  # sent, not confirmed
+    assert switch.pending
+    return controller, store, switch
+
+
+def test_a_plugged_port_is_active_once_the_switch_confirms_its_flows(plugging):
+    controller, store, switch = plugging
+    assert status(store) == ('', 'DOWN')
     controller.wake()
     step(controller)  # nothing new to send: the port waits for the same confirmation
     assert status(store) == ('', 'DOWN')
@@ -107,14 +115,9 @@ def test_a_plugged_port_is_active_once_the_switch_confirms_its_flows(cloud):
     assert status(store) == (ME, 'ACTIVE')
 
 
-def test_a_refused_change_reads_the_switch_back_and_sends_again(cloud):
-    controller, store, switch, ovs = cloud
-    step(controller)
-    switch.confirm()
+def test_a_refused_change_reads_the_switch_back_and_sends_again(plugging):
+    controller, store, switch = plugging
     dumps = switch.dumps
-    ovs.plugged['vm'] = 5
-    controller.wake()
-    step(controller)
     switch.confirm(error='OpenFlow error type 17 code 0')
     step(controller)
     assert switch.dumps == dumps + 1 and status(store) == ('', 'DOWN')
@@ -123,13 +126,8 @@ def test_a_refused_change_reads_the_switch_back_and_sends_again(cloud):
     assert status(store) == (ME, 'ACTIVE')
 
 
-def test_a_change_never_answered_is_given_up(cloud, monkeypatch):
-    controller, store, switch, ovs = cloud
-    step(controller)
-    switch.confirm()
-    ovs.plugged['vm'] = 5
-    controller.wake()
-    step(controller)
+def test_a_change_never_answered_is_given_up(plugging):
+    controller, store, switch = plugging
     dumps = switch.dumps
     confirmation, _, topology = controller._unconfirmed[0]
     controller._unconfirmed[0] = (confirmation, 0.0, topology)  # its time is up
