@@ -9,7 +9,7 @@ import ipaddress
 
 from dragonflow.controller import pipeline as p
 from dragonflow.controller.flows import DecTTL, Match, SetField
-from dragonflow.controller.topology import ipv4_addresses
+from dragonflow.controller.topology import ip_address, ip_network, ipv4_addresses
 
 NAME = 'l3'
 ROUTE_PRIORITY_BASE = 100
@@ -25,10 +25,10 @@ def flows(topology):
 
 def _routes(router, hosts) -> dict:
     """Forwarding actions by destination prefix: every host, then the usable extra routes."""
-    routes = {ipaddress.ip_network(f'{ip}/32'): actions for ip, actions in hosts.items()}
+    routes = {ip_network(f'{ip}/32'): actions for ip, actions in hosts.items()}
     for route in sorted(router.routes, key=lambda r: r.nexthop):
         actions = hosts.get(route.nexthop)
-        prefix = ipaddress.ip_network(route.destination, strict=False)
+        prefix = ip_network(route.destination)
         if actions and prefix.version == 4:
             # A port's own address stays direct; of several routes to one prefix (ECMP is not
             # done) the one with the lowest nexthop wins, in whatever order they come.
@@ -46,10 +46,10 @@ def _router_macs(router, interfaces):
 def _hosts(topology, interfaces):
     """(IP, forwarding actions) for every VM address on the router's subnets."""
     for interface in interfaces:
-        subnet = ipaddress.ip_network(interface.subnet.cidr)
+        subnet = ip_network(interface.subnet.cidr)
         for port in topology.vm_ports_on(interface.network.id):
             for ip in ipv4_addresses(port):
-                if ipaddress.ip_address(ip) in subnet:
+                if ip_address(ip) in subnet:
                     yield ip, (DecTTL(),
                                SetField('eth_src', interface.port.mac_address),
                                SetField('eth_dst', port.mac_address),

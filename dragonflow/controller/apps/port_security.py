@@ -3,11 +3,10 @@ allowed address pair's, in Ethernet, IP and ARP headers alike; a DHCP request fr
 an ARP probe (sender IP 0.0.0.0) with its own MAC are allowed, so it can get and check an
 address. Anything else from the port misses and is dropped. A port with port security
 disabled passes everything."""
-import ipaddress
 
 from dragonflow.controller import pipeline as p
 from dragonflow.controller.flows import Match
-from dragonflow.controller.topology import ipv4_addresses
+from dragonflow.controller.topology import ip_network, ipv4_addresses
 
 NAME = 'port_security'
 UNSPECIFIED = '0.0.0.0'
@@ -37,10 +36,10 @@ def _addresses(port):
     """(MAC, IPv4 address or prefix) pairs the port may send with."""
     pairs = [(port.mac_address, ip) for ip in ipv4_addresses(port)]
     for pair in port.allowed_address_pairs:
-        prefix = ipaddress.ip_network(pair.ip_address, strict=False)
+        prefix = ip_network(pair.ip_address)
         if prefix.version == 4:
             pairs.append(((pair.mac_address or port.mac_address).lower(), prefix))
-    return sorted(set((mac, ipaddress.ip_network(a, strict=False)) for mac, a in pairs),
+    return sorted(set((mac, ip_network(a)) for mac, a in pairs),
                   key=str)
 
 

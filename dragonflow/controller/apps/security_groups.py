@@ -29,7 +29,6 @@ read it. A rule that allows anything from anywhere has no clause but the port's 
 direct per-port flow.
 """
 import dataclasses
-import ipaddress
 from typing import Optional
 
 from dragonflow.controller import pipeline as p
@@ -45,6 +44,7 @@ from dragonflow.controller.flows import (
     SetField,
     ct_state,
 )
+from dragonflow.controller.topology import ip_network
 from dragonflow.model import SecurityGroup, SecurityGroupRule
 
 NAME = 'security_groups'
@@ -215,7 +215,7 @@ def _services(rule) -> list[dict]:
 
 def _peer(field: str, address: str) -> dict:
     """Match an address or prefix the way the switch reports it back (/0: no match)."""
-    prefix = ipaddress.ip_network(address, strict=False)
+    prefix = ip_network(address)
     if prefix.prefixlen == 0:
         return {}
     if prefix.prefixlen == 32:
