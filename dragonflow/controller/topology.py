@@ -62,6 +62,10 @@ class Topology:
 
     def local_ports(self) -> list[tuple[Port, int]]:
         """Ports plugged on this chassis that the store knows, with their OpenFlow port."""
+        return self._local_ports
+
+    @functools.cached_property
+    def _local_ports(self) -> list[tuple[Port, int]]:
         return [(self.ports[pid], ofport) for pid, ofport in sorted(self.ofports.items())
                 if pid in self.ports and self.ports[pid].network_id in self.networks]
 
