@@ -49,22 +49,29 @@ class SwitchError(Exception):
 
 
 class _Waiter:
-    """Collects the replies to one request (several for multipart) into its future: their
-    list, or the SwitchError of the first error."""
+    """Collects the replies to one request on one connection (several for multipart) into its
+    future: their list, or the SwitchError of the first error. The caller may give up on the
+    future (cancel it) at any time; a late answer then goes nowhere."""
 
-    def __init__(self):
+    def __init__(self, datapath):
+        self.datapath = datapath
         self.future: concurrent.futures.Future = concurrent.futures.Future()
         self.replies: list = []
 
     def reply(self, msg, last: bool) -> None:
-        if not self.future.done():
-            self.replies.append(msg)
-            if last:
-                self.future.set_result(self.replies)
+        self.replies.append(msg)
+        if last:
+            self._settle(self.future.set_result, self.replies)
 
     def fail(self, error: str) -> None:
-        if not self.future.done():
-            self.future.set_exception(SwitchError(error))
+        self._settle(self.future.set_exception, SwitchError(error))
+
+    @staticmethod
+    def _settle(setter, value) -> None:
+        try:
+            setter(value)
+        except concurrent.futures.InvalidStateError:
+            pass  # answered already (a second error), or given up
 
 
 class OpenFlowSwitch:
@@ -107,7 +114,8 @@ class OpenFlowSwitch:
             LOG.warning('br-int disconnected')
             self.datapath = None
         for waiter in list(self._waiters.values()):
-            waiter.fail('switch disconnected')
+            if waiter.datapath is datapath:  # not a new connection's, if it came first
+                waiter.fail('switch disconnected')
 
     def _reply(self, msg, last: bool = True) -> None:
         waiter = self._waiters.get(msg.xid)
@@ -178,8 +186,9 @@ class OpenFlowSwitch:
         return datapath
 
     def _send(self, messages, waiter: Optional[_Waiter] = None) -> None:
-        """Number ``messages`` (their replies and errors go to ``waiter``) and write them."""
-        datapath = self._datapath()
+        """Number ``messages`` (their replies and errors go to ``waiter``) and write them on
+        the waiter's connection, or the current one."""
+        datapath = waiter.datapath if waiter else self._datapath()
         with self._lock:
             for message in messages:
                 datapath.set_xid(message)
@@ -193,10 +202,10 @@ class OpenFlowSwitch:
     def _submit(self, messages) -> concurrent.futures.Future:
         """Send ``messages``: the future of the replies to the last one, or of an error to
         any of them."""
-        waiter = _Waiter()
+        waiter = _Waiter(self._datapath())
         self._send(messages, waiter)
-        waiter.future.add_done_callback(
-            lambda _: [self._waiters.pop(message.xid, None) for message in messages])
+        xids = [message.xid for message in messages]
+        waiter.future.add_done_callback(lambda _: [self._waiters.pop(xid, None) for xid in xids])
         return waiter.future
 
     def _request(self, messages) -> list:
@@ -210,7 +219,8 @@ def wait(future: concurrent.futures.Future, timeout: float):
     try:
         return future.result(timeout)
     except concurrent.futures.TimeoutError:
-        future.cancel()
+        if not future.cancel():  # answered meanwhile
+            return future.result()
         raise SwitchError(f'no reply from br-int in {timeout} s') from None
 
 

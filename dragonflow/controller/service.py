@@ -70,6 +70,7 @@ class Controller:
         self.stop_event = threading.Event()
         self._wake = threading.Event()  # a change to recompute for, or an answer of the switch
         self._recompute = True
+        self._recompute_lock = threading.Lock()  # wake() sets it as the loop takes it
         self._lock = threading.Lock()  # guards the cache between watcher and loop
         # One reader of the store at a time: a snapshot loaded while the watcher applies later
         # changes would take the cache back in time, and those changes would never come again.
@@ -88,8 +89,14 @@ class Controller:
                                    metadata_ip=conf.dhcp.metadata_ip)
 
     def wake(self) -> None:
-        self._recompute = True
+        with self._recompute_lock:
+            self._recompute = True
         self._wake.set()
+
+    def _take_recompute(self) -> bool:
+        with self._recompute_lock:
+            recompute, self._recompute = self._recompute, False
+        return recompute
 
     def switch_connected(self) -> None:
         self._switch_resync = True
@@ -109,10 +116,9 @@ class Controller:
         while not self.stop_event.is_set():
             self._wake.wait(timeout=self._next_deadline())
             self._wake.clear()
-            recompute, self._recompute = self._recompute, False
             try:
                 self._report_confirmed()
-                self._pass(recompute)
+                self._pass(self._take_recompute())
             except (SwitchError, api.StoreError) as e:
                 LOG.warning('pass failed, retrying: %s', e)
                 self.stop_event.wait(RETRY_SECONDS)
@@ -127,10 +133,17 @@ class Controller:
         if not self.switch.connected or not (recompute or self._switch_resync):
             return
         if self._switch_resync:
+            # Cleared first: a reconnection while reading back asks again. If reading back
+            # fails, the mirror still holds what was sent, perhaps refused: never reconcile
+            # against it.
             self._switch_resync = False
-            self._unconfirmed.clear()
-            self.reconciler.resync()
-            self._limit_packet_ins()
+            try:
+                self._forget_unconfirmed()
+                self.reconciler.resync()
+                self._limit_packet_ins()
+            except SwitchError:
+                self._switch_resync = True
+                raise
         topology = self.topology()
         # Held packets go out right behind the bundle that lets them through, not a round
         # trip later: the switch handles them after it.
@@ -162,12 +175,20 @@ class Controller:
                 openflow.wait(confirmation, 0)
             except SwitchError as e:
                 LOG.warning('br-int did not take a change (%s): reading its flows back', e)
-                self._unconfirmed.clear()
-                self._switch_resync = self._recompute = True
+                self._forget_unconfirmed()
+                self._switch_resync = True
+                self.wake()
                 return
             confirmed = topology
         if confirmed:
             self._report_ports(confirmed)
+
+    def _forget_unconfirmed(self) -> None:
+        """Give up on the changes not confirmed yet: reading the switch back tells what it
+        took."""
+        for confirmation, _, _ in self._unconfirmed:
+            confirmation.cancel()
+        self._unconfirmed.clear()
 
     def _next_deadline(self) -> float:
         """Seconds until the loop must look again without being woken: the next heartbeat,

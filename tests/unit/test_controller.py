@@ -25,6 +25,7 @@ class Switch(FlowTableSimulator):
         super().__init__()
         self.pending: list = []  # (confirmation, deletes, adds)
         self.dumps = 0
+        self.failing_dumps = 0
 
     def apply(self, deletes, adds, then=None):
         if then:
@@ -34,6 +35,9 @@ class Switch(FlowTableSimulator):
 
     def dump_flows(self):
         self.dumps += 1
+        if self.failing_dumps:
+            self.failing_dumps -= 1
+            raise SwitchError('no reply from br-int in 10 s')
         return super().dump_flows()
 
     def limit_packet_ins(self, rate, burst):
@@ -81,9 +85,8 @@ def cloud(tmp_path):
 
 def step(controller):
     """One turn of the loop, as run() takes it after a wake."""
-    recompute, controller._recompute = controller._recompute, False
     controller._report_confirmed()
-    controller._pass(recompute)
+    controller._pass(controller._take_recompute())
 
 
 def status(store):
@@ -124,6 +127,23 @@ def test_a_refused_change_reads_the_switch_back_and_sends_again(plugging):
     switch.confirm()
     step(controller)
     assert status(store) == (ME, 'ACTIVE')
+
+
+def test_a_failed_read_back_is_tried_again_before_anything_is_reported(plugging):
+    """The mirror still holds the refused change: reconciling against it would send nothing
+    and report the port ACTIVE without its flows."""
+    controller, store, switch = plugging
+    switch.confirm(error='OpenFlow error type 17 code 0')
+    switch.failing_dumps = 1
+    with pytest.raises(SwitchError):
+        step(controller)
+    controller.wake()  # as run() does after a failed pass
+    step(controller)
+    assert switch.pending and status(store) == ('', 'DOWN')
+    switch.confirm()
+    step(controller)
+    assert status(store) == (ME, 'ACTIVE') and 5 in {
+        a.port for f in switch.flows.values() for a in f.actions if hasattr(a, 'port')}
 
 
 def test_a_change_never_answered_is_given_up(plugging):

@@ -150,15 +150,25 @@ def _through_os_ken(flow: Flow) -> Flow:
         datapath, message.version, message.msg_type, message.msg_len, 0, message.buf))
 
 
-def test_every_flow_reads_back_as_it_was_made():
-    """A resync must find the flows the apps want equal to the ones installed, or a restarted
-    controller would rewrite them all: conjunctions, conj_id and zones from a register
-    included."""
+def _every_kind_of_flow() -> list[Flow]:
+    """The rich topology's flows, with security group rules that bring conjunctions, conj_id,
+    masked transport ports, ICMP type and code, and a prefix written with host bits set."""
     builder = rich_topology()
     group = builder.security_groups['sg-open']
     builder.rule(group, 'ingress', protocol='tcp', port_range_min=80, port_range_max=90,
                  remote_group_id=group.id)
-    desired = apps.desired_flows(builder.build())
+    builder.rule(group, 'ingress', protocol='udp', port_range_min=1000, port_range_max=1999,
+                 remote_ip_prefix='10.1.2.3/16')
+    builder.rule(group, 'ingress', protocol='icmp', port_range_min=8, port_range_max=0)
+    builder.rule(group, 'egress', protocol='sctp', port_range_min=5000, port_range_max=5000)
+    return apps.desired_flows(builder.build())
+
+
+def test_every_flow_reads_back_as_it_was_made():
+    """A resync must find the flows the apps want equal to the ones installed, or a restarted
+    controller would rewrite them all: conjunctions, conj_id and zones from a register
+    included."""
+    desired = _every_kind_of_flow()
     assert any(isinstance(a, Conjunction) for f in desired for a in f.actions)
     assert any('conj_id' in f.match.fields() for f in desired)
     assert any(isinstance(a, Conntrack) and isinstance(a.zone, str)
@@ -171,7 +181,10 @@ def test_flows_encode_as_os_kens_keyword_form_would():
     """flow_mod builds the match from values in os-ken's parsed form, skipping the checks
     and conversions of the keyword form: the bytes on the wire are the same."""
     datapath = ofproto_protocol.ProtocolDesc(ofp.OFP_VERSION)
-    for flow in apps.desired_flows(rich_topology().build()):
+    desired = _every_kind_of_flow()
+    for field in ('conj_id', 'tcp_dst', 'udp_dst', 'sctp_dst', 'icmpv4_type', 'ipv4_src'):
+        assert any(field in f.match.fields() for f in desired), field
+    for flow in desired:
         ours = openflow.flow_mod(datapath, flow, ofp.OFPFC_ADD)
         keyword = openflow.flow_mod(datapath, flow, ofp.OFPFC_ADD)
         keyword.match = parser.OFPMatch(**dict(flow.match))
