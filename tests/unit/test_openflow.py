@@ -1,0 +1,89 @@
+"""The OpenFlow adapter's requests against a fake connection: a bundle's future settles on its
+commit reply, a late answer to a request given up on goes nowhere, and a connection's end fails
+its own requests only."""
+import itertools
+import types
+
+import pytest
+from os_ken.ofproto import ofproto_protocol
+from os_ken.ofproto import ofproto_v1_3 as ofp
+
+from dragonflow.controller import openflow
+from dragonflow.controller.flows import Flow, Match, Output
+from dragonflow.controller.openflow import OpenFlowSwitch, SwitchError
+
+FLOW = Flow(80, 100, Match(reg7=5), (Output(1),))
+
+
+class Datapath(ofproto_protocol.ProtocolDesc):
+    """What OpenFlowSwitch uses of an os-ken datapath: numbers messages, keeps what is sent."""
+
+    is_active = True
+
+    def __init__(self, first_xid=1):
+        super().__init__(ofp.OFP_VERSION)
+        self.xids = itertools.count(first_xid)  # os-ken starts each connection's at random
+        self.last_xid = None
+        self.sent = []
+
+    def set_xid(self, message):
+        message.set_xid(next(self.xids))
+        self.last_xid = message.xid
+
+    def send(self, buf):
+        self.sent.append(buf)
+
+
+@pytest.fixture
+def switch():
+    switch = OpenFlowSwitch('127.0.0.1', 0, on_connect=lambda: None)
+    switch.datapath = Datapath()
+    return switch
+
+
+def reply_to(xid):
+    return types.SimpleNamespace(xid=xid)
+
+
+def test_a_bundle_is_sent_at_once_and_confirmed_by_its_commit_reply(switch):
+    confirmation = switch.apply([], [FLOW])
+    assert switch.datapath.sent and not confirmation.done()
+    switch._reply(reply_to(switch.datapath.last_xid))
+    assert openflow.wait(confirmation, 0) == [reply_to(switch.datapath.last_xid)]
+    assert not switch._waiters  # nothing kept for a request answered
+
+
+def test_an_error_to_any_message_of_a_bundle_refuses_it(switch):
+    confirmation = switch.apply([], [FLOW, FLOW])
+    switch._error(types.SimpleNamespace(xid=switch.datapath.last_xid - 1, type=1, code=2))
+    switch._error(types.SimpleNamespace(xid=switch.datapath.last_xid, type=17, code=0))
+    with pytest.raises(SwitchError, match='type 1 code 2'):
+        openflow.wait(confirmation, 0)
+
+
+def test_a_late_answer_to_a_request_given_up_goes_nowhere(switch):
+    confirmation = switch.apply([], [FLOW])
+    xid = switch.datapath.last_xid
+    with pytest.raises(SwitchError, match='no reply'):
+        openflow.wait(confirmation, 0)
+    assert confirmation.cancelled() and not switch._waiters
+    switch._reply(reply_to(xid))  # no waiter any more, and no exception
+
+
+def test_a_waiter_given_up_meanwhile_takes_no_answer():
+    waiter = openflow._Waiter(datapath=None)
+    waiter.future.cancel()
+    waiter.reply(reply_to(1), last=True)
+    waiter.fail('too late')
+    assert waiter.future.cancelled()
+
+
+def test_the_end_of_an_old_connection_fails_only_its_own_requests(switch):
+    old = switch.datapath
+    on_old = switch.apply([], [FLOW])
+    switch.datapath = Datapath(first_xid=1000)  # reconnected before the old one's end is seen
+    on_new = switch.apply([], [FLOW])
+    switch._disconnected(old)
+    with pytest.raises(SwitchError, match='disconnected'):
+        openflow.wait(on_old, 0)
+    assert not on_new.done() and switch.connected
