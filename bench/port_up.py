@@ -191,25 +191,21 @@ def ovn(samples: int, interval: float, secure: bool) -> Samples:
         kinds = (*KINDS, OVN_AS_NEUTRON)
         try:
             for i in range(samples):
-                for kind in kinds:
+                for k, kind in enumerate(kinds):
                     # The resident VM's MAC is ...:02:0a: no sample uses 02 here.
-                    name, octet = f'n{kinds.index(kind)}x{i}', (0, 1, 3)[kinds.index(kind)]
+                    name, octet = f'n{k}x{i}', (0, 1, 3)[k]
                     ip, mac = f'10.42.2.{100 + i}', f'00:00:00:42:{octet:02x}:{i:02x}'
                     guest = Guest(f'{cloud.prefix}-{name}', ch2.netns, ch2.ovs.vsctl, mac, ip,
                                   24, '10.42.2.1').make()
                     add = add_port('ls-b', name, mac, ip, secure)
                     try:
-                        if kind == KINDS[0]:
-                            guest.attach(name)
+                        if kind in (KINDS[0], OVN_AS_NEUTRON):
+                            guest.attach(name if kind == KINDS[0] else None)
                             time.sleep(SETTLE)
                             nbctl(*add)
                             t0 = time.monotonic()
-                        elif kind == OVN_AS_NEUTRON:
-                            guest.attach()
-                            time.sleep(SETTLE)
-                            nbctl(*add)
-                            t0 = time.monotonic()
-                            vif.bind(guest.tap, name)
+                            if kind == OVN_AS_NEUTRON:
+                                vif.bind(guest.tap, name)
                         else:
                             nbctl('--wait=hv', *add)
                             time.sleep(SETTLE)

@@ -78,7 +78,7 @@ class Controller:
         self._switch_resync = True
         self._last_heartbeat = 0.0
         self._published: tuple = ()  # the networks and routers of the last heartbeat
-        self._topology: Topology | None = None  # the last one whose flows are installed
+        self._topology: Topology | None = None  # the last one whose flows were sent
         # Changes sent and not confirmed yet, oldest first: (confirmation, give-up time, the
         # topology whose flows the switch holds once it has this change).
         self._unconfirmed: collections.deque = collections.deque()
@@ -99,6 +99,10 @@ class Controller:
         return recompute
 
     def switch_connected(self) -> None:
+        self._ask_resync()
+
+    def _ask_resync(self) -> None:
+        """Read the switch's flows back and reconcile against them, at the next pass."""
         self._switch_resync = True
         self.wake()
 
@@ -117,12 +121,16 @@ class Controller:
             self._wake.wait(timeout=self._next_deadline())
             self._wake.clear()
             try:
-                self._report_confirmed()
-                self._pass(self._take_recompute())
+                self._turn()
             except (SwitchError, api.StoreError) as e:
                 LOG.warning('pass failed, retrying: %s', e)
                 self.stop_event.wait(RETRY_SECONDS)
                 self.wake()
+
+    def _turn(self) -> None:
+        """What the loop does each time it is woken or due."""
+        self._report_confirmed()
+        self._pass(self._take_recompute())
 
     def _pass(self, recompute: bool) -> None:
         """Heartbeat when due; recompute the flows only when something woke us (a change of
@@ -155,8 +163,8 @@ class Controller:
             self._unconfirmed.append(
                 (change.confirmation, time.monotonic() + REPLY_TIMEOUT, topology))
         elif self._unconfirmed:  # the same flows as the last change sent: confirmed with it
-            confirmation, deadline, _ = self._unconfirmed.pop()
-            self._unconfirmed.append((confirmation, deadline, topology))
+            confirmation, deadline, _ = self._unconfirmed[-1]
+            self._unconfirmed[-1] = (confirmation, deadline, topology)
         else:
             self._report_ports(topology)
         if self._served() != self._published:
@@ -176,8 +184,7 @@ class Controller:
             except SwitchError as e:
                 LOG.warning('br-int did not take a change (%s): reading its flows back', e)
                 self._forget_unconfirmed()
-                self._switch_resync = True
-                self.wake()
+                self._ask_resync()
                 return
             confirmed = topology
         if confirmed:

@@ -85,8 +85,7 @@ def cloud(tmp_path):
 
 def step(controller):
     """One turn of the loop, as run() takes it after a wake."""
-    controller._report_confirmed()
-    controller._pass(controller._take_recompute())
+    controller._turn()
 
 
 def status(store):
