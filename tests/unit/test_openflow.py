@@ -7,6 +7,7 @@ import types
 import pytest
 from os_ken.ofproto import ofproto_protocol
 from os_ken.ofproto import ofproto_v1_3 as ofp
+from os_ken.ofproto import ofproto_v1_3_parser as parser
 
 from dragonflow.controller import openflow
 from dragonflow.controller.flows import Flow, Match, Output
@@ -25,13 +26,14 @@ class Datapath(ofproto_protocol.ProtocolDesc):
         self.xids = itertools.count(first_xid)  # os-ken starts each connection's at random
         self.last_xid = None
         self.sent = []
+        self.socket = types.SimpleNamespace(sendall=self.sent.append)
 
     def set_xid(self, message):
         message.set_xid(next(self.xids))
         self.last_xid = message.xid
 
-    def send(self, buf):
-        self.sent.append(buf)
+    def close(self):
+        self.is_active = False
 
 
 @pytest.fixture
@@ -51,6 +53,56 @@ def test_a_bundle_is_sent_at_once_and_confirmed_by_its_commit_reply(switch):
     switch._reply(reply_to(switch.datapath.last_xid))
     assert openflow.wait(confirmation, 0) == [reply_to(switch.datapath.last_xid)]
     assert not switch._waiters  # nothing kept for a request answered
+
+
+def test_a_bundle_is_on_the_wire_as_os_ken_would_write_it(switch):
+    stale = Flow(80, 100, Match(reg7=4), (Output(2),))
+    switch.apply([stale], [FLOW])
+    datapath = Datapath()  # the same xids again
+    flags = ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED
+
+    def flow_mod(flow, command, instructions):
+        return parser.OFPFlowMod(datapath, table_id=flow.table, command=command,
+                                 priority=flow.priority, match=parser.OFPMatch(**dict(flow.match)),
+                                 instructions=instructions, out_port=ofp.OFPP_ANY,
+                                 out_group=ofp.OFPG_ANY)
+    output = [parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS,
+                                           [parser.OFPActionOutput(1, 0)])]
+    messages = [
+        parser.ONFBundleCtrlMsg(datapath, 1, ofp.ONF_BCT_OPEN_REQUEST, flags, []),
+        parser.ONFBundleAddMsg(datapath, 1, flags,
+                               flow_mod(stale, ofp.OFPFC_DELETE_STRICT, []), []),
+        parser.ONFBundleAddMsg(datapath, 1, flags, flow_mod(FLOW, ofp.OFPFC_ADD, output), []),
+        parser.ONFBundleCtrlMsg(datapath, 1, ofp.ONF_BCT_COMMIT_REQUEST, flags, [])]
+    for message in messages:
+        datapath.set_xid(message)
+        message.serialize()
+    assert switch.datapath.sent == [b''.join(message.buf for message in messages)]
+
+
+def test_a_connection_that_cannot_be_written_is_closed_and_its_request_fails(switch):
+    def broken(_):
+        raise ConnectionResetError('reset by peer')
+    switch.datapath.socket.sendall = broken
+    with pytest.raises(SwitchError, match='cannot write to br-int: reset by peer'):
+        switch.apply([], [FLOW])
+    assert not switch.connected and not switch._waiters
+
+
+def test_os_kens_writes_and_ours_share_one_lock():
+    written = []
+
+    class Socket:
+        def sendall(self, data):
+            assert whole._lock.locked()
+            written.append(data)
+
+        def recv(self, size):
+            return b'from the switch'
+
+    whole = openflow._WholeWrites(Socket())
+    whole.sendall(b'bundle')
+    assert written == [b'bundle'] and whole.recv(10) == b'from the switch'
 
 
 def test_an_error_to_any_message_of_a_bundle_refuses_it(switch):

@@ -144,10 +144,29 @@ def test_refused_bundle_is_sent_again_in_full():
 def _through_os_ken(flow: Flow) -> Flow:
     """The flow encoded as the flow_mod that installs it and decoded as a dump reads it."""
     datapath = ofproto_protocol.ProtocolDesc(ofp.OFP_VERSION)
-    message = openflow.flow_mod(datapath, flow, ofp.OFPFC_ADD)
+    message = openflow.flow_mod(flow, ofp.OFPFC_ADD)
+    message.set_xid(0)
     message.serialize()
     return openflow.flow_from_stats(parser.OFPFlowMod.parser(
-        datapath, message.version, message.msg_type, message.msg_len, 0, message.buf))
+        datapath, ofp.OFP_VERSION, ofp.OFPT_FLOW_MOD, len(message.buf), 0, message.buf))
+
+
+def _os_kens_flow_mod(flow: Flow, command: int) -> bytes:
+    """What os-ken's own objects make of the flow, match in keyword form."""
+    datapath = ofproto_protocol.ProtocolDesc(ofp.OFP_VERSION)
+    applied = [openflow._action(a) for a in flow.actions if not isinstance(a, Goto)]
+    instructions = [parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, applied)] \
+        if applied else []
+    if flow.actions and isinstance(flow.actions[-1], Goto):
+        instructions.append(parser.OFPInstructionGotoTable(flow.actions[-1].table))
+    message = parser.OFPFlowMod(
+        datapath, cookie=flow.cookie, table_id=flow.table, command=command,
+        priority=flow.priority, match=parser.OFPMatch(**dict(flow.match)),
+        instructions=[] if command == ofp.OFPFC_DELETE_STRICT else instructions,
+        out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY)
+    message.set_xid(7)
+    message.serialize()
+    return bytes(message.buf)
 
 
 def _every_kind_of_flow() -> list[Flow]:
@@ -177,20 +196,18 @@ def test_every_flow_reads_back_as_it_was_made():
         assert _through_os_ken(flow) == flow
 
 
-def test_flows_encode_as_os_kens_keyword_form_would():
-    """flow_mod builds the match from values in os-ken's parsed form, skipping the checks
-    and conversions of the keyword form: the bytes on the wire are the same."""
-    datapath = ofproto_protocol.ProtocolDesc(ofp.OFP_VERSION)
+def test_flows_encode_as_os_kens_own_objects_would():
+    """flow_mod puts a flow_mod together from match fields and actions encoded once; the
+    bytes on the wire are the ones os-ken's objects make, for adds and deletes alike."""
     desired = _every_kind_of_flow()
     for field in ('conj_id', 'tcp_dst', 'udp_dst', 'sctp_dst', 'icmpv4_type', 'ipv4_src'):
         assert any(field in f.match.fields() for f in desired), field
     for flow in desired:
-        ours = openflow.flow_mod(datapath, flow, ofp.OFPFC_ADD)
-        keyword = openflow.flow_mod(datapath, flow, ofp.OFPFC_ADD)
-        keyword.match = parser.OFPMatch(**dict(flow.match))
-        for message in (ours, keyword):
-            message.serialize()
-        assert ours.buf == keyword.buf, flow
+        for command in (ofp.OFPFC_ADD, ofp.OFPFC_DELETE_STRICT):
+            ours = openflow.flow_mod(flow, command)
+            ours.set_xid(7)
+            ours.serialize()
+            assert ours.buf == _os_kens_flow_mod(flow, command), flow
 
 
 def test_conjunctions_compare_in_any_order_and_never_with_other_actions():
