@@ -69,6 +69,13 @@ class Topology:
         return [(self.ports[pid], ofport) for pid, ofport in sorted(self.ofports.items())
                 if pid in self.ports and self.ports[pid].network_id in self.networks]
 
+    def local_port_ids(self) -> frozenset[str]:
+        return self._local_port_ids
+
+    @functools.cached_property
+    def _local_port_ids(self) -> frozenset[str]:
+        return frozenset(port.id for port, _ in self.local_ports())
+
     def local_network_ids(self) -> set[str]:
         """Networks with a local port (cache.is_local: plugged here, or bound here with its VM
         about to be plugged)."""

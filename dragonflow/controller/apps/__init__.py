@@ -2,9 +2,13 @@
 
 An app module has NAME and ``flows(topology) -> iterable of Flow``. Its position in APPS is its
 id, written into the top byte of every flow's cookie so a flow in the switch names its owner.
+An app builds the flows of each unit (a port, a network, a router...) in a function of the
+objects they depend on, marked ``@memoized`` (memo.py): a pass builds again only the flows of
+the units whose objects changed.
 """
 
 from dragonflow.controller import flows as of
+from dragonflow.controller import memo
 from dragonflow.controller.apps import (
     arp_responder,
     classifier,
@@ -26,11 +30,11 @@ APP_NAMES = {index: name for name, index in APP_IDS.items()}
 
 def desired_flows(topology) -> list[of.Flow]:
     """Every app's flows, each stamped with its app's cookie."""
+    memo.next_pass()
     result = []
     for app in APPS:
         app_bits = of.cookie(APP_IDS[app.NAME])
-        result.extend(of.Flow(flow.table, flow.priority, flow.match, flow.actions,
-                              flow.cookie | app_bits) for flow in app.flows(topology))
+        result.extend(flow.with_cookie(flow.cookie | app_bits) for flow in app.flows(topology))
     return result
 
 

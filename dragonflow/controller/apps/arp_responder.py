@@ -8,24 +8,41 @@ else holds its address. It goes on to L2 lookup like any request, so a real dupl
 """
 from dragonflow.controller import pipeline as p
 from dragonflow.controller.flows import IN_PORT, Match, Move, Output, SetField
+from dragonflow.controller.memo import memoized
 from dragonflow.controller.topology import ipv4_addresses
 
 NAME = 'arp_responder'
 
 
 def flows(topology):
+    yield from _table_flows()
+    for port, _ in topology.local_ports():
+        yield from _own_addresses(port, topology.network_of(port).key)
+    for network in topology.networks.values():
+        yield from _replies(network.key, tuple(topology.ports_on(network.id)))
+
+
+@memoized
+def _table_flows():
     yield p.SERVICES.flow(100, Match(eth_type=p.ETH_TYPE_ARP), [p.ARP_RESPONDER.goto()])
     yield p.ARP_RESPONDER.flow(0, Match(), [p.L2_LOOKUP.goto()])
-    for port, _ in topology.local_ports():
-        for ip in ipv4_addresses(port):
-            yield _own_address(topology.network_of(port).key, ip, port.key)
+
+
+@memoized
+def _own_addresses(port, network_key: int):
+    for ip in ipv4_addresses(port):
+        yield _own_address(network_key, ip, port.key)
+
+
+@memoized
+def _replies(network_key: int, ports: tuple):
+    """One reply per address of the network, from the first port (in key order) holding it."""
     answered = set()
-    for network in topology.networks.values():
-        for port in topology.ports_on(network.id):
-            for ip in ipv4_addresses(port):
-                if (network.key, ip) not in answered:
-                    answered.add((network.key, ip))
-                    yield reply(network.key, ip, port.mac_address, port.key)
+    for port in ports:
+        for ip in ipv4_addresses(port):
+            if ip not in answered:
+                answered.add(ip)
+                yield reply(network_key, ip, port.mac_address, port.key)
 
 
 def reply(network_key: int, ip: str, mac: str, object_key: int):

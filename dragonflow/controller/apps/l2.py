@@ -4,6 +4,7 @@ OpenFlow does not output a packet to its input port) and handed to remote_flood,
 tunnels app sends one copy to each other chassis with ports on the network."""
 from dragonflow.controller import pipeline as p
 from dragonflow.controller.flows import Match, SetField
+from dragonflow.controller.memo import memoized
 
 NAME = 'l2'
 MULTICAST = ('01:00:00:00:00:00', '01:00:00:00:00:00')
@@ -12,24 +13,32 @@ MULTICAST = ('01:00:00:00:00:00', '01:00:00:00:00:00')
 def flows(topology):
     yield p.SERVICES.flow(0, Match(), [p.L2_LOOKUP.goto()])
     for network in topology.networks.values():
-        ports = topology.vm_ports_on(network.id)
-        for port in ports:
-            yield p.L2_LOOKUP.flow(
-                100, Match(metadata=network.key, eth_dst=port.mac_address),
-                [SetField(p.DESTINATION_PORT_REG, port.key), p.EGRESS_DISPATCH.goto()],
-                cookie=port.key)
-        if ports:
-            yield p.L2_LOOKUP.flow(
-                50, Match(metadata=network.key, eth_dst=MULTICAST),
-                local_copies(topology, network.id) + [p.REMOTE_FLOOD.resubmit()],
-                cookie=network.key)
+        ports = tuple(topology.vm_ports_on(network.id))
+        yield from _network_flows(network.key, ports, local_vm_ports(topology, network.id))
 
 
-def local_copies(topology, network_id) -> list:
-    """Actions that deliver one copy to each VM port of the network plugged on this chassis."""
-    local = {port.id for port, _ in topology.local_ports()}
+@memoized
+def _network_flows(network_key: int, ports: tuple, local_ports: tuple):
+    for port in ports:
+        yield p.L2_LOOKUP.flow(
+            100, Match(metadata=network_key, eth_dst=port.mac_address),
+            [SetField(p.DESTINATION_PORT_REG, port.key), p.EGRESS_DISPATCH.goto()],
+            cookie=port.key)
+    if ports:
+        yield p.L2_LOOKUP.flow(
+            50, Match(metadata=network_key, eth_dst=MULTICAST),
+            local_copies(local_ports) + [p.REMOTE_FLOOD.resubmit()], cookie=network_key)
+
+
+def local_vm_ports(topology, network_id) -> tuple:
+    """The network's VM ports plugged on this chassis, in port key order."""
+    local = topology.local_port_ids()
+    return tuple(port for port in topology.vm_ports_on(network_id) if port.id in local)
+
+
+def local_copies(local_ports: tuple) -> list:
+    """Actions that deliver one copy to each of these ports."""
     actions = []
-    for port in topology.vm_ports_on(network_id):
-        if port.id in local:
-            actions += [SetField(p.DESTINATION_PORT_REG, port.key), p.EGRESS_DISPATCH.resubmit()]
+    for port in local_ports:
+        actions += [SetField(p.DESTINATION_PORT_REG, port.key), p.EGRESS_DISPATCH.resubmit()]
     return actions

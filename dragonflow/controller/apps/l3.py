@@ -9,6 +9,7 @@ import ipaddress
 
 from dragonflow.controller import pipeline as p
 from dragonflow.controller.flows import DecTTL, Match, SetField
+from dragonflow.controller.memo import memoized
 from dragonflow.controller.topology import ip_address, ip_network, ipv4_addresses
 
 NAME = 'l3'
@@ -17,10 +18,18 @@ ROUTE_PRIORITY_BASE = 100
 
 def flows(topology):
     for router in topology.routers.values():
-        interfaces = [i for i in topology.router_interfaces(router) if i.subnet.ip_version == 4]
-        yield from _router_macs(router, interfaces)
-        for prefix, actions in _routes(router, dict(_hosts(topology, interfaces))).items():
-            yield _route(router, prefix, actions)
+        interfaces = tuple(
+            (i.port, i.subnet, i.network, tuple(topology.vm_ports_on(i.network.id)))
+            for i in topology.router_interfaces(router) if i.subnet.ip_version == 4)
+        yield from _router_flows(router, interfaces)
+
+
+@memoized
+def _router_flows(router, interfaces: tuple):
+    """``interfaces``: (port, subnet, network, the network's VM ports) of each IPv4 one."""
+    yield from _router_macs(router, interfaces)
+    for prefix, actions in _routes(router, dict(_hosts(interfaces))).items():
+        yield _route(router, prefix, actions)
 
 
 def _routes(router, hosts) -> dict:
@@ -37,23 +46,23 @@ def _routes(router, hosts) -> dict:
 
 
 def _router_macs(router, interfaces):
-    for interface in interfaces:
+    for interface_port, _, network, _ in interfaces:
         yield p.L2_LOOKUP.flow(
-            100, Match(metadata=interface.network.key, eth_dst=interface.port.mac_address),
+            100, Match(metadata=network.key, eth_dst=interface_port.mac_address),
             [SetField(p.ROUTER_REG, router.key), p.L3.goto()], cookie=router.key)
 
 
-def _hosts(topology, interfaces):
+def _hosts(interfaces):
     """(IP, forwarding actions) for every VM address on the router's subnets."""
-    for interface in interfaces:
-        subnet = ip_network(interface.subnet.cidr)
-        for port in topology.vm_ports_on(interface.network.id):
+    for interface_port, subnet, network, vm_ports in interfaces:
+        prefix = ip_network(subnet.cidr)
+        for port in vm_ports:
             for ip in ipv4_addresses(port):
-                if ip_address(ip) in subnet:
+                if ip_address(ip) in prefix:
                     yield ip, (DecTTL(),
-                               SetField('eth_src', interface.port.mac_address),
+                               SetField('eth_src', interface_port.mac_address),
                                SetField('eth_dst', port.mac_address),
-                               SetField(p.NETWORK_REG, interface.network.key),
+                               SetField(p.NETWORK_REG, network.key),
                                SetField(p.DESTINATION_PORT_REG, port.key),
                                p.EGRESS_DISPATCH.goto())
 

@@ -3,14 +3,19 @@ the output table knows its OpenFlow port number. A port that is administratively
 flow, so nothing reaches it (the classifier already keeps it from sending)."""
 from dragonflow.controller import pipeline as p
 from dragonflow.controller.flows import Match, Output
+from dragonflow.controller.memo import memoized
 
 NAME = 'output'
 
 
 def flows(topology):
     for port, ofport in topology.local_ports():
-        if not port.admin_state_up:
-            continue
-        yield p.EGRESS_DISPATCH.flow(100, Match(reg7=port.key), [p.INGRESS_CONNTRACK.goto()],
-                                     cookie=port.key)
-        yield p.OUTPUT.flow(100, Match(reg7=port.key), [Output(ofport)], cookie=port.key)
+        if port.admin_state_up:
+            yield from _deliver(port, ofport)
+
+
+@memoized
+def _deliver(port, ofport: int):
+    yield p.EGRESS_DISPATCH.flow(100, Match(reg7=port.key), [p.INGRESS_CONNTRACK.goto()],
+                                 cookie=port.key)
+    yield p.OUTPUT.flow(100, Match(reg7=port.key), [Output(ofport)], cookie=port.key)

@@ -6,6 +6,7 @@ disabled passes everything."""
 
 from dragonflow.controller import pipeline as p
 from dragonflow.controller.flows import Match
+from dragonflow.controller.memo import memoized
 from dragonflow.controller.topology import ip_network, ipv4_addresses
 
 NAME = 'port_security'
@@ -16,20 +17,25 @@ ALLOW, ALLOW_ALL = 100, 50
 
 def flows(topology):
     for port, _ in topology.local_ports():
-        if not port.port_security_enabled:
-            yield p.PORT_SECURITY.flow(ALLOW_ALL, Match(reg6=port.key), [p.EGRESS_CONNTRACK.goto()],
-                                       cookie=port.key)
-            continue
-        for mac, address in _addresses(port):
-            yield from _allow(port, mac, address)
-        yield p.PORT_SECURITY.flow(
-            ALLOW, Match(reg6=port.key, eth_src=port.mac_address, eth_type=p.ETH_TYPE_IPV4,
-                         ipv4_src=UNSPECIFIED, ip_proto=17, udp_src=DHCP_CLIENT_PORT,
-                         udp_dst=DHCP_SERVER_PORT), [p.EGRESS_CONNTRACK.goto()], cookie=port.key)
-        yield p.PORT_SECURITY.flow(
-            ALLOW, Match(reg6=port.key, eth_src=port.mac_address, eth_type=p.ETH_TYPE_ARP,
-                         arp_sha=port.mac_address, arp_spa=UNSPECIFIED),
-            [p.EGRESS_CONNTRACK.goto()], cookie=port.key)
+        yield from _port_flows(port)
+
+
+@memoized
+def _port_flows(port):
+    if not port.port_security_enabled:
+        yield p.PORT_SECURITY.flow(ALLOW_ALL, Match(reg6=port.key), [p.EGRESS_CONNTRACK.goto()],
+                                   cookie=port.key)
+        return
+    for mac, address in _addresses(port):
+        yield from _allow(port, mac, address)
+    yield p.PORT_SECURITY.flow(
+        ALLOW, Match(reg6=port.key, eth_src=port.mac_address, eth_type=p.ETH_TYPE_IPV4,
+                     ipv4_src=UNSPECIFIED, ip_proto=17, udp_src=DHCP_CLIENT_PORT,
+                     udp_dst=DHCP_SERVER_PORT), [p.EGRESS_CONNTRACK.goto()], cookie=port.key)
+    yield p.PORT_SECURITY.flow(
+        ALLOW, Match(reg6=port.key, eth_src=port.mac_address, eth_type=p.ETH_TYPE_ARP,
+                     arp_sha=port.mac_address, arp_spa=UNSPECIFIED),
+        [p.EGRESS_CONNTRACK.goto()], cookie=port.key)
 
 
 def _addresses(port):

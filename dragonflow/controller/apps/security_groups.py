@@ -44,6 +44,7 @@ from dragonflow.controller.flows import (
     SetField,
     ct_state,
 )
+from dragonflow.controller.memo import memoized
 from dragonflow.controller.topology import ip_network
 from dragonflow.model import SecurityGroup, SecurityGroupRule
 
@@ -116,22 +117,28 @@ class Rule:
 
 
 def flows(topology):
+    yield from _table_flows()
+    used: dict = {}  # rule key -> Rule, the rules of the local ports
+    for port, ofport in topology.local_ports():
+        if port.port_security_enabled:
+            rules = tuple(_rule(rule, group) for rule, group in _ipv4_rules(topology, port))
+            used.update((r.key, r) for r in rules if r.is_conjunction)
+            yield from _conntrack(port, ofport)
+            yield from _port_flows(port, rules)
+    yield from _rule_flows(topology, [used[key] for key in sorted(used)])
+
+
+@memoized
+def _table_flows():
     for d in DIRECTIONS.values():
         yield d.conntrack.flow(0, Match(), [d.after.goto()])
         for state in STATEFUL_PASS:
             yield d.rules.flow(200, Match(ct_state=state), [d.after.goto()])
         yield d.rules.flow(210, Match(ct_state=INVALID), [])
-    used: dict = {}  # rule key -> Rule, the rules of the local ports
-    for port, ofport in topology.local_ports():
-        if port.port_security_enabled:
-            rules = list(_ipv4_rules(topology, port))
-            used.update((r.key, r) for r in rules if r.is_conjunction)
-            yield from _conntrack(port, zone=ofport)
-            yield from _port_flows(port, rules)
-    yield from _rule_flows(topology, [used[key] for key in sorted(used)])
 
 
-def _conntrack(port, zone):
+@memoized
+def _conntrack(port, zone: int):
     yield p.EGRESS_CONNTRACK.flow(
         110, Match(reg6=port.key, eth_type=p.ETH_TYPE_IPV4, ip_proto=17, udp_src=68,
                    udp_dst=67), [p.SERVICES.goto()], cookie=port.key)
@@ -143,8 +150,8 @@ def _conntrack(port, zone):
 
 
 def _ipv4_rules(topology, port):
-    """The port's IPv4 rules (IPv6 is not forwarded yet). A rule whose remote group is not
-    known here yet has no members to allow."""
+    """The port's IPv4 rules (IPv6 is not forwarded yet), with their remote group. A rule
+    whose remote group is not known here yet has no members to allow."""
     for rule in topology.rules_of(port):
         if rule.ethertype != 'IPv4':
             continue
@@ -153,10 +160,16 @@ def _ipv4_rules(topology, port):
             group = topology.security_groups.get(rule.remote_group_id)
             if group is None:
                 continue
-        yield Rule(rule, tuple(_service_matches(DIRECTIONS[rule.direction], rule)), group)
+        yield rule, group
 
 
-def _port_flows(port, rules):
+@memoized
+def _rule(rule, group) -> Rule:
+    return Rule(rule, tuple(_service_matches(DIRECTIONS[rule.direction], rule)), group)
+
+
+@memoized
+def _port_flows(port, rules: tuple):
     """Per direction, the port's clause naming every conjunctive rule of its groups, and one
     flow if some rule allows anything."""
     for name, d in DIRECTIONS.items():
@@ -176,18 +189,37 @@ def _rule_flows(topology, rules):
     port's zone and go on."""
     clauses: dict = {}  # (direction, match) -> conjunctions
     for r in rules:
-        d = r.direction
-        yield d.rules.flow(CONJUNCTION_PRIORITY,
-                           Match(conj_id=r.key, eth_type=p.ETH_TYPE_IPV4), d.allow(),
-                           cookie=r.key)
-        for match in r.services:
-            clauses.setdefault((d, match), set()).add(r.clause(SERVICE_CLAUSE))
-        if r.group:
-            for address in topology.members(r.group.id):
-                match = Match(eth_type=p.ETH_TYPE_IPV4, **_peer(d.peer_field, address))
-                clauses.setdefault((d, match), set()).add(r.clause(r.member_clause))
-    for (d, match), conjunctions in clauses.items():
-        yield d.rules.flow(CONJUNCTION_PRIORITY, match, conjunctions)
+        members = tuple(topology.members(r.group.id)) if r.group else ()
+        conjunction, parts = _rule_parts(r, members)
+        yield conjunction
+        for clause, number in parts:
+            clauses.setdefault(clause, set()).add(number)
+    for (d, match), numbers in clauses.items():
+        yield _clause(d, match, tuple(sorted(numbers)))
+
+
+@memoized
+def _rule_parts(r: Rule, members: tuple):
+    """The flow the rule's conjunction leads to, and its clauses: ((direction, match),
+    (conjunction id, clause, clauses))."""
+    d = r.direction
+    conjunction = d.rules.flow(CONJUNCTION_PRIORITY,
+                               Match(conj_id=r.key, eth_type=p.ETH_TYPE_IPV4), d.allow(),
+                               cookie=r.key)
+    parts = [((d, match), _numbers(r.clause(SERVICE_CLAUSE))) for match in r.services]
+    parts += [((d, Match(eth_type=p.ETH_TYPE_IPV4, **_peer(d.peer_field, address))),
+               _numbers(r.clause(r.member_clause))) for address in members]
+    return conjunction, tuple(parts)
+
+
+def _numbers(conjunction: Conjunction) -> tuple:
+    return conjunction.id, conjunction.clause, conjunction.n_clauses
+
+
+@memoized
+def _clause(d: Direction, match: Match, conjunctions: tuple):
+    return d.rules.flow(CONJUNCTION_PRIORITY, match,
+                        [Conjunction(*numbers) for numbers in conjunctions])
 
 
 def _service_matches(d, rule) -> list:

@@ -16,8 +16,9 @@ cache at most every 5 ms, so a dropped first packet would keep a new port unreac
 to 5 ms after its flows are in.
 """
 from dragonflow.controller import pipeline as p
-from dragonflow.controller.apps.l2 import MULTICAST, local_copies
+from dragonflow.controller.apps.l2 import MULTICAST, local_copies, local_vm_ports
 from dragonflow.controller.flows import Match, Output, SetField, ToController
+from dragonflow.controller.memo import memoized
 
 NAME = 'tunnels'
 
@@ -28,21 +29,27 @@ def flows(topology):
         return
     local_networks = topology.local_network_ids()
     for network in topology.networks.values():
-        remote = topology.remote_ports_on(network.id)
-        for port, chassis in remote:
-            yield p.EGRESS_DISPATCH.flow(100, Match(reg7=port.key),
-                                         _to(network.key, chassis.tunnel_ip, tunnel),
-                                         cookie=port.key)
-        peers = sorted({chassis.tunnel_ip for _, chassis in remote})
-        if peers:
-            yield p.REMOTE_FLOOD.flow(
-                100, Match(metadata=network.key),
-                [a for ip in peers for a in _to(network.key, ip, tunnel)], cookie=network.key)
-            for port in topology.unbound_ports_on(network.id):
-                yield p.EGRESS_DISPATCH.flow(100, Match(reg7=port.key),
-                                             [p.REMOTE_FLOOD.resubmit()], cookie=port.key)
+        remote = tuple(topology.remote_ports_on(network.id))
+        yield from _egress(network.key, remote, tuple(topology.unbound_ports_on(network.id)),
+                           tunnel)
         if network.id in local_networks:
-            yield from _ingress(topology, network, tunnel)
+            yield from _ingress(network.key, local_vm_ports(topology, network.id), tunnel)
+
+
+@memoized
+def _egress(network_key: int, remote: tuple, unbound: tuple, tunnel: int):
+    for port, chassis in remote:
+        yield p.EGRESS_DISPATCH.flow(100, Match(reg7=port.key),
+                                     _to(network_key, chassis.tunnel_ip, tunnel),
+                                     cookie=port.key)
+    peers = sorted({chassis.tunnel_ip for _, chassis in remote})
+    if peers:
+        yield p.REMOTE_FLOOD.flow(
+            100, Match(metadata=network_key),
+            [a for ip in peers for a in _to(network_key, ip, tunnel)], cookie=network_key)
+        for port in unbound:
+            yield p.EGRESS_DISPATCH.flow(100, Match(reg7=port.key),
+                                         [p.REMOTE_FLOOD.resubmit()], cookie=port.key)
 
 
 def _to(network_key: int, tunnel_ip: str, tunnel_ofport: int) -> list:
@@ -50,20 +57,20 @@ def _to(network_key: int, tunnel_ip: str, tunnel_ofport: int) -> list:
             Output(tunnel_ofport)]
 
 
-def _ingress(topology, network, tunnel):
-    yield p.CLASSIFY.flow(100, Match(in_port=tunnel, tunnel_id=network.key),
-                          [SetField(p.NETWORK_REG, network.key), p.REMOTE_INGRESS.goto()],
-                          cookie=network.key)
-    for port, _ in topology.local_ports():
-        if port.network_id == network.id:
-            yield p.REMOTE_INGRESS.flow(
-                100, Match(metadata=network.key, eth_dst=port.mac_address),
-                [SetField(p.DESTINATION_PORT_REG, port.key), p.EGRESS_DISPATCH.goto()],
-                cookie=port.key)
-    yield p.REMOTE_INGRESS.flow(1, Match(metadata=network.key), [ToController()],
-                                cookie=network.key)
-    yield p.REMOTE_INGRESS.flow(50, Match(metadata=network.key, eth_dst=MULTICAST),
-                                local_copies(topology, network.id), cookie=network.key)
+@memoized
+def _ingress(network_key: int, local_ports: tuple, tunnel: int):
+    yield p.CLASSIFY.flow(100, Match(in_port=tunnel, tunnel_id=network_key),
+                          [SetField(p.NETWORK_REG, network_key), p.REMOTE_INGRESS.goto()],
+                          cookie=network_key)
+    for port in local_ports:
+        yield p.REMOTE_INGRESS.flow(
+            100, Match(metadata=network_key, eth_dst=port.mac_address),
+            [SetField(p.DESTINATION_PORT_REG, port.key), p.EGRESS_DISPATCH.goto()],
+            cookie=port.key)
+    yield p.REMOTE_INGRESS.flow(1, Match(metadata=network_key), [ToController()],
+                                cookie=network_key)
+    yield p.REMOTE_INGRESS.flow(50, Match(metadata=network_key, eth_dst=MULTICAST),
+                                local_copies(local_ports), cookie=network_key)
 
 
 def release_actions(network, port) -> list:
