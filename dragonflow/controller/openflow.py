@@ -1,9 +1,10 @@
 """The OpenFlow side of the controller: os-ken, in this process, with native threads.
 
-br-int connects to us over TCP loopback (os-ken cannot serve a unix socket). os-ken's event
-thread only forwards: connection changes go to a callback, replies complete the future of their
-request. Everything else (dumping flows, sending bundles) runs in the caller's thread, and flows
-cross this boundary as dragonflow.controller.flows values, converted here and only here.
+br-int connects to us over TCP loopback (os-ken cannot serve a unix socket). os-ken's threads
+only forward: connection changes go to a callback, replies complete the future of their
+request, packet-ins go to a callback, all as they are read. Everything else (dumping flows,
+sending bundles) runs in the caller's thread, and flows cross this boundary as
+dragonflow.controller.flows values, converted here and only here.
 """
 import concurrent.futures
 import functools
@@ -118,6 +119,8 @@ class OpenFlowSwitch:
         manager = app_manager.AppManager.get_instance()
         handler = manager.instantiate(ofp_handler.OFPHandler)
         app = manager.instantiate(_OsKenApp, switch=self)
+        for event, handle in _inline_handlers(self):
+            handler.register_handler(event, handle)
         handler.start()
         app.start()
 
@@ -266,7 +269,7 @@ def _check_port_free(host: str, port: int) -> None:
 
 
 class _OsKenApp(app_manager.OSKenApp):
-    """Forwards os-ken events to the OpenFlowSwitch; does no work in the event thread."""
+    """Tells the OpenFlowSwitch of connections made and lost (os-ken tells apps alone)."""
     OFP_VERSIONS = [ofp.OFP_VERSION]
 
     def __init__(self, *args, switch: OpenFlowSwitch, **kwargs):
@@ -281,29 +284,42 @@ class _OsKenApp(app_manager.OSKenApp):
     def _dead(self, ev):
         self.switch._disconnected(ev.datapath)
 
-    @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
-    def _flow_stats(self, ev):
-        self.switch._reply(ev.msg, last=not (ev.msg.flags & ofp.OFPMPF_REPLY_MORE))
 
-    @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
-    def _barrier(self, ev):
-        self.switch._reply(ev.msg)
-
-    @set_ev_cls(ofp_event.EventONFBundleCtrlMsg, MAIN_DISPATCHER)
-    def _bundle(self, ev):
-        if ev.msg.type == ofp.ONF_BCT_COMMIT_REPLY:
-            self.switch._reply(ev.msg)
-
-    @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
-    def _error(self, ev):
-        self.switch._error(ev.msg)
-
-    @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
-    def _packet_in(self, ev):
-        if self.switch.on_packet_in:
+def _inline_handlers(switch: OpenFlowSwitch):
+    """Handlers os-ken's receiving thread calls as it reads each message, as it calls its own
+    handshake's: replies complete their futures, packet-ins go to the controller. Given to an
+    app, an event waited in its queue for the app's thread to get the interpreter, and a
+    packet held for a port being plugged came out up to a millisecond later."""
+    def packet_in(ev):
+        if switch.on_packet_in:
             msg = ev.msg
-            self.switch.on_packet_in(PacketIn(msg.match['in_port'], msg.table_id, msg.cookie,
-                                              bytes(msg.data)))
+            switch.on_packet_in(PacketIn(msg.match['in_port'], msg.table_id, msg.cookie,
+                                         bytes(msg.data)))
+
+    def bundle(ev):
+        if ev.msg.type == ofp.ONF_BCT_COMMIT_REPLY:
+            switch._reply(ev.msg)
+
+    handlers = (
+        (ofp_event.EventOFPPacketIn, MAIN_DISPATCHER, packet_in),
+        (ofp_event.EventONFBundleCtrlMsg, MAIN_DISPATCHER, bundle),
+        (ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER, lambda ev: switch._reply(ev.msg)),
+        (ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER, lambda ev: switch._reply(
+            ev.msg, last=not (ev.msg.flags & ofp.OFPMPF_REPLY_MORE))),
+        (ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER],
+         lambda ev: switch._error(ev.msg)))
+    return [(event, set_ev_cls(event, dispatchers)(_guarded(handle)))
+            for event, dispatchers, handle in handlers]
+
+
+def _guarded(handle):
+    """An exception would end os-ken's receiving loop, and the connection with it."""
+    def run(ev):
+        try:
+            handle(ev)
+        except Exception:  # noqa: BLE001 - one bad message must not cut br-int off
+            LOG.exception('cannot handle %s from br-int', type(ev.msg).__name__)
+    return run
 
 
 # Conversions between flows as values and os-ken messages.

@@ -107,7 +107,12 @@ class Controller:
         self.wake()
 
     def packet_in(self, packet_in: PacketIn) -> None:
-        """From os-ken's thread: queue it; a full backlog drops it (the client retries)."""
+        """From os-ken's receiving thread. A packet from a tunnel is held (or sent on) at once:
+        a VM's first packets wait on it. A DHCP request queues for the packet-in thread; a
+        full backlog drops it (the client retries)."""
+        if packet_in.table == p.REMOTE_INGRESS.number:
+            self._handle(self._hold, packet_in)
+            return
         try:
             self._packet_ins.put_nowait(packet_in)
         except queue.Full:
@@ -278,23 +283,24 @@ class Controller:
         self._last_heartbeat, self._published = chassis.heartbeat, served
 
     def _serve_packet_ins(self) -> None:
-        """DHCP requests from local ports; packets from tunnels for a MAC not plugged here
-        (remote_ingress), held in case its port is about to be plugged here."""
+        """DHCP requests from local ports."""
         while not self.stop_event.is_set():
             try:
                 packet_in = self._packet_ins.get(timeout=1.0)
             except queue.Empty:
                 continue
-            try:
-                if packet_in.table == p.REMOTE_INGRESS.number:
-                    self._hold(packet_in)
-                elif packet_in.table == p.DHCP.number:
-                    self._answer_dhcp(packet_in)
-            except SwitchError as e:
-                LOG.warning('cannot send a packet: %s', e)
-            except Exception:  # noqa: BLE001 - one bad packet must not stop the service
-                LOG.exception('cannot handle a packet from port %d (table %d)',
-                              packet_in.in_port, packet_in.table)
+            if packet_in.table == p.DHCP.number:
+                self._handle(self._answer_dhcp, packet_in)
+
+    @staticmethod
+    def _handle(handler, packet_in: PacketIn) -> None:
+        try:
+            handler(packet_in)
+        except SwitchError as e:
+            LOG.warning('cannot send a packet: %s', e)
+        except Exception:  # noqa: BLE001 - one bad packet must not stop the service
+            LOG.exception('cannot handle a packet from port %d (table %d)',
+                          packet_in.in_port, packet_in.table)
 
     def _answer_dhcp(self, packet_in: PacketIn) -> None:
         """Each port within its rate limit."""
