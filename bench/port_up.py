@@ -152,7 +152,7 @@ def dragonflow(samples: int, interval: float, secure: bool) -> Samples:
                     t0 = time.monotonic()
                 if monitors:
                     key = store.get('ports', port.id).value['key']
-                    flows = [m.first(egress_flow(key), t0, REPLY_TIMEOUT) for m in monitors]
+                    flows = [m.first(egress_flow(key), t0 - 1, REPLY_TIMEOUT) for m in monitors]
                     result.add(f'{kind}: flows on both chassis (egress_dispatch)',
                                None if None in flows else max(flows) - t0)
                     for m in monitors:
