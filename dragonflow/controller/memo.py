@@ -15,7 +15,7 @@ controller's loop alone, so there is no lock.
 import functools
 import inspect
 
-_PLAIN = (int, str, float, bool, type(None))
+_PLAIN = frozenset({int, str, float, bool, type(None)})
 
 
 class _Memo:
@@ -54,8 +54,9 @@ def next_pass() -> None:
 
 
 def _identity(value):
-    if isinstance(value, _PLAIN):
+    kind = type(value)
+    if kind in _PLAIN:
         return value
-    if isinstance(value, tuple):
-        return tuple(_identity(v) for v in value)
+    if issubclass(kind, tuple):
+        return tuple(map(_identity, value))
     return id(value)
