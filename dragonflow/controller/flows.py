@@ -8,6 +8,7 @@ fields as (value, mask)), so flows read from br-int compare equal to flows the a
 Conjunctive matches use Nicira's ``conj_id`` match field and the Conjunction action.
 """
 import dataclasses
+import functools
 from typing import Optional, Union
 
 # Cookie layout: the owning app in the top byte, the owning object's data-plane key below.
@@ -167,7 +168,7 @@ class Flow:
         flow.__dict__.update(self.__dict__, cookie=cookie)
         return flow
 
-    @property
+    @functools.cached_property
     def key(self) -> tuple:
         """The identity of the flow in the switch."""
         return (self.table, self.priority, self.match)

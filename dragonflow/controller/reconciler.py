@@ -49,14 +49,19 @@ def index(flows: Iterable[Flow]) -> dict[tuple, Flow]:
     result: dict[tuple, Flow] = {}
     for flow in flows:
         seen = result.setdefault(flow.key, flow)
-        if seen != flow:
+        if seen is not flow and seen != flow:
             raise FlowConflict(f'{seen} and {flow} share table, priority and match')
     return result
 
 
 def diff(installed: dict[tuple, Flow], desired: dict[tuple, Flow]) -> Diff:
-    return Diff(deletes=[f for k, f in installed.items() if k not in desired],
-                adds=[f for k, f in desired.items() if installed.get(k) != f])
+    """The same object is the same flow: the apps hand back the flows they kept as they were."""
+    adds = []
+    for key, flow in desired.items():
+        old = installed.get(key)
+        if old is not flow and old != flow:
+            adds.append(flow)
+    return Diff(deletes=[f for k, f in installed.items() if k not in desired], adds=adds)
 
 
 class Reconciler:

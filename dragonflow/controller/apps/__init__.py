@@ -29,13 +29,18 @@ APP_NAMES = {index: name for name, index in APP_IDS.items()}
 
 
 def desired_flows(topology) -> list[of.Flow]:
-    """Every app's flows, each stamped with its app's cookie."""
+    """Every app's flows, each stamped with its app's cookie. A flow kept from the last pass
+    comes back as the same stamped object, so the reconciler finds it unchanged at a glance."""
     memo.next_pass()
     result = []
     for app in APPS:
         app_bits = of.cookie(APP_IDS[app.NAME])
-        result.extend(flow.with_cookie(flow.cookie | app_bits) for flow in app.flows(topology))
+        result.extend(memo.derived(flow, _stamped, app_bits) for flow in app.flows(topology))
     return result
+
+
+def _stamped(flow: of.Flow, app_bits: int) -> of.Flow:
+    return flow.with_cookie(flow.cookie | app_bits)
 
 
 def app_name(cookie: int) -> str:
