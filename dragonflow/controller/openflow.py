@@ -128,7 +128,7 @@ class OpenFlowSwitch:
     def connected(self) -> bool:
         return self.datapath is not None and self.datapath.is_active
 
-    # Called from os-ken's event thread.
+    # Called from os-ken's threads: its app's (connections), its receiving one (the rest).
     def _connected(self, datapath) -> None:
         datapath.socket = _WholeWrites(datapath.socket)
         self.datapath = datapath
@@ -276,13 +276,15 @@ class _OsKenApp(app_manager.OSKenApp):
         super().__init__(*args, **kwargs)
         self.switch = switch
 
-    @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
-    def _features(self, ev):
-        self.switch._connected(ev.msg.datapath)
-
-    @set_ev_cls(ofp_event.EventOFPStateChange, DEAD_DISPATCHER)
-    def _dead(self, ev):
-        self.switch._disconnected(ev.datapath)
+    @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
+    def _state(self, ev):
+        """Connected once os-ken's handshake is over (its last request, the port list, is
+        answered): the requests we write ourselves cannot overtake the ones it queued, and
+        our replies arrive in the state their handlers are for."""
+        if ev.state == MAIN_DISPATCHER:
+            self.switch._connected(ev.datapath)
+        else:
+            self.switch._disconnected(ev.datapath)
 
 
 def _inline_handlers(switch: OpenFlowSwitch):
@@ -359,11 +361,11 @@ def _match_bytes(match: of.Match) -> bytes:
     """OXM fields in the order os-ken's keyword form puts them (by OXM type: prerequisites
     such as eth_type before what needs them), padded to 8 bytes."""
     fields = b''.join(_field_bytes(field) for field in sorted(match, key=_oxm_rank))
-    length = MATCH_HEADER.size + len(fields)
-    return MATCH_HEADER.pack(ofp.OFPMT_OXM, length) + fields + bytes(-length % 8)
+    length = _MATCH_HEADER.size + len(fields)
+    return _MATCH_HEADER.pack(ofp.OFPMT_OXM, length) + fields + bytes(-length % 8)
 
 
-MATCH_HEADER = struct.Struct('!HH')
+_MATCH_HEADER = struct.Struct('!HH')
 _OXM_RANKS: dict[str, int] = {}
 
 
