@@ -5,6 +5,8 @@ import itertools
 import types
 
 import pytest
+from os_ken.controller import ofp_event
+from os_ken.controller.handler import DEAD_DISPATCHER, MAIN_DISPATCHER
 from os_ken.ofproto import ofproto_protocol
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
@@ -78,6 +80,22 @@ def test_a_bundle_is_on_the_wire_as_os_ken_would_write_it(switch):
         datapath.set_xid(message)
         message.serialize()
     assert switch.datapath.sent == [b''.join(message.buf for message in messages)]
+
+
+def test_br_int_counts_as_connected_once_os_kens_handshake_is_over():
+    """Our requests are written ahead of whatever os-ken still has queued: sent before its
+    handshake ends, a reply could come back while no handler of ours listens."""
+    connected = []
+    switch = OpenFlowSwitch('127.0.0.1', 0, on_connect=lambda: connected.append(switch.datapath))
+    app = openflow._OsKenApp(switch=switch)
+    assert set(app._state.callers[ofp_event.EventOFPStateChange].dispatchers) == {
+        MAIN_DISPATCHER, DEAD_DISPATCHER}
+    datapath = Datapath()
+    datapath.id = 1
+    app._state(types.SimpleNamespace(state=MAIN_DISPATCHER, datapath=datapath))
+    assert connected == [datapath] and switch.connected
+    app._state(types.SimpleNamespace(state=DEAD_DISPATCHER, datapath=datapath))
+    assert not switch.connected
 
 
 def test_a_connection_that_cannot_be_written_is_closed_and_its_request_fails(switch):
