@@ -27,15 +27,10 @@ class _Memo:
         self._last, self._this = self._this, {}
 
     def result(self, function, args: tuple, make):
-        return self._kept((function, _identity(args)), args, make, ())
-
-    def derived(self, obj, make, arg):
-        return self._kept((id(obj), arg), (obj, arg), make, (obj, arg))
-
-    def _kept(self, key, held: tuple, make, make_args: tuple):
+        key = (function, _identity(args))
         entry = self._this.get(key)
         if entry is None:
-            entry = self._last.get(key) or (held, make(*make_args))
+            entry = self._last.get(key) or (args, make())
             self._this[key] = entry
         return entry[1]
 
@@ -51,13 +46,6 @@ def memoized(function):
     def kept(*args):
         return _MEMO.result(function, args, lambda: collect(function(*args)))
     return kept
-
-
-def derived(obj, make, arg):
-    """``make(obj, arg)``, kept like a result while the same object is asked for with the
-    same ``arg`` (a flow stamped with its app's id: the same flow object, the same stamped
-    one, pass after pass)."""
-    return _MEMO.derived(obj, make, arg)
 
 
 def next_pass() -> None:

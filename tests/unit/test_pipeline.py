@@ -84,7 +84,8 @@ def test_each_flows_cookie_names_its_app():
         named = {f.key: f for f in stamped if apps.app_name(f.cookie) == app.NAME}
         assert named.keys() == own.keys(), app.NAME
         for key, flow in own.items():  # the object's key survives under the app's id
-            assert named[key].cookie & COOKIE_OBJECT_MASK == flow.cookie
+            assert named[key].cookie & COOKIE_OBJECT_MASK == flow.cookie & COOKIE_OBJECT_MASK
+            assert named[key].app_id == apps.APP_IDS[app.NAME]
 
 
 def test_unknown_app_id():

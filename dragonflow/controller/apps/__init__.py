@@ -3,8 +3,8 @@
 An app module has NAME and ``flows(topology) -> iterable of Flow``. Its position in APPS is its
 id, written into the top byte of every flow's cookie so a flow in the switch names its owner.
 An app builds the flows of each unit (a port, a network, a router...) in a function of the
-objects they depend on, marked ``@memoized`` (memo.py): a pass builds again only the flows of
-the units whose objects changed.
+objects they depend on, marked ``@unit`` (units.py, memo.py): a pass builds again only the
+flows of the units whose objects changed, and they come stamped with the app's id.
 """
 
 from dragonflow.controller import flows as of
@@ -34,13 +34,15 @@ def desired_flows(topology) -> list[of.Flow]:
     memo.next_pass()
     result = []
     for app in APPS:
-        app_bits = of.cookie(APP_IDS[app.NAME])
-        result.extend(memo.derived(flow, _stamped, app_bits) for flow in app.flows(topology))
+        app_id = APP_IDS[app.NAME]
+        for flow in app.flows(topology):
+            owner = flow.cookie >> of.COOKIE_APP_SHIFT
+            if owner != app_id:
+                if owner:
+                    raise ValueError(f'{app.NAME} made a flow of {app_name(flow.cookie)}: {flow}')
+                flow = flow.with_cookie(flow.cookie | of.cookie(app_id))  # outside a unit
+            result.append(flow)
     return result
-
-
-def _stamped(flow: of.Flow, app_bits: int) -> of.Flow:
-    return flow.with_cookie(flow.cookie | app_bits)
 
 
 def app_name(cookie: int) -> str:

@@ -7,8 +7,8 @@ detection that DHCP clients send) is not answered: an answer would tell the port
 else holds its address. It goes on to L2 lookup like any request, so a real duplicate answers.
 """
 from dragonflow.controller import pipeline as p
+from dragonflow.controller.apps.units import unit
 from dragonflow.controller.flows import IN_PORT, Match, Move, Output, SetField
-from dragonflow.controller.memo import memoized
 from dragonflow.controller.topology import ipv4_addresses
 
 NAME = 'arp_responder'
@@ -22,19 +22,19 @@ def flows(topology):
         yield from _replies(network.key, tuple(topology.ports_on(network.id)))
 
 
-@memoized
+@unit
 def _table_flows():
     yield p.SERVICES.flow(100, Match(eth_type=p.ETH_TYPE_ARP), [p.ARP_RESPONDER.goto()])
     yield p.ARP_RESPONDER.flow(0, Match(), [p.L2_LOOKUP.goto()])
 
 
-@memoized
+@unit
 def _own_addresses(port, network_key: int):
     for ip in ipv4_addresses(port):
         yield _own_address(network_key, ip, port.key)
 
 
-@memoized
+@unit
 def _replies(network_key: int, ports: tuple):
     """One reply per address of the network, from the first port (in key order) holding it."""
     answered = set()

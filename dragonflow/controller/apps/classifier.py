@@ -1,8 +1,8 @@
 """Table classify: a packet from a local VM port gets its network (metadata) and source port
 (reg6) and goes on to port security."""
 from dragonflow.controller import pipeline as p
+from dragonflow.controller.apps.units import unit
 from dragonflow.controller.flows import Match, SetField
-from dragonflow.controller.memo import memoized
 
 NAME = 'classifier'
 
@@ -13,7 +13,7 @@ def flows(topology):
             yield from _classify(port, ofport, topology.network_of(port).key)
 
 
-@memoized
+@unit
 def _classify(port, ofport: int, network_key: int):
     yield p.CLASSIFY.flow(
         100, Match(in_port=ofport),

@@ -3,8 +3,8 @@ multicast frame is copied to every local VM port of its network (never back to i
 OpenFlow does not output a packet to its input port) and handed to remote_flood, where the
 tunnels app sends one copy to each other chassis with ports on the network."""
 from dragonflow.controller import pipeline as p
+from dragonflow.controller.apps.units import unit
 from dragonflow.controller.flows import Match, SetField
-from dragonflow.controller.memo import memoized
 
 NAME = 'l2'
 MULTICAST = ('01:00:00:00:00:00', '01:00:00:00:00:00')
@@ -17,7 +17,7 @@ def flows(topology):
         yield from _network_flows(network.key, ports, local_vm_ports(topology, network.id))
 
 
-@memoized
+@unit
 def _network_flows(network_key: int, ports: tuple, local_ports: tuple):
     for port in ports:
         yield p.L2_LOOKUP.flow(

@@ -8,8 +8,8 @@ that port the same way."""
 import ipaddress
 
 from dragonflow.controller import pipeline as p
+from dragonflow.controller.apps.units import unit
 from dragonflow.controller.flows import DecTTL, Match, SetField
-from dragonflow.controller.memo import memoized
 from dragonflow.controller.topology import ip_address, ip_network, ipv4_addresses
 
 NAME = 'l3'
@@ -24,7 +24,7 @@ def flows(topology):
         yield from _router_flows(router, interfaces)
 
 
-@memoized
+@unit
 def _router_flows(router, interfaces: tuple):
     """``interfaces``: (port, subnet, network, the network's VM ports) of each IPv4 one."""
     yield from _router_macs(router, interfaces)

@@ -2,8 +2,8 @@
 the output table knows its OpenFlow port number. A port that is administratively down gets no
 flow, so nothing reaches it (the classifier already keeps it from sending)."""
 from dragonflow.controller import pipeline as p
+from dragonflow.controller.apps.units import unit
 from dragonflow.controller.flows import Match, Output
-from dragonflow.controller.memo import memoized
 
 NAME = 'output'
 
@@ -14,7 +14,7 @@ def flows(topology):
             yield from _deliver(port, ofport)
 
 
-@memoized
+@unit
 def _deliver(port, ofport: int):
     yield p.EGRESS_DISPATCH.flow(100, Match(reg7=port.key), [p.INGRESS_CONNTRACK.goto()],
                                  cookie=port.key)

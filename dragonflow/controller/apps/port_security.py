@@ -5,8 +5,8 @@ address. Anything else from the port misses and is dropped. A port with port sec
 disabled passes everything."""
 
 from dragonflow.controller import pipeline as p
+from dragonflow.controller.apps.units import unit
 from dragonflow.controller.flows import Match
-from dragonflow.controller.memo import memoized
 from dragonflow.controller.topology import ip_network, ipv4_addresses
 
 NAME = 'port_security'
@@ -20,7 +20,7 @@ def flows(topology):
         yield from _port_flows(port)
 
 
-@memoized
+@unit
 def _port_flows(port):
     if not port.port_security_enabled:
         yield p.PORT_SECURITY.flow(ALLOW_ALL, Match(reg6=port.key), [p.EGRESS_CONNTRACK.goto()],

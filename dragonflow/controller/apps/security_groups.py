@@ -32,6 +32,7 @@ import dataclasses
 from typing import Optional
 
 from dragonflow.controller import pipeline as p
+from dragonflow.controller.apps.units import unit
 from dragonflow.controller.flows import (
     CT_ESTABLISHED,
     CT_INVALID,
@@ -128,7 +129,7 @@ def flows(topology):
     yield from _rule_flows(topology, [used[key] for key in sorted(used)])
 
 
-@memoized
+@unit
 def _table_flows():
     for d in DIRECTIONS.values():
         yield d.conntrack.flow(0, Match(), [d.after.goto()])
@@ -137,7 +138,7 @@ def _table_flows():
         yield d.rules.flow(210, Match(ct_state=INVALID), [])
 
 
-@memoized
+@unit
 def _conntrack(port, zone: int):
     yield p.EGRESS_CONNTRACK.flow(
         110, Match(reg6=port.key, eth_type=p.ETH_TYPE_IPV4, ip_proto=17, udp_src=68,
@@ -168,7 +169,7 @@ def _rule(rule, group) -> Rule:
     return Rule(rule, tuple(_service_matches(DIRECTIONS[rule.direction], rule)), group)
 
 
-@memoized
+@unit
 def _port_flows(port, rules: tuple):
     """Per direction, the port's clause naming every conjunctive rule of its groups, and one
     flow if some rule allows anything."""
@@ -189,37 +190,40 @@ def _rule_flows(topology, rules):
     port's zone and go on."""
     clauses: dict = {}  # (direction, match) -> conjunctions
     for r in rules:
+        yield from _conjunction(r)
         members = tuple(topology.members(r.group.id)) if r.group else ()
-        conjunction, parts = _rule_parts(r, members)
-        yield conjunction
-        for clause, number in parts:
+        for clause, number in _clauses(r, members):
             clauses.setdefault(clause, set()).add(number)
     for (d, match), numbers in clauses.items():
-        yield _clause(d, match, tuple(sorted(numbers)))
+        yield from _clause(d, match, tuple(sorted(numbers)))
+
+
+@unit
+def _conjunction(r: Rule):
+    """The flow the rule's conjunction leads to."""
+    d = r.direction
+    yield d.rules.flow(CONJUNCTION_PRIORITY, Match(conj_id=r.key, eth_type=p.ETH_TYPE_IPV4),
+                       d.allow(), cookie=r.key)
 
 
 @memoized
-def _rule_parts(r: Rule, members: tuple):
-    """The flow the rule's conjunction leads to, and its clauses: ((direction, match),
-    (conjunction id, clause, clauses))."""
+def _clauses(r: Rule, members: tuple) -> tuple:
+    """The rule's clauses: ((direction, match), (conjunction id, clause, clauses))."""
     d = r.direction
-    conjunction = d.rules.flow(CONJUNCTION_PRIORITY,
-                               Match(conj_id=r.key, eth_type=p.ETH_TYPE_IPV4), d.allow(),
-                               cookie=r.key)
     parts = [((d, match), _numbers(r.clause(SERVICE_CLAUSE))) for match in r.services]
     parts += [((d, Match(eth_type=p.ETH_TYPE_IPV4, **_peer(d.peer_field, address))),
                _numbers(r.clause(r.member_clause))) for address in members]
-    return conjunction, tuple(parts)
+    return tuple(parts)
 
 
 def _numbers(conjunction: Conjunction) -> tuple:
     return conjunction.id, conjunction.clause, conjunction.n_clauses
 
 
-@memoized
+@unit
 def _clause(d: Direction, match: Match, conjunctions: tuple):
-    return d.rules.flow(CONJUNCTION_PRIORITY, match,
-                        [Conjunction(*numbers) for numbers in conjunctions])
+    yield d.rules.flow(CONJUNCTION_PRIORITY, match,
+                       [Conjunction(*numbers) for numbers in conjunctions])
 
 
 def _service_matches(d, rule) -> list:

@@ -17,8 +17,8 @@ to 5 ms after its flows are in.
 """
 from dragonflow.controller import pipeline as p
 from dragonflow.controller.apps.l2 import MULTICAST, local_copies, local_vm_ports
+from dragonflow.controller.apps.units import unit
 from dragonflow.controller.flows import Match, Output, SetField, ToController
-from dragonflow.controller.memo import memoized
 
 NAME = 'tunnels'
 
@@ -36,7 +36,7 @@ def flows(topology):
             yield from _ingress(network.key, local_vm_ports(topology, network.id), tunnel)
 
 
-@memoized
+@unit
 def _egress(network_key: int, remote: tuple, unbound: tuple, tunnel: int):
     for port, chassis in remote:
         yield p.EGRESS_DISPATCH.flow(100, Match(reg7=port.key),
@@ -57,7 +57,7 @@ def _to(network_key: int, tunnel_ip: str, tunnel_ofport: int) -> list:
             Output(tunnel_ofport)]
 
 
-@memoized
+@unit
 def _ingress(network_key: int, local_ports: tuple, tunnel: int):
     yield p.CLASSIFY.flow(100, Match(in_port=tunnel, tunnel_id=network_key),
                           [SetField(p.NETWORK_REG, network_key), p.REMOTE_INGRESS.goto()],
