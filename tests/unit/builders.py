@@ -5,6 +5,7 @@ import itertools
 
 from dragonflow.controller import apps
 from dragonflow.controller import pipeline as p
+from dragonflow.controller.flows import Flow
 from dragonflow.controller.reconciler import Reconciler
 from dragonflow.controller.topology import Topology
 from dragonflow.model import (
@@ -192,3 +193,17 @@ def rich_topology() -> TopologyBuilder:
     lonely = b.subnet(b.network('lonely'), '10.9.0.0/24')
     b.port(lonely, '10.9.0.5', ofport=40)
     return b
+
+
+def every_kind_of_flow() -> list[Flow]:
+    """The rich topology's flows, with security group rules that bring conjunctions, conj_id,
+    masked transport ports, ICMP type and code, and a prefix written with host bits set."""
+    builder = rich_topology()
+    group = builder.security_groups['sg-open']
+    builder.rule(group, 'ingress', protocol='tcp', port_range_min=80, port_range_max=90,
+                 remote_group_id=group.id)
+    builder.rule(group, 'ingress', protocol='udp', port_range_min=1000, port_range_max=1999,
+                 remote_ip_prefix='10.1.2.3/16')
+    builder.rule(group, 'ingress', protocol='icmp', port_range_min=8, port_range_max=0)
+    builder.rule(group, 'egress', protocol='sctp', port_range_min=5000, port_range_max=5000)
+    return apps.desired_flows(builder.build())

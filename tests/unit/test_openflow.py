@@ -1,6 +1,6 @@
-"""The OpenFlow adapter's requests against a fake connection: a bundle's future settles on its
-commit reply, a late answer to a request given up on goes nowhere, and a connection's end fails
-its own requests only."""
+"""The OpenFlow adapter: flow_mods and bundles are the bytes os-ken's own objects make; against a
+fake connection, a bundle's future settles on its commit reply, a late answer to a request
+given up on goes nowhere, and a connection's end fails its own requests only."""
 import itertools
 import types
 
@@ -12,8 +12,9 @@ from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
 from dragonflow.controller import openflow
-from dragonflow.controller.flows import Flow, Match, Output
+from dragonflow.controller.flows import Flow, Goto, Match, Output
 from dragonflow.controller.openflow import OpenFlowSwitch, SwitchError
+from tests.unit.builders import every_kind_of_flow
 
 FLOW = Flow(80, 100, Match(reg7=5), (Output(1),))
 
@@ -62,24 +63,48 @@ def test_a_bundle_is_on_the_wire_as_os_ken_would_write_it(switch):
     switch.apply([stale], [FLOW])
     datapath = Datapath()  # the same xids again
     flags = ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED
-
-    def flow_mod(flow, command, instructions):
-        return parser.OFPFlowMod(datapath, table_id=flow.table, command=command,
-                                 priority=flow.priority, match=parser.OFPMatch(**dict(flow.match)),
-                                 instructions=instructions, out_port=ofp.OFPP_ANY,
-                                 out_group=ofp.OFPG_ANY)
-    output = [parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS,
-                                           [parser.OFPActionOutput(1, 0)])]
     messages = [
         parser.ONFBundleCtrlMsg(datapath, 1, ofp.ONF_BCT_OPEN_REQUEST, flags, []),
         parser.ONFBundleAddMsg(datapath, 1, flags,
-                               flow_mod(stale, ofp.OFPFC_DELETE_STRICT, []), []),
-        parser.ONFBundleAddMsg(datapath, 1, flags, flow_mod(FLOW, ofp.OFPFC_ADD, output), []),
+                               os_kens_flow_mod(datapath, stale, ofp.OFPFC_DELETE_STRICT), []),
+        parser.ONFBundleAddMsg(datapath, 1, flags,
+                               os_kens_flow_mod(datapath, FLOW, ofp.OFPFC_ADD), []),
         parser.ONFBundleCtrlMsg(datapath, 1, ofp.ONF_BCT_COMMIT_REQUEST, flags, [])]
     for message in messages:
         datapath.set_xid(message)
         message.serialize()
     assert switch.datapath.sent == [b''.join(message.buf for message in messages)]
+
+
+def os_kens_flow_mod(datapath, flow: Flow, command: int):
+    """What os-ken's own objects make of the flow, match in keyword form."""
+    applied = [openflow._action(a) for a in flow.actions if not isinstance(a, Goto)]
+    instructions = [parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, applied)] \
+        if applied else []
+    if flow.actions and isinstance(flow.actions[-1], Goto):
+        instructions.append(parser.OFPInstructionGotoTable(flow.actions[-1].table))
+    return parser.OFPFlowMod(
+        datapath, cookie=flow.cookie, table_id=flow.table, command=command,
+        priority=flow.priority, match=parser.OFPMatch(**dict(flow.match)),
+        instructions=[] if command == ofp.OFPFC_DELETE_STRICT else instructions,
+        out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY)
+
+
+def test_flows_encode_as_os_kens_own_objects_would():
+    """flow_mod puts a flow_mod together from match fields and actions encoded once; the
+    bytes on the wire are the ones os-ken's objects make, for adds and deletes alike."""
+    desired = every_kind_of_flow()
+    for field in ('conj_id', 'tcp_dst', 'udp_dst', 'sctp_dst', 'icmpv4_type', 'ipv4_src'):
+        assert any(field in f.match.fields() for f in desired), field
+    datapath = ofproto_protocol.ProtocolDesc(ofp.OFP_VERSION)
+    for flow in desired:
+        for command in (ofp.OFPFC_ADD, ofp.OFPFC_DELETE_STRICT):
+            ours = openflow.flow_mod(flow, command)
+            theirs = os_kens_flow_mod(datapath, flow, command)
+            for message in (ours, theirs):
+                message.set_xid(7)
+                message.serialize()
+            assert ours.buf == theirs.buf, flow
 
 
 def test_br_int_counts_as_connected_once_os_kens_handshake_is_over():

@@ -18,7 +18,7 @@ from dragonflow.controller.flows import (
 )
 from dragonflow.controller.reconciler import FlowConflict, Reconciler
 from tests.flowsim import FlowTableSimulator
-from tests.unit.builders import rich_topology
+from tests.unit.builders import every_kind_of_flow, rich_topology
 
 PORT_REGS = ('reg6', 'reg7')
 
@@ -151,63 +151,17 @@ def _through_os_ken(flow: Flow) -> Flow:
         datapath, ofp.OFP_VERSION, ofp.OFPT_FLOW_MOD, len(message.buf), 0, message.buf))
 
 
-def _os_kens_flow_mod(flow: Flow, command: int) -> bytes:
-    """What os-ken's own objects make of the flow, match in keyword form."""
-    datapath = ofproto_protocol.ProtocolDesc(ofp.OFP_VERSION)
-    applied = [openflow._action(a) for a in flow.actions if not isinstance(a, Goto)]
-    instructions = [parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, applied)] \
-        if applied else []
-    if flow.actions and isinstance(flow.actions[-1], Goto):
-        instructions.append(parser.OFPInstructionGotoTable(flow.actions[-1].table))
-    message = parser.OFPFlowMod(
-        datapath, cookie=flow.cookie, table_id=flow.table, command=command,
-        priority=flow.priority, match=parser.OFPMatch(**dict(flow.match)),
-        instructions=[] if command == ofp.OFPFC_DELETE_STRICT else instructions,
-        out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY)
-    message.set_xid(7)
-    message.serialize()
-    return bytes(message.buf)
-
-
-def _every_kind_of_flow() -> list[Flow]:
-    """The rich topology's flows, with security group rules that bring conjunctions, conj_id,
-    masked transport ports, ICMP type and code, and a prefix written with host bits set."""
-    builder = rich_topology()
-    group = builder.security_groups['sg-open']
-    builder.rule(group, 'ingress', protocol='tcp', port_range_min=80, port_range_max=90,
-                 remote_group_id=group.id)
-    builder.rule(group, 'ingress', protocol='udp', port_range_min=1000, port_range_max=1999,
-                 remote_ip_prefix='10.1.2.3/16')
-    builder.rule(group, 'ingress', protocol='icmp', port_range_min=8, port_range_max=0)
-    builder.rule(group, 'egress', protocol='sctp', port_range_min=5000, port_range_max=5000)
-    return apps.desired_flows(builder.build())
-
-
 def test_every_flow_reads_back_as_it_was_made():
     """A resync must find the flows the apps want equal to the ones installed, or a restarted
     controller would rewrite them all: conjunctions, conj_id and zones from a register
     included."""
-    desired = _every_kind_of_flow()
+    desired = every_kind_of_flow()
     assert any(isinstance(a, Conjunction) for f in desired for a in f.actions)
     assert any('conj_id' in f.match.fields() for f in desired)
     assert any(isinstance(a, Conntrack) and isinstance(a.zone, str)
                for f in desired for a in f.actions)
     for flow in desired:
         assert _through_os_ken(flow) == flow
-
-
-def test_flows_encode_as_os_kens_own_objects_would():
-    """flow_mod puts a flow_mod together from match fields and actions encoded once; the
-    bytes on the wire are the ones os-ken's objects make, for adds and deletes alike."""
-    desired = _every_kind_of_flow()
-    for field in ('conj_id', 'tcp_dst', 'udp_dst', 'sctp_dst', 'icmpv4_type', 'ipv4_src'):
-        assert any(field in f.match.fields() for f in desired), field
-    for flow in desired:
-        for command in (ofp.OFPFC_ADD, ofp.OFPFC_DELETE_STRICT):
-            ours = openflow.flow_mod(flow, command)
-            ours.set_xid(7)
-            ours.serialize()
-            assert ours.buf == _os_kens_flow_mod(flow, command), flow
 
 
 def test_conjunctions_compare_in_any_order_and_never_with_other_actions():
