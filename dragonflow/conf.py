@@ -13,6 +13,15 @@ store_opts = [
                     'or redis://<host:port>.'),
     cfg.FloatOpt('timeout', default=5.0,
                  help='Seconds a store operation may take before it fails as unavailable.'),
+    cfg.IntOpt('compact_keep_revisions', default=1000, min=0,
+               help='Compaction keeps at least this many of the latest changes in the change '
+                    'log; a watcher further behind resyncs from a snapshot.'),
+    cfg.FloatOpt('compact_keep_seconds', default=600.0, min=0,
+                 help='Compaction also keeps every change younger than this many seconds: '
+                      'only changes past both limits are forgotten.'),
+    cfg.FloatOpt('compact_interval', default=60.0, min=1,
+                 help='Seconds between compactions of the change log (df-api runs them; '
+                      'any number of replicas may).'),
 ]
 
 api_opts = [
@@ -33,6 +42,9 @@ api_opts = [
     cfg.IntOpt('max_allowed_address_pair', default=10, min=0,
                help='Most allowed address pairs one port may have (as Neutron\'s option).'),
     cfg.BoolOpt('access_log', default=True, help='Log every HTTP request df-api answers.'),
+    cfg.IntOpt('max_request_body_size', default=114688, min=1024,
+               help='Largest request body df-api reads, in bytes; a larger one gets 413 '
+                    '(Neutron\'s oslo.middleware limit has the same default).'),
 ]
 
 controller_opts = [
@@ -51,8 +63,9 @@ controller_opts = [
     cfg.HostAddressOpt('openflow_listen_host', default='127.0.0.1',
                        help='Address the OpenFlow controller listens on (OVS connects to it).'),
     cfg.PortOpt('openflow_listen_port', default=6653, help='OpenFlow controller TCP port.'),
-    cfg.FloatOpt('heartbeat_interval', default=2.0,
-                 help='Seconds between chassis heartbeats written to the store.'),
+    cfg.FloatOpt('heartbeat_interval', default=2.0, min=0.1,
+                 help='Seconds between chassis heartbeats. A heartbeat is a liveness record '
+                      'that expires after three intervals, not a logged change.'),
 ]
 
 
