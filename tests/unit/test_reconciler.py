@@ -15,8 +15,9 @@ from dragonflow.controller.flows import (
     Match,
     Output,
     SetField,
+    cookie,
 )
-from dragonflow.controller.reconciler import FlowConflict, Reconciler
+from dragonflow.controller.reconciler import Reconciler, index
 from tests.flowsim import FlowTableSimulator
 from tests.unit.builders import every_kind_of_flow, rich_topology
 
@@ -95,17 +96,28 @@ def test_changing_only_the_cookie_is_an_add():
     assert len(change.adds) == 1 and change.deletes == []
 
 
-def test_conflicting_flows_are_refused_before_touching_the_switch():
-    sim = FlowTableSimulator()
-    reconciler = Reconciler(sim)
+def test_of_conflicting_flows_the_first_by_precedence_is_installed_in_any_order(caplog):
     flow = Flow(30, 100, Match(metadata=1, eth_dst='fa:16:3e:00:00:01'),
-                (SetField('reg7', 5), Goto(60)))
+                (SetField('reg7', 5), Goto(60)), cookie=of_cookie('l2', 5))
     conflicting = Flow(30, 100, Match(eth_dst='FA:16:3E:00:00:01', metadata=1),
-                       (SetField('reg7', 6), Goto(60)))
-    with pytest.raises(FlowConflict):
-        reconciler.reconcile([flow, conflicting])
-    assert sim.bundles == 0 and sim.flows == {} and reconciler.installed == {}
-    assert reconciler.reconcile([flow, flow]).adds == [flow]  # identical ones just collapse
+                       (SetField('reg7', 6), Goto(60)), cookie=of_cookie('dhcp', 7))
+    for flows in ([flow, conflicting], [conflicting, flow]):
+        sim = FlowTableSimulator()
+        reconciler = Reconciler(sim, rank=apps.precedence, owner=apps.owner)
+        caplog.clear()
+        assert reconciler.reconcile(flows).adds == [flow]
+        assert list(sim.flows.values()) == [flow]
+        logged = [r.getMessage() for r in caplog.records if r.levelname == 'ERROR']
+        assert len(logged) == 1 and 'l2 (object 5)' in logged[0] \
+            and 'dhcp (object 7)' in logged[0]
+        caplog.clear()
+        assert not reconciler.reconcile(flows)  # the same conflict again: not logged again
+        assert not [r for r in caplog.records if r.levelname == 'ERROR']
+    assert reconciler.reconcile([flow, flow]).deletes == []  # identical ones just collapse
+
+
+def of_cookie(app: str, key: int) -> int:
+    return cookie(apps.APP_IDS[app], key)
 
 
 def test_resync_converges_a_stale_switch_in_one_bundle():
@@ -184,3 +196,51 @@ def test_then_runs_after_the_change_is_sent_and_also_when_there_is_none():
     reconciler.reconcile([flow], then=lambda: seen.append('no change'))
     assert seen == [{flow}, 'no change']
     assert sim.bundles == 1
+
+
+def test_a_vm_port_given_the_gateway_address_of_a_dhcp_subnet_without_router():
+    """Neutron allows it; the DHCP server's ARP answer for that address and the port's own
+    wanted one flow identity, and the conflict stopped the controller's loop."""
+    from tests.unit.builders import TopologyBuilder, arp_request, install
+    b = TopologyBuilder()
+    subnet = b.subnet(b.network('a'), '10.0.0.0/24')
+    squatter = b.port(subnet, subnet.gateway_ip, ofport=1)
+    asker = b.port(subnet, '10.0.0.5', ofport=2)
+    conflicts = []
+    index(apps.desired_flows(b.build()), apps.precedence, conflicts)
+    assert conflicts == []
+    sim = install(b.build())
+    [reply] = sim.run(2, **arp_request(asker, subnet.gateway_ip))
+    assert reply.port == 2 and reply.packet['arp_sha'] == squatter.mac_address
+
+
+def test_an_app_that_raises_keeps_its_last_good_flows_and_the_others_go_on(monkeypatch):
+    topology = rich_topology().build()
+    app_flows = apps.AppFlows()
+    good = app_flows(topology)
+    l3_flows = [f for f in good if apps.app_name(f.cookie) == 'l3']
+
+    def broken(_):
+        raise KeyError('a bug')
+        yield
+    monkeypatch.setattr(apps.l3, 'flows', broken)
+    again = app_flows(topology)
+    assert app_flows.failing == ('l3',)
+    assert [f for f in again if apps.app_name(f.cookie) == 'l3'] == l3_flows
+    assert set(again) == set(good)
+
+
+def test_a_unit_that_raises_has_no_flows_and_the_other_units_keep_theirs():
+    from dragonflow.controller.apps import units
+    builder = rich_topology()
+    victim = builder.ports['port-net-p1-b-10.0.2.9']
+    good = apps.desired_flows(builder.build())
+    units.inject_fault('port_security', victim.id)
+    try:
+        degraded = apps.desired_flows(builder.build())
+    finally:
+        units._fault = None
+    lost = set(good) - set(degraded)
+    assert lost and set(degraded) <= set(good)
+    assert all(apps.app_name(f.cookie) == 'port_security' and f.match.get('reg6') == victim.key
+               for f in lost)

@@ -5,7 +5,15 @@ id, written into the top byte of every flow's cookie so a flow in the switch nam
 An app builds the flows of each unit (a port, a network, a router...) in a function of the
 objects they depend on, marked ``@unit`` (units.py, memo.py): a pass builds again only the
 flows of the units whose objects changed, and they come stamped with the app's id.
+
+No app's bug stops the others. A unit that raises has no flows (units.py); an app that raises
+outside its units keeps the flows of its last good pass (``AppFlows``). Where two apps want one
+flow identity with different actions, ``PRECEDENCE`` says whose is installed (the reconciler
+applies it): the apps that enforce (port security, security groups) come before those that
+forward, and forwarding for a real port before a service the controller synthesises (the
+DHCP server's ARP answer for an address a port also holds).
 """
+import logging
 
 from dragonflow.controller import flows as of
 from dragonflow.controller import memo
@@ -21,29 +29,84 @@ from dragonflow.controller.apps import (
     tunnels,
 )
 
+LOG = logging.getLogger(__name__)
+
 # Order is the cookie's app id: append, never reorder (ids are in switches and dumps).
 APPS = (classifier, arp_responder, l2, l3, output, tunnels, port_security, dhcp,
         security_groups)
 APP_IDS = {app.NAME: index + 1 for index, app in enumerate(APPS)}
 APP_NAMES = {index: name for name, index in APP_IDS.items()}
+PRECEDENCE = (port_security, security_groups, classifier, l3, l2, arp_responder, tunnels,
+              output, dhcp)
+_RANKS = {APP_IDS[app.NAME]: rank for rank, app in enumerate(PRECEDENCE)}
+
+
+def _app_flows(app, topology) -> list[of.Flow]:
+    """The app's flows, each stamped with its app's cookie. A flow kept from the last pass
+    comes back as the same stamped object, so the reconciler finds it unchanged at a glance."""
+    app_id = APP_IDS[app.NAME]
+    result = []
+    for flow in app.flows(topology):
+        owner = flow.cookie >> of.COOKIE_APP_SHIFT
+        if owner != app_id:
+            if owner:
+                raise ValueError(f'{app.NAME} made a flow of {app_name(flow.cookie)}: {flow}')
+            flow = flow.with_cookie(flow.cookie | of.cookie(app_id))  # outside a unit
+        result.append(flow)
+    return result
 
 
 def desired_flows(topology) -> list[of.Flow]:
-    """Every app's flows, each stamped with its app's cookie. A flow kept from the last pass
-    comes back as the same stamped object, so the reconciler finds it unchanged at a glance."""
+    """Every app's flows; an app's error is raised (the controller contains it: AppFlows)."""
     memo.next_pass()
-    result = []
-    for app in APPS:
-        app_id = APP_IDS[app.NAME]
-        for flow in app.flows(topology):
-            owner = flow.cookie >> of.COOKIE_APP_SHIFT
-            if owner != app_id:
-                if owner:
-                    raise ValueError(f'{app.NAME} made a flow of {app_name(flow.cookie)}: {flow}')
-                flow = flow.with_cookie(flow.cookie | of.cookie(app_id))  # outside a unit
-            result.append(flow)
-    return result
+    return [flow for app in APPS for flow in _app_flows(app, topology)]
+
+
+class AppFlows:
+    """Every app's flows, pass after pass: an app that raises outside its units keeps the
+    flows of its last good pass, and its error is logged once (until it succeeds again)."""
+
+    def __init__(self):
+        self._last_good: dict[str, list[of.Flow]] = {}
+        self._errors: dict[str, str] = {}
+
+    @property
+    def failing(self) -> tuple[str, ...]:
+        """The apps whose last pass raised."""
+        return tuple(self._errors)
+
+    def __call__(self, topology) -> list[of.Flow]:
+        memo.next_pass()
+        result = []
+        for app in APPS:
+            try:
+                flows = _app_flows(app, topology)
+            except Exception as e:  # noqa: BLE001 - contained: see the class docstring
+                self._failed(app.NAME, e)
+                flows = self._last_good.get(app.NAME, [])
+            else:
+                self._last_good[app.NAME] = flows
+                self._errors.pop(app.NAME, None)
+            result.extend(flows)
+        return result
+
+    def _failed(self, name: str, error: Exception) -> None:
+        described = f'{type(error).__name__}: {error}'
+        if self._errors.get(name) != described:
+            LOG.error('app %s failed; it keeps the flows of its last good pass (%d)', name,
+                      len(self._last_good.get(name, [])), exc_info=error)
+        self._errors[name] = described
 
 
 def app_name(cookie: int) -> str:
     return APP_NAMES.get(cookie >> of.COOKIE_APP_SHIFT, 'unknown')
+
+
+def precedence(flow: of.Flow) -> tuple:
+    """The reconciler's rank of a flow among conflicting ones (the first is installed)."""
+    return (_RANKS.get(flow.app_id, len(_RANKS)), flow.cookie, repr(flow.actions))
+
+
+def owner(flow: of.Flow) -> str:
+    """Who made the flow: its app and the data-plane key of its object."""
+    return f'{app_name(flow.cookie)} (object {flow.cookie & of.COOKIE_OBJECT_MASK})'

@@ -4,7 +4,7 @@ dnsmasq, no DHCP port.
 Flows: UDP to port 67 goes from the services table to table dhcp, where a request from a
 local port on a DHCP-enabled subnet goes to the controller; any other (a subnet without DHCP,
 where a tenant may run its own server) continues to L2 like any frame. The server of a subnet
-is its gateway address; where no router interface holds it, the ARP responder answers for it
+is its gateway address; where no port holds it, the ARP responder answers for it
 with the network's DHCP MAC, so renewals unicast to the server arrive too.
 
 ``answer`` turns a request into the reply, a pure function of the topology: the port's fixed
@@ -47,8 +47,11 @@ def flows(topology):
             continue
         yield p.DHCP.flow(100, Match(reg6=port.key), [ToController()], cookie=port.key)
         served.add(subnet.id)
-    held = {(port.network_id, ip) for port in topology.ports.values()
-            if port.is_router_interface for ip in (f.ip_address for f in port.fixed_ips)}
+    # The ARP responder answers for every port's address already: a port that holds the
+    # server's address (a router interface, or a VM given the gateway address of a subnet
+    # with no router, as Neutron allows) is answered for, with its own MAC.
+    held = {(port.network_id, f.ip_address) for port in topology.ports.values()
+            for f in port.fixed_ips}
     for subnet_id in sorted(served):
         subnet = topology.subnets[subnet_id]
         ip, mac = server(topology, subnet)
