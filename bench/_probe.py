@@ -10,11 +10,12 @@ alike:
   then its iface-id), so the benchmarks can time each step on its own;
 - Vif: sets a plugged interface's iface-id over a standing OVSDB connection, as os-vif does
   (its default, ovsdbapp's native interface), rather than by starting an ovs-vsctl process;
-- small helpers: percentiles, a process' RSS and CPU time, a bridge's flow count, progress
-  lines.
+- small helpers: percentiles and a bootstrap confidence interval for a ratio of them, a
+  process' RSS and CPU time, a bridge's flow count, progress lines.
 """
 import math
 import os
+import random
 import re
 import subprocess
 import sys
@@ -35,6 +36,43 @@ def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile (p99 of 20 samples is the largest one)."""
     ordered = sorted(values)
     return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def ratio_interval(numerator: list, denominator: list, q: float = 50, paired: bool = True,
+                   confidence: float = 0.95, resamples: int = 4000, seed: int = 13):
+    """percentile(numerator, q) / percentile(denominator, q) with a percentile-bootstrap
+    ``confidence`` interval: (ratio, low, high), or None without samples on both sides.
+
+    ``paired``: the two lists are taken in rounds, the i-th of each measured one right after
+    the other, and a resample draws whole rounds (with replacement), so load that moved both
+    systems alike in a round moves neither the ratio nor its interval; a round whose sample
+    is None on either side (no answer) is left out. Unpaired: each list is resampled on its
+    own (Nones dropped). Seeded: the same samples give the same interval."""
+    if paired:
+        rounds = [(a, b) for a, b in zip(numerator, denominator, strict=True)
+                  if a is not None and b is not None]
+        numerator, denominator = [a for a, _ in rounds], [b for _, b in rounds]
+    else:
+        numerator = [a for a in numerator if a is not None]
+        denominator = [b for b in denominator if b is not None]
+    if not numerator or not denominator:
+        return None
+    rng = random.Random(seed)
+    ratios = []
+    for _ in range(resamples):
+        if paired:
+            picks = rng.choices(range(len(numerator)), k=len(numerator))
+            a, b = [numerator[i] for i in picks], [denominator[i] for i in picks]
+        else:
+            a = rng.choices(numerator, k=len(numerator))
+            b = rng.choices(denominator, k=len(denominator))
+        base = percentile(b, q)
+        ratios.append(percentile(a, q) / base if base else math.inf)
+    ratios.sort()
+    tail = (1 - confidence) / 2
+    low = ratios[int(tail * resamples)]
+    high = ratios[min(resamples - 1, int((1 - tail) * resamples))]
+    return percentile(numerator, q) / percentile(denominator, q), low, high
 
 
 def log(message: str) -> None:

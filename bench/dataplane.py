@@ -1,19 +1,20 @@
 """Across chassis, one run: iperf3 throughput and ping RTT for L2 and routed traffic between
 two chassis (VXLAN), against the same-chassis L2 ceiling and the namespace-router baseline,
-three rounds each, medians, ratios side by side.
+in rounds (see dataplane_local), medians, ratios with bootstrap intervals.
 
-Run as root: .venv/bin/python bench/dataplane.py [--rounds 3] [--seconds 5]
+Run as root: .venv/bin/python bench/dataplane.py [--rounds 8] [--seconds 4]
 """
 import argparse
 import sys
 
-from dataplane_local import report, run
+from dataplane_local import ROUNDS, SECONDS, report, run
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--rounds', type=int, default=3)
-    parser.add_argument('--seconds', type=int, default=5, help='iperf3 duration per round')
+    parser.add_argument('--rounds', type=int, default=ROUNDS)
+    parser.add_argument('--seconds', type=int, default=SECONDS,
+                        help='iperf3 duration per path and round')
     args = parser.parse_args()
     results = run(chassis=2, rounds=args.rounds, seconds=args.seconds, paths=lambda vm: {
         'L2 same chassis (ceiling)': (vm('a', 'ch1'), vm('a', 'ch1')),
