@@ -9,7 +9,7 @@ import copy
 import dataclasses
 from typing import Any, Callable, Optional
 
-from dragonflow.api import errors
+from dragonflow.api import errors, validators
 
 
 class _Sentinel:
@@ -35,6 +35,9 @@ class Attr:
     convert: Optional[Callable[[Any], Any]] = None
     validate: Optional[Callable[[Any], Optional[str]]] = None
     visible: bool = True
+    # Neutron's default policy lets only admins set it (create_<resource>:<name> and
+    # update_<resource>:<name> are admin-only rules).
+    admin_only: bool = False
     # How a query-string value is turned into the attribute's type for filtering.
     convert_filter: Optional[Callable[[str], Any]] = None
 
@@ -91,17 +94,36 @@ def prepare_create(rdef: ResourceDef, body: Any, ctx) -> dict:
                     f"Failed to parse request. Required attribute '{name}' not specified")
             if attr.default is not UNSET:
                 body[name] = copy.deepcopy(attr.default)
-    return _convert(rdef, body)
+    body = _convert(rdef, body)
+    # As Neutron's policy engine: an attribute counts as set when it differs from the default.
+    enforce_policy(rdef, 'create', [n for n in body if body[n] != rdef.attributes[n].default],
+                   ctx)
+    return body
 
 
 def prepare_update(rdef: ResourceDef, body: Any) -> dict:
-    """The PUT body: only attributes a PUT may change, converted and validated."""
+    """The PUT body: only attributes a PUT may change, converted and validated. The caller
+    enforces the policy (enforce_policy) once it knows the object exists."""
     body = _require_dict(rdef, body)
     verify_known(rdef, body)
     for name in body:
         if not rdef.attributes[name].allow_put:
             raise errors.HTTPBadRequest(f'Cannot update read-only attribute {name}')
     return _convert(rdef, body)
+
+
+def enforce_policy(rdef: ResourceDef, verb: str, names: list[str], ctx) -> None:
+    """PolicyNotAuthorized, worded as oslo.policy words it, when a non-admin sets any
+    admin-only attribute among ``names``."""
+    if ctx.is_admin:
+        return
+    action = f'{verb}_{rdef.name}'
+    refused = [n for n in rdef.attributes if n in names and rdef.attributes[n].admin_only]
+    if refused:
+        rule = f'rule:{action}'
+        for name in refused:
+            rule = f'({rule} and rule:{action}:{name})'
+        raise errors.PolicyNotAuthorized(rule=rule)
 
 
 def _require_dict(rdef: ResourceDef, body: Any) -> dict:
@@ -115,7 +137,9 @@ def _convert(rdef: ResourceDef, body: dict) -> dict:
         attr = rdef.attributes[name]
         if attr.convert is not None:
             value = body[name] = attr.convert(value)
-        reason = attr.validate(value) if attr.validate else None
+        reason = validators.json_value(value)
+        if not reason and attr.validate:
+            reason = attr.validate(value)
         if reason:
             raise errors.HTTPBadRequest(f'Invalid input for {name}. Reason: {reason}.')
     return body

@@ -35,26 +35,27 @@ def _standard(**more: Attr) -> dict[str, Attr]:
     }
 
 
-def _flag(default: bool, put: bool = True) -> Attr:
+def _flag(default: bool, put: bool = True, admin_only: bool = False) -> Attr:
     return Attr(allow_post=True, allow_put=put, default=default, convert=v.to_boolean,
-                validate=v.boolean)
+                validate=v.boolean, admin_only=admin_only)
 
 
 NETWORK = ResourceDef('network', 'networks', _standard(
     admin_state_up=_flag(True),
     status=READ_ONLY,
     subnets=READ_ONLY,
-    shared=_flag(False),
-    **{'router:external': _flag(False)},
+    # shared, router:external and provider:* are admin-only in Neutron's default policy.
+    shared=_flag(False, admin_only=True),
+    **{'router:external': _flag(False, admin_only=True)},
     mtu=Attr(allow_post=True, allow_put=True, default=UNSET, convert=v.to_int,
              validate=v.int_range(68, 65535)),
     port_security_enabled=_flag(True),
-    **{'provider:network_type': Attr(allow_post=True, default=None,
+    **{'provider:network_type': Attr(allow_post=True, default=None, admin_only=True,
                                      validate=v.values([None, 'vxlan', 'geneve', 'flat',
                                                         'vlan', 'local'])),
-       'provider:physical_network': Attr(allow_post=True, default=None,
+       'provider:physical_network': Attr(allow_post=True, default=None, admin_only=True,
                                          validate=v.string_or_none(64)),
-       'provider:segmentation_id': Attr(allow_post=True, default=None,
+       'provider:segmentation_id': Attr(allow_post=True, default=None, admin_only=True,
                                         convert=v.to_int_or_none,
                                         validate=v.nullable(v.int_range(0, 16777215)))},
     availability_zone_hints=READ_ONLY,
@@ -105,8 +106,9 @@ PORT = ResourceDef('port', 'ports', _standard(
     ip_allocation=READ_ONLY,
     **{'binding:host_id': Attr(allow_post=True, allow_put=True, default='',
                                validate=v.string(v.DEVICE_MAX_LEN)),
+       # null clears the profile, as ML2 takes it.
        'binding:profile': Attr(allow_post=True, allow_put=True, default={},
-                               validate=v.dict_or_none),
+                               convert=v.none_to_empty_dict, validate=v.binding_profile),
        'binding:vnic_type': Attr(allow_post=True, allow_put=True, default='normal',
                                  validate=v.values(VNIC_TYPES)),
        'binding:vif_type': READ_ONLY,

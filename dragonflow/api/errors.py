@@ -47,14 +47,23 @@ class HTTPMethodNotAllowed(HTTPBadRequest):
     status = 405
 
 
+class HTTPRequestEntityTooLarge(HTTPBadRequest):
+    status = 413
+
+
 class HTTPInternalServerError(NeutronError):
     status = 500
     message = 'Request Failed: internal server error while processing your request.'
 
 
 class PolicyNotAuthorized(NeutronError):
+    """oslo.policy's refusal; ``rule`` is the failed check as oslo.policy prints it, e.g.
+    '(rule:create_network and rule:create_network:shared)'."""
     status = 403
-    message = 'rule:%(action)s is disallowed by policy'
+    message = '%(rule)s is disallowed by policy'
+
+    def __init__(self, action: str = '', rule: str = ''):
+        super().__init__(rule=rule or f'rule:{action}')
 
 
 class PreconditionFailed(NeutronError):

@@ -13,13 +13,13 @@ from typing import Any, Callable
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dragonflow import conf as df_conf
 from dragonflow import store as nb
-from dragonflow.api import definitions, errors, extensions
+from dragonflow.api import definitions, errors, extensions, wire
 from dragonflow.api.context import Context
 from dragonflow.api.service import Service
 from dragonflow.store import api as store_api
@@ -39,7 +39,10 @@ def create_app(conf_or_store, conf=None) -> FastAPI:
         conf = conf_or_store
         store = nb.connect(conf.store.url, timeout=conf.store.timeout)
     app = FastAPI(title='Dragonflow API', openapi_url=None, docs_url=None, redoc_url=None)
+    # Outermost last: a failure anywhere inside, the size limit included, is answered.
     app.add_middleware(_StripJsonSuffix)
+    app.add_middleware(wire.BodyLimit, max_size=conf.api.max_request_body_size)
+    app.add_middleware(wire.LastResort)
     app.state.service = Service(store, conf)
     app.state.conf = conf
     _add_routes(app)
@@ -64,22 +67,12 @@ def _endpoint(call: Call, status: int = 200, with_body: bool = False):
     async def handle(request: Request):
         state = request.app.state
         ctx = Context.from_headers(request.headers, state.conf.api.default_project_id)
-        body = await _json_body(request) if with_body else None
+        body = wire.parse_body(await request.body()) if with_body else None
         result = await run_in_threadpool(call, state.service, request, ctx, body)
         if status == 204 or result is None:
             return Response(status_code=status)
-        return JSONResponse(result, status_code=status)
+        return wire.NeutronJSONResponse(result, status_code=status)
     return handle
-
-
-async def _json_body(request: Request) -> Any:
-    raw = await request.body()
-    if not raw.strip():
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError:
-        raise errors.HTTPBadRequest('Malformed request body') from None
 
 
 def _base_url(request: Request) -> str:
@@ -170,9 +163,10 @@ def _extraroutes(service, request, ctx, body, add):
 
 
 def _add_error_handlers(app: FastAPI) -> None:
-    """Every error leaves as a NeutronError body; bad input is never a 500."""
+    """Every error leaves as a NeutronError body; bad input is never a 500, and trouble with
+    the store, of whatever kind, is a 503 (wire.LastResort answers the rest)."""
     def neutron_error(request, exc: errors.NeutronError):
-        return JSONResponse(exc.body(), status_code=exc.status)
+        return wire.error_response(exc)
 
     def http_error(request, exc: StarletteHTTPException):
         error = {404: errors.HTTPNotFound('The resource could not be found.'),
@@ -182,18 +176,18 @@ def _add_error_handlers(app: FastAPI) -> None:
         error.status = exc.status_code
         return neutron_error(request, error)
 
-    def unavailable(request, exc: store_api.Unavailable):
-        LOG.warning('store unavailable: %s', exc)
-        return neutron_error(request, errors.ServiceUnavailable(str(exc)))
-
-    def internal(request, exc: Exception):
-        LOG.exception('%s %s failed', request.method, request.url.path)
-        return neutron_error(request, errors.HTTPInternalServerError())
+    def store_error(request, exc: store_api.StoreError):
+        if isinstance(exc, store_api.Unavailable):
+            LOG.warning('store unavailable: %s', exc)
+            return neutron_error(request, errors.ServiceUnavailable(str(exc)))
+        # Conflicts are retried by txn.run: one that gets here, or any other store error
+        # (a damaged database), is the store's trouble, not the request's.
+        LOG.error('%s %s: store error', request.method, request.url.path, exc_info=exc)
+        return neutron_error(request, errors.ServiceUnavailable('the store failed'))
 
     app.add_exception_handler(errors.NeutronError, neutron_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_exception_handler(store_api.Unavailable, unavailable)
-    app.add_exception_handler(Exception, internal)
+    app.add_exception_handler(store_api.StoreError, store_error)
 
 
 def _app_from_env() -> FastAPI:

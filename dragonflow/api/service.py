@@ -70,6 +70,8 @@ class Service:
         def plan(txn, keys):
             obj = _check_revision(handler.get(txn, ctx, id, f'update_{handler.rdef.name}'),
                                   expected)
+            # After the lookup, as Neutron: an unknown id is 404 whatever the body sets.
+            attributes.enforce_policy(handler.rdef, 'update', list(changes), ctx)
             return handler.update(txn, keys, ctx, obj, changes) if changes else obj
 
         obj, revision = txns.run(self.store, plan)
@@ -116,6 +118,9 @@ class Service:
         return {'tags': self._change_tags(collection, ctx, id, lambda old: unique)}
 
     def add_tag(self, collection: str, ctx: Context, id: str, tag: str) -> None:
+        reason = validators.tags([tag])
+        if reason:
+            raise errors.HTTPBadRequest(reason)  # Neutron's tagging extension: no prefix
         self._change_tags(collection, ctx, id, lambda old: old + [tag] if tag not in old else old)
 
     def delete_tags(self, collection: str, ctx: Context, id: str) -> None:

@@ -6,6 +6,8 @@ otherwise the reason, which the caller wraps as "Invalid input for <attr>. Reaso
 Messages are neutron-lib's, since clients show them to users and some match on them.
 """
 import ipaddress
+import json
+import math
 import re
 from typing import Any, Callable, Optional
 
@@ -21,6 +23,7 @@ NAME_MAX_LEN = 255
 DESCRIPTION_MAX_LEN = 255
 DEVICE_MAX_LEN = 255
 TAG_MAX_LEN = 255
+BINDING_PROFILE_MAX_LEN = 4095   # Neutron's column: the profile's JSON text at most this long
 
 
 # Converters
@@ -37,11 +40,13 @@ def to_boolean(value: Any) -> bool:
 
 
 def to_int(value: Any) -> int:
+    """neutron-lib's convert_to_int (a float is truncated), refusing what int() cannot take:
+    Infinity and 1e400 (OverflowError), NaN, lists..."""
     if isinstance(value, bool):
         raise errors.InvalidInput(error_message=f"'{value}' is not an integer")
     try:
         return int(value)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):
         raise errors.InvalidInput(error_message=f"'{value}' is not an integer") from None
 
 
@@ -58,6 +63,10 @@ def to_list(value: Any) -> list:
 
 def none_to_empty_list(value: Any) -> Any:
     return [] if value is None else value
+
+
+def none_to_empty_dict(value: Any) -> Any:
+    return {} if value is None else value
 
 
 def to_uuid_list_or_none(value: Any) -> Optional[list]:
@@ -135,10 +144,37 @@ def normalize_mac(value: Any) -> Any:
 
 # Validators
 
+def json_value(value: Any) -> Optional[str]:
+    """Whether ``value`` can be stored and sent back as JSON: every string (dict keys too) is
+    Unicode text, with no lone surrogate (JSON's "\ud800" escape parses to one, and UTF-8
+    cannot encode it), and every number is finite (1e400 parses to infinity). Run on every
+    attribute, whatever its own validator, so no value that breaks a later response is kept."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode('utf-8')
+            except UnicodeEncodeError:
+                shown = item.encode('utf-8', 'backslashreplace').decode('utf-8')
+                return f"'{shown}' is not valid Unicode text"
+        elif isinstance(item, float) and not math.isfinite(item):
+            return f"'{item}' is not a finite number"
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return None
+
+
 def string(max_len: int) -> Validator:
     def validate(value):
         if not isinstance(value, str):
             return f"'{value}' is not a valid string"
+        reason = json_value(value)
+        if reason:
+            return reason
         if len(value) > max_len:
             return f"'{value}' exceeds maximum length of {max_len}"
         return None
@@ -225,6 +261,16 @@ def list_of(item: Validator, unique: bool = False) -> Validator:
 
 def dict_or_none(value) -> Optional[str]:
     return None if value is None or isinstance(value, dict) else f"'{value}' is not a dictionary"
+
+
+def binding_profile(value) -> Optional[str]:
+    """A dict whose JSON fits Neutron's column (ML2's check, raised as InvalidInput)."""
+    reason = dict_or_none(value)
+    if reason:
+        return reason
+    if len(json.dumps(value)) > BINDING_PROFILE_MAX_LEN:
+        raise errors.InvalidInput(error_message='binding:profile value too large')
+    return None
 
 
 def _dict_with(value, allowed: set, required: set, what: str) -> Optional[str]:

@@ -145,3 +145,37 @@ def raw(conn, method: str, path: str, **kwargs):
 
 def unique(prefix: str) -> str:
     return f'{prefix}-{uuid.uuid4().hex[:8]}'
+
+
+# df-api in this process: starlette's TestClient over a store, no server or socket.
+
+def in_process(store, conf=None):
+    """A TestClient over df-api on ``store``; server errors come back as responses."""
+    from fastapi.testclient import TestClient
+
+    from dragonflow import conf as df_conf
+    from dragonflow.api.server import create_app
+    return TestClient(create_app(store, conf or df_conf.load([])),
+                      raise_server_exceptions=False)
+
+
+@pytest.fixture
+def sqlite_store(tmp_path):
+    from dragonflow import store as nb
+    store = nb.connect(f'sqlite://{tmp_path / "nb.sqlite"}')
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def client(sqlite_store):
+    with in_process(sqlite_store) as client:
+        yield client
+
+
+def error_of(response) -> dict:
+    """The NeutronError of a response, checking the body has exactly Neutron's form."""
+    body = response.json()
+    assert list(body) == ['NeutronError'], body
+    assert sorted(body['NeutronError']) == ['detail', 'message', 'type'], body
+    return body['NeutronError']
