@@ -6,26 +6,55 @@ goto_table, Nicira resubmit and reg_move, dec_ttl, conntrack (in a zone given as
 by a register), and conjunctive matches as OVS's classifier finds them. The result is every
 copy that leaves the switch: the output port and the headers it leaves with.
 
-Like the switch, it refuses a bundle (as a whole) holding a flow that OVS would refuse: a field
-matched without its eth_type prerequisite, ct() without IP in the match, or a goto_table that
-does not go forward.
+It is as strict as Open vSwitch where a lenient model would let an app's bug through:
+
+- A bundle is refused as a whole if a flow in it breaks a prerequisite (the rules are
+  production's own, dragonflow/controller/prerequisites.py), has a goto_table that does not
+  go forward, or if, once applied, two flows of one table and priority overlap: some packet
+  matches both, and which one acts on it is undefined (OpenFlow 1.3, 6.4). Flows with only
+  conjunction actions are the exception, since OVS combines them by design (ovs-fields(7),
+  "Conjunctive Match Fields"). The same flow twice is one flow.
+- A flow is kept, and dumped, in the form OVS keeps it: a masked field holds only the bits
+  under its mask, an all-ones mask is a plain value and an all-zeros mask no field at all
+  (lib/nx-match.c, nxm_put). A flow an app builds in any other form reads back different, and
+  the reconciler rewrites it at every resync; a test that resyncs sees that as a non-empty
+  diff. Deletes are matched in the same form, as OVS parses a delete's match.
+- A packet enters with every register, metadata and conntrack field zero: a test cannot hand
+  it a value that only the pipeline may set. The fields it carries must have their
+  prerequisites (a tcp_dst needs ip_proto 6).
+
+Conntrack, per zone: a connection is its 5-tuple (ICMP: protocol and addresses). A packet of
+a committed connection, or of its reverse (+rpl), is +est; any other packet is +new, and
+ct(commit) records it. An ICMP error (destination unreachable, source quench, redirect, time
+exceeded, parameter problem) is never a connection of its own: it carries in ``quoted`` the
+header of the packet it is about (a dict of the same fields, as that packet was sent), and is
++rel if that packet's connection is committed in the zone (+rpl too when that packet went in
+the connection's original direction), else +inv, as Linux and the userspace datapath mark an
+error about nothing they know. Nothing else is invalid here: no TCP state is kept.
 """
+import collections
 import concurrent.futures
 import dataclasses
 import ipaddress
+from typing import Optional
 
 from dragonflow.controller import flows as of
+from dragonflow.controller import prerequisites
 
-MAC_FIELDS = {'eth_src', 'eth_dst', 'arp_sha', 'arp_tha'}
-IPV4_FIELDS = {'ipv4_src', 'ipv4_dst', 'arp_spa', 'arp_tpa'}
+MAC_FIELDS = {'eth_src', 'eth_dst', 'arp_sha', 'arp_tha', 'ipv6_nd_sll', 'ipv6_nd_tll'}
 MAX_RESUBMIT_DEPTH = 64
-ETH_TYPE_IPV4, ETH_TYPE_ARP, ETH_TYPE_IPV6 = 0x0800, 0x0806, 0x86dd
-PREREQUISITES = {
-    'ipv4_src': {ETH_TYPE_IPV4}, 'ipv4_dst': {ETH_TYPE_IPV4},
-    'ip_proto': {ETH_TYPE_IPV4, ETH_TYPE_IPV6},
-    'arp_op': {ETH_TYPE_ARP}, 'arp_spa': {ETH_TYPE_ARP}, 'arp_tpa': {ETH_TYPE_ARP},
-    'arp_sha': {ETH_TYPE_ARP}, 'arp_tha': {ETH_TYPE_ARP},
-}
+# Every packet starts with these at zero (ovs-fields(7): registers and metadata are zero when
+# a packet enters; the conntrack fields are zero until ct()).
+PIPELINE_FIELDS = ('metadata', *(f'reg{i}' for i in range(16)), 'ct_state', 'ct_zone',
+                   'ct_mark')
+ICMP_ERRORS = {3, 4, 5, 11, 12}
+# Bits of the maskable integer fields wider or narrower than 32 (registers, ct_state, ...).
+INT_WIDTHS = {'metadata': 64, 'tunnel_id': 64, 'pkt_mark': 32, 'tcp_src': 16, 'tcp_dst': 16,
+              'udp_src': 16, 'udp_dst': 16, 'sctp_src': 16, 'sctp_dst': 16, 'tcp_flags': 12}
+
+
+class OverlapError(ValueError):
+    """Two flows of one table and priority match some packet in common."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,13 +74,17 @@ class FlowTableSimulator:
         return list(self.flows.values())
 
     def apply(self, deletes, adds, then=None):
-        for flow in adds:
+        kept = [as_kept(flow) for flow in adds]
+        for flow in kept:
             _check(flow)
-        self.bundles += 1
+        flows = dict(self.flows)
         for flow in deletes:
-            self.flows.pop(flow.key, None)  # a strict delete of a missing flow is a no-op
-        for flow in adds:
-            self.flows[flow.key] = flow
+            flows.pop(as_kept(flow).key, None)  # a strict delete of a missing flow is a no-op
+        for flow in kept:
+            flows[flow.key] = flow
+        _check_overlaps(flows.values(), {(f.table, f.priority) for f in kept})
+        self.bundles += 1
+        self.flows = flows
         if then:
             then()
         confirmation = concurrent.futures.Future()
@@ -132,39 +165,156 @@ class FlowTableSimulator:
                 raise NotImplementedError(action)
 
     def _conntrack(self, action, state, out, depth):
-        """A connection is its 5-tuple (ICMP: protocol and addresses); a packet of a committed
-        one, or of its reverse (a reply), is established; anything else is new. A zone named
-        by a register is its low 16 bits."""
-        number = state.get(action.zone, 0) & 0xffff if isinstance(action.zone, str) \
-            else action.zone
+        """Track the packet in its zone (see the module docstring); a zone named by a
+        register is its low 16 bits."""
+        number = state[action.zone] & 0xffff if isinstance(action.zone, str) else action.zone
         zone = self.connections.setdefault(number, set())
-        key = _connection(state)
-        if action.commit and key[::-1] not in zone:
-            zone.add(key)
-        if action.table is not None:
+        if _is_icmp_error(state):
+            ct = _related(state, zone)
+        else:
+            key = _connection(state)
+            if action.commit and key[::-1] not in zone:
+                zone.add(key)
             known = key in zone or key[::-1] in zone
-            state = dict(state, ct_state=of.CT_TRACKED | (
-                of.CT_ESTABLISHED | (of.CT_REPLY if key[::-1] in zone else 0) if known
-                else of.CT_NEW))
+            ct = of.CT_ESTABLISHED | (of.CT_REPLY if key[::-1] in zone else 0) if known \
+                else of.CT_NEW
+        if action.table is not None:
+            state = dict(state, ct_state=of.CT_TRACKED | ct, ct_zone=number)
             self._table(action.table, state, out, depth + 1)
 
 
-def _arriving(in_port: int, packet: dict) -> dict:
-    """A packet's state as it enters the switch: registers and metadata clear."""
-    return {'in_port': in_port, 'metadata': 0, 'ip_ttl': 64, **packet}
+def as_kept(flow: of.Flow) -> of.Flow:
+    """The flow as OVS keeps it and dumps it (see the module docstring)."""
+    match = of.Match.from_pairs(
+        kept for kept in (_kept(field, value) for field, value in flow.match) if kept)
+    if match == flow.match:
+        return flow
+    return dataclasses.replace(flow, match=match)
+
+
+def _kept(field, value) -> Optional[tuple]:
+    """A match field as OVS keeps it: None if it matches nothing."""
+    if not isinstance(value, tuple):
+        return field, value
+    value, mask = value
+    mask_bits = _bits(field, mask)
+    bits = _bits(field, value) & mask_bits
+    if mask_bits == 0:
+        return None
+    if mask_bits == _all_ones(field, value):
+        return field, _text(field, bits, value)
+    return field, (_text(field, bits, value), mask)
+
+
+def _all_ones(field, sample) -> int:
+    """The mask of every bit of the field."""
+    if field in MAC_FIELDS:
+        return (1 << 48) - 1
+    if isinstance(sample, str):
+        return (1 << ipaddress.ip_address(sample).max_prefixlen) - 1
+    return (1 << INT_WIDTHS.get(field, 32)) - 1
+
+
+def _text(field, bits: int, sample):
+    """``bits`` written as ``sample`` is: a MAC or an IP address string, or an int."""
+    if field in MAC_FIELDS:
+        return ':'.join(f'{b:02x}' for b in bits.to_bytes(6, 'big'))
+    if isinstance(sample, str):
+        version = ipaddress.ip_address(sample).version
+        return str(ipaddress.IPv4Address(bits) if version == 4 else ipaddress.IPv6Address(bits))
+    return bits
 
 
 def _check(flow: of.Flow) -> None:
-    """Refuse what OVS refuses (OFPBMC_BAD_PREREQ, OFPBIC_BAD_TABLE_ID)."""
-    eth_type = flow.match.get('eth_type')
-    for field in flow.match.fields():
-        if field in PREREQUISITES and eth_type not in PREREQUISITES[field]:
-            raise ValueError(f'{field} matched without its eth_type prerequisite: {flow}')
+    """Refuse what OVS refuses (OFPBMC_BAD_PREREQ, OFPBAC_MATCH_INCONSISTENT,
+    OFPBIC_BAD_TABLE_ID)."""
+    prerequisites.check(flow.match, flow.actions)
     for action in flow.actions:
         if isinstance(action, of.Goto) and action.table <= flow.table:
             raise ValueError(f'goto_table must go forward: {flow}')
-        if isinstance(action, of.Conntrack) and eth_type not in (ETH_TYPE_IPV4, ETH_TYPE_IPV6):
-            raise ValueError(f'ct() without IP in the match: {flow}')
+
+
+def _check_overlaps(flows, groups: set) -> None:
+    """Refuse two flows of one of these (table, priority) groups that overlap."""
+    by_group = collections.defaultdict(list)
+    for flow in flows:
+        if (flow.table, flow.priority) in groups and not _is_clause(flow):
+            by_group[flow.table, flow.priority].append(flow)
+    for group in by_group.values():
+        pair = _first_overlap(group, frozenset())
+        if pair:
+            raise OverlapError('flows of one table and priority match a packet in common, '
+                               f'and OVS may take either: {pair[0]} and {pair[1]}')
+
+
+def _first_overlap(flows: list, skip: frozenset) -> Optional[tuple]:
+    """Two overlapping flows, if any. Flows are split by the value of the field most of them
+    match exactly, so only flows that agree on it (or do not match it) are compared."""
+    if len(flows) < 16:
+        return _pairwise(flows)
+    counts = collections.Counter(field for f in flows for field, value in f.match
+                                 if field not in skip and not isinstance(value, tuple))
+    if not counts:
+        return _pairwise(flows)
+    field = max(counts, key=counts.get)
+    buckets, loose = collections.defaultdict(list), []
+    for flow in flows:
+        value = dict(flow.match).get(field)
+        (loose if value is None or isinstance(value, tuple) else buckets[value]).append(flow)
+    for bucket in buckets.values():
+        pair = _first_overlap(bucket + loose, skip | {field})
+        if pair:
+            return pair
+    return None
+
+
+def _pairwise(flows: list) -> Optional[tuple]:
+    for i, first in enumerate(flows):
+        for second in flows[i + 1:]:
+            if _overlap(first.match, second.match):
+                return first, second
+    return None
+
+
+def _overlap(a: of.Match, b: of.Match) -> bool:
+    """Whether some packet matches both. A field only one of them matches leaves the other
+    free, and the prerequisites put every field's context (eth_type, ip_proto) in its
+    match, so the fields both match decide it."""
+    theirs = dict(b)
+    for field, value in a:
+        if field in theirs:
+            (bits, mask), (other, other_mask) = _masked(field, value), \
+                _masked(field, theirs[field])
+            if (bits ^ other) & mask & other_mask:
+                return False
+    return True
+
+
+def _masked(field, value) -> tuple:
+    """(bits, mask) of a match value; a plain value has every bit."""
+    if isinstance(value, tuple):
+        return _bits(field, value[0]), _bits(field, value[1])
+    return _bits(field, value), -1
+
+
+def _bits(field, value) -> int:
+    if isinstance(value, int):
+        return value
+    if field in MAC_FIELDS:
+        return int(value.replace(':', ''), 16)
+    return int(ipaddress.ip_address(value))
+
+
+def _arriving(in_port: int, packet: dict) -> dict:
+    """A packet's state as it enters the switch: registers, metadata and conntrack clear."""
+    carried = sorted(set(PIPELINE_FIELDS) & packet.keys())
+    if carried:
+        raise ValueError(f'a packet cannot enter with {carried}: the pipeline sets them')
+    for field in packet:
+        needed = field in prerequisites.FIELDS and prerequisites.unmet(field, packet)
+        if needed:
+            raise ValueError(f'a packet with {field} must be {needed}: {packet}')
+    return {'in_port': in_port, 'ip_ttl': 64, **dict.fromkeys(PIPELINE_FIELDS, 0), **packet}
 
 
 def _is_clause(flow: of.Flow) -> bool:
@@ -182,6 +332,24 @@ def _satisfied(clauses: list[of.Flow]) -> list[int]:
     return sorted(i for i, found in seen.items() if len(found) == sizes[i])
 
 
+def _is_icmp_error(state) -> bool:
+    return state.get('ip_proto') == prerequisites.IP_PROTO_ICMP and \
+        state.get('icmpv4_type') in ICMP_ERRORS
+
+
+def _related(state, zone: set) -> int:
+    """An ICMP error's conntrack state: the connection of the packet it quotes, if known."""
+    quoted = state.get('quoted')
+    if not quoted:
+        return of.CT_INVALID  # an error about no packet is malformed
+    key = _connection(quoted)
+    if key in zone:
+        return of.CT_RELATED | of.CT_REPLY
+    if key[::-1] in zone:
+        return of.CT_RELATED
+    return of.CT_INVALID
+
+
 def _connection(state) -> tuple:
     """(source address, source port, protocol, destination port, destination address):
     reversed, it is the reply's."""
@@ -192,8 +360,7 @@ def _connection(state) -> tuple:
 
 
 def _headers(state: dict) -> dict:
-    return {k: v for k, v in state.items()
-            if not k.startswith('reg') and k not in ('metadata', 'ct_state')}
+    return {k: v for k, v in state.items() if k not in PIPELINE_FIELDS}
 
 
 def _matches_all(state, match) -> bool:
@@ -205,18 +372,10 @@ def _matches(state, field, value) -> bool:
     if actual is None:
         return False
     if isinstance(value, tuple):
-        expected, mask = value
-        return _masked(field, actual, mask) == _masked(field, expected, mask)
-    return _normal(field, actual) == _normal(field, value)
+        bits, mask = _masked(field, value)
+        return _bits(field, actual) & mask == bits & mask
+    return _normal(actual) == value
 
 
-def _normal(field, value):
+def _normal(value):
     return value.lower() if isinstance(value, str) else value
-
-
-def _masked(field, value, mask):
-    if field in MAC_FIELDS:
-        return int(value.replace(':', ''), 16) & int(mask.replace(':', ''), 16)
-    if field in IPV4_FIELDS:
-        return int(ipaddress.ip_address(value)) & int(ipaddress.ip_address(mask))
-    return value & mask

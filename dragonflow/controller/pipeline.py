@@ -8,9 +8,11 @@ port in egress_conntrack and ingress_conntrack, so the security group tables' sh
 commit in it); tunnel_id = network key (VNI) and tun_ipv4_dst = the peer chassis on
 tunnelled packets. A miss in any table drops the packet (br-int is fail-mode secure and no table
 has a table-miss flow that says otherwise). docs/pipeline.md describes each table in prose.
+A flow the switch would refuse for a missing prerequisite (prerequisites.py) is refused here.
 """
 import dataclasses
 
+from dragonflow.controller import prerequisites
 from dragonflow.controller.flows import Conntrack, Flow, Goto, Match, Resubmit
 
 NETWORK_REG = 'metadata'
@@ -19,8 +21,8 @@ DESTINATION_PORT_REG = 'reg7'
 ROUTER_REG = 'reg5'
 CONNTRACK_ZONE_REG = 'reg4'
 
-ETH_TYPE_IPV4 = 0x0800
-ETH_TYPE_ARP = 0x0806
+ETH_TYPE_IPV4 = prerequisites.ETH_TYPE_IPV4
+ETH_TYPE_ARP = prerequisites.ETH_TYPE_ARP
 ARP_REQUEST = 1
 ARP_REPLY = 2
 
@@ -40,7 +42,8 @@ class Table:
     next_tables: tuple = ()
 
     def flow(self, priority: int, match: Match, actions=(), cookie: int = 0) -> Flow:
-        """A flow in this table, refused if it matches or jumps where the table may not."""
+        """A flow in this table, refused if it matches or jumps where the table may not, or if
+        the switch would refuse it (prerequisites)."""
         if not all(field in self.match_fields for field, _ in match):
             undeclared = match.fields() - self.match_fields
             raise ValueError(f'table {self.name} does not match on {sorted(undeclared)}')
@@ -48,6 +51,7 @@ class Table:
             table = action.table if isinstance(action, (Goto, Resubmit, Conntrack)) else None
             if table is not None and _name(table) not in self.next_tables:
                 raise ValueError(f'table {self.name} may not continue in table {table}')
+        prerequisites.check(match, actions)
         return Flow(self.number, priority, match, tuple(actions), cookie)
 
     def goto(self) -> Goto:

@@ -7,7 +7,7 @@ from scapy.layers.l2 import Ether
 from dragonflow.controller.apps import dhcp
 from dragonflow.controller.flows import CONTROLLER
 from dragonflow.model import HostRoute
-from tests.unit.builders import BROADCAST, TopologyBuilder, install, ip_of, ipv4
+from tests.unit.builders import BROADCAST, TopologyBuilder, arp_request, install, ip_of, ipv4
 
 SETTINGS = dhcp.Settings(lease_time=600, metadata_ip='169.254.169.254')
 
@@ -99,8 +99,5 @@ def test_without_a_router_the_server_address_is_answered_by_the_dhcp_mac():
     server_ip, server_mac = dhcp.server(b.build(), b.subnets['subnet-a-10.0.0.0/24'])
     reply = _answer(b, vm, _request(vm, 'discover'))
     assert reply[Ether].src == server_mac and reply[IP].src == server_ip
-    arp = dict(ipv4(vm, BROADCAST, server_ip), eth_type=0x0806, arp_op=1,
-               arp_sha=vm.mac_address, arp_spa=ip_of(vm), arp_tha='00:00:00:00:00:00',
-               arp_tpa=server_ip)
-    [answer] = install(b.build()).run(1, **arp)
+    [answer] = install(b.build()).run(1, **arp_request(vm, server_ip))
     assert answer.packet['arp_sha'] == server_mac

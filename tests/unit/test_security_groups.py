@@ -292,3 +292,28 @@ def test_port_masks_cover_exactly_the_range(low, high):
         value, mask = item if isinstance(item, tuple) else (item, 0xffff)
         covered |= {v for v in range(0, 65536) if v & mask == value}
     assert covered == set(range(low, high + 1))
+
+
+def test_an_icmp_error_about_an_allowed_connection_passes_though_no_rule_lets_icmp_in(net):
+    """Conntrack relates the error to the connection it quotes (+rel): the unreachable that
+    answers quiet's UDP comes in, while a ping to quiet does not."""
+    b, web, inside, outside = net
+    group = b.security_group('quiet', ('egress', {}))
+    quiet = b.port(b.subnets[web.fixed_ips[0].subnet_id], '10.0.0.200', ofport=4,
+                   security_groups=[group.id])
+    switch = install(b.build())
+    request = udp(quiet, outside, 5000)
+    assert switch.outputs(4, **request) == [3]
+    assert switch.outputs(3, **icmp(outside, quiet)) == []
+    assert switch.outputs(3, **dict(icmp(outside, quiet, kind=3), quoted=request)) == [4]
+
+
+def test_an_icmp_error_about_no_connection_is_invalid_and_dropped(net):
+    """Both ends let any ICMP through, yet an error quoting a packet never sent is +inv."""
+    b, web, inside, outside = net
+    switch = install(b.build())
+    assert switch.outputs(3, **icmp(outside, web)) == [1]
+    never_sent = udp(web, outside, 5000)
+    assert switch.outputs(3, **dict(icmp(outside, web, kind=3), quoted=never_sent)) == []
+    assert switch.outputs(1, **never_sent) == [3]
+    assert switch.outputs(3, **dict(icmp(outside, web, kind=3), quoted=never_sent)) == [1]

@@ -53,8 +53,12 @@ NAME = 'security_groups'
 PORT_FIELDS = {6: 'tcp_dst', 17: 'udp_dst', 132: 'sctp_dst'}
 ICMP = 1
 NEW = ct_state(set_bits=CT_TRACKED | CT_NEW, clear_bits=CT_ESTABLISHED | CT_RELATED | CT_INVALID)
+# A packet may be +est and +rel at once (ovs-fields(7): rel goes with any other flag), so the
+# related flow leaves +est to the other: two flows at one priority that both match a packet
+# leave the switch free to take either.
 STATEFUL_PASS = (ct_state(set_bits=CT_TRACKED | CT_ESTABLISHED, clear_bits=CT_INVALID),
-                 ct_state(set_bits=CT_TRACKED | CT_RELATED, clear_bits=CT_INVALID))
+                 ct_state(set_bits=CT_TRACKED | CT_RELATED,
+                          clear_bits=CT_INVALID | CT_ESTABLISHED))
 INVALID = ct_state(set_bits=CT_TRACKED | CT_INVALID)
 ZONE = p.CONNTRACK_ZONE_REG
 # A port's flow for a rule that allows anything matches exactly what its clause flow matches,

@@ -1,0 +1,183 @@
+"""The simulated switch is as strict as Open vSwitch where a lenient model would hide an app's
+bug: overlapping flows, flows kept in OVS's form, registers zero on entry, conntrack's
+related and invalid states."""
+import pytest
+
+from dragonflow.controller.flows import (
+    CT_ESTABLISHED,
+    CT_INVALID,
+    CT_NEW,
+    CT_RELATED,
+    CT_REPLY,
+    CT_TRACKED,
+    Conjunction,
+    Conntrack,
+    Flow,
+    Goto,
+    Match,
+    Output,
+    SetField,
+    ct_state,
+)
+from tests.flowsim import FlowTableSimulator, OverlapError, as_kept
+
+IP = 0x0800
+A, B = 'fa:16:3e:00:00:01', 'fa:16:3e:00:00:02'
+
+
+def _to(port, **match):
+    return Flow(0, 100, Match(**match), (Output(port),))
+
+
+@pytest.mark.parametrize('first, second', [
+    (dict(eth_type=IP, ipv4_dst=('10.0.0.0', '255.255.255.0')),
+     dict(eth_type=IP, ipv4_dst='10.0.0.5')),                       # a prefix and a host in it
+    (dict(eth_type=IP, ipv4_src='10.0.0.5'), dict(eth_type=IP, ipv4_dst='10.0.0.6')),
+    (dict(eth_dst=('01:00:00:00:00:00', '01:00:00:00:00:00')), dict(eth_dst='ff:ff:ff:ff:ff:ff')),
+    (dict(eth_type=IP, ip_proto=6, tcp_dst=(1024, 0xfc00)),
+     dict(eth_type=IP, ip_proto=6, tcp_dst=2000)),
+    (dict(ct_state=ct_state(set_bits=CT_TRACKED | CT_ESTABLISHED)),
+     dict(ct_state=ct_state(set_bits=CT_TRACKED | CT_RELATED))),   # +est+rel matches both
+    (dict(reg6=1), dict()),
+])
+def test_overlapping_flows_of_one_priority_are_refused_as_a_whole(first, second):
+    sim = FlowTableSimulator()
+    before = _to(9, reg7=9)
+    sim.apply([], [before])
+    with pytest.raises(OverlapError):
+        sim.apply([before], [_to(1, **first), _to(2, **second)])
+    assert list(sim.flows.values()) == [before] and sim.bundles == 1
+    sim = FlowTableSimulator()
+    sim.apply([], [_to(1, **first)])
+    with pytest.raises(OverlapError):  # also against a flow installed already
+        sim.apply([], [_to(2, **second)])
+
+
+@pytest.mark.parametrize('first, second', [
+    (dict(eth_type=IP, ipv4_dst=('10.0.1.0', '255.255.255.0')),
+     dict(eth_type=IP, ipv4_dst='10.0.0.5')),
+    (dict(eth_type=IP, ip_proto=6, tcp_dst=22), dict(eth_type=IP, ip_proto=17, udp_dst=22)),
+    (dict(eth_type=IP, ipv4_src='10.0.0.5'), dict(eth_type=0x0806, arp_spa='10.0.0.5')),
+    (dict(eth_dst=('01:00:00:00:00:00', '01:00:00:00:00:00')), dict(eth_dst=A)),
+    (dict(ct_state=ct_state(set_bits=CT_TRACKED | CT_ESTABLISHED)),
+     dict(ct_state=ct_state(set_bits=CT_TRACKED | CT_RELATED, clear_bits=CT_ESTABLISHED))),
+])
+def test_disjoint_flows_of_one_priority_are_accepted(first, second):
+    FlowTableSimulator().apply([], [_to(1, **first), _to(2, **second)])
+
+
+def test_overlaps_are_found_among_many_flows():
+    """Beyond a handful the flows are compared by buckets of one field's value: the one flow
+    that lacks the field is still compared with every bucket."""
+    flows = [_to(1, reg6=port, eth_src=f'fa:16:3e:00:01:{port:02x}') for port in range(40)]
+    FlowTableSimulator().apply([], flows)
+    with pytest.raises(OverlapError):
+        FlowTableSimulator().apply([], flows + [_to(2, eth_type=IP)])
+    with pytest.raises(OverlapError):
+        FlowTableSimulator().apply([], flows + [_to(2, reg6=33)])
+    FlowTableSimulator().apply([], flows + [_to(2, reg6=99)])
+
+
+def test_other_priorities_identical_flows_and_conjunction_clauses_may_overlap():
+    clause = Conjunction(7, 1, 2)
+    FlowTableSimulator().apply([], [
+        _to(1, reg6=1), Flow(0, 90, Match(reg6=1), (Output(2),)),      # priorities differ
+        _to(1, reg6=2), _to(1, reg6=2),                                  # the same flow twice
+        Flow(0, 80, Match(reg6=1), (clause,)), Flow(0, 80, Match(), (Conjunction(7, 2, 2),)),
+        Flow(0, 80, Match(conj_id=7), (Output(3),))])
+
+
+def test_flows_are_kept_and_deleted_in_the_form_ovs_keeps_them():
+    sim = FlowTableSimulator()
+    made = [_to(1, reg6=1, eth_type=IP, ipv4_dst=('10.0.0.5', '255.255.255.0')),  # host bits
+            _to(2, reg6=2, eth_type=IP, ipv4_src=('10.0.0.7', '255.255.255.255')),  # all ones
+            _to(3, reg6=3, eth_type=IP, ipv4_src=('10.0.0.0', '0.0.0.0')),  # matches anything
+            _to(4, reg6=4, eth_type=IP, ip_proto=6, tcp_dst=(80, 0xffff)),
+            _to(5, reg6=5, eth_dst=('FA:16:3E:00:00:01', 'ff:ff:ff:00:00:00'))]
+    sim.apply([], made)
+    assert {f.match for f in sim.dump_flows()} == {
+        Match(reg6=1, eth_type=IP, ipv4_dst=('10.0.0.0', '255.255.255.0')),
+        Match(reg6=2, eth_type=IP, ipv4_src='10.0.0.7'),
+        Match(reg6=3, eth_type=IP),
+        Match(reg6=4, eth_type=IP, ip_proto=6, tcp_dst=80),
+        Match(reg6=5, eth_dst=('fa:16:3e:00:00:00', 'ff:ff:ff:00:00:00'))}
+    assert all(as_kept(f) != f for f in made)
+    sim.apply(made, [])
+    assert sim.flows == {}
+
+
+def test_a_packet_enters_with_registers_metadata_and_conntrack_zero():
+    sim = FlowTableSimulator()
+    sim.apply([], [Flow(0, 100, Match(reg6=0, metadata=0, reg15=0, ct_state=0), (Output(1),))])
+    assert sim.outputs(5, eth_dst=A) == [1]
+    for field in ('reg6', 'metadata', 'ct_state', 'reg0'):
+        with pytest.raises(ValueError, match='cannot enter with'):
+            sim.run(5, eth_dst=A, **{field: 7})
+
+
+def test_a_packet_carries_only_fields_it_can_have():
+    sim = FlowTableSimulator()
+    with pytest.raises(ValueError, match='tcp_dst must be TCP'):
+        sim.run(5, eth_type=IP, ip_proto=17, tcp_dst=22)
+    with pytest.raises(ValueError, match='ipv4_src must be IPv4'):
+        sim.run(5, eth_type=0x0806, ipv4_src='10.0.0.5')
+    assert sim.run(5, eth_type=IP, ip_proto=6, tcp_dst=22) == []
+
+
+def _conntracked() -> FlowTableSimulator:
+    """Table 0 tracks IP in zone 1; table 1 outputs by state: new (and commits) to 1,
+    established to 2 (6 if a reply), related to 3 (4 if a reply), invalid to 5."""
+    sim = FlowTableSimulator()
+    by_port = {1: CT_NEW, 2: CT_ESTABLISHED, 3: CT_RELATED, 5: CT_INVALID,
+               4: CT_RELATED | CT_REPLY, 6: CT_ESTABLISHED | CT_REPLY}
+    sim.apply([], [Flow(0, 100, Match(eth_type=IP), (Conntrack(1, table=1),))] + [
+        Flow(1, 100, Match(eth_type=IP, ct_state=_exactly(bits)),
+             ((Conntrack(1, commit=True),) if bits == CT_NEW else ()) + (Output(port),))
+        for port, bits in by_port.items()])
+    return sim
+
+
+def _exactly(bits: int) -> tuple:
+    """ct_state: +trk, these bits, none of the others."""
+    every = CT_NEW | CT_ESTABLISHED | CT_RELATED | CT_REPLY | CT_INVALID
+    return ct_state(set_bits=CT_TRACKED | bits, clear_bits=every & ~bits)
+
+
+UDP = dict(eth_type=IP, ipv4_src='10.0.0.5', ipv4_dst='10.0.0.6', ip_proto=17, udp_src=40000,
+           udp_dst=53)
+REPLY = dict(UDP, ipv4_src='10.0.0.6', ipv4_dst='10.0.0.5', udp_src=53, udp_dst=40000)
+
+
+def _unreachable(quoted: dict, **fields) -> dict:
+    """An ICMP port unreachable, from the quoted packet's destination back to its source."""
+    return dict(eth_type=IP, ipv4_src=quoted['ipv4_dst'], ipv4_dst=quoted['ipv4_src'],
+                ip_proto=1, icmpv4_type=3, icmpv4_code=3, quoted=quoted, **fields)
+
+
+def test_an_icmp_error_about_a_committed_connection_is_related():
+    sim = _conntracked()
+    assert sim.outputs(9, **UDP) == [1]          # new, committed
+    assert sim.outputs(9, **UDP) == [2]          # established
+    assert sim.outputs(9, **REPLY) == [6]        # established, reply
+    assert sim.outputs(9, **_unreachable(UDP)) == [4]    # about what 10.0.0.5 sent: a reply
+    assert sim.outputs(9, **_unreachable(REPLY)) == [3]  # about the reply: original direction
+
+
+def test_an_icmp_error_about_nothing_known_is_invalid_and_never_a_connection():
+    sim = _conntracked()
+    error = _unreachable(UDP)
+    assert sim.outputs(9, **error) == [5]
+    assert sim.outputs(9, **error) == [5]        # nothing was committed for it
+    assert sim.outputs(9, **{k: v for k, v in error.items() if k != 'quoted'}) == [5]
+    echo = dict(eth_type=IP, ipv4_src='10.0.0.6', ipv4_dst='10.0.0.5', ip_proto=1,
+                icmpv4_type=8, icmpv4_code=0)
+    assert sim.outputs(9, **echo) == [1]         # not an error: a connection of its own
+
+
+def test_conntrack_sets_the_zone():
+    sim = FlowTableSimulator()
+    sim.apply([], [Flow(0, 100, Match(eth_type=IP), (SetField('reg4', 0x10007),
+                                                      Conntrack('reg4', table=1))),
+                   Flow(1, 100, Match(ct_zone=7), (Output(1),)),
+                   Flow(1, 90, Match(eth_type=IP), (Goto(2),))])
+    assert sim.outputs(9, **UDP) == [1]

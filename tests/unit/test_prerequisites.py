@@ -1,0 +1,103 @@
+"""OpenFlow's prerequisites, one definition: a table refuses to build a flow the switch would
+refuse, and the simulated switch refuses to install it."""
+import pytest
+
+from dragonflow.controller import pipeline as p
+from dragonflow.controller.flows import (
+    CT_INVALID,
+    CT_TRACKED,
+    Conntrack,
+    DecTTL,
+    Flow,
+    Match,
+    Move,
+    Output,
+    SetField,
+    ct_state,
+)
+from dragonflow.controller.prerequisites import PrerequisiteError, check
+from tests.flowsim import FlowTableSimulator
+
+IP, ARP = p.ETH_TYPE_IPV4, p.ETH_TYPE_ARP
+INVALID = ct_state(set_bits=CT_TRACKED | CT_INVALID)
+
+# (refused flow, the same flow with what it lacked): each refusal is for the reason named.
+CASES = {
+    'ipv4 field without eth_type': (
+        (Match(ipv4_dst='10.0.0.5'), ()),
+        (Match(eth_type=IP, ipv4_dst='10.0.0.5'), ())),
+    'ipv4 field in an ARP flow': (
+        (Match(eth_type=ARP, ipv4_src='10.0.0.5'), ()),
+        (Match(eth_type=ARP, arp_spa='10.0.0.5'), ())),
+    'ip_proto without IP': (
+        (Match(ip_proto=6), ()),
+        (Match(eth_type=IP, ip_proto=6), ())),
+    'tcp port without ip_proto': (
+        (Match(eth_type=IP, tcp_dst=22), ()),
+        (Match(eth_type=IP, ip_proto=6, tcp_dst=22), ())),
+    'udp port with the TCP ip_proto': (
+        (Match(eth_type=IP, ip_proto=6, udp_dst=53), ()),
+        (Match(eth_type=IP, ip_proto=17, udp_dst=53), ())),
+    'sctp port without IP': (
+        (Match(ip_proto=132, sctp_dst=5000), ()),
+        (Match(eth_type=IP, ip_proto=132, sctp_dst=5000), ())),
+    'icmpv4 type in TCP': (
+        (Match(eth_type=IP, ip_proto=6, icmpv4_type=8), ()),
+        (Match(eth_type=IP, ip_proto=1, icmpv4_type=8), ())),
+    'arp field without ARP': (
+        (Match(arp_tpa='10.0.0.1'), ()),
+        (Match(eth_type=ARP, arp_tpa='10.0.0.1'), ())),
+    'set_field of an L4 field without its protocol': (
+        (Match(eth_type=IP), (SetField('tcp_dst', 80),)),
+        (Match(eth_type=IP, ip_proto=6), (SetField('tcp_dst', 80),))),
+    'set_field of an ARP field in IP': (
+        (Match(eth_type=IP), (SetField('arp_spa', '10.0.0.1'),)),
+        (Match(eth_type=ARP), (SetField('arp_spa', '10.0.0.1'),))),
+    'reg_move out of an ARP field without ARP': (
+        (Match(), (Move('arp_sha', 'arp_tha', 48),)),
+        (Match(eth_type=ARP), (Move('arp_sha', 'arp_tha', 48),))),
+    'reg_move into an IP field without IP': (
+        (Match(), (Move('reg0', 'ipv4_dst', 32),)),
+        (Match(eth_type=IP), (Move('reg0', 'ipv4_dst', 32),))),
+    'dec_ttl without IP': (
+        (Match(), (DecTTL(),)),
+        (Match(eth_type=IP), (DecTTL(),))),
+    'ct() without IP': (
+        (Match(reg6=1), (Conntrack(1, table=15),)),
+        (Match(reg6=1, eth_type=IP), (Conntrack(1, table=15),))),
+    'ct(commit) of an invalid packet': (
+        (Match(eth_type=IP, ct_state=INVALID), (Conntrack(1, commit=True),)),
+        (Match(eth_type=IP, ct_state=INVALID), (Conntrack(1),))),
+    'set_field of a read-only field': (
+        (Match(eth_type=IP), (SetField('ip_proto', 6),)),
+        (Match(eth_type=IP), (SetField('ipv4_src', '10.0.0.1'),))),
+    'a field nobody knows the prerequisites of': (
+        (Match(nw_tos_shifted=1), ()),
+        (Match(eth_type=IP, ip_dscp=1), ())),
+}
+
+
+@pytest.mark.parametrize('name', CASES)
+def test_the_rules_refuse_what_the_switch_refuses_and_only_that(name):
+    (match, actions), (fixed, fixed_actions) = CASES[name]
+    with pytest.raises(PrerequisiteError):
+        check(match, actions)
+    check(fixed, fixed_actions)
+
+
+@pytest.mark.parametrize('name', CASES)
+def test_the_simulated_switch_refuses_the_bundle(name):
+    (match, actions), _ = CASES[name]
+    sim = FlowTableSimulator()
+    good = Flow(80, 100, Match(reg7=5), (Output(1),))
+    with pytest.raises(PrerequisiteError):
+        sim.apply([], [good, Flow(40, 100, match, actions + (Output(1),))])
+    assert sim.flows == {} and sim.bundles == 0
+
+
+def test_a_table_refuses_to_build_a_flow_lacking_a_prerequisite():
+    with pytest.raises(PrerequisiteError, match='tcp_dst matched without TCP'):
+        p.EGRESS_SECURITY_GROUPS.flow(100, Match(eth_type=IP, tcp_dst=22), [p.SERVICES.goto()])
+    with pytest.raises(PrerequisiteError, match='DecTTL needs IP'):
+        p.L3.flow(100, Match(reg5=1), [DecTTL(), p.EGRESS_DISPATCH.goto()])
+    p.L3.flow(100, Match(reg5=1, eth_type=IP), [DecTTL(), p.EGRESS_DISPATCH.goto()])
