@@ -18,11 +18,30 @@ A watcher resumes safely only from a revision whose commit it processed whole (r
 the middle of a commit skips the rest of it): ``changes()`` pages end on commit boundaries, so
 the last revision of a page is always such a revision.
 
+Liveness is not topology: ``heartbeat(id, value, ttl)`` says a member (a chassis) is alive for
+the next ``ttl`` seconds, and ``heartbeats()`` lists the members alive now with their last
+values. A heartbeat is no commit: it takes no revision, is never in the change log, is in no
+snapshot and wakes no watcher, so its cost does not grow with the number of watchers. Each driver
+keeps it where its expiry costs nothing to maintain: etcd a lease, redis a key with a TTL, sqlite
+a table of another file with an expiry column (see each driver). Expiry is never early; it may be
+late by the driver's granularity (etcd: whole seconds). Keep the value to what changes rarely (a
+status, not a timestamp): a driver may store it only when it changes and otherwise just extend
+its life (etcd does: each stored value is a revision of etcd's history, kept until the change
+log around it is compacted). A member's heartbeats come from one process at a time.
+
+The change log is compacted by policy (dragonflow/store/compaction.py) from ``head()``: the
+latest revision and the number of commits ever made, read together. Counting commits rather
+than subtracting revisions keeps "the latest N changes" true where revisions are not consecutive.
+``compact(revision)`` is idempotent and safe from any number of processes at once: compacting
+to a revision at or below the one already compacted is a no-op.
+
 ``Unavailable`` means the store could not be reached within the timeout. A commit that raises
 it did not apply, unless its message says the outcome is unknown (the request reached the store
 and the store went silent until the timeout): read before writing again. No driver applies a
 commit twice: one whose reply was lost is settled (etcd fences it, redis repeats it under the
-same token) before it is retried.
+same token) before it is retried. ``Unusable``, an Unavailable, means the store was reached but
+cannot serve until an operator acts (sqlite: a corrupt or foreign file, a full or read-only
+disk): retrying does not help, and a commit that raises it did not apply.
 """
 from __future__ import annotations
 
@@ -59,6 +78,12 @@ class Unavailable(StoreError):
     """The store cannot be reached within the configured timeout."""
 
 
+class Unusable(Unavailable):
+    """The store answers but cannot serve: its data is unreadable or cannot be written (a corrupt
+    file, a full disk). Retrying does not help until an operator repairs it; as an Unavailable it
+    is answered the same way (503)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Record:
     """One object as stored: its document and the revision of the commit that wrote it."""
@@ -79,6 +104,14 @@ class Event:
     @property
     def deleted(self) -> bool:
         return self.value is None
+
+
+@dataclasses.dataclass(frozen=True)
+class Head:
+    """The end of the change log, read at one moment: the latest commit's revision (revision())
+    and how many commits the store has ever made, compacted or not."""
+    revision: int
+    commits: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,6 +175,10 @@ class Store(abc.ABC):
         """The revision of the latest commit (0 for an empty store)."""
 
     @abc.abstractmethod
+    def head(self) -> Head:
+        """revision() and the number of commits made so far, read together."""
+
+    @abc.abstractmethod
     def commit(self, operations: list[Operation]) -> int:
         """Apply every operation atomically; return the new revision.
 
@@ -169,17 +206,22 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def compact(self, revision: int) -> None:
-        """Forget the change log up to and including ``revision``."""
+        """Forget the change log up to and including ``revision`` (at most revision()).
 
+        Idempotent, and safe from many processes at once: a revision at or below the one
+        already compacted is a no-op.
+        """
+
+    @abc.abstractmethod
     def heartbeat(self, id: str, value: dict, ttl: float) -> None:
         """Say that member ``id`` (a chassis) is alive, with ``value`` (its status), for the
         next ``ttl`` seconds. Liveness is not topology: a heartbeat is no commit, takes no
-        revision, is never in the change log and wakes no watcher."""
-        raise NotImplementedError  # abstract once every driver has it
+        revision, is never in the change log or a snapshot and wakes no watcher (see the
+        module docstring). Each heartbeat replaces the last one's value and ttl."""
 
+    @abc.abstractmethod
     def heartbeats(self) -> dict[str, dict]:
         """The last value of every member whose last heartbeat has not expired, by id."""
-        raise NotImplementedError  # abstract once every driver has it
 
     def close(self) -> None:  # noqa: B027 - optional: a no-op for drivers holding nothing
         """Release connections."""

@@ -6,12 +6,14 @@ Keys, under a prefix (``/dragonflow/`` unless the URL names another)::
     meta/compacted           the revision compact() forgot the change log up to
     objects/<table>/<id>     the JSON document; its mod_revision is the record's revision
     keys/<kind>              allocate_key(): the key's version counts the puts to it
+    liveness/<id>            heartbeat(): the member's last value, attached to its lease
     sessions/<uuid>          commit slots, which make a commit apply at most once (below)
 
 Revisions are etcd's own: a commit is one etcd transaction, so every object it writes (and
 ``meta/rev``) gets the transaction's revision. They are strictly increasing but not consecutive
 (other keys of the cluster take revisions too); revision() is 0 until the first commit under
-the prefix, because it is ``meta/rev``'s mod_revision, not etcd's header revision.
+the prefix, because it is ``meta/rev``'s mod_revision, not etcd's header revision. ``meta/rev``'s
+version counts the commits (head()).
 
 A commit is one transaction: each condition is a compare (MUST_NOT_EXIST: create_revision == 0;
 a revision: mod_revision == it; a Delete: create_revision > 0), the success branch holds every
@@ -33,6 +35,19 @@ compaction is cluster-wide: it forgets the history of every prefix.
 
 wait(after) reads ``meta/rev``, then waits for the tail to see a later commit.
 
+Heartbeats are leases. Each member's key lives under ``liveness/``, outside ``objects/`` (which
+the tail and history watch), attached to a lease this process granted with the heartbeat's ttl
+(whole seconds, rounded up; etcd raises it to its minimum, 1.5 election timeouts). The lease is
+kept for the member's next heartbeats: one that repeats the last value is a keepalive, which
+etcd's leader answers alone, and a transaction that compares the key's value and lease and
+finds them the same: no raft write, no revision, nothing in etcd's history. A new value (or a
+key removed meanwhile) is one put by that transaction's failure branch. A fresh lease per
+heartbeat would be three raft writes (grant, put, revoke the last one) and a revision of
+history each time. A dead process' lease, and the key with it,
+goes when its ttl runs out after the last keepalive (etcd's leader checks every half second).
+close() does not revoke: a member that stops cleanly lives its ttl out, as one that crashed. A
+lease found expired (the process stalled past its ttl) is replaced by a new one.
+
 Endpoints: ``etcd://h1:p1,h2:p2,...``. A request that fails on the network, times out, or gets
 an error etcd marks as retryable (no leader, leader changed, timed out) moves to the next
 endpoint and is retried until the store's timeout, then becomes Unavailable. Reads are retried
@@ -50,6 +65,7 @@ import base64
 import bisect
 import dataclasses
 import json
+import math
 import os
 import socket
 import sys
@@ -112,13 +128,26 @@ class _Timeout(Exception):
     """A watch saw nothing within its time."""
 
 
+class _LeaseGone(Exception):
+    """etcd no longer has the lease (it expired)."""
+
+
 @dataclasses.dataclass
 class _Meta:
     header: int         # etcd's revision when it was read
     rev: int            # revision(): the last commit's revision, 0 if none
+    commits: int        # how many commits: meta/rev's version (every commit puts it once)
     base: int           # the first commit's revision (meta/rev's create_revision)
     floor: int          # compact(): changes after ``floor`` are kept
     floor_mod: int      # meta/compacted's mod_revision, for compare-and-swap
+
+
+@dataclasses.dataclass
+class _Beat:
+    """This process' lease of one member."""
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    lease: int = 0          # 0: none
+    seconds: int = 0        # the lease's TTL
 
 
 @dataclasses.dataclass
@@ -151,6 +180,9 @@ class EtcdStore(api.Store):
         self._free_slots: list[_Slot] = []
         self._slot_keys: set[bytes] = set()
         self._tails: dict[int, _Tail] = {}   # by process id
+        self._live = self._prefix + b'liveness/'
+        self._beats: dict[str, _Beat] = {}
+        self._beats_pid = os.getpid()
 
     @classmethod
     def from_url(cls, url: str, timeout: float = 5.0) -> 'EtcdStore':
@@ -189,6 +221,10 @@ class EtcdStore(api.Store):
 
     def revision(self):
         return self._meta(self._deadline()).rev
+
+    def head(self):
+        meta = self._meta(self._deadline())
+        return api.Head(meta.rev, meta.commits)
 
     # --- writes --------------------------------------------------------------------------
 
@@ -329,6 +365,71 @@ class EtcdStore(api.Store):
             self._request('kv/compaction', {'revision': target}, deadline)
         except _EtcdCompacted:
             pass  # already compacted further
+
+    # --- liveness ------------------------------------------------------------------------
+
+    def heartbeat(self, id, value, ttl):
+        seconds = max(math.ceil(ttl), 1)
+        document = json.dumps(value, separators=(',', ':')).encode()
+        key = self._live + quote(id, safe='').encode()
+        beat = self._beat(id)
+        with beat.lock:
+            deadline = self._deadline()
+            if beat.lease and beat.seconds == seconds:
+                try:
+                    if self._keepalive(beat.lease, deadline):
+                        self._put_live(key, document, beat.lease, deadline)
+                        return
+                except _LeaseGone:
+                    pass
+            old, beat.lease = beat.lease, 0
+            lease = self._grant(seconds, deadline)
+            try:
+                self._put_live(key, document, lease, deadline)
+            except _LeaseGone:
+                raise api.Unavailable(f'etcd: a lease of {seconds}s expired before its first '
+                                      'put') from None
+            beat.lease, beat.seconds = lease, seconds
+            if old:  # its ttl changed: the key is on the new lease now
+                self._revoke(old, deadline)
+
+    def heartbeats(self):
+        _, kvs = self._range(self._live, _prefix_end(self._live), self._deadline())
+        return {unquote(_unb64(kv['key'])[len(self._live):].decode()): _doc(kv) for kv in kvs}
+
+    def _beat(self, id: str) -> _Beat:
+        with self._lock:
+            if self._beats_pid != os.getpid():  # a parent's leases are not this process'
+                self._beats, self._beats_pid = {}, os.getpid()
+            return self._beats.setdefault(id, _Beat())
+
+    def _grant(self, seconds: int, deadline: float) -> int:
+        # A grant retried after a lost reply leaves a lease with no key, gone in ``seconds``.
+        return int(self._request('lease/grant', {'TTL': seconds}, deadline)['ID'])
+
+    def _keepalive(self, lease: int, deadline: float) -> bool:
+        """Renew the lease; False if etcd no longer has it."""
+        reply = self._request('lease/keepalive', {'ID': lease}, deadline)
+        if 'result' not in reply:  # the gateway's stream sent an error instead
+            raise api.Unavailable(f'etcd lease keepalive: {reply.get("error", reply)}')
+        return int(reply['result'].get('TTL', 0)) > 0
+
+    def _put_live(self, key: bytes, document: bytes, lease: int, deadline: float) -> None:
+        """Put the key unless it already holds ``document`` on ``lease``: then it is a read,
+        and a key removed under a live lease (by hand, by another process) comes back."""
+        put = {'key': _b64(key), 'value': _b64(document), 'lease': lease}
+        txn = {'compare': [{'key': _b64(key), 'target': 'VALUE', 'result': 'EQUAL',
+                            'value': _b64(document)},
+                           {'key': _b64(key), 'target': 'LEASE', 'result': 'EQUAL',
+                            'lease': lease}],
+               'failure': [{'request_put': put}]}
+        self._request('kv/txn', txn, deadline)
+
+    def _revoke(self, lease: int, deadline: float) -> None:
+        try:
+            self._request('lease/revoke', {'ID': lease}, deadline)
+        except (_LeaseGone, api.Unavailable):
+            pass  # it expires by itself
 
     # --- the change log ------------------------------------------------------------------
 
@@ -491,12 +592,13 @@ class EtcdStore(api.Store):
         start = self._prefix + b'meta/'
         reply = self._request('kv/range', {'key': _b64(start),
                                            'range_end': _b64(_prefix_end(start))}, deadline)
-        meta = _Meta(header=int(reply['header']['revision']), rev=0, base=0, floor=0,
+        meta = _Meta(header=int(reply['header']['revision']), rev=0, commits=0, base=0, floor=0,
                      floor_mod=0)
         for kv in reply.get('kvs', []):
             key = _unb64(kv['key'])
             if key == self._rev_key:
                 meta.rev, meta.base = int(kv['mod_revision']), int(kv['create_revision'])
+                meta.commits = int(kv['version'])
             elif key == self._floor_key:
                 meta.floor, meta.floor_mod = int(_unb64(kv['value'])), int(kv['mod_revision'])
         return meta
@@ -818,7 +920,8 @@ def _is_read_timeout(error: Exception) -> bool:
 
 
 # gRPC codes etcd answers with (through the gateway's JSON error body).
-_INVALID_ARGUMENT, _OUT_OF_RANGE, _PERMISSION_DENIED, _UNAUTHENTICATED = 3, 11, 7, 16
+_INVALID_ARGUMENT, _NOT_FOUND, _OUT_OF_RANGE, _PERMISSION_DENIED, _UNAUTHENTICATED = \
+    3, 5, 11, 7, 16
 
 
 def _classify(error: Exception) -> Exception:
@@ -835,6 +938,8 @@ def _classify(error: Exception) -> Exception:
         raise ValueError(f'etcd refused the request: {message}')
     if code == _OUT_OF_RANGE and 'compacted' in message:
         raise _EtcdCompacted(message)
+    if code == _NOT_FOUND and 'lease not found' in message:
+        raise _LeaseGone(message)
     if code in (_PERMISSION_DENIED, _UNAUTHENTICATED):
         raise api.Unavailable(f'etcd: {message}')
     return _Transient(f'{type(error).__name__}: {message}'[:500])

@@ -9,6 +9,8 @@ Keys, under a prefix (``dragonflow`` unless the URL's ``?prefix=`` names another
     <p>:tables         the set of table names ever written (for snapshot)
     <p>:key:<kind>     allocate_key(): INCR
     <p>:slot:<uuid>    commit slots: the last commit token of a slot and its revision
+    <p>:live:<id>      heartbeat(): the member's last value, a key with a TTL (SET PX)
+    <p>:live           the set of members with such a key, pruned by heartbeats()
 
 A commit is one Lua script (EVALSHA): it checks every condition, and only if all hold it
 increments the revision, writes the objects, appends the stream entry and records its token in
@@ -18,9 +20,14 @@ script sees the token in its slot and answers the revision it applied at, instea
 twice.
 
 changes(after) reads the revision and XRANGE from ``<after+1>-0`` in one MULTI. Revisions are
-consecutive, so if the first entry is not after+1 the stream was trimmed (compact() uses
-XTRIM MINID; an operator's MAXLEN trim is caught the same way): Compacted. wait() blocks in
-XREAD on the stream. snapshot() is one read-only script.
+consecutive, so if the first entry is not after+1 the stream was trimmed (by compact(), or an
+operator's MAXLEN trim): Compacted. wait() blocks in XREAD on the stream. snapshot() is one
+read-only script. compact(r) is one script too: it trims the stream up to min(r, revision())
+(XTRIM MINID), which is a no-op once the stream starts after it.
+
+Heartbeats are keys with a TTL of their own, outside the stream and the revision counter: redis
+expires them to the millisecond, on read, at no cost to anyone else. heartbeats() is one script
+(the set names the keys, so no SCAN of the keyspace) that drops the members whose key expired.
 
 A standalone redis (or a primary with replicas) is expected: the scripts name hashes they
 compute, which Redis Cluster does not allow. Network errors and timeouts are retried until the
@@ -29,6 +36,7 @@ store's timeout (socket timeouts are that timeout too), then become Unavailable.
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 import uuid
@@ -90,6 +98,34 @@ redis.call('SET', KEYS[4], ARGV[1] .. ' ' .. revision, 'EX', tonumber(ARGV[4 + n
 return {1, revision}
 """
 
+# KEYS: rev, log. ARGV: the revision. Never past revision(): a commit racing with compact(r)
+# for a later r is kept.
+COMPACT = """
+local revision = math.min(tonumber(ARGV[1]), tonumber(redis.call('GET', KEYS[1]) or '0'))
+return redis.call('XTRIM', KEYS[2], 'MINID', (revision + 1) .. '-0')
+"""
+
+# KEYS: the member's key, the set of members. ARGV: id, value, TTL in milliseconds.
+HEARTBEAT = """
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+redis.call('SADD', KEYS[2], ARGV[1])
+"""
+
+# KEYS: the set of members. ARGV: the prefix of their keys. Returns {id, value, ...}.
+HEARTBEATS = """
+local out = {}
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local value = redis.call('GET', ARGV[1] .. id)
+  if value then
+    out[#out + 1] = id
+    out[#out + 1] = value
+  else
+    redis.call('SREM', KEYS[1], id)
+  end
+end
+return out
+"""
+
 # KEYS: rev, tables. ARGV: the prefix of the table hashes. Returns {revision, table, hash...}.
 SNAPSHOT = """
 local out = {tonumber(redis.call('GET', KEYS[1]) or '0')}
@@ -113,6 +149,10 @@ class RedisStore(api.Store):
         self._rev, self._log, self._tables = f'{prefix}:rev', f'{prefix}:log', f'{prefix}:tables'
         self._commit_script = self._redis.register_script(COMMIT)
         self._snapshot_script = self._redis.register_script(SNAPSHOT)
+        self._compact_script = self._redis.register_script(COMPACT)
+        self._heartbeat_script = self._redis.register_script(HEARTBEAT)
+        self._heartbeats_script = self._redis.register_script(HEARTBEATS)
+        self._live = f'{prefix}:live'
         self._lock = threading.Lock()
         self._free_slots: list[list] = []   # [key, next token number]
         self._slots: set[str] = set()
@@ -151,6 +191,10 @@ class RedisStore(api.Store):
     def revision(self):
         return int(self._call(self._redis.get, self._rev) or 0)
 
+    def head(self):
+        revision = self.revision()
+        return api.Head(revision, revision)  # revisions count the commits: 1, 2, 3...
+
     # --- writes --------------------------------------------------------------------------
 
     def commit(self, operations):
@@ -182,7 +226,20 @@ class RedisStore(api.Store):
         return int(self._call(self._redis.incr, f'{self._p}:key:{kind}'))
 
     def compact(self, revision):
-        self._call(self._redis.xtrim, self._log, minid=f'{revision + 1}-0', approximate=False)
+        # Idempotent: trimming below the first entry removes nothing.
+        self._call(self._compact_script, keys=[self._rev, self._log], args=[revision])
+
+    # --- liveness ------------------------------------------------------------------------
+
+    def heartbeat(self, id, value, ttl):
+        # Safe to repeat: a repeat only moves the expiry by the time the first took.
+        self._call(self._heartbeat_script, keys=[f'{self._live}:{id}', self._live],
+                   args=[id, json.dumps(value, separators=(',', ':')),
+                         max(math.ceil(ttl * 1000), 1)])
+
+    def heartbeats(self):
+        reply = self._call(self._heartbeats_script, keys=[self._live], args=[f'{self._live}:'])
+        return {reply[i].decode(): json.loads(reply[i + 1]) for i in range(0, len(reply), 2)}
 
     # --- the change log ------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ come back as JSON files written into the test's tmp_path.
 import json
 import multiprocessing
 import threading
+import time
 from typing import Optional
 
 from dragonflow import store as nb
@@ -15,6 +16,15 @@ from dragonflow.store import api
 COUNTER = ('counter', 'shared')  # the object the writers increment with compare-and-swap
 DONE = ('control', 'done')  # written once every writer has finished; watchers stop on it
 START_TIMEOUT = 60.0
+
+
+def until(condition, timeout: float = 10.0):
+    """condition()'s first true value, asked until ``timeout``; fail if there is none."""
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        assert time.monotonic() < deadline, 'the condition did not come true in time'
+        time.sleep(0.02)
+    return result
 
 
 def event_row(event: api.Event) -> list:

@@ -9,8 +9,10 @@ import pytest
 
 from dragonflow.store import api
 from dragonflow.store.api import MUST_NOT_EXIST, Check, Delete, Put
+from dragonflow.store.compaction import Compactor
+from tests.unit.clock import Clock
 
-from .helpers import Collector, all_changes, commits, replay, state_of
+from .helpers import Collector, all_changes, commits, replay, state_of, until
 
 # --- reading and writing ---------------------------------------------------------------------
 
@@ -529,3 +531,194 @@ def test_allocate_key_kinds_are_independent(store, connect):
         assert len(set(allocated)) == len(allocated), kind
     # Each kind is its own key space: one kind's allocations do not use up another's.
     assert set(keys['network']) & set(keys['port'])
+
+
+def test_compact_is_idempotent(store):
+    expected = _make_history(store)
+    groups = commits(expected)
+    middle, head = groups[3][0].revision, store.revision()
+    store.compact(middle)
+    for again in [middle, groups[1][0].revision, 0]:  # the same, lower: no-ops
+        store.compact(again)
+        assert store.changes(middle) == [e for e in expected if e.revision > middle]
+        with pytest.raises(api.Compacted):
+            store.changes(groups[2][0].revision)
+    # Never past the head: a commit after compact() of a later revision is kept.
+    store.compact(head + 10**6)
+    store.compact(head)
+    revision = store.put('network', 'after', {})
+    assert store.changes(head) == [api.Event(revision, 'network', 'after', {})]
+    assert state_of(store.snapshot()[1]) == replay([], expected + store.changes(head))
+
+
+def test_compactions_at_once_keep_the_furthest(store, connect):
+    expected = _make_history(store)
+    revisions = [g[0].revision for g in commits(expected)]
+    targets = revisions[1:-1] * 3
+    errors = []
+
+    def compact(own, n):
+        mine = targets[n::4]
+        if n % 2:
+            mine.reverse()  # some go up, some down
+        try:
+            for target in mine:
+                own.compact(target)
+        except Exception as e:  # handed to the test thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=compact, args=(connect(), n)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    furthest = revisions[-2]
+    assert store.changes(furthest) == [e for e in expected if e.revision > furthest]
+    with pytest.raises(api.Compacted):
+        store.changes(revisions[-3])
+
+
+def test_a_watcher_behind_the_compacted_point_resyncs(store, connect):
+    """Compaction by policy (the latest 2 commits, 10 s) overtakes a stopped watcher: resuming,
+    it gets Compacted, resyncs from a snapshot and goes on from the snapshot's revision."""
+    expected = _make_history(store)
+    first_part = sum(len(g) for g in commits(expected)[:2])
+    watcher = Collector(connect(), 0, limit=first_part)
+    seen = watcher.wait_for(first_part)
+    assert watcher.stop() == expected[:first_part]
+    clock = Clock()
+    compactor = Compactor(store, keep_revisions=2, keep_seconds=10, clock=clock)
+    assert compactor.tick() is None, 'nothing is old enough yet'
+    sampled = store.revision()
+    for i in range(3):
+        store.put('network', f'later{i}', {'i': i})
+    clock.now += 11
+    assert compactor.tick() == sampled, 'the head of 11 s ago, 3 commits back'
+    assert store.changes(sampled) == all_changes(store, sampled), 'the latest commits are kept'
+
+    resumed = Collector(connect(), seen[-1].revision)
+    assert isinstance(until(lambda: resumed.error), api.Compacted)
+    revision, records = store.snapshot()
+    assert revision >= sampled
+    mirror = state_of(records)
+    follower = Collector(connect(), revision)
+    final = store.commit([Put('network', 'last', {}), Delete('network', 'later0')])
+    events = follower.wait_for(2)
+    assert [e.revision for e in follower.stop()] == [final, final]
+    assert replay(records, events) == state_of(store.snapshot()[1]) != mirror
+
+
+# --- liveness --------------------------------------------------------------------------------
+
+def test_a_heartbeat_is_seen_and_replaced_by_the_next(store, connect):
+    other = connect()
+    assert store.heartbeats() == {}
+    status = {'name': 'chassis-ü', 'revision_seen': 7, 'networks': ['n1'], 'ratio': 0.5}
+    store.heartbeat('c1', status, 30)
+    assert other.heartbeats() == {'c1': status}
+    store.heartbeat('c1', {'revision_seen': 8}, 30)
+    other.heartbeat('c2', {'revision_seen': 1}, 30)
+    assert store.heartbeats() == other.heartbeats() == {'c1': {'revision_seen': 8},
+                                                        'c2': {'revision_seen': 1}}
+
+
+def test_a_heartbeat_expires_after_its_ttl(store):
+    start = time.monotonic()
+    store.heartbeat('short', {'v': 1}, 0.5)
+    store.heartbeat('long', {'v': 1}, 60)
+    assert set(store.heartbeats()) == {'short', 'long'}
+    assert until(lambda: 'short' not in (alive := store.heartbeats()) and alive) == \
+        {'long': {'v': 1}}
+    assert time.monotonic() - start >= 0.5, 'never before its ttl'
+
+
+def test_heartbeats_keep_a_member_alive_past_its_ttl(store):
+    start = time.monotonic()
+    while time.monotonic() - start < 2.5:  # more than twice the ttl (etcd's: 1 s at least)
+        store.heartbeat('c1', {'v': 1}, 1.0)
+        assert store.heartbeats() == {'c1': {'v': 1}}
+        time.sleep(0.2)
+    until(lambda: store.heartbeats() == {})
+
+
+def test_a_member_comes_back_after_expiring(store):
+    store.heartbeat('c1', {'v': 1}, 0.5)
+    until(lambda: store.heartbeats() == {})
+    store.heartbeat('c1', {'v': 1}, 0.5)
+    assert store.heartbeats() == {'c1': {'v': 1}}
+
+
+def test_each_heartbeat_sets_the_ttl(store):
+    store.heartbeat('shortened', {}, 60)
+    store.heartbeat('shortened', {}, 0.5)
+    store.heartbeat('lengthened', {}, 0.5)
+    store.heartbeat('lengthened', {}, 60)
+    store.heartbeat('probe', {}, 0.5)
+    until(lambda: 'probe' not in store.heartbeats())
+    until(lambda: 'shortened' not in store.heartbeats())
+    assert set(store.heartbeats()) == {'lengthened'}
+
+
+def test_a_heartbeat_is_no_commit(store, connect):
+    """No revision, no change, no snapshot entry, no wait() or watcher woken."""
+    revision = store.put('network', 'n1', {'v': 1})
+    head = store.head()
+    watcher = Collector(connect(), revision)
+    stop = threading.Event()
+
+    def beat():
+        own, i = connect(), 0
+        while not stop.is_set():
+            i += 1
+            own.heartbeat(f'c{i % 3}', {'i': i}, 30)
+
+    thread = threading.Thread(target=beat)
+    thread.start()
+    try:
+        until(lambda: len(store.heartbeats()) == 3)
+        assert store.wait(revision, 0.5) is False
+    finally:
+        stop.set()
+        thread.join()
+    assert store.revision() == revision and store.head() == head
+    assert store.changes(revision) == []
+    assert [e.revision for e in store.changes(0)] == [revision]
+    assert store.snapshot() == (revision, [api.Record('network', 'n1', {'v': 1}, revision)])
+    later = store.put('network', 'n2', {})
+    assert watcher.wait_for(1) == [api.Event(later, 'network', 'n2', {})]
+    assert watcher.stop() == [api.Event(later, 'network', 'n2', {})]
+
+
+def test_heartbeats_of_many_members_at_once(store, connect):
+    members, beats = 16, 20
+    errors = []
+    stores = [connect() for _ in range(members)]
+
+    def beat(n):
+        try:
+            for i in range(beats):
+                stores[n].heartbeat(f'chassis-{n}', {'n': n, 'i': i}, 30)
+        except Exception as e:  # handed to the test thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=beat, args=(n,)) for n in range(members)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert store.heartbeats() == {f'chassis-{n}': {'n': n, 'i': beats - 1}
+                                  for n in range(members)}
+    assert store.revision() == 0
+
+
+def test_head_counts_commits(store):
+    assert store.head() == api.Head(0, 0)
+    store.put('network', 'n1', {})
+    store.commit([Put('network', 'n2', {}), Put('port', 'p1', {})])
+    store.commit([Check('network', 'n1', MUST_NOT_EXIST + store.get('network', 'n1').revision)])
+    store.allocate_key('network')
+    store.heartbeat('c1', {}, 30)
+    revision = store.delete('network', 'n1')
+    assert store.head() == api.Head(revision, 3)

@@ -200,3 +200,44 @@ def test_keys_are_laid_out_under_the_prefix(url, store):
     assert keys[:3] == [b'keys/network', b'meta/rev', 'objects/network/n/1 ü'.encode()]
     assert [k.split(b'/')[0] for k in keys[3:]] == [b'sessions']
     assert store.list('network')[0].id == 'n/1 ü'
+
+
+def _etcd_revision(url: str) -> int:
+    reply = requests.post(f'http://127.0.0.1:{_port(url)}/v3/kv/range',
+                          json={'key': base64.b64encode(b'\0').decode()}, timeout=5).json()
+    return int(reply['header']['revision'])
+
+
+def test_a_heartbeat_repeating_its_value_writes_nothing(url, store):
+    """A keepalive of its lease: no revision in etcd's history, whatever the change log."""
+    store.heartbeat('c1', {'v': 1}, 30)
+    before = _etcd_revision(url)
+    for _ in range(5):
+        store.heartbeat('c1', {'v': 1}, 30)
+    assert _etcd_revision(url) == before
+    store.heartbeat('c1', {'v': 2}, 30)
+    assert _etcd_revision(url) == before + 1, 'a new value is one put'
+    assert store.heartbeats() == {'c1': {'v': 2}}
+
+
+def test_a_heartbeat_key_removed_under_its_lease_comes_back(url, store):
+    store.heartbeat('c1', {'v': 1}, 30)
+    prefix = url.split(str(_port(url)), 1)[1].encode()
+    requests.post(f'http://127.0.0.1:{_port(url)}/v3/kv/deleterange',
+                  json={'key': base64.b64encode(prefix + b'liveness/c1').decode()}, timeout=5)
+    assert store.heartbeats() == {}
+    store.heartbeat('c1', {'v': 1}, 30)
+    assert store.heartbeats() == {'c1': {'v': 1}}
+
+
+def test_a_heartbeat_key_is_outside_the_watched_objects(url, store):
+    store.heartbeat('c/1 ü', {'v': 1}, 30)
+    prefix = url.split(str(_port(url)), 1)[1].encode()
+    reply = requests.post(f'http://127.0.0.1:{_port(url)}/v3/kv/range',
+                          json={'key': base64.b64encode(prefix).decode(),
+                                'range_end': base64.b64encode(prefix[:-1] + b'0').decode()},
+                          timeout=5).json()
+    [kv] = reply['kvs']
+    assert base64.b64decode(kv['key']) == prefix + 'liveness/c%2F1%20%C3%BC'.encode()
+    assert int(kv['lease']) > 0
+    assert store.heartbeats() == {'c/1 ü': {'v': 1}}

@@ -8,6 +8,7 @@ from redis.commands.core import Script
 from dragonflow import store as nb
 from dragonflow.store import api
 
+from . import helpers
 from .conftest import redis_store
 from .servers import free_port
 
@@ -108,3 +109,22 @@ def test_commit_slots_expire_and_are_removed_on_close(url):
     assert 0 < raw.ttl(slot) <= 3600
     store.close()
     assert raw.keys(f'{prefix}:slot:*') == []
+
+
+def test_a_heartbeat_is_a_key_with_a_ttl_outside_the_log(url, store):
+    prefix = url.split('prefix=')[1]
+    raw = _raw(url)
+    store.put('network', 'n1', {})
+    store.heartbeat('c/1 ü', {'v': 1}, 2.5)
+    assert 0 < raw.pttl(f'{prefix}:live:c/1 ü') <= 2500
+    assert raw.xlen(f'{prefix}:log') == 1
+    assert store.heartbeats() == {'c/1 ü': {'v': 1}}
+
+
+def test_heartbeats_forget_expired_members(url, store):
+    prefix = url.split('prefix=')[1]
+    raw = _raw(url)
+    store.heartbeat('gone', {}, 0.05)
+    store.heartbeat('alive', {}, 30)
+    helpers.until(lambda: store.heartbeats() == {'alive': {}})
+    assert raw.smembers(f'{prefix}:live') == {b'alive'}

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from dragonflow import store as nb
-from dragonflow.store import api
+from dragonflow.store import api, sqlite
 
 from . import helpers
 
@@ -165,3 +165,125 @@ def test_a_waiter_wakes_on_another_connections_commit(path, monkeypatch, inotify
     threading.Timer(0.05, writer.put, ('network', 'n1', {})).start()
     assert store.wait(after, timeout=5)
     assert store.revision() == after + 1
+
+
+# --- a damaged file --------------------------------------------------------------------------
+
+def _damage(path, offset: int, size: int) -> None:
+    with open(path, 'r+b') as f:
+        f.seek(offset)
+        f.write(os.urandom(size))
+
+
+@pytest.fixture
+def closed(path):
+    """A store with a few pages of objects, written through to its file and closed."""
+    store = nb.connect(f'sqlite://{path}')
+    store.commit([api.Put('port', f'p{i}', {'pad': 'x' * 500}) for i in range(50)])
+    store.close()  # the last connection: sqlite folds the log into the file and removes it
+    assert not Path(f'{path}-wal').exists()
+    return path
+
+
+def test_garbage_over_the_file_is_unusable(closed):
+    _damage(closed, 0, closed.stat().st_size)
+    with pytest.raises(api.Unusable) as raised:
+        nb.connect(f'sqlite://{closed}')
+    assert isinstance(raised.value, api.Unavailable), 'answered as the store unavailable: 503'
+    assert 'SQLITE_NOTADB' in str(raised.value)
+
+
+@pytest.mark.parametrize('call', [
+    lambda s: s.list('port'),
+    lambda s: s.snapshot(),
+    lambda s: s.changes(0),
+    lambda s: s.put('port', 'p1', {}),
+], ids=['list', 'snapshot', 'changes', 'put'])
+def test_a_damaged_page_is_unusable(closed, call):
+    store = nb.connect(f'sqlite://{closed}')
+    _damage(closed, 4096 * 2, 4096 * 20)  # the header and schema stay readable
+    with pytest.raises(api.Unusable) as raised:
+        call(store)
+    assert not isinstance(raised.value, sqlite3.Error)
+    assert 'SQLITE_CORRUPT' in str(raised.value)
+    store.close()
+
+
+def test_a_full_disk_is_unusable_and_the_commit_did_not_apply(path):
+    store = nb.connect(f'sqlite://{path}')
+    revision = store.put('network', 'n1', {})
+    raw = sqlite3.connect(path, isolation_level=None)
+    pages = raw.execute('PRAGMA page_count').fetchone()[0]
+    raw.close()
+    store._db().execute(f'PRAGMA max_page_count={pages}')  # as if the disk were full
+    with pytest.raises(api.Unusable) as raised:
+        store.put('port', 'big', {'pad': 'x' * 100000})
+    assert 'SQLITE_FULL' in str(raised.value)
+    assert store.revision() == revision and store.get('port', 'big') is None
+    store.close()
+
+
+# --- liveness ----------------------------------------------------------------------------------
+
+def test_heartbeats_are_in_a_file_of_their_own(path):
+    """Not in the store's file: they take no write lock from commits, and write no log."""
+    store = nb.connect(f'sqlite://{path}')
+    store.put('network', 'n1', {})
+    log = Path(f'{path}-wal')
+    before = log.stat()
+    for i in range(20):
+        store.heartbeat(f'c{i % 4}', {'i': i}, 30)
+    assert (log.stat().st_size, log.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    assert Path(f'{path}-liveness').exists()
+    store.close()
+
+
+def test_heartbeats_go_on_while_a_commit_holds_the_lock(locked):
+    locked.heartbeat('c1', {'v': 1}, 30)
+    assert locked.heartbeats() == {'c1': {'v': 1}}
+
+
+def test_a_waiter_is_not_woken_by_heartbeats(path, monkeypatch):
+    """inotify watches the log itself: writes to other files of its directory (heartbeats)
+    leave a waiter asleep, not even looking at the revision."""
+    store, beater = nb.connect(f'sqlite://{path}'), nb.connect(f'sqlite://{path}')
+    after = store.revision()
+    looks = []
+    revision = store.revision
+    monkeypatch.setattr(store, 'revision', lambda: looks.append(1) or revision())
+    stop = threading.Event()
+
+    def beat():
+        while not stop.is_set():
+            beater.heartbeat('c1', {}, 30)
+        beater.close()
+
+    thread = threading.Thread(target=beat)
+    thread.start()
+    try:
+        assert store.wait(after, 0.5) is False
+    finally:
+        stop.set()
+        thread.join()
+    assert len(looks) <= 2, 'looked once before sleeping (and once at the timeout)'
+    store.close()
+
+
+def test_expired_heartbeats_are_pruned_by_the_next(path):
+    store = nb.connect(f'sqlite://{path}')
+    store.heartbeat('gone', {}, 0.05)
+    helpers.until(lambda: store.heartbeats() == {})
+    store.heartbeat('c1', {}, 30)
+    raw = sqlite3.connect(f'{path}-liveness')
+    assert raw.execute('SELECT id FROM liveness').fetchall() == [('c1',)]
+    raw.close()
+    store.close()
+
+
+def test_heartbeats_of_an_earlier_boot_are_expired(path, monkeypatch):
+    """Expiries are CLOCK_MONOTONIC, which starts again at a reboot."""
+    store = nb.connect(f'sqlite://{path}')
+    store.heartbeat('c1', {}, 30)
+    monkeypatch.setattr(sqlite, 'BOOT', 'another boot')
+    assert store.heartbeats() == {}
+    store.close()
