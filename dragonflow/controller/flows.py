@@ -9,6 +9,7 @@ Conjunctive matches use Nicira's ``conj_id`` match field and the Conjunction act
 """
 import dataclasses
 import functools
+import ipaddress
 from typing import Optional, Union
 
 # Cookie layout: the owning app in the top byte, the owning object's data-plane key below.
@@ -41,6 +42,26 @@ class Match(tuple):
 
     def __repr__(self):
         return 'Match(' + ', '.join(f'{k}={v!r}' for k, v in self) + ')'
+
+
+def prefix_match(field: str, prefix) -> dict:
+    """Match ``field`` against an IP address or prefix (a string or an ipaddress object; host
+    bits may be set) in the one form the switch reads it back in, so a resync finds the flow
+    unchanged: OVS keeps only the bits under the mask (10.0.0.5/24 is 10.0.0.0/24), reports
+    an all-ones mask as a plain value (a /32 is an address) and an all-zeros mask as no field
+    at all (a /0 matches anything: lib/nx-match.c, nxm_put). Use it as ``Match(**...)``."""
+    return dict(_prefix_match(field, prefix))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _prefix_match(field: str, prefix) -> tuple:
+    network = ipaddress.ip_network(prefix, strict=False)
+    if network.prefixlen == 0:
+        return ()
+    address = str(network.network_address)
+    if network.prefixlen == network.max_prefixlen:
+        return ((field, address),)
+    return ((field, (address, str(network.netmask))),)
 
 
 def _canonical(value: MatchValue) -> MatchValue:

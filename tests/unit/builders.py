@@ -3,12 +3,17 @@ flow-table simulator, and build the packets to run through it."""
 import ipaddress
 import itertools
 
-from dragonflow.controller import apps
+from os_ken.ofproto import ofproto_protocol
+from os_ken.ofproto import ofproto_v1_3 as ofp
+from os_ken.ofproto import ofproto_v1_3_parser as parser
+
+from dragonflow.controller import apps, openflow
 from dragonflow.controller import pipeline as p
 from dragonflow.controller.flows import Flow
 from dragonflow.controller.reconciler import Reconciler
 from dragonflow.controller.topology import Topology
 from dragonflow.model import (
+    AddressPair,
     Chassis,
     FixedIP,
     Network,
@@ -20,7 +25,7 @@ from dragonflow.model import (
     Subnet,
 )
 from dragonflow.model.objects import DEVICE_OWNER_ROUTER_INTERFACE
-from tests.flowsim import FlowTableSimulator
+from tests.flowsim import FlowTableSimulator, as_kept
 
 BROADCAST = 'ff:ff:ff:ff:ff:ff'
 TUNNEL_OFPORT = 1000
@@ -197,9 +202,14 @@ def rich_topology() -> TopologyBuilder:
 
 def every_kind_of_flow() -> list[Flow]:
     """The rich topology's flows, with security group rules that bring conjunctions, conj_id,
-    masked transport ports, ICMP type and code, and a prefix written with host bits set."""
+    masked transport ports, ICMP type and code, a prefix written with host bits set and one
+    of any address, and an allowed address pair of any address (0.0.0.0/0)."""
     builder = rich_topology()
+    builder.ports['port-net-p1-a-10.0.1.9'].allowed_address_pairs.append(
+        AddressPair(ip_address='0.0.0.0/0', mac_address='fa:16:3e:cc:00:01'))
     group = builder.security_groups['sg-open']
+    builder.rule(group, 'egress', protocol='tcp', port_range_min=443, port_range_max=443,
+                 remote_ip_prefix='0.0.0.0/0')
     builder.rule(group, 'ingress', protocol='tcp', port_range_min=80, port_range_max=90,
                  remote_group_id=group.id)
     builder.rule(group, 'ingress', protocol='udp', port_range_min=1000, port_range_max=1999,
@@ -207,3 +217,14 @@ def every_kind_of_flow() -> list[Flow]:
     builder.rule(group, 'ingress', protocol='icmp', port_range_min=8, port_range_max=0)
     builder.rule(group, 'egress', protocol='sctp', port_range_min=5000, port_range_max=5000)
     return apps.desired_flows(builder.build())
+
+
+def read_back(flow: Flow) -> Flow:
+    """The flow as a dump of br-int reads it: encoded by os-ken into the flow_mod that adds it,
+    kept as OVS keeps it, and parsed by os-ken."""
+    datapath = ofproto_protocol.ProtocolDesc(ofp.OFP_VERSION)
+    message = openflow.flow_mod(flow, ofp.OFPFC_ADD)
+    message.set_xid(0)
+    message.serialize()
+    return as_kept(openflow.flow_from_stats(parser.OFPFlowMod.parser(
+        datapath, ofp.OFP_VERSION, ofp.OFPT_FLOW_MOD, len(message.buf), 0, message.buf)))

@@ -9,7 +9,7 @@ import ipaddress
 
 from dragonflow.controller import pipeline as p
 from dragonflow.controller.apps.units import unit
-from dragonflow.controller.flows import DecTTL, Match, SetField
+from dragonflow.controller.flows import DecTTL, Match, SetField, prefix_match
 from dragonflow.controller.topology import ip_address, ip_network, ipv4_addresses
 
 NAME = 'l3'
@@ -68,11 +68,8 @@ def _hosts(interfaces):
 
 
 def _route(router, prefix: ipaddress.IPv4Network, actions):
-    """Match the prefix the way the switch reports it back: a /32 unmasked, a /0 not at all."""
-    address = str(prefix.network_address)
-    match = {'ipv4_dst': address if prefix.prefixlen == 32 else (address, str(prefix.netmask))}
-    if prefix.prefixlen == 0:
-        match = {}
+    """A /0 (a default route) has no ipv4_dst at all: prefix_match."""
     return p.L3.flow(ROUTE_PRIORITY_BASE + prefix.prefixlen,
-                     Match(reg5=router.key, eth_type=p.ETH_TYPE_IPV4, **match),
+                     Match(reg5=router.key, eth_type=p.ETH_TYPE_IPV4,
+                           **prefix_match('ipv4_dst', prefix)),
                      actions, cookie=router.key)

@@ -44,9 +44,9 @@ from dragonflow.controller.flows import (
     Match,
     SetField,
     ct_state,
+    prefix_match,
 )
 from dragonflow.controller.memo import memoized
-from dragonflow.controller.topology import ip_network
 from dragonflow.model import SecurityGroup, SecurityGroupRule
 
 NAME = 'security_groups'
@@ -215,7 +215,7 @@ def _clauses(r: Rule, members: tuple) -> tuple:
     """The rule's clauses: ((direction, match), (conjunction id, clause, clauses))."""
     d = r.direction
     parts = [((d, match), _numbers(r.clause(SERVICE_CLAUSE))) for match in r.services]
-    parts += [((d, Match(eth_type=p.ETH_TYPE_IPV4, **_peer(d.peer_field, address))),
+    parts += [((d, Match(eth_type=p.ETH_TYPE_IPV4, **prefix_match(d.peer_field, address))),
                _numbers(r.clause(r.member_clause))) for address in members]
     return tuple(parts)
 
@@ -233,7 +233,7 @@ def _clause(d: Direction, match: Match, conjunctions: tuple):
 def _service_matches(d, rule) -> list:
     """What the rule allows above IP, and its remote prefix, as the matches of its service
     clause; none when it allows any protocol from any address."""
-    peer = _peer(d.peer_field, rule.normalized_cidr) if rule.remote_ip_prefix else {}
+    peer = prefix_match(d.peer_field, rule.normalized_cidr) if rule.remote_ip_prefix else {}
     services = _services(rule)
     if services == [{}] and not peer:
         return []
@@ -251,16 +251,6 @@ def _services(rule) -> list[dict]:
                  **({'icmpv4_code': rule.port_range_max}
                     if rule.port_range_max is not None else {})}]
     return [{}] if protocol is None else [{'ip_proto': protocol}]
-
-
-def _peer(field: str, address: str) -> dict:
-    """Match an address or prefix the way the switch reports it back (/0: no match)."""
-    prefix = ip_network(address)
-    if prefix.prefixlen == 0:
-        return {}
-    if prefix.prefixlen == 32:
-        return {field: str(prefix.network_address)}
-    return {field: (str(prefix.network_address), str(prefix.netmask))}
 
 
 def port_masks(low: int, high: int) -> list:
