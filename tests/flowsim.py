@@ -46,7 +46,7 @@ MAX_RESUBMIT_DEPTH = 64
 # Every packet starts with these at zero (ovs-fields(7): registers and metadata are zero when
 # a packet enters; the conntrack fields are zero until ct()).
 PIPELINE_FIELDS = ('metadata', *(f'reg{i}' for i in range(16)), 'ct_state', 'ct_zone',
-                   'ct_mark')
+                   'ct_mark', 'ct_label')
 ICMP_ERRORS = {3, 4, 5, 11, 12}
 # Bits of the maskable integer fields wider or narrower than 32 (registers, ct_state, ...).
 INT_WIDTHS = {'metadata': 64, 'tunnel_id': 64, 'pkt_mark': 32, 'tcp_src': 16, 'tcp_dst': 16,
@@ -259,8 +259,11 @@ def _first_overlap(flows: list, skip: frozenset) -> Optional[tuple]:
     field = max(counts, key=counts.get)
     buckets, loose = collections.defaultdict(list), []
     for flow in flows:
-        value = dict(flow.match).get(field)
-        (loose if value is None or isinstance(value, tuple) else buckets[value]).append(flow)
+        value = flow.match.get(field)
+        if value is None or isinstance(value, tuple):
+            loose.append(flow)
+        else:
+            buckets[_bits(field, value)].append(flow)
     for bucket in buckets.values():
         pair = _first_overlap(bucket + loose, skip | {field})
         if pair:
