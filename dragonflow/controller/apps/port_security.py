@@ -52,9 +52,13 @@ def _addresses(port, mac: str) -> list:
         prefix = ip_network(pair.ip_address)
         if prefix.version == 4:
             pairs.add((pair.mac_address.lower() if pair.mac_address else mac, prefix))
-    return sorted(((mac, prefix) for mac, prefix in pairs
-                   if not any(other != prefix and mac == other_mac and prefix.subnet_of(other)
-                              for other_mac, other in pairs)), key=str)
+    return sorted((pair for pair in pairs if not any(_inside(pair, other) for other in pairs)),
+                  key=str)
+
+
+def _inside(pair, other) -> bool:
+    """Whether ``other`` (a MAC and a prefix) covers all of ``pair`` and more."""
+    return pair[0] == other[0] and pair[1] != other[1] and pair[1].subnet_of(other[1])
 
 
 def _covers(addresses, mac: str, ip: str) -> bool:
@@ -62,10 +66,10 @@ def _covers(addresses, mac: str, ip: str) -> bool:
 
 
 def _allow(port, mac, prefix):
-    address = prefix_match('ipv4_src', prefix)
     yield p.PORT_SECURITY.flow(
-        ALLOW, Match(reg6=port.key, eth_src=mac, eth_type=p.ETH_TYPE_IPV4, **address),
-        [p.EGRESS_CONNTRACK.goto()], cookie=port.key)
+        ALLOW, Match(reg6=port.key, eth_src=mac, eth_type=p.ETH_TYPE_IPV4,
+                     **prefix_match('ipv4_src', prefix)), [p.EGRESS_CONNTRACK.goto()],
+        cookie=port.key)
     yield p.PORT_SECURITY.flow(
         ALLOW, Match(reg6=port.key, eth_src=mac, eth_type=p.ETH_TYPE_ARP, arp_sha=mac,
                      **prefix_match('arp_spa', prefix)), [p.EGRESS_CONNTRACK.goto()],
