@@ -20,7 +20,7 @@ namespace, no VM namespace) with external_ids:iface-id and attached-mac, as Nova
 "Flows present" is read from the switches: an `ovs-ofctl monitor` on every chassis' br-int
 reports when the port's egress_dispatch flow (table 60, reg7 = the port's key; see
 _probe.egress_flow: from then on that chassis can reach the port) arrives. The chassis that serve
-the port's network are those whose chassis record (heartbeat) lists it. A port's id comes from
+the port's network are those whose heartbeat lists it. A port's id comes from
 the API, so the interface is on br-int with the port's MAC first and its iface-id is set right
 after the create returns (os-vif's step); that is inside the measured time.
 
@@ -220,8 +220,8 @@ def settle(store, chassis, timeout: float = 60.0) -> str:
     start = time.monotonic()
     revision = store.revision()
     while True:
-        seen = {c.name: store.get('chassis', c.name).value.get('revision_seen', 0)
-                for c in chassis}
+        beats = store.heartbeats()
+        seen = {c.name: beats.get(c.name, {}).get('revision_seen', 0) for c in chassis}
         if all(v >= revision for v in seen.values()):
             break
         if time.monotonic() > start + ACTIVE_TIMEOUT:
@@ -244,7 +244,7 @@ def steady_state(cloud: Cloud, chassis, store, rows: list) -> None:
     rows.append(('df-controller RSS, MB, min / median / max', spread_of(rss, '.1f')))
     peak = [hwm_mb(c.controller.popen.pid) for c in chassis]
     rows.append(('df-controller peak RSS (VmHWM), MB, max', f'{max(peak):.1f}'))
-    records = {c.name: store.get('chassis', c.name).value for c in chassis}
+    records = {c.name: store.heartbeats()[c.name] for c in chassis}
     ports_by_network: dict[str, int] = {}
     for record in store.list('ports'):
         ports_by_network[record.value['network_id']] = \
@@ -280,8 +280,9 @@ def samples(cloud: Cloud, args, projects, chassis, store, rows: list) -> None:
             name = f'smp{i:05d}'
             host.ovs.vsctl('add-port', 'br-int', name, '--', 'set', 'Interface', name,
                            'type=internal', f'external_ids:attached-mac={mac}')
+            beats = store.heartbeats()
             needing = [c for c in chassis if c is host
-                       or network in store.get('chassis', c.name).value['networks']]
+                       or network in beats[c.name]['networks']]
             time.sleep(0.2)
             t0 = time.monotonic()
             port = projects[r]['sdk'].network.create_port(network_id=network, mac_address=mac,

@@ -180,9 +180,9 @@ class FlowCounts:
         applied ``revision`` and no count has changed for STABLE_FOR seconds."""
         deadline = time.monotonic() + INSTALL_TIMEOUT
         while time.monotonic() < deadline:
-            caught_up = all(
-                store.get('chassis', c.name).value.get('revision_seen', 0) >= revision
-                for c in self.chassis)
+            beats = store.heartbeats()
+            caught_up = all(beats.get(c.name, {}).get('revision_seen', 0) >= revision
+                            for c in self.chassis)
             active = all(r.value['status'] == 'ACTIVE' for r in store.list('ports'))
             if caught_up and active and \
                     time.monotonic() - max(self.changed.values()) >= STABLE_FOR:

@@ -8,10 +8,9 @@ import time
 from dragonflow import conf as df_conf
 from dragonflow import store as df_store
 from dragonflow.controller import apps
-from dragonflow.model import Chassis, Port
+from dragonflow.model import Chassis, ChassisStatus, Port
 from dragonflow.store import api
 
-HEARTBEATS_BEFORE_DOWN = 3
 
 
 def main(argv=None) -> int:
@@ -49,18 +48,22 @@ def cmd_status(args, conf) -> int:
     store = df_store.connect(conf.store.url, timeout=conf.store.timeout)
     revision = store.revision()
     ports = [Port.from_doc(r.value, r.revision) for r in store.list(Port.table)]
-    down_after = HEARTBEATS_BEFORE_DOWN * conf.controller.heartbeat_interval
+    beats = store.heartbeats()  # only those not expired: the others are down
     print(f'store {conf.store.url} at revision {revision}')
     rows = [('CHASSIS', 'TUNNEL IP', 'STATE', 'HEARTBEAT', 'PORTS BOUND', 'NETWORKS',
              'ROUTERS', 'REVISION SEEN')]
     now = time.time()
     for record in store.list(Chassis.table):
         chassis = Chassis.from_doc(record.value, record.revision)
-        age = now - chassis.heartbeat
         bound = sum(1 for p in ports if p.binding_host_id == chassis.id and p.status == 'ACTIVE')
-        rows.append((chassis.id, chassis.tunnel_ip, 'up' if age <= down_after else 'DOWN',
-                     f'{age:.1f} s ago', str(bound), str(len(chassis.networks)),
-                     str(len(chassis.routers)), f'{chassis.revision_seen} / {revision}'))
+        if chassis.id in beats:
+            status = ChassisStatus.model_validate(beats[chassis.id])
+            rows.append((chassis.id, chassis.tunnel_ip, 'up', f'{now - status.time:.1f} s ago',
+                         str(bound), str(len(status.networks)), str(len(status.routers)),
+                         f'{status.revision_seen} / {revision}'))
+        else:
+            rows.append((chassis.id, chassis.tunnel_ip, 'DOWN', '-', str(bound), '-', '-',
+                         f'- / {revision}'))
     print(_table(rows))
     return 0
 

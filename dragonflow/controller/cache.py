@@ -14,6 +14,7 @@ the controller reloads the scope from a store snapshot. When the scope narrows, 
 that fell out are evicted at once.
 """
 import dataclasses
+import threading
 from typing import Optional
 
 from dragonflow.model import (
@@ -108,17 +109,21 @@ def in_scope(scope: Scope, table: str, obj: Model) -> bool:
 
 
 class Cache:
-    """Objects in scope by table and id, plus the store revision they are current at."""
+    """Objects in scope by table and id, plus the store revision they are current at.
+    ``lock`` guards it between the threads that share it: the store watcher (which writes),
+    the flow loop and the reporter."""
 
     def __init__(self, chassis_id: str):
+        self.lock = threading.Lock()
         self.chassis_id = chassis_id
+        self.loaded = False  # once a snapshot has been loaded: before, it knows nothing
         self.local_port_ids: set[str] = set()
         self.objects: dict[str, dict[str, Model]] = {table: {} for table in MODELS}
         self.revision = 0
         self.needs_refill = True
         self.unknown_port_ids: frozenset = frozenset()
         # The scope depends on everything but the chassis records: kept until something
-        # else changes, so that heartbeats (most of the change log) cost no scope computation.
+        # else changes, so that a chassis registering costs no scope computation.
         self._kept_scope: Optional[Scope] = None
 
     def load(self, revision: int, records: list[api.Record]) -> None:
@@ -133,6 +138,7 @@ class Cache:
         self.objects = {table: {i: o for i, o in rows.items() if in_scope(scope, table, o)}
                         for table, rows in everything.items()}
         self.revision = revision
+        self.loaded = True
         self.needs_refill = False
         self.unknown_port_ids = frozenset(self.local_port_ids - set(everything[Port.table]))
         self._kept_scope = None
@@ -140,7 +146,7 @@ class Cache:
     def apply(self, events: list[api.Event]) -> bool:
         """Apply a batch of whole commits; commits older than the cache are skipped (a
         refill may have loaded a newer snapshot while the batch was read). True when the
-        topology the apps see changed (not by a heartbeat or a status report alone)."""
+        topology the apps see changed (not by a status report alone)."""
         current = self.revision
         fresh = [e for e in events if e.revision > current and e.table in MODELS]
         changed = False
@@ -148,7 +154,7 @@ class Cache:
             changed |= self._apply(event)
         if events:
             self.revision = max(current, events[-1].revision)
-        if any(e.table != Chassis.table for e in fresh):  # heartbeats do not move the scope
+        if any(e.table != Chassis.table for e in fresh):  # chassis do not move the scope
             changed |= self._rescope()
         return changed
 

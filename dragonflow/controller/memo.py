@@ -48,6 +48,12 @@ def memoized(function):
     return kept
 
 
+def forget() -> None:
+    """Keep nothing from earlier passes (the controller starting again from scratch)."""
+    _MEMO.next_pass()
+    _MEMO.next_pass()
+
+
 def next_pass() -> None:
     """A new pass starts: forget what the one before the last did not ask for again."""
     _MEMO.next_pass()

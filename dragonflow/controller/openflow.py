@@ -196,6 +196,16 @@ class OpenFlowSwitch:
                                ofp.OFPM_CONTROLLER, [band]),
             parser.OFPBarrierRequest(datapath)])
 
+    def packet_in_limit(self) -> Optional[tuple[int, int]]:
+        """The controller meter's (rate, burst) as the switch holds it, or None."""
+        datapath = self._datapath()
+        replies = self._request([parser.OFPMeterConfigStatsRequest(
+            datapath, meter_id=ofp.OFPM_CONTROLLER)])
+        for config in (c for reply in replies for c in reply.body):
+            if config.meter_id == ofp.OFPM_CONTROLLER and config.bands:
+                return config.bands[0].rate, config.bands[0].burst_size
+        return None
+
     def send_packets(self, packets: list[tuple[list, bytes]]) -> None:
         """Packets from the controller, each through its actions (dragonflow.controller.flows
         actions; a Resubmit runs it through the pipeline from that table), in one write."""
@@ -307,6 +317,8 @@ def _inline_handlers(switch: OpenFlowSwitch):
         (ofp_event.EventONFBundleCtrlMsg, MAIN_DISPATCHER, bundle),
         (ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER, lambda ev: switch._reply(ev.msg)),
         (ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER, lambda ev: switch._reply(
+            ev.msg, last=not (ev.msg.flags & ofp.OFPMPF_REPLY_MORE))),
+        (ofp_event.EventOFPMeterConfigStatsReply, MAIN_DISPATCHER, lambda ev: switch._reply(
             ev.msg, last=not (ev.msg.flags & ofp.OFPMPF_REPLY_MORE))),
         (ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER],
          lambda ev: switch._error(ev.msg)))

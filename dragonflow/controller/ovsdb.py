@@ -59,6 +59,29 @@ class LocalOvs:
         self.api = impl_idl.OvsdbIdl(connection.Connection(idl, timeout=timeout))
         self.bridge = bridge
 
+    def bridge_drift(self, controller: str, tunnel_type: str, local_ip: str) -> list[str]:
+        """How br-int and its tunnel port differ from what ensure_bridge and
+        ensure_tunnel_port make (read from the local copy of the database)."""
+        api, drift = self.api, []
+        if not api.br_exists(self.bridge).execute(check_error=True):
+            return [f'{self.bridge} is missing']
+        if api.get_fail_mode(self.bridge).execute(check_error=True) != 'secure':
+            drift.append('fail mode is not secure')
+        protocols = api.db_get('Bridge', self.bridge, 'protocols').execute(check_error=True)
+        if list(protocols) != ['OpenFlow13']:
+            drift.append(f'protocols are {list(protocols)}')
+        if api.get_controller(self.bridge).execute(check_error=True) != [controller]:
+            drift.append(f'the controller is not {controller}')
+        name = tunnel_port_name(tunnel_type)
+        rows = api.db_list('Interface', [name], columns=['type', 'options'],
+                           if_exists=True).execute(check_error=True)
+        if not rows or name not in api.list_ports(self.bridge).execute(check_error=True):
+            drift.append(f'tunnel port {name} is missing')
+        elif rows[0]['type'] != tunnel_type or \
+                rows[0]['options'] != _tunnel_options(local_ip):
+            drift.append(f'tunnel port {name} is not {tunnel_type} {_tunnel_options(local_ip)}')
+        return drift
+
     def ensure_bridge(self, datapath_type: str, controller: str) -> None:
         """br-int exists, is fail-mode secure, speaks OpenFlow 1.3 and connects to us."""
         with self.api.transaction(check_error=True) as txn:
@@ -70,7 +93,7 @@ class LocalOvs:
     def ensure_tunnel_port(self, tunnel_type: str, local_ip: str) -> None:
         """One flow-based tunnel port per encapsulation: the flows choose VNI and peer."""
         name = tunnel_port_name(tunnel_type)
-        options = {'remote_ip': 'flow', 'key': 'flow', 'local_ip': local_ip}
+        options = _tunnel_options(local_ip)
         with self.api.transaction(check_error=True) as txn:
             txn.add(self.api.add_port(self.bridge, name, may_exist=True))
             txn.add(self.api.db_set('Interface', name, ('type', tunnel_type),
@@ -96,6 +119,10 @@ def _plugged(rows) -> tuple[dict[str, int], dict[str, int]]:
         elif row.name == tunnel_port_name(row.type):
             tunnels[row.type] = row.ofport[0]
     return vms, tunnels
+
+
+def _tunnel_options(local_ip: str) -> dict:
+    return {'remote_ip': 'flow', 'key': 'flow', 'local_ip': local_ip}
 
 
 def tunnel_port_name(tunnel_type: str) -> str:

@@ -5,6 +5,7 @@ from dragonflow.model.objects import (
     AddressPair,
     AllocationPool,
     Chassis,
+    ChassisStatus,
     DefaultSecurityGroup,
     Fence,
     FixedIP,
@@ -23,6 +24,7 @@ from dragonflow.model.objects import (
 )
 
 __all__ = ['AddressPair', 'MODELS', 'INTERNAL_MODELS', 'AllocationPool', 'Chassis',
+           'ChassisStatus',
            'DefaultSecurityGroup', 'Fence', 'FixedIP', 'HostRoute', 'IPAllocation',
            'MACAllocation', 'Model', 'Network', 'Port', 'Router', 'RouterInterface',
            'SecurityGroup', 'SecurityGroupRule', 'Subnet', 'model_for_table']

@@ -133,18 +133,26 @@ class Router(Resource):
 
 
 class Chassis(Model):
-    """A compute node running df-controller; registered and refreshed by that controller."""
+    """A compute node running df-controller: its tunnel endpoint, registered by that controller
+    when the store's record is not what it is. Its liveness is not here: see ChassisStatus."""
+    # Records written before liveness left the change log carry heartbeat fields: ignored.
+    model_config = ConfigDict(extra='ignore', populate_by_name=True)
     table: ClassVar[str] = 'chassis'
     tunnel_ip: str
     tunnel_types: list[str] = ['vxlan']
-    heartbeat: float = Field(default=0.0, description='Unix time of the last heartbeat.')
+
+    def same_endpoint(self, other: 'Chassis') -> bool:
+        """Whether tunnels to the two records are the same."""
+        return (self.tunnel_ip, self.tunnel_types) == (other.tunnel_ip, other.tunnel_types)
+
+
+class ChassisStatus(BaseModel):
+    """What a controller's heartbeat says (Store.heartbeat: a liveness record, expiring, never
+    in the change log)."""
+    time: float = Field(description='Unix time of the heartbeat.')
     revision_seen: int = Field(default=0, description='Last store revision its controller applied.')
     networks: list[str] = Field(default=[], description='Networks its controller serves (caches).')
     routers: list[str] = Field(default=[], description='Routers its controller serves (caches).')
-
-    def same_endpoint(self, other: 'Chassis') -> bool:
-        """Whether tunnels to the two records are the same (heartbeats aside)."""
-        return (self.tunnel_ip, self.tunnel_types) == (other.tunnel_ip, other.tunnel_types)
 
 
 # IP protocol names a security group rule may give, with their numbers (neutron-lib's

@@ -179,15 +179,15 @@ def test_a_status_report_alone_changes_nothing_the_flows_use(world):
     assert world.cache.apply(world.store.changes(world.cache.revision))
 
 
-def test_heartbeats_cost_no_scope_computation(world, monkeypatch):
+def test_chassis_records_cost_no_scope_computation(world, monkeypatch):
     computed = []
     monkeypatch.setattr('dragonflow.controller.cache.scope_of',
                         lambda *args: computed.append(1) or scope_of(*args))
     world.cache.missing_chassis()
     before = len(computed)
     for beat in range(3):
-        world.put(Chassis(id=OTHER, tunnel_ip='172.31.0.12', heartbeat=float(beat)))
-        world.put(Chassis(id='chassis-9', tunnel_ip='172.31.0.19', heartbeat=float(beat)))
+        world.put(Chassis(id=OTHER, tunnel_ip=f'172.31.0.{12 + beat}'))
+        world.put(Chassis(id='chassis-9', tunnel_ip=f'172.31.1.{19 + beat}'))
         world.cache.apply(world.store.changes(world.cache.revision))
         world.cache.missing_chassis()
     assert len(computed) == before

@@ -1,16 +1,21 @@
 """The controller's loop against a real (sqlite) store and a simulated br-int that answers
 only when the test says: a port is reported bound and ACTIVE once the switch has confirmed its
-flows, not when they are sent; a refused change makes the controller read the switch back."""
+flows, not when they are sent; a refused change makes the controller read the switch back; the
+loop never waits on the store, and no error of a pass stops it."""
 import concurrent.futures
+import threading
 
 import pytest
 
 from dragonflow import conf as df_conf
 from dragonflow import store as df_store
+from dragonflow.controller import flow_loop
 from dragonflow.controller.openflow import SwitchError
 from dragonflow.controller.service import Controller
 from dragonflow.model import FixedIP, Network, Port, Subnet
+from dragonflow.store import api
 from tests.flowsim import FlowTableSimulator
+from tests.unit.clock import Clock
 
 ME = 'chassis-1'
 
@@ -43,6 +48,9 @@ class Switch(FlowTableSimulator):
     def limit_packet_ins(self, rate, burst):
         pass
 
+    def packet_in_limit(self):
+        return None
+
     def send_packets(self, packets):
         pass
 
@@ -66,9 +74,27 @@ class Ovs:
         return dict(self.plugged), {}
 
 
+class Outage:
+    """A store that can be taken away: every call raises Unavailable while ``down``."""
+
+    def __init__(self, store):
+        self.store, self.down = store, False
+
+    def __getattr__(self, name):
+        attribute = getattr(self.store, name)
+        if not callable(attribute):
+            return attribute
+
+        def call(*args, **kwargs):
+            if self.down:
+                raise api.Unavailable('the store is down')
+            return attribute(*args, **kwargs)
+        return call
+
+
 @pytest.fixture
 def cloud(tmp_path):
-    store = df_store.connect(f'sqlite:///{tmp_path}/nb.db')
+    store = Outage(df_store.connect(f'sqlite:///{tmp_path}/nb.db'))
     conf = df_conf.load([])
     conf.set_override('chassis_id', ME, 'controller')
     store.put(Network.table, 'net', Network(id='net', key=1).to_doc())
@@ -79,13 +105,22 @@ def cloud(tmp_path):
                                          FixedIP(subnet_id='subnet', ip_address='10.0.0.5')])
               .to_doc())
     switch, ovs = Switch(), Ovs()
-    controller = Controller(conf, store, ovs, switch)
+    controller = Controller(conf, store, ovs, switch, clock=Clock())
+    controller.watcher.refill()
     return controller, store, switch, ovs
 
 
 def step(controller):
-    """One turn of the loop, as run() takes it after a wake."""
-    controller._turn()
+    """One turn of the loop, as run() takes it after a wake; the scope reloaded if the turn
+    asked for it, and then the turn the reload wakes; one round of the reporter."""
+    controller.loop.turn()
+    try:
+        if controller.cache.needs_refill:
+            controller.watcher.refill()
+            controller.loop.turn()
+        controller.reporter.report()
+    except api.StoreError:
+        pass  # retried by their threads
 
 
 def status(store):
@@ -148,8 +183,83 @@ def test_a_failed_read_back_is_tried_again_before_anything_is_reported(plugging)
 def test_a_change_never_answered_is_given_up(plugging):
     controller, store, switch = plugging
     dumps = switch.dumps
-    confirmation, _, topology = controller._unconfirmed[0]
-    controller._unconfirmed[0] = (confirmation, 0.0, topology)  # its time is up
+    [(confirmation, _, _)] = controller.loop.unconfirmed._changes
+    controller.loop.unconfirmed.clock.now += 10.0  # its time is up
     step(controller)
     assert switch.dumps == dumps + 1 and confirmation.cancelled()
     assert status(store) == ('', 'DOWN')
+
+
+def test_a_vm_plugged_during_a_store_outage_gets_its_flows_and_is_reported_after(cloud):
+    """Nova bound the port here before the outage, so the cache knows it."""
+    controller, store, switch, ovs = cloud
+    record = store.get(Port.table, 'vm')
+    store.put(Port.table, 'vm', {**record.value, 'binding:host_id': ME})
+    controller.watcher.watch_once()
+    step(controller)
+    switch.confirm()
+    store.down = True
+    ovs.plugged['vm'] = 5
+    controller.wake()
+    step(controller)  # neither the loop nor the reporter waits for the store
+    switch.confirm()
+    step(controller)
+    assert 5 in {a.port for f in switch.flows.values() for a in f.actions if hasattr(a, 'port')}
+    store.down = False
+    assert status(store) == (ME, 'DOWN')
+    controller.reporter.report()
+    assert status(store) == (ME, 'ACTIVE')
+
+
+def test_the_loop_does_not_touch_the_store(cloud):
+    """Not even to reload the scope for a VM the cache does not know: the refiller does."""
+    controller, store, switch, ovs = cloud
+    store.down = True
+    ovs.plugged['unknown'] = 7
+    controller.wake()
+    controller.loop.turn()
+    assert controller.cache.needs_refill
+
+
+def test_a_heartbeat_is_liveness_not_a_change(cloud):
+    controller, store, _, _ = cloud
+    revision = store.revision()
+    controller.reporter.report()
+    assert store.revision() == revision + 1  # the chassis registered, once
+    controller.reporter.clock.now += 60
+    controller.reporter.report()
+    assert store.revision() == revision + 1
+    beat = store.heartbeats()[ME]
+    assert beat['networks'] == [] and beat['revision_seen'] == controller.cache.revision
+
+
+def test_a_failing_pass_is_retried_then_started_from_scratch_then_the_process_exits(
+        cloud, monkeypatch):
+    controller, _, _, _ = cloud
+    loop = controller.loop
+    monkeypatch.setattr(flow_loop, 'FAILURE_BACKOFF', (0.0, 0.0))
+    refills = []
+    monkeypatch.setattr(controller.watcher, 'ask_refill', lambda: refills.append(1))
+
+    def broken():
+        raise KeyError('a bug outside the apps')
+    monkeypatch.setattr(loop, 'topology', broken)
+    for failure in range(1, flow_loop.FAILURES_BEFORE_EXIT):
+        loop.contained_turn()  # it wakes itself again
+        assert controller.supervisor.exit_code == 0 and not controller.stop_event.is_set()
+        assert len(refills) == failure // flow_loop.FAILURES_BEFORE_RESYNC
+    loop.contained_turn()
+    assert controller.supervisor.exit_code == 1 and controller.stop_event.is_set()
+
+
+def test_run_exits_non_zero_when_a_thread_dies(cloud, monkeypatch):
+    controller, _, _, _ = cloud
+
+    def dies():
+        raise RuntimeError('a bug in the reporter')
+    monkeypatch.setattr(controller.reporter, 'run', dies)
+    result = []
+    runner = threading.Thread(target=lambda: result.append(controller.run()))
+    runner.start()
+    runner.join(timeout=10)
+    assert result == [1]

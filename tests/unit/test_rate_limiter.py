@@ -1,5 +1,5 @@
 """The per-port DHCP rate limit: a burst of `rate`, then `rate` per second, per port."""
-from dragonflow.controller.service import RateLimiter
+from dragonflow.controller.packet_ins import RateLimiter
 from tests.unit.clock import Clock
 
 

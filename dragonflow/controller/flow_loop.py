@@ -1,0 +1,177 @@
+"""The flow loop: the one thread that computes and sends br-int's flows.
+
+Woken by the store watcher (the cache changed), the local OVSDB (VM interfaces plugged and
+unplugged) and the OpenFlow connection. Level-triggered: each pass builds the topology from
+the cache as it is now, asks the apps for the flows and lets the reconciler send the
+difference. It does not wait for the switch to confirm a change (confirmations.py), and it
+never waits on the store: a scope to reload is asked of the store watcher, reports go to the
+reporter's worker.
+
+No input stops it. Conflicting flows are resolved by precedence and a failing app or unit is
+contained (apps/). Any other error in a pass is logged with what the pass was doing, and the
+pass is retried with backoff; after a few failures in a row the controller starts again from
+scratch (the scope reloaded, the switch read back, nothing kept from earlier passes); if it
+still fails, the process exits non-zero to be restarted (supervisor.py).
+"""
+import logging
+import threading
+import time
+from typing import Callable, Optional
+
+from dragonflow.controller import apps, memo
+from dragonflow.controller.cache import Cache
+from dragonflow.controller.confirmations import Unconfirmed
+from dragonflow.controller.openflow import SwitchError
+from dragonflow.controller.reconciler import Reconciler
+from dragonflow.controller.topology import Topology
+
+LOG = logging.getLogger(__name__)
+SWITCH_RETRY_SECONDS = 1.0
+FAILURE_BACKOFF = (0.1, 5.0)  # seconds: after the first failed pass in a row, the longest
+FAILURES_BEFORE_RESYNC = 3
+FAILURES_BEFORE_EXIT = 8
+# DHCP requests and packets held for ports about to be plugged: the switch lets no more through.
+PACKET_IN_RATE, PACKET_IN_BURST = 500, 100
+
+
+class FlowLoop:
+    def __init__(self, chassis_id: str, cache: Cache, ovs, switch, tunnel_type: str,
+                 reporter, watcher, packet_ins, supervisor,
+                 clock: Callable[[], float] = time.monotonic):
+        self.chassis_id, self.cache, self.ovs, self.switch = chassis_id, cache, ovs, switch
+        self.tunnel_type = tunnel_type
+        self.reporter, self.watcher, self.packet_ins = reporter, watcher, packet_ins
+        self.supervisor, self.stop = supervisor, supervisor.stop
+        self.reconciler = Reconciler(switch, rank=apps.precedence, owner=apps.owner)
+        self.app_flows = apps.AppFlows()
+        self.unconfirmed = Unconfirmed(clock)
+        self.sent: Optional[Topology] = None  # the last topology whose flows were sent
+        self._wake = threading.Event()  # a change to recompute for, or an answer of the switch
+        self._recompute = True
+        self._recompute_lock = threading.Lock()  # wake() sets it as the loop takes it
+        self._switch_resync = True
+        self._failures = 0  # passes failed in a row
+        self._stage = 'starting'
+
+    def wake(self) -> None:
+        with self._recompute_lock:
+            self._recompute = True
+        self._wake.set()
+
+    def switch_connected(self) -> None:
+        self.ask_resync()
+
+    def ask_resync(self) -> None:
+        """Read the switch's flows back and reconcile against them, at the next pass."""
+        self._switch_resync = True
+        self.wake()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self._wake.wait(timeout=self.unconfirmed.seconds_left())
+            self._wake.clear()
+            self.contained_turn()
+
+    def contained_turn(self) -> None:
+        """A turn whose errors are contained (see the module docstring)."""
+        try:
+            self.turn()
+        except SwitchError as e:
+            LOG.warning('pass failed (br-int), retrying: %s', e)
+            self.stop.wait(SWITCH_RETRY_SECONDS)
+            self.wake()
+        except Exception as e:  # noqa: BLE001 - see the module docstring
+            self._failed(e)
+        else:
+            self._failures = 0
+
+    def turn(self) -> None:
+        """What the loop does each time it is woken or due."""
+        self._stage = 'settling the changes sent'
+        confirmed, refused = self.unconfirmed.settle()
+        if confirmed is not None:
+            self.reporter.ports_confirmed(confirmed)
+        if refused:
+            self.ask_resync()
+        self._pass(self._take_recompute())
+
+    def _take_recompute(self) -> bool:
+        with self._recompute_lock:
+            recompute, self._recompute = self._recompute, False
+        return recompute
+
+    def _pass(self, recompute: bool) -> None:
+        """Recompute the flows when something woke us (a change of the cache, of the
+        interfaces or of the connection) and the cache holds a first snapshot: before it,
+        the switch's flows are the best there is, and they stay."""
+        with self.cache.lock:
+            loaded = self.cache.loaded
+        if not loaded or not self.switch.connected or not (recompute or self._switch_resync):
+            return
+        if self._switch_resync:
+            # Cleared first: a reconnection while reading back asks again. If reading back
+            # fails, the mirror still holds what was sent, perhaps refused: never reconcile
+            # against it.
+            self._switch_resync = False
+            self._stage = 'reading br-int back'
+            try:
+                self.unconfirmed.forget()
+                self.reconciler.resync()
+                self._limit_packet_ins()
+            except SwitchError:
+                self._switch_resync = True
+                raise
+        self._stage = 'building the topology'
+        topology = self.topology()
+        self._stage = 'computing the flows'
+        desired = self.app_flows(topology)
+        self._stage = 'reconciling br-int'
+        # Held packets go out right behind the bundle that lets them through, not a round
+        # trip later: the switch handles them after it.
+        change = self.reconciler.reconcile(
+            desired, then=lambda: self.packet_ins.release_held(topology))
+        self.sent = topology
+        if change.confirmation:
+            change.confirmation.add_done_callback(lambda _: self._wake.set())
+            self.unconfirmed.sent(change.confirmation, topology)
+        elif not self.unconfirmed.same_flows(topology):
+            self.reporter.ports_confirmed(topology)
+        self.reporter.wake()  # what this chassis serves may have changed
+
+    def topology(self) -> Topology:
+        ofports, tunnels = self.ovs.interfaces()
+        with self.cache.lock:
+            self.cache.set_local_ports(set(ofports))
+            refill = self.cache.needs_refill
+            topology = Topology.from_objects(self.chassis_id, self.cache.objects, ofports,
+                                             tunnels.get(self.tunnel_type))
+        if refill:  # a VM plugged for a port or network not cached: the watcher wakes us
+            self.watcher.ask_refill()
+        return topology
+
+    def _limit_packet_ins(self) -> None:
+        """A datapath without meters (an old kernel's) refuses the meter: the flows matter
+        more than the limit, so go on without it."""
+        try:
+            self.switch.limit_packet_ins(PACKET_IN_RATE, PACKET_IN_BURST)
+        except SwitchError as e:
+            if not self.switch.connected:
+                raise
+            LOG.warning('packet-ins are not limited: the switch refused the meter (%s)', e)
+
+    def _failed(self, error: Exception) -> None:
+        self._failures += 1
+        LOG.error('pass failed while %s (%d in a row)', self._stage, self._failures,
+                  exc_info=error)
+        if self._failures >= FAILURES_BEFORE_EXIT:
+            self.supervisor.fail(f'{self._failures} passes failed in a row', error)
+            return
+        if self._failures % FAILURES_BEFORE_RESYNC == 0:
+            LOG.warning('starting again from scratch: the scope reloaded, br-int read back')
+            memo.forget()
+            self.app_flows = apps.AppFlows()
+            self.watcher.ask_refill()
+            self._switch_resync = True
+        pause = min(FAILURE_BACKOFF[0] * 2 ** (self._failures - 1), FAILURE_BACKOFF[1])
+        self.stop.wait(pause)
+        self.wake()

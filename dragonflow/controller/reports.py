@@ -1,0 +1,152 @@
+"""Everything the controller tells the store, from a worker thread of its own, so the flow
+loop never waits on the store:
+- the chassis record (the tunnel endpoint), when the store's is missing or differs;
+- a heartbeat (Store.heartbeat: a liveness record that expires, not a logged change) every
+  interval, and at once when the networks or routers this chassis serves change;
+- its ports' binding and status: bound here and ACTIVE once the switch has confirmed their
+  flows, DOWN and unbound once unplugged.
+
+Level-triggered: the loop hands over the newest confirmed topology, and each report is
+computed from it and the cache's current objects when it is written. A store outage delays
+the reports, never a flow: they are retried with backoff and go out when it returns.
+"""
+import logging
+import threading
+import time
+from typing import Callable, Optional
+
+from dragonflow.controller.cache import Cache
+from dragonflow.model import Chassis, ChassisStatus, Port
+from dragonflow.store import api
+
+LOG = logging.getLogger(__name__)
+BACKOFF = (0.1, 2.0)  # seconds: the first pause after a store error, the longest
+HEARTBEATS_TO_EXPIRE = 3  # a chassis whose heartbeats stop is down after this many intervals
+
+
+class Reporter:
+    def __init__(self, store: api.Store, cache: Cache, chassis: Chassis, interval: float,
+                 stop: threading.Event, wake_loop: Callable[[], None],
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time):
+        self.store, self.cache, self.chassis = store, cache, chassis
+        self.interval, self.stop, self.wake_loop = interval, stop, wake_loop
+        self.clock, self.wall_clock = clock, wall_clock
+        self._wake = threading.Event()
+        self._lock = threading.Lock()  # guards _confirmed between the loop and this worker
+        self._confirmed = None  # the newest topology whose flows the switch has, to report
+        self._next_heartbeat = 0.0
+        self._published: Optional[tuple] = None  # (networks, routers) of the last heartbeat
+        self._registered = False
+
+    def ports_confirmed(self, topology) -> None:
+        """From the loop: the switch has the flows of ``topology``; report its ports."""
+        with self._lock:
+            self._confirmed = topology
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Something may have changed what this chassis serves: publish it if so."""
+        self._wake.set()
+
+    def run(self) -> None:
+        pause = BACKOFF[0]
+        while not self.stop.is_set():
+            self._wake.wait(timeout=max(self._next_heartbeat - self.clock(), 0.0))
+            self._wake.clear()
+            try:
+                self.report()
+                pause = BACKOFF[0]
+            except api.StoreError as e:
+                LOG.warning('cannot report to the store, retrying in %.1f s: %s', pause, e)
+                self.stop.wait(pause)
+                pause = min(pause * 2, BACKOFF[1])
+                self._wake.set()
+
+    def report(self) -> None:
+        """One round: whatever is due. A failed write leaves it due."""
+        if not self._registered:
+            self._register()
+        served = self._served()
+        if self.clock() >= self._next_heartbeat or served != self._published:
+            self._heartbeat(served)
+        with self._lock:
+            topology, self._confirmed = self._confirmed, None
+        if topology is not None:
+            try:
+                self._report_ports(topology)
+            except BaseException:
+                with self._lock:  # retried, unless a newer one came meanwhile
+                    self._confirmed = self._confirmed or topology
+                raise
+
+    def _register(self) -> None:
+        record = self.store.get(Chassis.table, self.chassis.id)
+        if record is None or not Chassis.from_doc(record.value).same_endpoint(self.chassis):
+            self.store.put(Chassis.table, self.chassis.id, self.chassis.to_doc())
+            LOG.info('chassis %s registered: %s %s', self.chassis.id, self.chassis.tunnel_ip,
+                     ','.join(self.chassis.tunnel_types))
+        self._registered = True
+
+    def _served(self) -> tuple:
+        with self.cache.lock:
+            return (sorted(self.cache.objects['networks']),
+                    sorted(self.cache.objects['routers']), self.cache.revision)
+
+    def _heartbeat(self, served: tuple) -> None:
+        networks, routers, revision = served
+        status = ChassisStatus(time=self.wall_clock(), revision_seen=revision,
+                               networks=networks, routers=routers)
+        self.store.heartbeat(self.chassis.id, status.model_dump(),
+                             ttl=HEARTBEATS_TO_EXPIRE * self.interval)
+        self._published = served[:2]
+        self._next_heartbeat = self.clock() + self.interval
+
+    def _report_ports(self, topology) -> None:
+        """Bind plugged ports to this chassis (ACTIVE: their flows are in); unplugged ones go
+        DOWN and unbound. Decided on the cache's current version of each port."""
+        me = self.chassis.id
+        updates = []
+        with self.cache.lock:
+            ports = self.cache.objects[Port.table]
+            current = [ports[i] for i in topology.ports if i in ports]
+        for port in current:
+            plugged = port.id in topology.ofports
+            if plugged and (port.binding_host_id != me or port.status != 'ACTIVE'):
+                updates.append((port, {'binding_host_id': me, 'status': 'ACTIVE'}))
+            elif not plugged and port.binding_host_id == me and port.status == 'ACTIVE':
+                updates.append((port, {'binding_host_id': '', 'status': 'DOWN'}))
+        if not self._update_ports(updates):  # retried soon, with the cache's newer versions
+            self._next_heartbeat = min(self._next_heartbeat, self.clock() + BACKOFF[0])
+            with self._lock:
+                self._confirmed = self._confirmed or topology
+
+    def _update_ports(self, updates: list[tuple[Port, dict]]) -> bool:
+        """One commit for all, each conditional on the port not having changed; if some did,
+        the others are written one by one, and the changed ones are left to the next round
+        (the watcher brings their new version into the cache): False then. The cache keeps
+        what was written at once."""
+        if not updates:
+            return True
+        puts = {}
+        for port, changes in updates:
+            new = port.model_copy(update=changes)
+            puts[port.id] = (new, api.Put(Port.table, port.id, new.to_doc(), expect=port.revision))
+        written = {}
+        try:
+            revision = self.store.commit([put for _, put in puts.values()])
+            written = {port_id: new.model_copy(update={'revision': revision})
+                       for port_id, (new, _) in puts.items()}
+        except api.Conflict:
+            for port_id, (new, put) in puts.items():
+                try:
+                    written[port_id] = new.model_copy(
+                        update={'revision': self.store.commit([put])})
+                except api.Conflict:
+                    pass
+        with self.cache.lock:
+            narrowed = [self.cache.written(port) for port in written.values()]
+        if any(narrowed):
+            self.wake_loop()
+        return len(written) == len(puts)
+
