@@ -12,7 +12,6 @@ from dragonflow.model import Chassis, ChassisStatus, Port
 from dragonflow.store import api
 
 
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog='dfctl', description=__doc__)
     parser.add_argument('--config-file', action='append', default=[],
