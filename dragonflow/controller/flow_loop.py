@@ -108,7 +108,8 @@ class FlowLoop:
             loaded = self.cache.loaded
         if not loaded or not self.switch.connected or not (recompute or self._switch_resync):
             return
-        if self._switch_resync:
+        read_back = self._switch_resync
+        if read_back:
             # Cleared first: a reconnection while reading back asks again. If reading back
             # fails, the mirror still holds what was sent, perhaps refused: never reconcile
             # against it.
@@ -131,6 +132,9 @@ class FlowLoop:
         change = self.reconciler.reconcile(
             desired, then=lambda: self.packet_ins.release_held(topology))
         self.sent = topology
+        if read_back:
+            LOG.info('br-int read back and reconciled: %d flows wanted, %d deleted, %d added',
+                     len(self.reconciler.installed), len(change.deletes), len(change.adds))
         if change.confirmation:
             change.confirmation.add_done_callback(lambda _: self._wake.set())
             self.unconfirmed.sent(change.confirmation, topology)
