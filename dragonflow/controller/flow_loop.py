@@ -148,7 +148,7 @@ class FlowLoop:
             self.cache.set_local_ports(set(ofports))
             refill = self.cache.needs_refill
             topology = Topology.from_objects(self.chassis_id, self.cache.objects, ofports,
-                                             tunnels.get(self.tunnel_type))
+                                             tunnels.get(self.tunnel_type), self.cache.revision)
         if refill:  # a VM plugged for a port or network not cached: the watcher wakes us
             self.watcher.ask_refill()
         return topology

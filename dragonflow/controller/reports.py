@@ -2,7 +2,8 @@
 loop never waits on the store:
 - the chassis record (the tunnel endpoint), when the store's is missing or differs;
 - a heartbeat (Store.heartbeat: a liveness record that expires, not a logged change) every
-  interval, and at once when the networks or routers this chassis serves change;
+  interval, and at once when the networks or routers this chassis serves change; it names
+  the store revision whose flows br-int last confirmed;
 - its ports' binding and status: bound here and ACTIVE once the switch has confirmed their
   flows, DOWN and unbound once unplugged.
 
@@ -35,6 +36,7 @@ class Reporter:
         self._wake = threading.Event()
         self._lock = threading.Lock()  # guards _confirmed between the loop and this worker
         self._confirmed = None  # the newest topology whose flows the switch has, to report
+        self._applied = 0  # the store revision of the newest one
         self._next_heartbeat = 0.0
         self._published: Optional[tuple] = None  # (networks, routers) of the last heartbeat
         self._registered = False
@@ -43,6 +45,7 @@ class Reporter:
         """From the loop: the switch has the flows of ``topology``; report its ports."""
         with self._lock:
             self._confirmed = topology
+            self._applied = max(self._applied, topology.revision)
         self._wake.set()
 
     def wake(self) -> None:
@@ -68,7 +71,7 @@ class Reporter:
         if not self._registered:
             self._register()
         served = self._served()
-        if self.clock() >= self._next_heartbeat or served != self._published:
+        if self.clock() >= self._next_heartbeat or served[:2] != self._published:
             self._heartbeat(served)
         with self._lock:
             topology, self._confirmed = self._confirmed, None
@@ -90,8 +93,10 @@ class Reporter:
 
     def _served(self) -> tuple:
         with self.cache.lock:
-            return (sorted(self.cache.objects['networks']),
-                    sorted(self.cache.objects['routers']), self.cache.revision)
+            networks, routers = (sorted(self.cache.objects['networks']),
+                                 sorted(self.cache.objects['routers']))
+        with self._lock:
+            return networks, routers, self._applied
 
     def _heartbeat(self, served: tuple) -> None:
         networks, routers, revision = served

@@ -33,15 +33,16 @@ class Topology:
     tunnel_ofport: Optional[int] = None  # this chassis' tunnel port, when it has one
     security_groups: dict = dataclasses.field(default_factory=dict)
     security_group_rules: dict = dataclasses.field(default_factory=dict)
+    revision: int = 0  # the store revision the objects are current at
 
     @classmethod
     def from_objects(cls, chassis_id: str, objects: dict, ofports: dict[str, int],
-                     tunnel_ofport: Optional[int]) -> 'Topology':
+                     tunnel_ofport: Optional[int], revision: int = 0) -> 'Topology':
         """From objects by table name (the cache's), copied so later changes stay out."""
         o = {table: dict(rows) for table, rows in objects.items()}
         return cls(chassis_id, o['networks'], o['subnets'], o['ports'], o['routers'],
                    o['chassis'], ofports, tunnel_ofport, o.get('security_groups', {}),
-                   o.get('security_group_rules', {}))
+                   o.get('security_group_rules', {}), revision)
 
     def __hash__(self):
         return id(self)

@@ -150,7 +150,8 @@ class ChassisStatus(BaseModel):
     """What a controller's heartbeat says (Store.heartbeat: a liveness record, expiring, never
     in the change log)."""
     time: float = Field(description='Unix time of the heartbeat.')
-    revision_seen: int = Field(default=0, description='Last store revision its controller applied.')
+    revision_seen: int = Field(default=0, description='The store revision whose flows its br-int '
+                               'last confirmed.')
     networks: list[str] = Field(default=[], description='Networks its controller serves (caches).')
     routers: list[str] = Field(default=[], description='Routers its controller serves (caches).')
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from dragonflow.lab.cloud import Cloud
+from dragonflow.lab.cloud import Cloud, wait_for
 
 _names = itertools.count(1)
 
@@ -143,3 +143,13 @@ def log_count(chassis, text: str) -> int:
     """How many lines of the chassis' controller log (every run of it) contain ``text``."""
     with open(chassis.controller.log_path, errors='replace') as log:
         return sum(text in line for line in log)
+
+
+def caught_up(cloud, *chassis: str, timeout: float = 5.0) -> None:
+    """Until each chassis' br-int has the flows of the store's revision of now: its heartbeat
+    says which revision the switch last confirmed the flows of."""
+    from dragonflow import store as df_store
+    store = df_store.connect(cloud.store_url)
+    revision = store.revision()
+    wait_for(lambda: all(store.heartbeats().get(c, {}).get('revision_seen', 0) >= revision
+                         for c in chassis), timeout, what=f'{chassis} at revision {revision}')

@@ -14,7 +14,7 @@ RECONCILED = 'br-int read back and reconciled'
 def test_a_port_given_the_gateway_address_does_not_stop_the_chassis(cloud, topo):
     """A VM port holding the gateway address of a DHCP-enabled subnet with no router made
     two apps want one flow, and the controller's loop died: later ports never went ACTIVE."""
-    subnet = topo.subnet('10.41.0.0/24')
+    subnet = topo.subnet('10.45.0.0/24')
     squatter = topo.vm(subnet, 'ch1', ip=subnet.gateway_ip)
     a, b = topo.vm(subnet, 'ch1'), topo.vm(subnet, 'ch2')
     assert reachable_within(a, b.ip, 3)
@@ -24,7 +24,7 @@ def test_a_port_given_the_gateway_address_does_not_stop_the_chassis(cloud, topo)
 def test_an_app_that_raises_for_one_port_leaves_the_others_served(cloud, topo, monkeypatch):
     """port_security made (by a test hook) to fail for one port: that port's flows of that app
     are left out, and the chassis goes on serving every other port."""
-    s1, s2 = topo.subnet('10.42.1.0/24'), topo.subnet('10.42.2.0/24')
+    s1, s2 = topo.subnet('10.46.1.0/24'), topo.subnet('10.46.2.0/24')
     topo.router(s1, s2)
     far = topo.vm(s2, 'ch1')
     poisoned = topo.port(s1)
@@ -50,7 +50,7 @@ def test_an_app_that_raises_for_one_port_leaves_the_others_served(cloud, topo, m
 
 
 def test_a_restart_under_traffic_loses_nothing_and_rewrites_no_flow(cloud, topo):
-    s1, s2 = topo.subnet('10.43.1.0/24'), topo.subnet('10.43.2.0/24')
+    s1, s2 = topo.subnet('10.47.1.0/24'), topo.subnet('10.47.2.0/24')
     topo.router(s1, s2)
     a, b = topo.vm(s1, 'ch1'), topo.vm(s2, 'ch2')
     assert reachable_within(a, b.ip, 3)
@@ -77,7 +77,7 @@ def test_a_restart_under_traffic_loses_nothing_and_rewrites_no_flow(cloud, topo)
 
 
 def test_br_int_settings_and_the_tunnel_port_are_restored(cloud, topo):
-    subnet = topo.subnet('10.44.0.0/24')
+    subnet = topo.subnet('10.48.0.0/24')
     a, b = topo.vm(subnet, 'ch1'), topo.vm(subnet, 'ch2')
     assert reachable_within(a, b.ip, 3)
     ovs = cloud.chassis['ch1'].ovs

@@ -3,13 +3,13 @@ import hashlib
 import json
 import os
 import re
-import threading
 import time
 
 from dragonflow.controller import apps
 from dragonflow.controller.reconciler import index
 from dragonflow.lab import netns
 from dragonflow.lab.cloud import wait_for
+from tests.dataplane.conftest import Pinger
 
 CHANGE_DEADLINE = 1.0
 
@@ -47,7 +47,8 @@ def test_subnet_reachable_only_while_on_the_router(topo):
     topo.sdk.network.add_interface_to_router(router, subnet=s3.id)
     assert reachable_within(a, far.ip, CHANGE_DEADLINE)
     topo.sdk.network.remove_interface_from_router(router, subnet=s3.id)
-    time.sleep(CHANGE_DEADLINE)
+    wait_for(lambda: not a.ping(far.ip, count=1, timeout=0.3), CHANGE_DEADLINE,
+             what='the subnet off the router unreachable')
     assert not a.ping(far.ip, count=2, timeout=0.5)
 
 
@@ -94,20 +95,19 @@ def test_controller_restart_drops_no_packet_and_converges_exactly(cloud, topo):
     chassis = cloud.chassis['ch1']
     stale_key = _port_key(cloud, stale.port.id)
     before = _normalized_flows(chassis)
-    result = {}
-    pinger = threading.Thread(target=lambda: result.update(out=a.exec(
-        'ping', '-n', '-q', '-i', '0.01', '-c', '500', b.ip, timeout=60)))
-    pinger.start()
-    time.sleep(1)
-    chassis.kill_controller()
-    stale.detach()
-    topo.sdk.network.delete_port(stale.port.id)  # changed while the controller is down
-    time.sleep(0.5)
-    chassis.start_controller()
-    pinger.join()
-    assert ' 0% packet loss' in result['out'], result['out']
-    wait_for(lambda: not _flows_mentioning(cloud, stale_key, stale.port.mac_address, stale.ip),
-             5, what='stale flows of the port deleted meanwhile to go')
+    with Pinger(a, b.ip, interval=0.01) as ping:
+        wait_for(lambda: ping.replies >= 20, 5, what='the ping under way')
+        chassis.kill_controller()
+        stale.detach()
+        topo.sdk.network.delete_port(stale.port.id)  # changed while the controller is down
+        chassis.start_controller()
+        wait_for(lambda: not _flows_mentioning(cloud, stale_key, stale.port.mac_address,
+                                               stale.ip),
+                 5, what='stale flows of the port deleted meanwhile to go')
+        replies = ping.replies
+        wait_for(lambda: ping.replies >= replies + 20, 5, what='the ping past the reconcile')
+        transmitted, received = ping.stop()
+    assert transmitted == received, ping.lines[-3:]
     after = _normalized_flows(chassis)
     removed = before - after
     assert removed and all(_mentions(line, stale_key, stale.port.mac_address, stale.ip)

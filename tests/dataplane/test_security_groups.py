@@ -1,10 +1,12 @@
 """Stateful security groups with real traffic across chassis (conntrack in each port's zone)."""
 import itertools
+import re
 import time
 
 import pytest
 
 from dragonflow.lab.cloud import wait_for
+from tests.dataplane.conftest import caught_up
 from tests.dataplane.test_routing import reachable_within
 
 
@@ -44,7 +46,8 @@ def lab(topo):
     for port in (22, 23):
         t.popen('nc', '-l', '-k', str(port))
     t.popen('sh', '-c', 'while true; do echo pong | nc -u -l -w 1 5353; done')
-    time.sleep(0.3)
+    wait_for(lambda: {':22 ', ':23 ', ':5353 '} <= set(re.findall(
+        r':\d+ ', t.exec('ss', '-ltun'))), 5, what='the listeners up')
     return sdk, t, a, b, x, y, guarded, solo
 
 
@@ -85,7 +88,7 @@ def test_a_remote_group_rule_follows_a_port_that_joins_the_group(lab):
     sdk.network.create_security_group_rule(
         security_group_id=guarded.id, direction='ingress', ethertype='IPv4', protocol='tcp',
         port_range_min=23, port_range_max=23, remote_group_id=friends.id)
-    time.sleep(1)
+    caught_up(t.chassis.cloud, 'ch1')  # its flows are in: the check below means something
     assert not connects(y, t.ip, 23)
     sdk.network.update_port(y.port.id, security_groups=[solo.id, friends.id])
     wait_for(lambda: connects(y, t.ip, 23), 5, what='y let in once it joined friends')

@@ -222,15 +222,19 @@ def test_the_loop_does_not_touch_the_store(cloud):
 
 
 def test_a_heartbeat_is_liveness_not_a_change(cloud):
-    controller, store, _, _ = cloud
+    controller, store, switch, _ = cloud
     revision = store.revision()
     controller.reporter.report()
     assert store.revision() == revision + 1  # the chassis registered, once
+    assert store.heartbeats()[ME]['revision_seen'] == 0  # no flows confirmed yet
+    step(controller)
+    switch.confirm()
+    step(controller)
     controller.reporter.clock.now += 60
     controller.reporter.report()
     assert store.revision() == revision + 1
     beat = store.heartbeats()[ME]
-    assert beat['networks'] == [] and beat['revision_seen'] == controller.cache.revision
+    assert beat['networks'] == [] and beat['revision_seen'] == controller.cache.revision > 0
 
 
 def test_a_failing_pass_is_retried_then_started_from_scratch_then_the_process_exits(
