@@ -1,11 +1,8 @@
 """The reconciler sends the switch exactly the difference between what it holds and what the
 apps want, and converges a switch that holds anything at all."""
 import pytest
-from os_ken.ofproto import ofproto_protocol
-from os_ken.ofproto import ofproto_v1_3 as ofp
-from os_ken.ofproto import ofproto_v1_3_parser as parser
 
-from dragonflow.controller import apps, openflow
+from dragonflow.controller import apps
 from dragonflow.controller.flows import (
     COOKIE_OBJECT_MASK,
     Conjunction,
@@ -19,7 +16,7 @@ from dragonflow.controller.flows import (
 )
 from dragonflow.controller.reconciler import Reconciler, index
 from tests.flowsim import FlowTableSimulator
-from tests.unit.builders import every_kind_of_flow, rich_topology
+from tests.unit.builders import every_kind_of_flow, read_back, rich_topology
 
 PORT_REGS = ('reg6', 'reg7')
 
@@ -153,27 +150,17 @@ def test_refused_bundle_is_sent_again_in_full():
     assert reconciler.reconcile([good]).adds == [good]
 
 
-def _through_os_ken(flow: Flow) -> Flow:
-    """The flow encoded as the flow_mod that installs it and decoded as a dump reads it."""
-    datapath = ofproto_protocol.ProtocolDesc(ofp.OFP_VERSION)
-    message = openflow.flow_mod(flow, ofp.OFPFC_ADD)
-    message.set_xid(0)
-    message.serialize()
-    return openflow.flow_from_stats(parser.OFPFlowMod.parser(
-        datapath, ofp.OFP_VERSION, ofp.OFPT_FLOW_MOD, len(message.buf), 0, message.buf))
-
-
 def test_every_flow_reads_back_as_it_was_made():
     """A resync must find the flows the apps want equal to the ones installed, or a restarted
     controller would rewrite them all: conjunctions, conj_id and zones from a register
-    included."""
+    included, read back as OVS keeps them (builders.read_back)."""
     desired = every_kind_of_flow()
     assert any(isinstance(a, Conjunction) for f in desired for a in f.actions)
     assert any('conj_id' in f.match.fields() for f in desired)
     assert any(isinstance(a, Conntrack) and isinstance(a.zone, str)
                for f in desired for a in f.actions)
     for flow in desired:
-        assert _through_os_ken(flow) == flow
+        assert read_back(flow) == flow
 
 
 def test_conjunctions_compare_in_any_order_and_never_with_other_actions():
