@@ -48,6 +48,8 @@ def ratio_interval(numerator: list, denominator: list, q: float = 50, paired: bo
     systems alike in a round moves neither the ratio nor its interval; a round whose sample
     is None on either side (no answer) is left out. Unpaired: each list is resampled on its
     own (Nones dropped). Seeded: the same samples give the same interval."""
+    if not numerator or not denominator:
+        return None
     if paired:
         rounds = [(a, b) for a, b in zip(numerator, denominator, strict=True)
                   if a is not None and b is not None]

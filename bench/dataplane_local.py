@@ -159,7 +159,7 @@ def report(results: dict, ratios) -> None:
                                           results[denominator]['gbps'])
         verdict = '' if target is None else f' (target >= {target}: ' + (
             'met' if low >= target else 'NOT met' if high < target
-            else f'undecided, the interval spans it; median ratio {ratio:.3f}') + ')'
+            else 'undecided, the interval spans it') + ')'
         print(f'{numerator} / {denominator}: {ratio:.3f} [{low:.3f}, {high:.3f}]{verdict}')
 
 
