@@ -3,7 +3,6 @@ import argparse
 import re
 import subprocess
 import sys
-import time
 
 from dragonflow import conf as df_conf
 from dragonflow import store as df_store
@@ -49,19 +48,18 @@ def cmd_status(args, conf) -> int:
     ports = [Port.from_doc(r.value, r.revision) for r in store.list(Port.table)]
     beats = store.heartbeats()  # only those not expired: the others are down
     print(f'store {conf.store.url} at revision {revision}')
-    rows = [('CHASSIS', 'TUNNEL IP', 'STATE', 'HEARTBEAT', 'PORTS BOUND', 'NETWORKS',
-             'ROUTERS', 'REVISION SEEN')]
-    now = time.time()
+    rows = [('CHASSIS', 'TUNNEL IP', 'STATE', 'PORTS BOUND', 'NETWORKS', 'ROUTERS',
+             'REVISION SEEN')]
     for record in store.list(Chassis.table):
         chassis = Chassis.from_doc(record.value, record.revision)
         bound = sum(1 for p in ports if p.binding_host_id == chassis.id and p.status == 'ACTIVE')
         if chassis.id in beats:
             status = ChassisStatus.model_validate(beats[chassis.id])
-            rows.append((chassis.id, chassis.tunnel_ip, 'up', f'{now - status.time:.1f} s ago',
-                         str(bound), str(len(status.networks)), str(len(status.routers)),
+            rows.append((chassis.id, chassis.tunnel_ip, 'up', str(bound),
+                         str(len(status.networks)), str(len(status.routers)),
                          f'{status.revision_seen} / {revision}'))
-        else:
-            rows.append((chassis.id, chassis.tunnel_ip, 'DOWN', '-', str(bound), '-', '-',
+        else:  # no heartbeat within three intervals
+            rows.append((chassis.id, chassis.tunnel_ip, 'DOWN', str(bound), '-', '-',
                          f'- / {revision}'))
     print(_table(rows))
     return 0

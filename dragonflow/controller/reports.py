@@ -28,11 +28,10 @@ HEARTBEATS_TO_EXPIRE = 3  # a chassis whose heartbeats stop is down after this m
 class Reporter:
     def __init__(self, store: api.Store, cache: Cache, chassis: Chassis, interval: float,
                  stop: threading.Event, wake_loop: Callable[[], None],
-                 clock: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.monotonic):
         self.store, self.cache, self.chassis = store, cache, chassis
         self.interval, self.stop, self.wake_loop = interval, stop, wake_loop
-        self.clock, self.wall_clock = clock, wall_clock
+        self.clock = clock
         self._wake = threading.Event()
         self._lock = threading.Lock()  # guards _confirmed between the loop and this worker
         self._confirmed = None  # the newest topology whose flows the switch has, to report
@@ -100,8 +99,7 @@ class Reporter:
 
     def _heartbeat(self, served: tuple) -> None:
         networks, routers, revision = served
-        status = ChassisStatus(time=self.wall_clock(), revision_seen=revision,
-                               networks=networks, routers=routers)
+        status = ChassisStatus(revision_seen=revision, networks=networks, routers=routers)
         self.store.heartbeat(self.chassis.id, status.model_dump(),
                              ttl=HEARTBEATS_TO_EXPIRE * self.interval)
         self._published = served[:2]

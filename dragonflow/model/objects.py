@@ -148,8 +148,8 @@ class Chassis(Model):
 
 class ChassisStatus(BaseModel):
     """What a controller's heartbeat says (Store.heartbeat: a liveness record, expiring, never
-    in the change log)."""
-    time: float = Field(description='Unix time of the heartbeat.')
+    in the change log). No timestamp: that it has not expired says the chassis is up, and a
+    value that does not change costs etcd no write (a lease keepalive alone)."""
     revision_seen: int = Field(default=0, description='The store revision whose flows its br-int '
                                'last confirmed.')
     networks: list[str] = Field(default=[], description='Networks its controller serves (caches).')
