@@ -39,9 +39,11 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def ratio_interval(numerator: list, denominator: list, q: float = 50, paired: bool = True,
-                   confidence: float = 0.95, resamples: int = 4000, seed: int = 13):
+                   confidence: float = 0.95, resamples: int = 4000, seed: int = 13,
+                   statistic=None):
     """percentile(numerator, q) / percentile(denominator, q) with a percentile-bootstrap
     ``confidence`` interval: (ratio, low, high), or None without samples on both sides.
+    ``statistic`` (a function of a list) replaces the nearest-rank percentile when given.
 
     ``paired``: the two lists are taken in rounds, the i-th of each measured one right after
     the other, and a resample draws whole rounds (with replacement), so load that moved both
@@ -59,6 +61,7 @@ def ratio_interval(numerator: list, denominator: list, q: float = 50, paired: bo
         denominator = [b for b in denominator if b is not None]
     if not numerator or not denominator:
         return None
+    stat = statistic or (lambda values: percentile(values, q))
     rng = random.Random(seed)
     ratios = []
     for _ in range(resamples):
@@ -68,13 +71,13 @@ def ratio_interval(numerator: list, denominator: list, q: float = 50, paired: bo
         else:
             a = rng.choices(numerator, k=len(numerator))
             b = rng.choices(denominator, k=len(denominator))
-        base = percentile(b, q)
-        ratios.append(percentile(a, q) / base if base else math.inf)
+        base = stat(b)
+        ratios.append(stat(a) / base if base else math.inf)
     ratios.sort()
     tail = (1 - confidence) / 2
     low = ratios[int(tail * resamples)]
     high = ratios[min(resamples - 1, int((1 - tail) * resamples))]
-    return percentile(numerator, q) / percentile(denominator, q), low, high
+    return stat(numerator) / stat(denominator), low, high
 
 
 def log(message: str) -> None:

@@ -156,7 +156,8 @@ def report(results: dict, ratios) -> None:
           'paired]:')
     for numerator, denominator, target in ratios:
         ratio, low, high = ratio_interval(results[numerator]['gbps'],
-                                          results[denominator]['gbps'])
+                                          results[denominator]['gbps'],
+                                          statistic=statistics.median)
         verdict = '' if target is None else f' (target >= {target}: ' + (
             'met' if low >= target else 'NOT met' if high < target
             else 'undecided, the interval spans it') + ')'
