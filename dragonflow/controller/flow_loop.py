@@ -30,6 +30,7 @@ SWITCH_RETRY_SECONDS = 1.0
 FAILURE_BACKOFF = (0.1, 5.0)  # seconds: after the first failed pass in a row, the longest
 FAILURES_BEFORE_RESYNC = 3
 FAILURES_BEFORE_EXIT = 8
+LOGGED_FLOWS = 20  # of those a read-back changed: what a restart had to fix
 # DHCP requests and packets held for ports about to be plugged: the switch lets no more through.
 PACKET_IN_RATE, PACKET_IN_BURST = 500, 100
 
@@ -129,12 +130,17 @@ class FlowLoop:
         self._stage = 'reconciling br-int'
         # Held packets go out right behind the bundle that lets them through, not a round
         # trip later: the switch handles them after it.
+        read = self.reconciler.installed
         change = self.reconciler.reconcile(
             desired, then=lambda: self.packet_ins.release_held(topology))
         self.sent = topology
         if read_back:
             LOG.info('br-int read back and reconciled: %d flows wanted, %d deleted, %d added',
                      len(self.reconciler.installed), len(change.deletes), len(change.adds))
+            for flow in change.deletes[:LOGGED_FLOWS]:
+                LOG.info('deleted %s', flow)
+            for flow in change.adds[:LOGGED_FLOWS]:
+                LOG.info('added %s, was %s', flow, read.get(flow.key))
         if change.confirmation:
             change.confirmation.add_done_callback(lambda _: self._wake.set())
             self.unconfirmed.sent(change.confirmation, topology)

@@ -459,6 +459,10 @@ def flow_from_stats(stats) -> of.Flow:
                    tuple(actions), stats.cookie)
 
 
+def _oxm_name(field: str) -> str:
+    return field.removesuffix('_nxm')
+
+
 def _parse_action(action):
     if isinstance(action, parser.OFPActionOutput):
         if action.port == ofp.OFPP_CONTROLLER:
@@ -467,7 +471,9 @@ def _parse_action(action):
     if isinstance(action, parser.OFPActionSetField):
         return of.SetField(action.key, action.value)
     if isinstance(action, parser.NXActionRegMove):
-        return of.Move(action.src_field, action.dst_field, action.n_bits)
+        # OVS dumps a field that has a Nicira header by that header (os-ken: eth_src_nxm),
+        # whichever header the flow was written with: the same field.
+        return of.Move(_oxm_name(action.src_field), _oxm_name(action.dst_field), action.n_bits)
     if isinstance(action, parser.OFPActionDecNwTtl):
         return of.DecTTL()
     if isinstance(action, parser.NXActionResubmitTable):

@@ -226,5 +226,20 @@ def read_back(flow: Flow) -> Flow:
     message = openflow.flow_mod(flow, ofp.OFPFC_ADD)
     message.set_xid(0)
     message.serialize()
-    return as_kept(openflow.flow_from_stats(parser.OFPFlowMod.parser(
-        datapath, ofp.OFP_VERSION, ofp.OFPT_FLOW_MOD, len(message.buf), 0, message.buf)))
+    parsed = parser.OFPFlowMod.parser(datapath, ofp.OFP_VERSION, ofp.OFPT_FLOW_MOD,
+                                      len(message.buf), 0, message.buf)
+    for instruction in parsed.instructions:
+        for action in getattr(instruction, 'actions', ()):
+            if isinstance(action, parser.NXActionRegMove):
+                action.src_field = _nxm_header(action.src_field)
+                action.dst_field = _nxm_header(action.dst_field)
+    return as_kept(openflow.flow_from_stats(parsed))
+
+
+_NXM_NAMES = {t.name for t in ofp.oxm_types if t.name.endswith('_nxm')}
+
+
+def _nxm_header(field: str) -> str:
+    """OVS dumps a reg_move field by its Nicira header where it has one, whatever header it
+    was written with (br-int shows move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[])."""
+    return f'{field}_nxm' if f'{field}_nxm' in _NXM_NAMES else field
