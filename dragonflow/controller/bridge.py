@@ -49,6 +49,6 @@ class BridgeKeeper:
                             *self.packet_in_limit)
                 self.switch.limit_packet_ins(*self.packet_in_limit)
         except SwitchError as e:
-            if self.switch.connected:  # a datapath without meters: the flow loop warned
+            if e.error:  # a datapath without meters: the flow loop warned
                 self._meter_refused = True
                 LOG.info('not checking the packet-in meter: %s', e)

@@ -48,7 +48,12 @@ class PacketIn(NamedTuple):
 
 
 class SwitchError(Exception):
-    """The switch refused a request, did not answer in time, or is not connected."""
+    """The switch refused a request (``error``: the OpenFlow error's type and code), did not
+    answer in time, or is not connected."""
+
+    def __init__(self, message: str, error: Optional[tuple[int, int]] = None):
+        super().__init__(message)
+        self.error = error
 
 
 class _Waiter:
@@ -66,8 +71,8 @@ class _Waiter:
         if last:
             self._settle(self.future.set_result, self.replies)
 
-    def fail(self, error: str) -> None:
-        self._settle(self.future.set_exception, SwitchError(error))
+    def fail(self, error: str, code: Optional[tuple[int, int]] = None) -> None:
+        self._settle(self.future.set_exception, SwitchError(error, code))
 
     @staticmethod
     def _settle(setter, value) -> None:
@@ -152,7 +157,7 @@ class OpenFlowSwitch:
         waiter = self._waiters.get(msg.xid)
         LOG.error('switch error type=%s code=%s xid=%s', msg.type, msg.code, msg.xid)
         if waiter is not None:
-            waiter.fail(f'OpenFlow error type {msg.type} code {msg.code}')
+            waiter.fail(f'OpenFlow error type {msg.type} code {msg.code}', (msg.type, msg.code))
 
     # Called from the controller's threads.
     def dump_flows(self) -> list[of.Flow]:
@@ -199,8 +204,13 @@ class OpenFlowSwitch:
     def packet_in_limit(self) -> Optional[tuple[int, int]]:
         """The controller meter's (rate, burst) as the switch holds it, or None."""
         datapath = self._datapath()
-        replies = self._request([parser.OFPMeterConfigStatsRequest(
-            datapath, meter_id=ofp.OFPM_CONTROLLER)])
+        try:
+            replies = self._request([parser.OFPMeterConfigStatsRequest(
+                datapath, meter_id=ofp.OFPM_CONTROLLER)])
+        except SwitchError as e:
+            if e.error == (ofp.OFPET_METER_MOD_FAILED, ofp.OFPMMFC_UNKNOWN_METER):
+                return None
+            raise
         for config in (c for reply in replies for c in reply.body):
             if config.meter_id == ofp.OFPM_CONTROLLER and config.bands:
                 return config.bands[0].rate, config.bands[0].burst_size

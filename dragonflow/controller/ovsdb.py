@@ -65,11 +65,12 @@ class LocalOvs:
         api, drift = self.api, []
         if not api.br_exists(self.bridge).execute(check_error=True):
             return [f'{self.bridge} is missing']
-        if api.get_fail_mode(self.bridge).execute(check_error=True) != 'secure':
-            drift.append('fail mode is not secure')
-        protocols = api.db_get('Bridge', self.bridge, 'protocols').execute(check_error=True)
-        if list(protocols) != ['OpenFlow13']:
-            drift.append(f'protocols are {list(protocols)}')
+        [bridge] = api.db_list('Bridge', [self.bridge], columns=['fail_mode', 'protocols'],
+                               if_exists=True).execute(check_error=True) or [{}]
+        if bridge.get('fail_mode') not in ('secure', ['secure']):
+            drift.append(f'fail mode is {bridge.get("fail_mode") or "unset"}')
+        if list(bridge.get('protocols', [])) != ['OpenFlow13']:
+            drift.append(f'protocols are {list(bridge.get("protocols", []))}')
         if api.get_controller(self.bridge).execute(check_error=True) != [controller]:
             drift.append(f'the controller is not {controller}')
         name = tunnel_port_name(tunnel_type)

@@ -76,17 +76,21 @@ def test_a_restart_under_traffic_loses_nothing_and_rewrites_no_flow(cloud, topo)
     assert not rewritten, rewritten  # a flow the restart had added again would be younger
 
 
-def test_br_int_settings_and_the_tunnel_port_are_restored(cloud, topo):
+def test_br_int_settings_the_tunnel_port_and_the_meter_are_restored(cloud, topo):
     subnet = topo.subnet('10.48.0.0/24')
     a, b = topo.vm(subnet, 'ch1'), topo.vm(subnet, 'ch2')
     assert reachable_within(a, b.ip, 3)
     ovs = cloud.chassis['ch1'].ovs
     tunnel = f'tun-{cloud.tunnel_type}'
+    assert 'meter=controller' in ovs.ofctl('dump-meters')
     ovs.vsctl('del-port', 'br-int', tunnel)
     ovs.vsctl('set-fail-mode', 'br-int', 'standalone')
+    ovs.ofctl('del-meter', 'meter=controller')
+    assert 'meter=controller' not in ovs.ofctl('dump-meters')
     wait_for(lambda: tunnel in ovs.vsctl('list-ports', 'br-int').split()
-             and ovs.vsctl('get-fail-mode', 'br-int').strip() == 'secure', 10,
-             what='br-int restored by the controller')
+             and ovs.vsctl('get-fail-mode', 'br-int').strip() == 'secure'
+             and re.search(r'meter=controller pktps burst.*\ntype=drop rate=500 burst_size=100',
+                           ovs.ofctl('dump-meters')), 10, what='br-int restored by the controller')
     assert reachable_within(a, b.ip, 5)
 
 
