@@ -117,6 +117,9 @@ class Cache:
         self.lock = threading.Lock()
         self.chassis_id = chassis_id
         self.loaded = False  # once a snapshot has been loaded: before, it knows nothing
+        # The revision of the last change that changed the topology the apps see: flows
+        # built at or after it are current for every later revision too.
+        self.relevant_revision = 0
         self.local_port_ids: set[str] = set()
         self.objects: dict[str, dict[str, Model]] = {table: {} for table in MODELS}
         self.revision = 0
@@ -138,6 +141,7 @@ class Cache:
         self.objects = {table: {i: o for i, o in rows.items() if in_scope(scope, table, o)}
                         for table, rows in everything.items()}
         self.revision = revision
+        self.relevant_revision = revision
         self.loaded = True
         self.needs_refill = False
         self.unknown_port_ids = frozenset(self.local_port_ids - set(everything[Port.table]))
@@ -156,6 +160,8 @@ class Cache:
             self.revision = max(current, events[-1].revision)
         if any(e.table != Chassis.table for e in fresh):  # chassis do not move the scope
             changed |= self._rescope()
+        if changed:
+            self.relevant_revision = self.revision
         return changed
 
     def set_local_ports(self, port_ids: set[str]) -> None:
@@ -175,7 +181,10 @@ class Cache:
             return False
         rows[obj.id] = obj
         self._changed_scope_input(obj.table)
-        return self._rescope()
+        narrowed = self._rescope()
+        if narrowed:
+            self.relevant_revision = max(self.relevant_revision, obj.revision)
+        return narrowed
 
     def _apply(self, event: api.Event) -> bool:
         rows = self.objects[event.table]
@@ -214,6 +223,7 @@ class Cache:
 
     def add(self, obj: Model) -> None:
         self.objects[obj.table][obj.id] = obj
+        self.relevant_revision = self.revision
 
     def _scope(self) -> Scope:
         if self._kept_scope is None:

@@ -91,11 +91,14 @@ class Reporter:
         self._registered = True
 
     def _served(self) -> tuple:
+        with self._lock:
+            applied = self._applied
         with self.cache.lock:
             networks, routers = (sorted(self.cache.objects['networks']),
                                  sorted(self.cache.objects['routers']))
-        with self._lock:
-            return networks, routers, self._applied
+            if self.cache.relevant_revision <= applied:  # nothing since changed the flows
+                applied = max(applied, self.cache.revision)
+        return networks, routers, applied
 
     def _heartbeat(self, served: tuple) -> None:
         networks, routers, revision = served

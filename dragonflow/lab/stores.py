@@ -51,9 +51,17 @@ class Server:
             self.proc.kill()
             self.proc.wait(10)
 
+    def freeze(self) -> None:
+        """Hang (SIGSTOP): connections stay open and nothing answers, until ``thaw``."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         """Stop and remove the directory; safe to call twice."""
         if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # a frozen server would not see SIGTERM
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(5)

@@ -29,8 +29,9 @@ def underlay_icmp(cloud, lines) -> list[tuple[str, str]]:
 
 
 def chassis_serves(cloud, chassis: str) -> tuple[set, set]:
-    record = df_store.connect(cloud.store_url).get('chassis', chassis).value
-    return set(record['networks']), set(record['routers'])
+    """The networks and routers the chassis' heartbeat says it serves."""
+    beat = df_store.connect(cloud.store_url).heartbeats()[chassis]
+    return set(beat['networks']), set(beat['routers'])
 
 
 def network_key(cloud, network_id) -> int:

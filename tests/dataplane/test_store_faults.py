@@ -1,5 +1,6 @@
 """Distributed stores under the data plane: routing over etcd and redis, a store outage that
 the data plane does not notice, and an etcd leader lost during a burst of API calls."""
+import sqlite3
 import time
 
 import pytest
@@ -54,11 +55,17 @@ def test_a_store_outage_loses_no_packet_and_changes_made_after_it_apply(store_cl
     assert time.monotonic() - start <= 2.0
 
 
-def test_a_vm_plugged_and_another_unplugged_during_an_outage(store_cloud):
-    """Both take effect in the data plane during the outage (the cache knows both ports: their
-    network is served on that chassis); both are reported once the store is back."""
+OUTAGES = {'refusing': ('kill', 'start'), 'hung': ('freeze', 'thaw')}
+
+
+@pytest.mark.parametrize('outage', OUTAGES)
+def test_a_vm_plugged_and_another_unplugged_during_an_outage(store_cloud, outage):
+    """Both take effect in the data plane during the outage, whether the store refuses
+    connections (killed) or accepts them and never answers (SIGSTOP): the cache knows both
+    ports (their network is served on that chassis). Both are reported once it is back."""
+    begin, end = OUTAGES[outage]
     topo = Topo(store_cloud)
-    subnet = topo.subnet('10.34.0.0/24')
+    subnet = topo.subnet(f'10.34.{list(OUTAGES).index(outage)}.0/24')
     a, leaving = topo.vm(subnet, 'ch1'), topo.vm(subnet, 'ch2')
     arriving = topo.port(subnet)
     chassis = store_cloud.chassis['ch2']
@@ -68,22 +75,47 @@ def test_a_vm_plugged_and_another_unplugged_during_an_outage(store_cloud):
              what='ch2 to have the new port in its cache')
     ofport = chassis.ovs.vsctl('get', 'Interface', leaving.tap, 'ofport').strip()
     assert reachable_within(a, leaving.ip, 3)
+    vm = store_cloud.vm('ch2', arriving, attach=False)
     for server in store_cloud.store_servers:
-        server.kill()
+        getattr(server, begin)()
     try:
-        vm = store_cloud.vm('ch2', arriving)
+        vm.attach()
         assert reachable_within(a, vm.ip, 3)
         leaving.detach()
         wait_for(lambda: f'output:{ofport}' not in chassis.dump_flows(), 3,
                  what='the flows of the unplugged VM to go')
     finally:
         for server in store_cloud.store_servers:
-            server.start()
+            getattr(server, end)()
     wait_for(lambda: _try(lambda: _status(store, arriving.id)) == ('ch2', 'ACTIVE'), 15,
              what='the VM plugged during the outage reported ACTIVE')
     wait_for(lambda: _try(lambda: _status(store, leaving.port.id)) == ('', 'DOWN'), 15,
              what='the VM unplugged during the outage reported DOWN')
     assert reachable_within(a, vm.ip, 2)
+
+
+def test_sqlite_held_by_another_writer_delays_reports_not_flows(cloud):
+    """The embedded store hangs the way sqlite does: another process holds the write lock
+    (readers go on, in WAL mode). A VM plugged meanwhile for a port the chassis knows (a VM
+    of its network is there already) is reachable at once; it is reported once the lock is
+    let go."""
+    topo = Topo(cloud)
+    subnet = topo.subnet('10.35.0.0/24')
+    a, _ = topo.vm(subnet, 'ch1'), topo.vm(subnet, 'ch2')
+    arriving = topo.port(subnet)
+    vm = cloud.vm('ch2', arriving, attach=False)
+    store = df_store.connect(cloud.store_url, timeout=0.2)
+    assert _status(store, arriving.id) == ('', 'DOWN')  # its connection opened, to read
+    lock = sqlite3.connect(cloud.store_url.removeprefix('sqlite:///'), isolation_level=None)
+    try:
+        lock.execute('BEGIN EXCLUSIVE')
+        vm.attach()
+        assert reachable_within(a, vm.ip, 3)
+        assert _status(store, arriving.id) == ('', 'DOWN')
+    finally:
+        lock.rollback()
+        lock.close()
+    cloud.wait_port_active(arriving.id, timeout=15)
 
 
 def _status(store, port_id):

@@ -267,3 +267,33 @@ def test_run_exits_non_zero_when_a_thread_dies(cloud, monkeypatch):
     runner.start()
     runner.join(timeout=10)
     assert result == [1]
+
+
+def test_a_change_that_changes_no_flow_is_applied_at_once(cloud):
+    """The heartbeat's revision follows the store past changes this chassis does not serve,
+    and stays behind one whose flows the switch has not confirmed."""
+    controller, store, switch, ovs = cloud
+    step(controller)
+    switch.confirm()
+    step(controller)
+    store.put(Network.table, 'elsewhere', Network(id='elsewhere', key=9).to_doc())
+    controller.watcher.watch_once()
+    controller.reporter.clock.now += 60
+    step(controller)
+    assert store.heartbeats()[ME]['revision_seen'] == store.revision()
+    ovs.plugged['vm'] = 5
+    controller.wake()
+    step(controller)
+    switch.confirm()
+    step(controller)
+    record = store.get(Port.table, 'vm')
+    store.put(Port.table, 'vm', {**record.value, 'mac_address': 'fa:16:3e:00:00:99'},
+              expect=record.revision)  # flows to change, not confirmed yet
+    controller.watcher.watch_once()
+    controller.reporter.clock.now += 60
+    step(controller)
+    assert store.heartbeats()[ME]['revision_seen'] < store.revision()
+    switch.confirm()
+    controller.reporter.clock.now += 60
+    step(controller)
+    assert store.heartbeats()[ME]['revision_seen'] == store.revision()
