@@ -85,12 +85,12 @@ def sample(cloud, store) -> dict:
             'api': cpu_seconds(cloud.api.popen.pid)}
 
 
-def store_bytes(cloud) -> int:
-    """sqlite: every file of the store (database, write-ahead log, liveness); others: 0."""
+def store_bytes(cloud) -> dict:
+    """sqlite: each file of the store (database, write-ahead logs, liveness) by name."""
     if not cloud.store_url.startswith('sqlite:'):
-        return 0
+        return {}
     path = cloud.store_url.removeprefix('sqlite:///')
-    return sum(os.path.getsize(f) for f in glob.glob(path + '*'))
+    return {os.path.basename(f): os.path.getsize(f) for f in sorted(glob.glob(path + '*'))}
 
 
 def report(cloud, args, samples) -> None:
@@ -100,8 +100,10 @@ def report(cloud, args, samples) -> None:
            for c in first['controllers']]
     rows = [
         ('store revision, start / end', f"{first['revision']} / {last['revision']}"),
-        ('store bytes (sqlite files), start / max / end',
-         f"{first['bytes']:,} / {max(s['bytes'] for s in samples):,} / {last['bytes']:,}"),
+        *[(f'{name} bytes, start / max / end',
+           f"{first['bytes'].get(name, 0):,} / "
+           f"{max(s['bytes'].get(name, 0) for s in samples):,} / {size:,}")
+          for name, size in last['bytes'].items()],
         ('df-controller CPU, % of a core: min / median / max',
          f'{min(cpu):.2f} / {statistics.median(cpu):.2f} / {max(cpu):.2f}'),
         ('df-api CPU, % of a core', f"{(last['api'] - first['api']) / window * 100:.2f}"),

@@ -45,6 +45,8 @@ LIVENESS_SCHEMA = [
     """CREATE TABLE IF NOT EXISTS liveness (
         id TEXT PRIMARY KEY, value TEXT NOT NULL, boot TEXT NOT NULL, expires REAL NOT NULL)""",
 ]
+LIVENESS_CHECKPOINT_PAGES = 16
+LIVENESS_WAL_BYTES = 256 * 1024
 WAL_RETRY_SECONDS = 0.01
 POLL_SECONDS = 0.01
 COMMIT_SETTLE_SECONDS = 0.05
@@ -81,6 +83,11 @@ class SqliteStore(api.Store):
         if self._local.live is None:
             db = self._open(self.liveness_path)
             try:
+                # Its rows are few and rewritten every beat: checkpoint often and cut the
+                # write-ahead log back, so the file stays small instead of growing to the
+                # default checkpoint's thousand pages.
+                db.execute(f'PRAGMA wal_autocheckpoint={LIVENESS_CHECKPOINT_PAGES}')
+                db.execute(f'PRAGMA journal_size_limit={LIVENESS_WAL_BYTES}')
                 with _Transaction(lambda: db, immediate=True):
                     for statement in LIVENESS_SCHEMA:
                         db.execute(statement)
