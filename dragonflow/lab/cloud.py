@@ -144,6 +144,16 @@ class Chassis:
     def dump_flows(self) -> str:
         return self.ovs.ofctl('dump-flows')
 
+    def restart_switch(self) -> None:
+        """ovs-vswitchd killed and started again; br-phy's tap is made anew, without the
+        underlay address it held (an operator's network configuration puts it back)."""
+        self.ovs.restart_switch()
+        wait_for(lambda: 'br-phy' in netns.run('ip', '-o', 'link', netns=self.netns), 10,
+                 what=f'{self.name} br-phy back')
+        netns.run('ip', 'addr', 'replace', f'{self.tunnel_ip}/24', 'dev', 'br-phy',
+                  netns=self.netns)
+        netns.run('ip', 'link', 'set', 'br-phy', 'up', netns=self.netns)
+
     def close(self) -> None:
         self.controller.stop()
         self.ovs.stop()

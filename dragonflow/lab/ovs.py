@@ -40,6 +40,17 @@ class Ovs:
                f'--log-file={d}/{program}.log', '--detach']
         subprocess.run(cmd, check=True, env=self.env, capture_output=True, text=True)
 
+    def restart_switch(self) -> None:
+        """Kill ovs-vswitchd and start it again: the datapath and every flow are lost; the
+        bridges and ports come back from the database."""
+        pid = self._pid('ovs-vswitchd')
+        if pid:
+            _kill(pid, grace=0)
+            deadline = time.monotonic() + 5
+            while not _is_zombie(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)  # its pidfile is free once it is gone
+        self._daemon('ovs-vswitchd', self.ovsdb_connection)
+
     def stop(self) -> None:
         for program in ('ovs-vswitchd', 'ovsdb-server'):
             pid = self._pid(program)

@@ -87,6 +87,12 @@ def test_br_int_settings_the_tunnel_port_and_the_meter_are_restored(cloud, topo)
     ovs.vsctl('set-fail-mode', 'br-int', 'standalone')
     ovs.ofctl('del-meter', 'meter=controller')
     assert 'meter=controller' not in ovs.ofctl('dump-meters')
+    controller = ovs.vsctl('get-controller', 'br-int').strip()
+    ovs.vsctl('set-controller', 'br-int', 'tcp:127.0.0.1:1')
+    ovs.vsctl('set', 'Bridge', 'br-int', 'protocols=OpenFlow10')
+    wait_for(lambda: ovs.vsctl('get-controller', 'br-int').strip() == controller
+             and ovs.vsctl('get', 'Bridge', 'br-int', 'protocols').strip() == '[OpenFlow13]',
+             10, what='br-int connected to its controller again')
     wait_for(lambda: tunnel in ovs.vsctl('list-ports', 'br-int').split()
              and ovs.vsctl('get-fail-mode', 'br-int').strip() == 'secure'
              and re.search(r'meter=controller pktps burst.*\ntype=drop rate=500 burst_size=100',

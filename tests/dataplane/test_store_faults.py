@@ -94,6 +94,25 @@ def test_a_vm_plugged_and_another_unplugged_during_an_outage(store_cloud, outage
     assert reachable_within(a, vm.ip, 2)
 
 
+def test_an_ovs_restart_during_an_outage_gets_br_int_back_from_the_cache(store_cloud):
+    topo = Topo(store_cloud)
+    s1, s2 = topo.subnet('10.36.1.0/24'), topo.subnet('10.36.2.0/24')
+    topo.router(s1, s2)
+    a, b = topo.vm(s1, 'ch1'), topo.vm(s2, 'ch2')
+    assert reachable_within(a, b.ip, 3)
+    chassis = store_cloud.chassis['ch2']
+    flows = len(chassis.dump_flows().splitlines())
+    for server in store_cloud.store_servers:
+        server.kill()
+    try:
+        chassis.restart_switch()
+        assert reachable_within(a, b.ip, 10)
+        assert len(chassis.dump_flows().splitlines()) == flows
+    finally:
+        for server in store_cloud.store_servers:
+            server.start()
+
+
 def test_sqlite_held_by_another_writer_delays_reports_not_flows(cloud):
     """The embedded store hangs the way sqlite does: another process holds the write lock
     (readers go on, in WAL mode). A VM plugged meanwhile for a port the chassis knows (a VM
