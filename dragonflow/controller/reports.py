@@ -67,7 +67,7 @@ class Reporter:
 
     def report(self) -> None:
         """One round: whatever is due. A failed write leaves it due."""
-        if not self._registered:
+        if not self._registered or self._record_gone():
             self._register()
         served = self._served()
         if self.clock() >= self._next_heartbeat or served[:2] != self._published:
@@ -85,10 +85,19 @@ class Reporter:
     def _register(self) -> None:
         record = self.store.get(Chassis.table, self.chassis.id)
         if record is None or not Chassis.from_doc(record.value).same_endpoint(self.chassis):
-            self.store.put(Chassis.table, self.chassis.id, self.chassis.to_doc())
+            revision = self.store.put(Chassis.table, self.chassis.id, self.chassis.to_doc())
+            record = api.Record(Chassis.table, self.chassis.id, self.chassis.to_doc(), revision)
             LOG.info('chassis %s registered: %s %s', self.chassis.id, self.chassis.tunnel_ip,
                      ','.join(self.chassis.tunnel_types))
+        with self.cache.lock:  # kept at once, so that its absence means it was deleted
+            if self.cache.loaded and self.chassis.id not in self.cache.objects[Chassis.table]:
+                self.cache.add(Chassis.from_doc(record.value, record.revision))
         self._registered = True
+
+    def _record_gone(self) -> bool:
+        """The chassis record was deleted (by an operator, say): register again."""
+        with self.cache.lock:
+            return self.cache.loaded and self.chassis.id not in self.cache.objects[Chassis.table]
 
     def _served(self) -> tuple:
         with self._lock:

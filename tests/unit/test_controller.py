@@ -297,3 +297,12 @@ def test_a_change_that_changes_no_flow_is_applied_at_once(cloud):
     controller.reporter.clock.now += 60
     step(controller)
     assert store.heartbeats()[ME]['revision_seen'] == store.revision()
+
+
+def test_a_deleted_chassis_record_is_registered_again(cloud):
+    controller, store, _, _ = cloud
+    controller.reporter.report()
+    store.delete('chassis', ME)
+    controller.watcher.watch_once()
+    controller.reporter.report()
+    assert store.get('chassis', ME).value['tunnel_ip'] == '127.0.0.1'
