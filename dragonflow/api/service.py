@@ -109,18 +109,22 @@ class Service:
         if tag not in handler.get(txns.Txn(self.store), ctx, id).tags:
             raise errors.TagNotFound(tag=tag, resource=handler.rdef.name, resource_id=id)
 
+    # The checks and errors of Neutron's tagging extension (validate_tags, validate_tag,
+    # validate_tags_limit).
+
     def set_tags(self, collection: str, ctx: Context, id: str, body: Any) -> dict:
-        tags = body.get('tags') if isinstance(body, dict) else None
-        reason = validators.tags(tags)
-        if tags is None or reason:
-            raise errors.HTTPBadRequest(f'Invalid input for tags. Reason: {reason}.')
-        unique = list(dict.fromkeys(tags))
-        return {'tags': self._change_tags(collection, ctx, id, lambda old: unique)}
+        if not isinstance(body, dict) or 'tags' not in body:
+            raise errors.InvalidInput(error_message='Invalid tags body')
+        reason = validators.tags(body['tags'])
+        if reason:
+            raise errors.InvalidInput(error_message=reason)
+        tags = body['tags']
+        return {'tags': self._change_tags(collection, ctx, id, lambda old: tags)}
 
     def add_tag(self, collection: str, ctx: Context, id: str, tag: str) -> None:
-        reason = validators.tags([tag])
+        reason = validators.string(validators.TAG_MAX_LEN)(tag)
         if reason:
-            raise errors.HTTPBadRequest(reason)  # Neutron's tagging extension: no prefix
+            raise errors.InvalidInput(error_message=reason)
         self._change_tags(collection, ctx, id, lambda old: old + [tag] if tag not in old else old)
 
     def delete_tags(self, collection: str, ctx: Context, id: str) -> None:
@@ -140,7 +144,11 @@ class Service:
 
         def plan(txn, keys):
             obj = handler.get(txn, ctx, id, f'update_{handler.rdef.name}')
-            return handler.apply(txn, obj, {'tags': change(list(obj.tags))})
+            tags = change(list(obj.tags))
+            if len(tags) > validators.MAX_TAGS:
+                raise errors.BadRequest(resource=collection, msg=(
+                    f'The number of tags exceed the per-resource limit of {validators.MAX_TAGS}'))
+            return handler.apply(txn, obj, {'tags': tags})
         obj, _ = txns.run(self.store, plan)
         return obj.tags
 

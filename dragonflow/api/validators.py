@@ -23,6 +23,7 @@ NAME_MAX_LEN = 255
 DESCRIPTION_MAX_LEN = 255
 DEVICE_MAX_LEN = 255
 TAG_MAX_LEN = 255
+MAX_TAGS = 50   # per resource, as Neutron's tagging extension allows
 BINDING_PROFILE_MAX_LEN = 4095   # Neutron's column: the profile's JSON text at most this long
 
 
@@ -246,15 +247,23 @@ def mac_address(value) -> Optional[str]:
 
 
 def list_of(item: Validator, unique: bool = False) -> Validator:
+    """neutron-lib's _validate_list_of_items: duplicates are named before items are checked."""
     def validate(value):
         if not isinstance(value, list):
             return f"'{value}' is not a list"
+        if unique:
+            seen, dups = set(), {}
+            for element in value:
+                key = repr(element)   # elements may be unhashable (dicts, lists)
+                if key in seen:
+                    dups.setdefault(key, element)
+                seen.add(key)
+            if dups:
+                return f"Duplicate items in the list: '{', '.join(map(str, dups.values()))}'"
         for element in value:
             reason = item(element)
             if reason:
                 return reason
-        if unique and len(set(map(repr, value))) != len(value):
-            return f"Duplicate items in the list: '{', '.join(map(str, value))}'"
         return None
     return validate
 
@@ -417,5 +426,5 @@ def external_gateway_info(value) -> Optional[str]:
     return uuid(value.get('network_id'))
 
 
-tags = list_of(string(TAG_MAX_LEN))
+tags = list_of(string(TAG_MAX_LEN), unique=True)   # list_of_unique_strings
 uuid_list = list_of(uuid)

@@ -142,9 +142,24 @@ def test_tags_are_checked_text(client, objects):
     net = objects['networks']['id']
     refused(send(client, 'PUT', f'/v2.0/networks/{net}/tags', {'tags': [SURROGATE]}))
     assert refused(client.put(f'/v2.0/networks/{net}/tags/{"t" * 256}'))['message'] == (
-        f"'{'t' * 256}' exceeds maximum length of 255")
+        f"Invalid input for operation: '{'t' * 256}' exceeds maximum length of 255.")
     assert client.put(f'/v2.0/networks/{net}/tags/{"t" * 255}').status_code == 201
     assert client.get(f'/v2.0/networks/{net}').json()['network']['tags'] == ['t' * 255]
+
+
+def test_an_object_holds_at_most_50_tags(client, objects):
+    """Neutron's limit; one by one, a tenant could otherwise grow an object without end."""
+    net = objects['networks']['id']
+    tags = [f't{i}' for i in range(50)]
+    assert send(client, 'PUT', f'/v2.0/networks/{net}/tags', {'tags': tags}).status_code == 200
+    error = refused(client.put(f'/v2.0/networks/{net}/tags/one-more'))
+    assert (error['type'], error['message']) == (
+        'BadRequest', 'Bad networks request: The number of tags exceed the per-resource limit '
+                      'of 50.')
+    refused(send(client, 'PUT', f'/v2.0/networks/{net}/tags', {'tags': tags + ['x']}))
+    error = refused(send(client, 'PUT', f'/v2.0/networks/{net}/tags', {'tags': ['a', 'a']}))
+    assert error['message'] == "Invalid input for operation: Duplicate items in the list: 'a'."
+    assert len(client.get(f'/v2.0/networks/{net}').json()['network']['tags']) == 50
 
 
 def test_non_ascii_text_is_kept_and_sent_escaped(client):
@@ -466,3 +481,26 @@ def test_every_store_error_is_a_503_neutron_error(error):
             assert response.status_code == 503, response.text
             assert error_of(response)['type'] == 'ServiceUnavailable'
 
+
+
+# Found by the fuzzer (test_fuzz.py)
+
+def test_automatic_ipv6_addresses_need_a_64_prefix(client, objects):
+    """A SLAAC subnet on fd00::/127 was accepted, then its ports got EUI-64 addresses outside
+    it (the store held an address on no subnet)."""
+    net = objects['networks']['id']
+    for modes in ({'ipv6_address_mode': 'slaac'}, {'ipv6_ra_mode': 'dhcpv6-stateless'}):
+        error = refused(send(client, 'POST', '/v2.0/subnets', {'subnet': {
+            'network_id': net, 'cidr': 'fd00::/127', 'ip_version': 6, **modes}}))
+        assert (error['type'], error['message']) == (
+            'InvalidInput', 'Invalid input for operation: Invalid CIDR fd00::/127 for IPv6 '
+                            'address mode. OpenStack uses the EUI-64 address format, which '
+                            'requires the prefix to be /64.')
+    refused(send(client, 'POST', '/v2.0/subnets', {'subnet': {
+        'network_id': net, 'cidr': 'fd00::/64', 'ip_version': 6, 'ipv6_address_mode': 'slaac',
+        'ipv6_ra_mode': 'dhcpv6-stateful'}}))
+    refused(send(client, 'POST', '/v2.0/subnets', {'subnet': {
+        'network_id': net, 'cidr': 'fd00::/64', 'ip_version': 6, 'ipv6_address_mode': 'slaac',
+        'enable_dhcp': False}}))
+    created(send(client, 'POST', '/v2.0/subnets', {'subnet': {
+        'network_id': net, 'cidr': 'fd00::/64', 'ip_version': 6, 'ipv6_address_mode': 'slaac'}}))

@@ -110,10 +110,27 @@ def _check_gateway(cidr: str, gateway: str) -> None:
 
 
 def _check_ipv6_modes(body: dict) -> None:
+    """Neutron's _validate_subnet and _validate_ipv6_attributes, in their order."""
+    ra_mode, address_mode = body.get('ipv6_ra_mode'), body.get('ipv6_address_mode')
     for mode in ('ipv6_ra_mode', 'ipv6_address_mode'):
         if body.get(mode) and body['ip_version'] == 4:
             raise errors.InvalidInput(
                 error_message=f"{mode} set to '{body[mode]}' with ip_version 4 is invalid")
+    if not (ra_mode or address_mode):
+        return
+    if not body.get('enable_dhcp', True):
+        raise errors.InvalidInput(error_message='ipv6_ra_mode or ipv6_address_mode cannot be '
+                                                'set when enable_dhcp is set to False')
+    if ra_mode and address_mode and ra_mode != address_mode:
+        raise errors.InvalidInput(error_message=(
+            f"ipv6_ra_mode set to '{ra_mode}' with ipv6_address_mode set to '{address_mode}' "
+            'is not valid. If both attributes are set, they must be the same value'))
+    # An automatic address is the prefix and an EUI-64 interface id: the prefix must be a /64.
+    if {ra_mode, address_mode} & set(ipam.AUTO_ADDRESS_MODES) and \
+            ipaddress.ip_network(body['cidr']).prefixlen != 64:
+        raise errors.InvalidInput(error_message=(
+            f"Invalid CIDR {body['cidr']} for IPv6 address mode. OpenStack uses the EUI-64 "
+            'address format, which requires the prefix to be /64'))
 
 
 def _check_no_overlap(txn, network_id: str, cidr: str) -> None:
