@@ -9,6 +9,7 @@ import json
 import logging
 from typing import Any
 
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
 
 from dragonflow.api import errors
@@ -143,6 +144,8 @@ class LastResort:
 
         try:
             await self.app(scope, receive, watched_send)
+        except ClientDisconnect:
+            return   # the client left before its body arrived: no one to answer
         except Exception:
             LOG.exception('%s %s failed', scope.get('method'), scope.get('path'))
             if started:  # part of an answer is out: only closing the connection is left

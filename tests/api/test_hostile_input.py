@@ -311,14 +311,17 @@ def test_bodies_that_are_no_json_object(client, body):
 
 # Request body size
 
+def asgi_scope(method: str, path: str, headers: list) -> dict:
+    return {'type': 'http', 'asgi': {'version': '3.0'}, 'http_version': '1.1',
+            'method': method, 'scheme': 'http', 'path': path, 'raw_path': path.encode(),
+            'query_string': b'', 'root_path': '', 'client': ('127.0.0.1', 1),
+            'server': ('127.0.0.1', 9696), 'headers': headers}
+
+
 def asgi_post(app, headers: list, chunks, path='/v2.0/networks'):
     """POST through the ASGI app itself, the body fed from the ``chunks`` iterator as the
     server would, without buffering it: (status, headers, body, chunks read)."""
-    scope = {'type': 'http', 'asgi': {'version': '3.0'}, 'http_version': '1.1',
-             'method': 'POST', 'scheme': 'http', 'path': path, 'raw_path': path.encode(),
-             'query_string': b'', 'root_path': '', 'client': ('127.0.0.1', 1),
-             'server': ('127.0.0.1', 9696),
-             'headers': [(b'content-type', b'application/json'), *headers]}
+    scope = asgi_scope('POST', path, [(b'content-type', b'application/json'), *headers])
     read, sent = [0], []
 
     async def receive():
@@ -504,3 +507,19 @@ def test_automatic_ipv6_addresses_need_a_64_prefix(client, objects):
         'enable_dhcp': False}}))
     created(send(client, 'POST', '/v2.0/subnets', {'subnet': {
         'network_id': net, 'cidr': 'fd00::/64', 'ip_version': 6, 'ipv6_address_mode': 'slaac'}}))
+
+
+def test_a_client_gone_before_its_body_is_no_failure(sqlite_store, caplog):
+    app = create_app(sqlite_store, df_conf.load([]))
+    scope = asgi_scope('POST', '/v2.0/networks', [])
+    sent = []
+
+    async def receive():
+        return {'type': 'http.disconnect'}
+
+    async def send_(message):
+        sent.append(message)
+
+    with caplog.at_level(logging.ERROR):
+        asyncio.run(app(scope, receive, send_))
+    assert sent == [] and not caplog.records
