@@ -523,3 +523,25 @@ def test_a_client_gone_before_its_body_is_no_failure(sqlite_store, caplog):
     with caplog.at_level(logging.ERROR):
         asyncio.run(app(scope, receive, send_))
     assert sent == [] and not caplog.records
+
+
+def test_ports_only_on_networks_of_the_caller_or_shared(client):
+    """An external network is seen by every project, but only its owner (or an admin) puts
+    ports on it: others would use up its addresses (Neutron's create_port policy)."""
+    other = {'X-Project-Id': 'other'}
+    external = created(send(client, 'POST', '/v2.0/networks',
+                            {'network': {'router:external': True}}, ADMIN))
+    send(client, 'POST', '/v2.0/subnets', {'subnet': {
+        'network_id': external['id'], 'cidr': '203.0.113.0/29', 'ip_version': 4}}, ADMIN)
+    error = refused(send(client, 'POST', '/v2.0/ports',
+                         {'port': {'network_id': external['id']}}, other), 403)
+    assert error['message'] == 'rule:create_port is disallowed by policy'
+    shared = created(send(client, 'POST', '/v2.0/networks', {'network': {'shared': True}},
+                          ADMIN))
+    created(send(client, 'POST', '/v2.0/ports', {'port': {'network_id': shared['id']}}, other))
+    error = refused(send(client, 'POST', '/v2.0/ports', {'port': {
+        'network_id': shared['id'], 'device_owner': 'network:dhcp'}}, other), 403)
+    assert error['message'] == (
+        '(rule:create_port and rule:create_port:device_owner) is disallowed by policy')
+    created(send(client, 'POST', '/v2.0/ports', {'port': {'network_id': external['id']}},
+                 ADMIN))

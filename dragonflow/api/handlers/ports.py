@@ -25,6 +25,7 @@ class PortHandler(Handler):
 
     def create(self, txn, keys, ctx, body):
         network = NetworkHandler(self.conf).get(txn, ctx, body['network_id'])
+        _check_create_policy(ctx, network, body)
         port_id = txns.new_id()
         port_security = body.get('port_security_enabled', network.port_security_enabled)
         groups = self._groups_on_create(txn, keys, ctx, body, port_security)
@@ -172,6 +173,19 @@ def release(txn, port: Port) -> None:
         addresses.release_ip(fixed)
     addresses.release_mac(port.network_id, port.mac_address)
     txn.delete(port)
+
+
+def _check_create_policy(ctx, network: Network, body: dict) -> None:
+    """Neutron's default create_port rules: a port goes on a network the caller owns or one
+    shared with all (an external network is seen by all, not theirs to fill with ports), and
+    only the network's owner gives one of Neutron's own device owners (network:*)."""
+    if ctx.is_admin or network.project_id == ctx.project_id:
+        return
+    if not network.shared:
+        raise errors.PolicyNotAuthorized(action='create_port')
+    if _trusted(body.get('device_owner', '')):
+        raise errors.PolicyNotAuthorized(
+            rule='(rule:create_port and rule:create_port:device_owner)')
 
 
 def _trusted(device_owner: str) -> bool:
