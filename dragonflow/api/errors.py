@@ -164,6 +164,11 @@ class PortBound(InUse):
                'port type: %(vif_type)s, old_mac %(old_mac)s, new_mac %(new_mac)s.')
 
 
+class DeviceIDNotOwnedByTenant(Conflict):
+    message = ('The following device_id %(device_id)s is not owned by your project or matches '
+               'another project router.')
+
+
 class AddressPairAndPortSecurityRequired(Conflict):
     message = 'Port Security must be enabled in order to have allowed address pairs on a port.'
 

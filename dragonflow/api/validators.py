@@ -130,6 +130,8 @@ def to_ip_prefix(value: Any) -> Optional[str]:
     kept, as Neutron (netaddr) keeps them."""
     if not value:
         return None
+    if not isinstance(value, str):
+        raise errors.InvalidCIDR(input=value)
     try:
         return ipaddress.ip_interface(value).with_prefixlen
     except (ValueError, TypeError):
@@ -219,6 +221,9 @@ def int_range(low: int, high: int) -> Validator:
 
 
 def ip_address(value) -> Optional[str]:
+    """An address written as text (ipaddress also takes numbers: 167772161 is 10.0.0.1)."""
+    if not isinstance(value, str):
+        return f"'{value}' is not a valid IP address"
     try:
         ipaddress.ip_address(value)
     except (ValueError, TypeError):

@@ -63,7 +63,7 @@ CIDRS = ['10.0.0.0/24', '10.0.1.0/24', '10.0.0.0/16', '10.0.0.0/30', '10.0.0.0/3
 ADDRESSES = ['10.0.0.1', '10.0.0.2', '10.0.0.3', '10.0.0.254', '10.0.0.255', '10.0.0.0',
              '10.0.1.1', '10.0.1.2', '192.168.0.1', '192.168.0.14', '0.0.0.0',
              '255.255.255.255', 'fd00::1', 'fd00::2', 'fd00::ff', 'fd00:0:0:1::1', '::',
-             ODD, '10.0.0.01', '10.0.0', 'fd00::1/64', '']
+             ODD, '10.0.0.01', '10.0.0', 'fd00::1/64', '', 167772161, True]
 PREFIXES = ['0.0.0.0/0', '::/0', '10.0.0.0/24', '10.0.0.5', 'fd00::/64', '10.0.0.5/24', ODD,
             '10.0.0.0/33', 'fd00::/129', 'x']
 MACS = ['fa:16:3e:00:00:01', 'fa:16:3e:00:00:02', 'FA-16-3E-00-00-01', 'fa:16:3e:aa:bb:cc',
@@ -576,7 +576,6 @@ def check_store(store) -> None:
         assert port is not None and port.mac_address == allocation.mac_address, allocation
         assert port.network_id == allocation.network_id, allocation
 
-    interface_ports = set()
     for router in routers.values():
         for interface in router.interfaces:
             port = ports.get(interface.port_id)
@@ -584,13 +583,11 @@ def check_store(store) -> None:
             assert (port.device_id, port.device_owner) == (
                 router.id, DEVICE_OWNER_ROUTER_INTERFACE), (router, port)
             assert interface.subnet_id in {f.subnet_id for f in port.fixed_ips}, (router, port)
-            interface_ports.add(port.id)
         connected = [ipaddress.ip_network(subnets[i.subnet_id].cidr) for i in router.interfaces]
         for route in router.routes:
             assert any(ipaddress.ip_address(route.nexthop) in c for c in connected), router
-    for port in ports.values():
-        if port.device_owner == DEVICE_OWNER_ROUTER_INTERFACE and port.device_id in routers:
-            assert port.id in interface_ports, port
+    # (A port may claim to be a router's interface without being one: Neutron lets a client
+    # set device_owner and device_id so, on its own router, and routes only by the router.)
 
     for sg_rule in rules.values():
         assert sg_rule.security_group_id in groups, sg_rule

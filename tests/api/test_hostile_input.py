@@ -545,3 +545,48 @@ def test_ports_only_on_networks_of_the_caller_or_shared(client):
         '(rule:create_port and rule:create_port:device_owner) is disallowed by policy')
     created(send(client, 'POST', '/v2.0/ports', {'port': {'network_id': external['id']}},
                  ADMIN))
+
+
+def test_a_port_may_not_name_another_projects_router(client, objects):
+    """A port of the default project posing as an interface of another project's router."""
+    theirs = created(send(client, 'POST', '/v2.0/routers', {'router': {}},
+                          {'X-Project-Id': 'other'}))
+    body = {'network_id': objects['networks']['id'], 'device_id': theirs['id'],
+            'device_owner': 'network:router_interface'}
+    error = refused(send(client, 'POST', '/v2.0/ports', {'port': body}), 409)
+    assert error['type'] == 'DeviceIDNotOwnedByTenant'
+    port = objects['ports']['id']
+    refused(send(client, 'PUT', f'/v2.0/ports/{port}', {'port': {
+        'device_id': theirs['id'], 'device_owner': 'network:router_interface'}}), 409)
+    mine = objects['routers']['id']
+    assert send(client, 'PUT', f'/v2.0/ports/{port}', {'port': {
+        'device_id': mine, 'device_owner': 'network:router_interface'}}).status_code == 200
+
+
+@pytest.mark.parametrize('address', [167772161, True, 10.5])
+def test_addresses_are_text(client, objects, address):
+    """ipaddress takes 167772161 for 10.0.0.1: an address given as a number passed the
+    checks, then the stored model refused it (500)."""
+    net, subnet = objects['networks']['id'], objects['subnets']['id']
+    router = objects['routers']['id']
+    send(client, 'PUT', f'/v2.0/routers/{router}/add_router_interface', {'subnet_id': subnet})
+    route = {'destination': '10.9.0.0/24', 'nexthop': address}
+    for method, path, body in (
+            ('POST', 'subnets', {'subnet': {'network_id': net, 'cidr': '10.5.0.0/24',
+                                            'ip_version': 4, 'host_routes': [route]}}),
+            ('POST', 'subnets', {'subnet': {'network_id': net, 'cidr': '10.5.0.0/24',
+                                            'ip_version': 4, 'dns_nameservers': [address]}}),
+            ('POST', 'subnets', {'subnet': {'network_id': net, 'cidr': '10.5.0.0/24',
+                                            'ip_version': 4, 'gateway_ip': address}}),
+            ('PUT', f'subnets/{subnet}', {'subnet': {'allocation_pools': [
+                {'start': address, 'end': '10.0.0.9'}]}}),
+            ('PUT', f'routers/{router}', {'router': {'routes': [route]}}),
+            ('PUT', f'routers/{router}/add_extraroutes', {'router': {'routes': [route]}}),
+            ('POST', 'ports', {'port': {'network_id': net, 'fixed_ips': [
+                {'ip_address': address}]}}),
+            ('POST', 'ports', {'port': {'network_id': net, 'allowed_address_pairs': [
+                {'ip_address': address}]}}),
+            ('POST', 'security-group-rules', {'security_group_rule': {
+                'security_group_id': objects['security_groups']['id'], 'direction': 'ingress',
+                'remote_ip_prefix': address}})):
+        refused(send(client, method, f'/v2.0/{path}', body))

@@ -26,6 +26,8 @@ class PortHandler(Handler):
     def create(self, txn, keys, ctx, body):
         network = NetworkHandler(self.conf).get(txn, ctx, body['network_id'])
         _check_create_policy(ctx, network, body)
+        _check_router_device(txn, ctx, body.get('device_owner', ''), body.get('device_id', ''),
+                             body['project_id'])
         port_id = txns.new_id()
         port_security = body.get('port_security_enabled', network.port_security_enabled)
         groups = self._groups_on_create(txn, keys, ctx, body, port_security)
@@ -96,6 +98,10 @@ class PortHandler(Handler):
         if any(key in changes and changes[key] != getattr(port, key)
                for key in ('fixed_ips', 'device_id', 'device_owner')):
             self._check_not_router_interface(txn, port)
+        if changes.get('device_id', port.device_id) != port.device_id or \
+                changes.get('device_owner', port.device_owner) != port.device_owner:
+            _check_router_device(txn, ctx, changes.get('device_owner') or port.device_owner,
+                                 changes.get('device_id') or port.device_id, port.project_id)
         if 'fixed_ips' in changes:
             fixed_ips = self._fixed_ips(addresses, port.network_id, port.id, mac).assign(
                 changes['fixed_ips'], port.fixed_ips)
@@ -186,6 +192,16 @@ def _check_create_policy(ctx, network: Network, body: dict) -> None:
     if _trusted(body.get('device_owner', '')):
         raise errors.PolicyNotAuthorized(
             rule='(rule:create_port and rule:create_port:device_owner)')
+
+
+def _check_router_device(txn, ctx, device_owner: str, device_id: str, project_id: str) -> None:
+    """Neutron's _enforce_device_owner_not_router_intf_or_device_id: a non-admin's router
+    interface port may not name another project's router as its device."""
+    if device_owner != DEVICE_OWNER_ROUTER_INTERFACE or ctx.is_admin or not device_id:
+        return
+    router = txn.get(Router, device_id)
+    if router is not None and router.project_id != project_id:
+        raise errors.DeviceIDNotOwnedByTenant(device_id=device_id)
 
 
 def _trusted(device_owner: str) -> bool:
