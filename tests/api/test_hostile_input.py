@@ -8,6 +8,7 @@ import asyncio
 import http.client
 import json
 import logging
+import os
 import socket
 import threading
 import time
@@ -16,6 +17,7 @@ import pytest
 import uvicorn
 
 from dragonflow import conf as df_conf
+from dragonflow import store as nb
 from dragonflow.api import definitions, wire
 from dragonflow.api.server import create_app
 from dragonflow.store import api as store_api
@@ -483,6 +485,23 @@ def test_every_store_error_is_a_503_neutron_error(error):
                          client.delete('/v2.0/routers/x')):
             assert response.status_code == 503, response.text
             assert error_of(response)['type'] == 'ServiceUnavailable'
+
+
+
+
+def test_corrupted_sqlite_file_is_a_503(tmp_path):
+    """It was a 500 (sqlite3.DatabaseError); the driver now raises a StoreError for it."""
+    store = nb.connect(f'sqlite://{tmp_path / "nb.sqlite"}')
+    with in_process(store) as client:
+        created(send(client, 'POST', '/v2.0/networks', {'network': {}}))
+        for name in os.listdir(tmp_path):   # the database and its WAL, overwritten in place
+            path = tmp_path / name
+            path.write_bytes(b'garbage!' * (path.stat().st_size // 8 + 1))
+        for response in (client.get('/v2.0/networks'),
+                         send(client, 'POST', '/v2.0/networks', {'network': {}})):
+            assert response.status_code == 503, response.text
+            assert error_of(response)['type'] == 'ServiceUnavailable'
+    store.close()
 
 
 
