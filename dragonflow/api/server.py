@@ -4,11 +4,13 @@ Stateless: every process answers from the store alone, so any number of them can
 same store (``[api] workers`` or several hosts). HTTP concerns live here: routes, identity
 headers, JSON in and out, errors rendered as NeutronError bodies; ``Service`` does the rest.
 """
+import contextlib
 import functools
 import json
 import logging
 import os
 import sys
+import threading
 from typing import Any, Callable
 
 import uvicorn
@@ -23,6 +25,7 @@ from dragonflow.api import definitions, errors, extensions, wire
 from dragonflow.api.context import Context
 from dragonflow.api.service import Service
 from dragonflow.store import api as store_api
+from dragonflow.store import compaction
 
 LOG = logging.getLogger(__name__)
 ARGV_ENV = 'DRAGONFLOW_API_ARGV'   # how worker processes get the command line (workers > 1)
@@ -38,7 +41,8 @@ def create_app(conf_or_store, conf=None) -> FastAPI:
     else:
         conf = conf_or_store
         store = nb.connect(conf.store.url, timeout=conf.store.timeout)
-    app = FastAPI(title='Dragonflow API', openapi_url=None, docs_url=None, redoc_url=None)
+    app = FastAPI(title='Dragonflow API', openapi_url=None, docs_url=None, redoc_url=None,
+                  lifespan=functools.partial(_compacting, store, conf))
     # Outermost last: a failure anywhere inside, the size limit included, is answered.
     app.add_middleware(_StripJsonSuffix)
     app.add_middleware(wire.BodyLimit, max_size=conf.api.max_request_body_size)
@@ -48,6 +52,19 @@ def create_app(conf_or_store, conf=None) -> FastAPI:
     _add_routes(app)
     _add_error_handlers(app)
     return app
+
+
+@contextlib.asynccontextmanager
+async def _compacting(store, conf, app):
+    """While the app serves, it compacts the store's change log by the [store] policy: any
+    number of df-api processes may, compaction is idempotent."""
+    stop = threading.Event()
+    thread = compaction.run(store, conf, stop)
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 class _StripJsonSuffix:
