@@ -232,6 +232,8 @@ def ip_address(value) -> Optional[str]:
 
 
 def subnet_cidr(value) -> Optional[str]:
+    if not isinstance(value, str):   # ipaddress takes numbers and booleans as networks too
+        return f"'{value}' is not a valid IP subnet"
     try:
         network = ipaddress.ip_network(value, strict=False)
     except (ValueError, TypeError):
