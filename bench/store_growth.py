@@ -7,7 +7,7 @@ the change log as the controller does (changes()/wait() in a loop, every documen
 its model, a resync from snapshot() on Compacted). The two modes run one after the other in one
 run, each on a fresh store (and a fresh etcd or redis server):
   before  every heartbeat is a Put of the chassis record, as the controller did; no compaction
-  after   every heartbeat is store.heartbeat() (a ChassisStatus-shaped value, ttl 3 intervals);
+  after   every heartbeat is store.heartbeat() (a ChassisStatus, ttl 3 intervals);
           a compactor (dragonflow.store.compaction.run, df-api's) runs with the default policy,
           its times compressed like the heartbeats'
 The store's size at the start and the end of each mode (sqlite: its files; redis: used memory
@@ -38,7 +38,7 @@ from oslo_config import cfg  # noqa: E402
 from dragonflow import conf as df_conf  # noqa: E402
 from dragonflow import store as nb  # noqa: E402
 from dragonflow.lab import stores  # noqa: E402
-from dragonflow.model.objects import MODELS  # noqa: E402
+from dragonflow.model.objects import MODELS, ChassisStatus  # noqa: E402
 from dragonflow.store import api, compaction  # noqa: E402
 
 REAL_INTERVAL = 2.0     # seconds between a controller's heartbeats ([controller] default)
@@ -55,9 +55,9 @@ def main() -> int:
                         help='seconds between heartbeats here (the real interval is 2 s)')
     parser.add_argument('--beats', type=int, default=900,
                         help='heartbeats per chassis (900: 30 minutes at the real interval)')
-    parser.add_argument('--no-time', action='store_true',
-                        help='after: leave the time out of the status (it changes with every '
-                             'beat, so on etcd every beat is a put)')
+    parser.add_argument('--with-time', action='store_true',
+                        help='after: add a timestamp to the status, as the controller once did '
+                             '(it changes with every beat, so on etcd every beat is a put)')
     parser.add_argument('--tmp', default=None, help='where the stores live')
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix='df-bench-growth-', dir=args.tmp)
@@ -151,8 +151,8 @@ def chassis(url, n, mode, args, registered, go, beaten, origin, final, results) 
         if mode == 'before':
             store.put('chassis', name, _chassis_record(name, watcher.after))
         else:
-            status = {'revision_seen': watcher.after, 'networks': NETWORKS, 'routers': []}
-            if not args.no_time:
+            status = ChassisStatus(revision_seen=watcher.after, networks=NETWORKS).model_dump()
+            if args.with_time:
                 status['time'] = time.time()
             store.heartbeat(name, status, 3 * args.interval)
     beaten.put({'beats': args.beats, 'cpu': time.thread_time() - cpu})

@@ -104,10 +104,13 @@ PORT = ResourceDef('port', 'ports', _standard(
     allowed_address_pairs=Attr(allow_post=True, allow_put=True, default=[],
                                convert=v.none_to_empty_list, validate=v.address_pairs),
     ip_allocation=READ_ONLY,
-    **{'binding:host_id': Attr(allow_post=True, allow_put=True, default='',
+    # Admin-only, as Neutron's default policy has them: a tenant binding its port to any
+    # chassis would pull its network into that chassis' scope, or make every chassis serving
+    # the network look for a chassis that does not exist.
+    **{'binding:host_id': Attr(allow_post=True, allow_put=True, default='', admin_only=True,
                                validate=v.string(v.DEVICE_MAX_LEN)),
        # null clears the profile, as ML2 takes it.
-       'binding:profile': Attr(allow_post=True, allow_put=True, default={},
+       'binding:profile': Attr(allow_post=True, allow_put=True, default={}, admin_only=True,
                                convert=v.none_to_empty_dict, validate=v.binding_profile),
        'binding:vnic_type': Attr(allow_post=True, allow_put=True, default='normal',
                                  validate=v.values(VNIC_TYPES)),

@@ -4,6 +4,7 @@ Stateless: every process answers from the store alone, so any number of them can
 same store (``[api] workers`` or several hosts). HTTP concerns live here: routes, identity
 headers, JSON in and out, errors rendered as NeutronError bodies; ``Service`` does the rest.
 """
+import asyncio
 import contextlib
 import functools
 import json
@@ -64,7 +65,7 @@ async def _compacting(store, conf, app):
         yield
     finally:
         stop.set()
-        thread.join(timeout=5)
+        await asyncio.to_thread(thread.join, 5)  # a tick on a hung store may take its timeout
 
 
 class _StripJsonSuffix:

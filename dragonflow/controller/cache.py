@@ -182,8 +182,8 @@ class Cache:
         rows[obj.id] = obj
         self._changed_scope_input(obj.table)
         narrowed = self._rescope()
-        if narrowed:
-            self.relevant_revision = max(self.relevant_revision, obj.revision)
+        if narrowed:  # the pass this wakes builds from the cache as it is now
+            self.relevant_revision = max(self.relevant_revision, self.revision)
         return narrowed
 
     def _apply(self, event: api.Event) -> bool:

@@ -44,7 +44,7 @@ class FlowLoop:
         self.reporter, self.watcher, self.packet_ins = reporter, watcher, packet_ins
         self.supervisor, self.stop = supervisor, supervisor.stop
         self.reconciler = Reconciler(switch, rank=apps.precedence, owner=apps.owner)
-        self.app_flows = apps.AppFlows()
+        self.app_flows = apps.AppFlows(installed=lambda: self.reconciler.installed)
         self.unconfirmed = Unconfirmed(clock)
         self.sent: Optional[Topology] = None  # the last topology whose flows were sent
         self._wake = threading.Event()  # a change to recompute for, or an answer of the switch
@@ -78,6 +78,9 @@ class FlowLoop:
         try:
             self.turn()
         except SwitchError as e:
+            if self.switch.connected:  # connected, yet not answering: a failure like any
+                self._failed(e)
+                return
             LOG.warning('pass failed (br-int), retrying: %s', e)
             self.stop.wait(SWITCH_RETRY_SECONDS)
             self.wake()
@@ -179,7 +182,6 @@ class FlowLoop:
         if self._failures % FAILURES_BEFORE_RESYNC == 0:
             LOG.warning('starting again from scratch: the scope reloaded, br-int read back')
             memo.forget()
-            self.app_flows = apps.AppFlows()
             self.watcher.ask_refill()
             self._switch_resync = True
         pause = min(FAILURE_BACKOFF[0] * 2 ** (self._failures - 1), FAILURE_BACKOFF[1])

@@ -26,6 +26,9 @@ class _Memo:
     def next_pass(self) -> None:
         self._last, self._this = self._this, {}
 
+    def clear(self) -> None:
+        self._last, self._this = {}, {}
+
     def result(self, function, args: tuple, make):
         key = (function, _identity(args))
         entry = self._this.get(key)
@@ -50,8 +53,7 @@ def memoized(function):
 
 def forget() -> None:
     """Keep nothing from earlier passes (the controller starting again from scratch)."""
-    _MEMO.next_pass()
-    _MEMO.next_pass()
+    _MEMO.clear()
 
 
 def next_pass() -> None:

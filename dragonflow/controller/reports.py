@@ -37,6 +37,8 @@ class Reporter:
         self._confirmed = None  # the newest topology whose flows the switch has, to report
         self._applied = 0  # the store revision of the newest one
         self._next_heartbeat = 0.0
+        self._retry_ports_at = float('inf')  # ports whose version changed, to report again
+        self._retry_pause = BACKOFF[0]
         self._published: Optional[tuple] = None  # (networks, routers) of the last heartbeat
         self._registered = False
 
@@ -54,7 +56,8 @@ class Reporter:
     def run(self) -> None:
         pause = BACKOFF[0]
         while not self.stop.is_set():
-            self._wake.wait(timeout=max(self._next_heartbeat - self.clock(), 0.0))
+            due = min(self._next_heartbeat, self._retry_ports_at)
+            self._wake.wait(timeout=max(due - self.clock(), 0.0))
             self._wake.clear()
             try:
                 self.report()
@@ -69,9 +72,6 @@ class Reporter:
         """One round: whatever is due. A failed write leaves it due."""
         if not self._registered or self._record_gone():
             self._register()
-        served = self._served()
-        if self.clock() >= self._next_heartbeat or served[:2] != self._published:
-            self._heartbeat(served)
         with self._lock:
             topology, self._confirmed = self._confirmed, None
         if topology is not None:
@@ -81,6 +81,9 @@ class Reporter:
                 with self._lock:  # retried, unless a newer one came meanwhile
                     self._confirmed = self._confirmed or topology
                 raise
+        served = self._served()
+        if self.clock() >= self._next_heartbeat or served[:2] != self._published:
+            self._heartbeat(served)
 
     def _register(self) -> None:
         record = self.store.get(Chassis.table, self.chassis.id)
@@ -89,8 +92,8 @@ class Reporter:
             record = api.Record(Chassis.table, self.chassis.id, self.chassis.to_doc(), revision)
             LOG.info('chassis %s registered: %s %s', self.chassis.id, self.chassis.tunnel_ip,
                      ','.join(self.chassis.tunnel_types))
-        with self.cache.lock:  # kept at once, so that its absence means it was deleted
-            if self.cache.loaded and self.chassis.id not in self.cache.objects[Chassis.table]:
+        if self._record_gone():  # kept at once, so that its absence means it was deleted
+            with self.cache.lock:
                 self.cache.add(Chassis.from_doc(record.value, record.revision))
         self._registered = True
 
@@ -131,10 +134,14 @@ class Reporter:
                 updates.append((port, {'binding_host_id': me, 'status': 'ACTIVE'}))
             elif not plugged and port.binding_host_id == me and port.status == 'ACTIVE':
                 updates.append((port, {'binding_host_id': '', 'status': 'DOWN'}))
-        if not self._update_ports(updates):  # retried soon, with the cache's newer versions
-            self._next_heartbeat = min(self._next_heartbeat, self.clock() + BACKOFF[0])
-            with self._lock:
-                self._confirmed = self._confirmed or topology
+        if self._update_ports(updates):
+            self._retry_ports_at, self._retry_pause = float('inf'), BACKOFF[0]
+            return
+        # Retried with the cache's newer versions, backing off while they keep changing.
+        self._retry_ports_at = self.clock() + self._retry_pause
+        self._retry_pause = min(self._retry_pause * 2, BACKOFF[1])
+        with self._lock:
+            self._confirmed = self._confirmed or topology
 
     def _update_ports(self, updates: list[tuple[Port, dict]]) -> bool:
         """One commit for all, each conditional on the port not having changed; if some did,

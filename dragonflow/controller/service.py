@@ -3,7 +3,7 @@ job in a thread of its own (supervisor.py says what happens when one dies):
 
 | thread | job | module |
 |---|---|---|
-| flow-loop | compute br-int's flows and send the difference | flow_loop.py |
+| flow-loop | compute br-int's flows and send the difference | flow_loop.py, confirmations.py |
 | store-watcher, store-refill | keep the cache current from the store | store_watcher.py |
 | reporter | chassis record, heartbeats, port status to the store | reports.py |
 | dhcp | answer DHCP requests from local ports | packet_ins.py |

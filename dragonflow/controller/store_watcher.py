@@ -29,6 +29,7 @@ class StoreWatcher:
         self._reads = threading.Lock()
         self._refill_asked = threading.Event()
         self._refill_asked.set()
+        self._refilled = threading.Event()  # set by each refill: a compacted watcher waits
 
     def ask_refill(self) -> None:
         """Reload the scope from a snapshot, soon (from any thread; returns at once)."""
@@ -40,9 +41,9 @@ class StoreWatcher:
         pause = BACKOFF[0]
         while not self.stop.is_set():
             self._refill_asked.wait(timeout=WAIT_SECONDS)
+            self._refill_asked.clear()  # before the flag: an ask after this is seen next time
             with self.cache.lock:
                 due = self.cache.needs_refill
-            self._refill_asked.clear()
             if not due:
                 continue
             try:
@@ -63,6 +64,7 @@ class StoreWatcher:
                 unknown = len(self.cache.unknown_port_ids)
         LOG.info('scope reloaded at revision %d: %d objects kept; %d plugged interfaces name '
                  'ports the store does not have (yet)', revision, kept, unknown)
+        self._refilled.set()
         self._fetch_missing_chassis()
         self.on_change()
 
@@ -74,8 +76,9 @@ class StoreWatcher:
                 pause = BACKOFF[0]
             except api.Compacted:
                 LOG.warning('change log compacted past revision %d: resync', self.cache.revision)
+                self._refilled.clear()
                 self.ask_refill()
-                self.stop.wait(BACKOFF[0])  # the refiller takes it from here
+                self._refilled.wait(WAIT_SECONDS)  # the refiller takes it from here
             except api.StoreError as e:
                 LOG.warning('store unavailable, retrying in %.1f s: %s', pause, e)
                 self.stop.wait(pause)
@@ -110,14 +113,19 @@ class StoreWatcher:
             self.on_change()
 
     def _fetch_missing_chassis(self) -> bool:
-        """The chassis records the scope names and the cache lacks; True if any came."""
-        with self.cache.lock:
-            missing = self.cache.missing_chassis()
+        """The chassis records the scope names and the cache lacks; True if any came. Read
+        as the store's one reader (a record read while the watcher applied a newer one
+        would take it back), and kept only if the cache still lacks it."""
         fetched = False
-        for chassis_id in missing:
-            record = self.store.get(Chassis.table, chassis_id)
-            if record is not None:
+        with self._reads:
+            with self.cache.lock:
+                missing = self.cache.missing_chassis()
+            for chassis_id in missing:
+                record = self.store.get(Chassis.table, chassis_id)
+                if record is None:
+                    continue
                 with self.cache.lock:
-                    self.cache.add(Chassis.from_doc(record.value, record.revision))
-                fetched = True
+                    if chassis_id not in self.cache.objects[Chassis.table]:
+                        self.cache.add(Chassis.from_doc(record.value, record.revision))
+                        fetched = True
         return fetched

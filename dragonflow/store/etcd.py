@@ -40,7 +40,8 @@ the tail and history watch), attached to a lease this process granted with the h
 (whole seconds, rounded up; etcd raises it to its minimum, 1.5 election timeouts). The lease is
 kept for the member's next heartbeats: one that repeats the last value is a keepalive, which
 etcd's leader answers alone, and a transaction that compares the key's value and lease and
-finds them the same: no raft write, no revision, nothing in etcd's history. A new value (or a
+finds them the same: no revision and nothing in etcd's history (etcd still passes the
+transaction through raft, since its failure branch could write). A new value (or a
 key removed meanwhile) is one put by that transaction's failure branch. A fresh lease per
 heartbeat would be three raft writes (grant, put, revoke the last one) and a revision of
 history each time. A dead process' lease, and the key with it,
@@ -415,8 +416,9 @@ class EtcdStore(api.Store):
         return int(reply['result'].get('TTL', 0)) > 0
 
     def _put_live(self, key: bytes, document: bytes, lease: int, deadline: float) -> None:
-        """Put the key unless it already holds ``document`` on ``lease``: then it is a read,
-        and a key removed under a live lease (by hand, by another process) comes back."""
+        """Put the key unless it already holds ``document`` on ``lease`` (then nothing is
+        written, no revision taken), so a key removed under a live lease (by hand, by another
+        process) comes back."""
         put = {'key': _b64(key), 'value': _b64(document), 'lease': lease}
         txn = {'compare': [{'key': _b64(key), 'target': 'VALUE', 'result': 'EQUAL',
                             'value': _b64(document)},

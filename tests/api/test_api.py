@@ -46,7 +46,7 @@ def test_version_discovery_and_extensions(conn, api_server):
 
 # The scenario of the issue: 2 networks, 2 subnets, a router, both interfaces, 20 ports
 
-def test_topology_lifecycle(conn):
+def test_topology_lifecycle(conn, api_server):
     nets = [conn.network.create_network(name=unique('topo')) for _ in range(2)]
     subnets = [conn.network.create_subnet(network_id=net.id, cidr=f'10.{i + 1}.0.0/24',
                                           ip_version=4, name=unique('topo'))
@@ -71,7 +71,7 @@ def test_topology_lifecycle(conn):
               for i in range(10)]
     _check_ports(ports, subnets)
     _check_listing(conn, nets, ports)
-    _check_updates(conn, ports[0], subnets[0])
+    _check_updates(conn, ports[0], subnets[0], api_server)
     _check_extra_routes(conn, router, subnets)
 
     # Tear down in Neutron's order.
@@ -132,11 +132,15 @@ def _check_listing(conn, nets, ports):
     assert [p['name'] for p in body['ports']] == [f'single-{i}' for i in reversed(range(10))]
 
 
-def _check_updates(conn, port, subnet):
+def _check_updates(conn, port, subnet, api_server):
     revision = port.revision_number
-    updated = conn.network.update_port(port, name='renamed', is_admin_state_up=False,
-                                       binding_host_id='compute-1', device_id='vm-1',
-                                       device_owner='compute:nova')
+    status, body = raw(conn, 'put', f'/ports/{port.id}',
+                       json={'port': {'binding:host_id': 'compute-1'}})
+    assert (status, body['NeutronError']['type']) == (403, 'PolicyNotAuthorized')  # Nova's
+    admin = connect(api_server.url, admin=True)
+    updated = admin.network.update_port(port, name='renamed', is_admin_state_up=False,
+                                        binding_host_id='compute-1', device_id='vm-1',
+                                        device_owner='compute:nova')
     assert (updated.name, updated.is_admin_state_up, updated.binding_host_id) == \
         ('renamed', False, 'compute-1')
     assert (updated.device_id, updated.device_owner) == ('vm-1', 'compute:nova')

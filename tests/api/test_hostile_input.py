@@ -252,11 +252,12 @@ def test_null_binding_profile_clears_it(client, objects):
     """ML2 takes null as {} (it was a pydantic error: 500)."""
     net = objects['networks']['id']
     port = created(send(client, 'POST', '/v2.0/ports',
-                        {'port': {'network_id': net, 'binding:profile': None}}))
+                        {'port': {'network_id': net, 'binding:profile': None}}, ADMIN))
     assert port['binding:profile'] == {}
     port = created(send(client, 'POST', '/v2.0/ports',
-                        {'port': {'network_id': net, 'binding:profile': {'a': 1}}}))
-    updated = send(client, 'PUT', f'/v2.0/ports/{port["id"]}', {'port': {'binding:profile': None}})
+                        {'port': {'network_id': net, 'binding:profile': {'a': 1}}}, ADMIN))
+    updated = send(client, 'PUT', f'/v2.0/ports/{port["id"]}', {'port': {'binding:profile': None}},
+                   ADMIN)
     assert updated.json()['port']['binding:profile'] == {}
 
 
@@ -264,9 +265,9 @@ def test_binding_profile_fits_neutrons_column(client, objects):
     net = objects['networks']['id']
     pad = 'x' * (4095 - len(json.dumps({'k': ''})))
     port = created(send(client, 'POST', '/v2.0/ports',
-                        {'port': {'network_id': net, 'binding:profile': {'k': pad}}}))
+                        {'port': {'network_id': net, 'binding:profile': {'k': pad}}}, ADMIN))
     error = refused(send(client, 'PUT', f'/v2.0/ports/{port["id"]}',
-                         {'port': {'binding:profile': {'k': pad + 'x'}}}))
+                         {'port': {'binding:profile': {'k': pad + 'x'}}}, ADMIN))
     assert (error['type'], error['message']) == (
         'InvalidInput', 'Invalid input for operation: binding:profile value too large.')
 
@@ -289,7 +290,7 @@ def test_deep_binding_profile_is_refused(client, objects):
         assert error['message'] == (
             f'Body contains invalid data: nested deeper than {wire.MAX_DEPTH} levels')
     created(send(client, 'POST', '/v2.0/ports', {'port': {
-        'network_id': net, 'binding:profile': nested(wire.MAX_DEPTH - 2)}}))
+        'network_id': net, 'binding:profile': nested(wire.MAX_DEPTH - 2)}}, ADMIN))
 
 
 def test_json_nested_100000_deep_is_an_invalid_body(sqlite_store):

@@ -132,8 +132,9 @@ def test_a_port_bound_before_its_vm_is_plugged_is_served_and_reached_at_once(clo
     assert reachable_within(topo.vm(warm, 'ch1'), topo.vm(warm, 'ch3').ip, 5)
     subnet = topo.subnet('10.14.4.0/24')
     sender = topo.vm(subnet, 'ch1')
-    port = topo.sdk.network.create_port(network_id=subnet.network_id, binding_host_id='ch3',
-                                        fixed_ips=[{'subnet_id': subnet.id}])
+    nova = cloud.connect(admin=True)  # binding:host_id is admin-only, as in Neutron
+    port = nova.network.create_port(network_id=subnet.network_id, binding_host_id='ch3',
+                                    fixed_ips=[{'subnet_id': subnet.id}])
     wait_for(lambda: subnet.network_id in chassis_serves(cloud, 'ch3')[0], 5,
              what='ch3 to serve the network of a port bound to it')
     arriving = cloud.vm('ch3', port, attach=False)

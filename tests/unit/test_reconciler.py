@@ -231,3 +231,18 @@ def test_a_unit_that_raises_has_no_flows_and_the_other_units_keep_theirs():
     assert lost and set(degraded) <= set(good)
     assert all(apps.app_name(f.cookie) == 'port_security' and f.match.get('reg6') == victim.key
                for f in lost)
+
+
+def test_an_app_failing_from_the_start_keeps_what_br_int_has_of_it(monkeypatch):
+    """A restarted controller whose app fails on every pass must not delete that app's
+    flows from the switch: it has no last good pass of its own."""
+    topology = rich_topology().build()
+    installed = {f.key: f for f in apps.desired_flows(topology)}
+    l3_flows = {f for f in installed.values() if apps.app_name(f.cookie) == 'l3'}
+
+    def broken(_):
+        raise KeyError('a bug')
+        yield
+    monkeypatch.setattr(apps.l3, 'flows', broken)
+    restarted = apps.AppFlows(installed=lambda: installed)
+    assert {f for f in restarted(topology) if apps.app_name(f.cookie) == 'l3'} == l3_flows

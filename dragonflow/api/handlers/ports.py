@@ -98,10 +98,10 @@ class PortHandler(Handler):
         if any(key in changes and changes[key] != getattr(port, key)
                for key in ('fixed_ips', 'device_id', 'device_owner')):
             self._check_not_router_interface(txn, port)
-        if changes.get('device_id', port.device_id) != port.device_id or \
-                changes.get('device_owner', port.device_owner) != port.device_owner:
-            _check_router_device(txn, ctx, changes.get('device_owner') or port.device_owner,
-                                 changes.get('device_id') or port.device_id, port.project_id)
+        owner = changes.get('device_owner', port.device_owner)
+        device = changes.get('device_id', port.device_id)
+        if (owner, device) != (port.device_owner, port.device_id):
+            _check_router_device(txn, ctx, owner, device, port.project_id)
         if 'fixed_ips' in changes:
             fixed_ips = self._fixed_ips(addresses, port.network_id, port.id, mac).assign(
                 changes['fixed_ips'], port.fixed_ips)

@@ -6,12 +6,14 @@ An app builds the flows of each unit (a port, a network, a router...) in a funct
 objects they depend on, marked ``@unit`` (units.py, memo.py): a pass builds again only the
 flows of the units whose objects changed, and they come stamped with the app's id.
 
-No app's bug stops the others. A unit that raises has no flows (units.py); an app that raises
-outside its units keeps the flows of its last good pass (``AppFlows``). Where two apps want one
-flow identity with different actions, ``PRECEDENCE`` says whose is installed (the reconciler
-applies it): the apps that enforce (port security, security groups) come before those that
-forward, and forwarding for a real port before a service the controller synthesises (the
-DHCP server's ARP answer for an address a port also holds).
+No app's bug stops the others. A unit that raises has no flows (units.py): one object's flows
+go, the safe side for what it allows. An app that raises outside its units keeps the flows it
+had (``AppFlows``): dropping a whole app (port security for every port, say) would cut every
+tenant off, for one object's sake. Where two apps want one flow identity with different
+actions, ``PRECEDENCE`` says whose is installed (the reconciler applies it): the apps that
+enforce (port security, security groups) come before those that forward, and forwarding for a
+real port before a service the controller synthesises (DHCP, whose ARP answers yield to any
+port's).
 """
 import logging
 
@@ -64,9 +66,13 @@ def desired_flows(topology) -> list[of.Flow]:
 
 class AppFlows:
     """Every app's flows, pass after pass: an app that raises outside its units keeps the
-    flows of its last good pass, and its error is logged once (until it succeeds again)."""
+    flows of its last good pass (or, when it has had none in this process, the flows of it
+    that br-int holds, from ``installed``: a restart deletes nothing), and its error is
+    logged once (until it succeeds again)."""
 
-    def __init__(self):
+    def __init__(self, installed=dict):
+        """``installed()``: the flows the switch holds, by identity (the reconciler's)."""
+        self._installed = installed
         self._last_good: dict[str, list[of.Flow]] = {}
         self._errors: dict[str, str] = {}
 
@@ -82,19 +88,21 @@ class AppFlows:
             try:
                 flows = _app_flows(app, topology)
             except Exception as e:  # noqa: BLE001 - contained: see the class docstring
-                self._failed(app.NAME, e)
-                flows = self._last_good.get(app.NAME, [])
+                flows = self._last_good.get(app.NAME)
+                if flows is None:
+                    app_id = APP_IDS[app.NAME]
+                    flows = [f for f in self._installed().values() if f.app_id == app_id]
+                self._failed(app.NAME, e, len(flows))
             else:
                 self._last_good[app.NAME] = flows
                 self._errors.pop(app.NAME, None)
             result.extend(flows)
         return result
 
-    def _failed(self, name: str, error: Exception) -> None:
+    def _failed(self, name: str, error: Exception, kept: int) -> None:
         described = f'{type(error).__name__}: {error}'
         if self._errors.get(name) != described:
-            LOG.error('app %s failed; it keeps the flows of its last good pass (%d)', name,
-                      len(self._last_good.get(name, [])), exc_info=error)
+            LOG.error('app %s failed; it keeps %d flows it had', name, kept, exc_info=error)
         self._errors[name] = described
 
 
