@@ -97,17 +97,11 @@ class BodyLimit:
                     raise _TooLarge()
             return message
 
-        started = False
-
-        async def watched_send(message):
-            nonlocal started
-            started = started or message['type'] == 'http.response.start'
-            await send(message)
-
+        watched = _WatchedSend(send)
         try:
-            await self.app(scope, limited_receive, watched_send)
+            await self.app(scope, limited_receive, watched)
         except _TooLarge:
-            if started:
+            if watched.started:
                 raise
             await self._refuse(scope, receive, send,
                                f'Request is too large. Larger than {self.max_size}.')
@@ -123,6 +117,17 @@ class _TooLarge(Exception):
     """Raised out of the body reader when a request body passes the limit."""
 
 
+class _WatchedSend:
+    """An ASGI send that notes whether the answer has started (then no other can be sent)."""
+
+    def __init__(self, send):
+        self.send, self.started = send, False
+
+    async def __call__(self, message):
+        self.started = self.started or message['type'] == 'http.response.start'
+        await self.send(message)
+
+
 class LastResort:
     """ASGI middleware: an exception nothing else handled is logged with its traceback and
     answered 500 with a NeutronError body. Starlette's own handler answers and then re-raises,
@@ -135,19 +140,13 @@ class LastResort:
         if scope['type'] != 'http':
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def watched_send(message):
-            nonlocal started
-            started = started or message['type'] == 'http.response.start'
-            await send(message)
-
+        watched = _WatchedSend(send)
         try:
-            await self.app(scope, receive, watched_send)
+            await self.app(scope, receive, watched)
         except ClientDisconnect:
             return   # the client left before its body arrived: no one to answer
         except Exception:
             LOG.exception('%s %s failed', scope.get('method'), scope.get('path'))
-            if started:  # part of an answer is out: only closing the connection is left
+            if watched.started:  # part of an answer is out: only closing the connection is left
                 raise
             await error_response(errors.HTTPInternalServerError())(scope, receive, send)
