@@ -141,22 +141,33 @@ class Samples:
         return percentile(values, q) * 1000 if values else None
 
 
-class Dragonflow:
-    """A Dragonflow cloud with the benchmark's topology, up until close(); sample() adds one
-    timed port-up to ``result``, monitored() the flows' arrival samples."""
-    name = 'Dragonflow'
-    kinds = KINDS
+class _System:
+    """A cloud started by _start(), its resources on ``_stack``: up until close(), and
+    cleaned up if starting fails half way."""
 
     def __init__(self, interval: float, secure: bool):
-        self.interval, self.result = interval, Samples()
-        self.security = {} if secure else {'port_security_enabled': False,
-                                           'security_groups': []}
+        self.interval, self.secure, self.result = interval, secure, Samples()
         self._stack = contextlib.ExitStack()
         try:
             self._start()
         except BaseException:
             self._stack.close()
             raise
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+class Dragonflow(_System):
+    """A Dragonflow cloud with the benchmark's topology, up until close(); sample() adds one
+    timed port-up to ``result``, monitored() the flows' arrival samples."""
+    name = 'Dragonflow'
+    kinds = KINDS
+
+    def __init__(self, interval: float, secure: bool):
+        self.security = {} if secure else {'port_security_enabled': False,
+                                           'security_groups': []}
+        super().__init__(interval, secure)
 
     def _start(self) -> None:
         cloud = self._stack.enter_context(
@@ -239,23 +250,11 @@ class Dragonflow:
             for m in monitors:
                 m.close()
 
-    def close(self) -> None:
-        self._stack.close()
 
-
-class Ovn:
+class Ovn(_System):
     """An OVN deployment with the same topology, up until close(); sample() as Dragonflow's."""
     name = 'OVN'
     kinds = (*KINDS, OVN_AS_NEUTRON)
-
-    def __init__(self, interval: float, secure: bool):
-        self.interval, self.secure, self.result = interval, secure, Samples()
-        self._stack = contextlib.ExitStack()
-        try:
-            self._start()
-        except BaseException:
-            self._stack.close()
-            raise
 
     def _start(self) -> None:
         cloud = self._stack.enter_context(
@@ -311,9 +310,6 @@ class Ovn:
             nbctl('lsp-del', name)
         finally:
             guest.destroy()
-
-    def close(self) -> None:
-        self._stack.close()
 
 
 def default_security_group(nbctl) -> None:
