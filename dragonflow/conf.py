@@ -52,8 +52,17 @@ controller_opts = [
     cfg.StrOpt('tunnel_ip', default='127.0.0.1',
                help='Underlay IP address tunnels to this chassis are sent to.'),
     cfg.ListOpt('tunnel_types', default=['vxlan'],
-                help='Tunnel encapsulation (vxlan or geneve); the first is used, and every '
-                     'chassis of a deployment must use the same.'),
+                help='Tunnel encapsulations this chassis terminates (vxlan, geneve, gre): '
+                     'one tunnel port each (remote IP and key from the flows). A network '
+                     'crosses chassis in the tunnel of its provider:network_type; a network '
+                     'from before provider networks (none recorded) in the first of these.'),
+    cfg.ListOpt('bridge_mappings', default=[],
+                help='<physical_network>:<bridge> pairs, as Neutron\'s OVS agent and OVN '
+                     'take them (e.g. physnet1:br-ex,physnet2:br-vlan). The operator creates '
+                     'each bridge and puts the NIC in it; the controller creates and keeps '
+                     'the patch ports between it and the integration bridge. Flat and VLAN '
+                     'networks of a physnet, and floating IPs on them, work on this chassis '
+                     'only if it maps that physnet.'),
     cfg.StrOpt('ovsdb_connection', default='unix:/var/run/openvswitch/db.sock',
                help='OVSDB endpoint of this chassis\' Open vSwitch.'),
     cfg.StrOpt('integration_bridge', default='br-int', help='The integration bridge.'),
@@ -69,6 +78,44 @@ controller_opts = [
 ]
 
 
+l3_opts = [
+    cfg.FloatOpt('external_gateway_refresh', default=30.0, min=1,
+                 help='Seconds between the ARP requests a chassis sends for the gateway of an '
+                      'external subnet it NATs floating IPs on, to learn (and keep current) '
+                      'the gateway\'s MAC.'),
+]
+
+# Neutron's ML2 type driver options, with Neutron's group and option names, read by df-api.
+ml2_opts = [
+    cfg.ListOpt('type_drivers', default=['vxlan', 'geneve', 'gre', 'flat', 'vlan'],
+                help='Network types that may be created (provider:network_type).'),
+    cfg.ListOpt('tenant_network_types', default=['vxlan'],
+                help='Type given, in this order of preference, to a network created without '
+                     'provider attributes.'),
+]
+ml2_type_vxlan_opts = [
+    cfg.ListOpt('vni_ranges', default=['1:65535'],
+                help='<min>:<max> VXLAN VNI ranges tenant networks are allocated from.'),
+]
+ml2_type_geneve_opts = [
+    cfg.ListOpt('vni_ranges', default=['1:65535'],
+                help='<min>:<max> Geneve VNI ranges tenant networks are allocated from.'),
+]
+ml2_type_gre_opts = [
+    cfg.ListOpt('tunnel_id_ranges', default=['1:65535'],
+                help='<min>:<max> GRE key ranges tenant networks are allocated from.'),
+]
+ml2_type_flat_opts = [
+    cfg.ListOpt('flat_networks', default=['*'],
+                help='Physical networks flat networks may be created on; * for any.'),
+]
+ml2_type_vlan_opts = [
+    cfg.ListOpt('network_vlan_ranges', default=[],
+                help='<physical_network>[:<min>:<max>]: the physnets VLAN networks may be '
+                     'created on, and the VLAN ids tenant networks are allocated from there '
+                     '(a physnet without a range takes provider networks only).'),
+]
+
 dhcp_opts = [
     cfg.IntOpt('lease_time', default=86400, min=60,
                help='Seconds a DHCP lease lasts; clients renew at half of it.'),
@@ -81,12 +128,20 @@ dhcp_opts = [
 ]
 
 
+_ML2_GROUPS = (('ml2', ml2_opts), ('ml2_type_vxlan', ml2_type_vxlan_opts),
+               ('ml2_type_geneve', ml2_type_geneve_opts), ('ml2_type_gre', ml2_type_gre_opts),
+               ('ml2_type_flat', ml2_type_flat_opts), ('ml2_type_vlan', ml2_type_vlan_opts))
+
+
 def register_opts(conf):
     """Register every Dragonflow option group on ``conf``."""
     conf.register_opts(store_opts, group='store')
     conf.register_opts(api_opts, group='api')
     conf.register_opts(controller_opts, group='controller')
     conf.register_opts(dhcp_opts, group='dhcp')
+    conf.register_opts(l3_opts, group='l3')
+    for group, opts in _ML2_GROUPS:
+        conf.register_opts(opts, group=group)
 
 
 def load(argv=None, conf=None):
@@ -100,7 +155,7 @@ def load(argv=None, conf=None):
 def list_opts():
     """For oslo-config-generator: every group with its options."""
     return [('store', store_opts), ('api', api_opts), ('controller', controller_opts),
-            ('dhcp', dhcp_opts)]
+            ('dhcp', dhcp_opts), ('l3', l3_opts), *_ML2_GROUPS]
 
 
 def sample() -> str:

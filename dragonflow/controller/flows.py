@@ -118,14 +118,46 @@ class ToController:
 
 
 @dataclasses.dataclass(frozen=True)
+class PushVlan:
+    """Push an 802.1Q header (its VLAN id is then set with SetField('vlan_vid', 0x1000|id))."""
+    ethertype: int = 0x8100
+
+
+@dataclasses.dataclass(frozen=True)
+class PopVlan:
+    """Pop the outer 802.1Q header."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Nat:
+    """The nat() of a ct action. With no ``kind``, a packet of a connection that has NAT is
+    translated as the connection says (and the inner headers of an ICMP error related to it);
+    others pass unchanged. With ``kind`` 'src' or 'dst' (only with commit), a new connection
+    gets its source or destination address rewritten to ``address``."""
+    kind: Optional[str] = None
+    address: Optional[str] = None
+
+    def __post_init__(self):
+        if (self.kind is None) != (self.address is None) or \
+                self.kind not in (None, 'src', 'dst'):
+            raise ValueError(f'OVS refuses {self}')
+
+
+@dataclasses.dataclass(frozen=True)
 class Conntrack:
     """Send the packet through connection tracking in ``zone``: ``commit`` records its
     connection; with ``table`` the packet continues there with ct_state set (recirculation),
     without it the actions after this one go on. The zone (16 bits) is a number, or the name
-    of a register whose low 16 bits hold it, for a flow shared by packets of several zones."""
+    of a register whose low 16 bits hold it, for a flow shared by packets of several zones.
+    ``nat``: see Nat."""
     zone: Union[int, str]
     commit: bool = False
     table: Optional[int] = None
+    nat: Optional[Nat] = None
+
+    def __post_init__(self):
+        if self.nat is not None and self.nat.kind is not None and not self.commit:
+            raise ValueError(f'a NAT of a new connection needs commit: {self}')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,7 +177,7 @@ class Conjunction:
 
 
 Action = Union[Output, SetField, Move, DecTTL, Resubmit, Goto, ToController, Conntrack,
-               Conjunction]
+               Conjunction, PushVlan, PopVlan]
 
 # ct_state bits (Nicira): match ("+trk+est") as (bits, mask).
 CT_NEW, CT_ESTABLISHED, CT_RELATED, CT_REPLY, CT_INVALID, CT_TRACKED = 1, 2, 4, 8, 16, 32

@@ -62,8 +62,10 @@ class Table:
 
 
 CLASSIFY = Table(
-    'classify', 0, 'local VM port: set reg6 and metadata; tunnel port: metadata from tun_id',
-    frozenset({'in_port', 'tunnel_id'}), ('port_security', 'remote_ingress'))
+    'classify', 0, 'local VM port: set reg6 and metadata; tunnel port: metadata from tun_id; '
+    'patch port of a physnet: metadata from the VLAN id (popped) or its flat network',
+    frozenset({'in_port', 'tunnel_id', 'vlan_vid'}),
+    ('port_security', 'remote_ingress', 'provider_ingress'))
 PORT_SECURITY = Table(
     'port_security', 5, 'a VM sends only with its own MAC and IPs (or allowed address pairs)',
     frozenset({SOURCE_PORT_REG, 'eth_src', 'eth_type', 'ipv4_src', 'arp_sha', 'arp_spa',
@@ -86,21 +88,52 @@ DHCP = Table(
     frozenset({SOURCE_PORT_REG}), ('l2_lookup',))
 L2_LOOKUP = Table(
     'l2_lookup', 30, 'router MAC to L3; known port MAC to its reg7; broadcast to every port',
-    frozenset(_L2), ('l3', 'egress_dispatch', 'remote_flood'))
+    frozenset(_L2), ('l3', 'egress_dispatch', 'remote_flood', 'provider_egress'))
 REMOTE_INGRESS = Table(
     'remote_ingress', 35, 'packets from tunnels: destination MAC to a local port; any other '
     'to the controller, to wait for a port about to be plugged here',
     frozenset(_L2), ('egress_dispatch',))
+PROVIDER_INGRESS = Table(
+    'provider_ingress', 36, 'frames from a physical network: to a local port\'s MAC; a local '
+    'floating IP\'s ARP answered and its traffic to DNAT; ARP replies to it to the controller '
+    '(the gateway\'s MAC); broadcast to local ports only; anything else dropped',
+    frozenset(_ARP | {'ipv4_dst'}), ('egress_dispatch', 'fip_dnat'))
 L3 = Table(
-    'l3', 40, 'route by destination IP: dec_ttl, rewrite MACs, set the destination network/port',
-    frozenset(_L3 | {ROUTER_REG}), ('egress_dispatch',))
+    'l3', 40, 'route by destination IP: dec_ttl, rewrite MACs, set the destination network/port; '
+    'from a port with a floating IP to outside the router: to SNAT',
+    frozenset(_L3 | {ROUTER_REG}), ('egress_dispatch', 'fip_snat'))
+FIP_DNAT = Table(
+    'fip_dnat', 50, 'to a local floating IP: the router\'s key in reg5, through conntrack '
+    '(the router\'s NAT zone, nat: replies and related errors translated back)',
+    frozenset({NETWORK_REG, 'eth_type', 'ipv4_dst'}), ('fip_dnat_commit',))
+FIP_DNAT_COMMIT = Table(
+    'fip_dnat_commit', 51, 'a new connection to a floating IP: committed with DNAT to the '
+    'fixed IP', frozenset({ROUTER_REG, 'ct_state', 'eth_type', 'ipv4_dst'}), ('fip_to_port',))
+FIP_TO_PORT = Table(
+    'fip_to_port', 52, 'translated to the fixed IP: routed to the port (dec_ttl, MACs, its '
+    'network and reg7)', frozenset({ROUTER_REG, 'eth_type', 'ipv4_dst'}), ('egress_dispatch',))
+FIP_SNAT = Table(
+    'fip_snat', 53, 'from a port with a floating IP to outside: through the router\'s NAT zone',
+    frozenset({ROUTER_REG, 'eth_type', 'ipv4_src'}), ('fip_snat_commit',))
+FIP_SNAT_COMMIT = Table(
+    'fip_snat_commit', 54, 'a new connection from it: committed with SNAT to the floating IP',
+    frozenset({ROUTER_REG, 'ct_state', 'eth_type', 'ipv4_src'}), ('fip_to_external',))
+FIP_TO_EXTERNAL = Table(
+    'fip_to_external', 55, 'translated to the floating IP: to the external network (the FIP '
+    'port\'s MAC, the gateway\'s MAC, dec_ttl)',
+    frozenset({ROUTER_REG, 'eth_type', 'ipv4_src'}), ('provider_egress',))
 EGRESS_DISPATCH = Table(
     'egress_dispatch', 60, 'local destination port to ingress filtering; remote one to its '
     'tunnel; one bound nowhere yet to every chassis of its network',
-    frozenset({DESTINATION_PORT_REG}), ('ingress_conntrack', 'remote_flood'))
+    frozenset({DESTINATION_PORT_REG}), ('ingress_conntrack', 'remote_flood', 'provider_egress'))
 REMOTE_FLOOD = Table(
     'remote_flood', 62, 'a broadcast from a local port: one copy to each other chassis with '
-    'ports on the network', frozenset({NETWORK_REG}), ())
+    'ports on the network; on a physical network one copy to it',
+    frozenset({NETWORK_REG}), ('provider_egress',))
+PROVIDER_EGRESS = Table(
+    'provider_egress', 64, 'to a physical network: a routed frame gets this chassis\' router '
+    'MAC as source; VLAN tag pushed; out of the physnet\'s patch port',
+    frozenset({NETWORK_REG, 'eth_src'}), ())
 INGRESS_CONNTRACK = Table(
     'ingress_conntrack', 70, 'IPv4 to a port with security groups through conntrack (its zone)',
     frozenset({DESTINATION_PORT_REG, 'eth_type'}), ('ingress_security_groups', 'output'))
@@ -112,8 +145,10 @@ OUTPUT = Table(
     frozenset({DESTINATION_PORT_REG}), ())
 
 TABLES = (CLASSIFY, PORT_SECURITY, EGRESS_CONNTRACK, EGRESS_SECURITY_GROUPS, SERVICES,
-          ARP_RESPONDER, DHCP, L2_LOOKUP, REMOTE_INGRESS, L3, EGRESS_DISPATCH, REMOTE_FLOOD,
-          INGRESS_CONNTRACK, INGRESS_SECURITY_GROUPS, OUTPUT)
+          ARP_RESPONDER, DHCP, L2_LOOKUP, REMOTE_INGRESS, PROVIDER_INGRESS, L3, FIP_DNAT,
+          FIP_DNAT_COMMIT, FIP_TO_PORT, FIP_SNAT, FIP_SNAT_COMMIT, FIP_TO_EXTERNAL,
+          EGRESS_DISPATCH, REMOTE_FLOOD, PROVIDER_EGRESS, INGRESS_CONNTRACK,
+          INGRESS_SECURITY_GROUPS, OUTPUT)
 BY_NUMBER = {t.number: t for t in TABLES}
 BY_NAME = {t.name: t for t in TABLES}
 

@@ -34,15 +34,23 @@ class Topology:
     security_groups: dict = dataclasses.field(default_factory=dict)
     security_group_rules: dict = dataclasses.field(default_factory=dict)
     revision: int = 0  # the store revision the objects are current at
+    floating_ips: dict = dataclasses.field(default_factory=dict)
+    # What this chassis has that the store does not say (from its OVSDB, config and packets):
+    tunnel_ofports: dict = dataclasses.field(default_factory=dict)  # tunnel type -> ofport
+    patch_ofports: dict = dataclasses.field(default_factory=dict)  # physnet -> br-int's patch
+    router_mac: Optional[str] = None  # source MAC of routed frames sent on physical networks
+    gateway_macs: dict = dataclasses.field(default_factory=dict)  # external gateway IP -> MAC
 
     @classmethod
     def from_objects(cls, chassis_id: str, objects: dict, ofports: dict[str, int],
-                     tunnel_ofport: Optional[int], revision: int = 0) -> 'Topology':
-        """From objects by table name (the cache's), copied so later changes stay out."""
+                     tunnel_ofport: Optional[int], revision: int = 0, **local) -> 'Topology':
+        """From objects by table name (the cache's), copied so later changes stay out.
+        ``local``: the fields of this chassis' own (tunnel_ofports, patch_ofports, ...)."""
         o = {table: dict(rows) for table, rows in objects.items()}
         return cls(chassis_id, o['networks'], o['subnets'], o['ports'], o['routers'],
                    o['chassis'], ofports, tunnel_ofport, o.get('security_groups', {}),
-                   o.get('security_group_rules', {}), revision)
+                   o.get('security_group_rules', {}), revision, o.get('floatingips', {}),
+                   **local)
 
     def __hash__(self):
         return id(self)
@@ -59,7 +67,9 @@ class Topology:
         return self._ports_by_network.get(network_id, [])
 
     def vm_ports_on(self, network_id: str) -> list[Port]:
-        return [p for p in self.ports_on(network_id) if not p.is_router_interface]
+        """The ports an interface may be plugged into: not router interfaces, gateways or
+        floating IPs (Port.is_plugged_kind)."""
+        return [p for p in self.ports_on(network_id) if p.is_plugged_kind]
 
     def local_ports(self) -> list[tuple[Port, int]]:
         """Ports plugged on this chassis that the store knows, with their OpenFlow port."""

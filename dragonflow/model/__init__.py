@@ -7,8 +7,11 @@ from dragonflow.model.objects import (
     Chassis,
     ChassisStatus,
     DefaultSecurityGroup,
+    ExternalFixedIP,
+    ExternalGateway,
     Fence,
     FixedIP,
+    FloatingIP,
     HostRoute,
     IPAllocation,
     MACAllocation,
@@ -19,12 +22,14 @@ from dragonflow.model.objects import (
     RouterInterface,
     SecurityGroup,
     SecurityGroupRule,
+    SegmentAllocation,
     Subnet,
     model_for_table,
 )
 
 __all__ = ['AddressPair', 'MODELS', 'INTERNAL_MODELS', 'AllocationPool', 'Chassis',
            'ChassisStatus',
-           'DefaultSecurityGroup', 'Fence', 'FixedIP', 'HostRoute', 'IPAllocation',
-           'MACAllocation', 'Model', 'Network', 'Port', 'Router', 'RouterInterface',
-           'SecurityGroup', 'SecurityGroupRule', 'Subnet', 'model_for_table']
+           'DefaultSecurityGroup', 'ExternalFixedIP', 'ExternalGateway', 'Fence', 'FixedIP',
+           'FloatingIP', 'HostRoute', 'IPAllocation', 'MACAllocation', 'Model', 'Network',
+           'Port', 'Router', 'RouterInterface', 'SecurityGroup', 'SecurityGroupRule',
+           'SegmentAllocation', 'Subnet', 'model_for_table']

@@ -12,6 +12,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 DEVICE_OWNER_ROUTER_INTERFACE = 'network:router_interface'
 DEVICE_OWNER_DHCP = 'network:dhcp'
+DEVICE_OWNER_ROUTER_GATEWAY = 'network:router_gateway'
+DEVICE_OWNER_FLOATINGIP = 'network:floatingip'
+# Ports that stand for an address of the cloud's own, never plugged into any chassis: they
+# hold an address and a MAC, and their flows come from the object they belong to.
+NOT_PLUGGED_OWNERS = frozenset({'network:router_interface', DEVICE_OWNER_ROUTER_GATEWAY,
+                                DEVICE_OWNER_FLOATINGIP})
+
+TUNNEL_NETWORK_TYPES = ('vxlan', 'geneve', 'gre')
+PHYSICAL_NETWORK_TYPES = ('flat', 'vlan')
+NETWORK_TYPES = TUNNEL_NETWORK_TYPES + PHYSICAL_NETWORK_TYPES
 
 
 class Model(BaseModel):
@@ -52,9 +62,29 @@ class Network(Resource):
     external: bool = Field(default=False, alias='router:external')
     mtu: int = 1450
     port_security_enabled: bool = True
-    network_type: Optional[str] = Field(default=None, alias='provider:network_type')
-    physical_network: Optional[str] = Field(default=None, alias='provider:physical_network')
-    segmentation_id: Optional[int] = Field(default=None, alias='provider:segmentation_id')
+    network_type: Optional[str] = Field(
+        default=None, alias='provider:network_type',
+        description="One of NETWORK_TYPES. None only in records written before provider "
+                    "networks: a tunnel network of the chassis' first tunnel type, VNI = key.")
+    physical_network: Optional[str] = Field(
+        default=None, alias='provider:physical_network',
+        description='flat and vlan: the physnet (a name of bridge_mappings); else None.')
+    segmentation_id: Optional[int] = Field(
+        default=None, alias='provider:segmentation_id',
+        description='vlan: the VLAN id; vxlan, geneve, gre: the VNI / GRE key on the wire; '
+                    'flat: None. Distinct from ``key``, which is only the pipeline\'s.')
+
+    @property
+    def is_physical(self) -> bool:
+        """Crosses chassis on a physical network (flat, VLAN), not in a tunnel."""
+        return self.network_type in PHYSICAL_NETWORK_TYPES
+
+    @property
+    def tunnel_key(self) -> Optional[int]:
+        """The VNI (or GRE key) of a tunnel network; None for a physical one."""
+        if self.is_physical:
+            return None
+        return self.key if self.segmentation_id is None else self.segmentation_id
 
 
 class AllocationPool(BaseModel):
@@ -116,10 +146,28 @@ class Port(Resource):
     def is_router_interface(self) -> bool:
         return self.device_owner == DEVICE_OWNER_ROUTER_INTERFACE
 
+    @property
+    def is_plugged_kind(self) -> bool:
+        """A port a VM (or any interface) may be plugged into: not an address the cloud
+        holds for a router or a floating IP."""
+        return self.device_owner not in NOT_PLUGGED_OWNERS
+
 
 class RouterInterface(BaseModel):
     port_id: str
     subnet_id: str
+
+
+class ExternalFixedIP(BaseModel):
+    subnet_id: str
+    ip_address: str
+
+
+class ExternalGateway(BaseModel):
+    """A router's external gateway, as Neutron's external_gateway_info shows it."""
+    network_id: str
+    enable_snat: bool = True
+    external_fixed_ips: list[ExternalFixedIP] = []
 
 
 class Router(Resource):
@@ -129,7 +177,27 @@ class Router(Resource):
     status: str = 'ACTIVE'
     routes: list[HostRoute] = []
     interfaces: list[RouterInterface] = []
-    external_gateway_info: Optional[dict] = None
+    external_gateway_info: Optional[ExternalGateway] = None
+    gateway_port_id: Optional[str] = Field(
+        default=None, description='Its network:router_gateway port on the external network, '
+                                  'holding the external_fixed_ips and the gateway MAC.')
+
+
+class FloatingIP(Resource):
+    """A floating IP: an address of an external network that the chassis of ``port_id``
+    NATs to ``fixed_ip_address`` (DNAT in, SNAT out). ``floating_port_id`` is its own
+    network:floatingip port, which holds the address (IPAM) and the MAC the chassis answers
+    ARP with. ``router_id`` is the router that joins the port's subnet to the external
+    network (set while associated). ``status`` is ACTIVE once the bound chassis has the flows
+    in, DOWN otherwise: df-api writes DOWN on every (dis)association, the chassis ACTIVE."""
+    table: ClassVar[str] = 'floatingips'
+    floating_network_id: str
+    floating_ip_address: str
+    floating_port_id: str
+    port_id: Optional[str] = None
+    fixed_ip_address: Optional[str] = None
+    router_id: Optional[str] = None
+    status: str = 'DOWN'
 
 
 class Chassis(Model):
@@ -140,10 +208,15 @@ class Chassis(Model):
     table: ClassVar[str] = 'chassis'
     tunnel_ip: str
     tunnel_types: list[str] = ['vxlan']
+    physical_networks: list[str] = Field(
+        default=[], description='The physnets of its bridge_mappings, sorted.')
+    router_mac: Optional[str] = Field(
+        default=None, description='The source MAC of the frames its routers send on physical '
+                                  'networks (one per chassis, so no MAC moves upstream).')
 
     def same_endpoint(self, other: 'Chassis') -> bool:
-        """Whether tunnels to the two records are the same."""
-        return (self.tunnel_ip, self.tunnel_types) == (other.tunnel_ip, other.tunnel_types)
+        """Whether the two records say the same to the data plane."""
+        return self.model_dump(exclude={'revision'}) == other.model_dump(exclude={'revision'})
 
 
 class ChassisStatus(BaseModel):
@@ -220,7 +293,8 @@ class SecurityGroupRule(Model):
 
 
 MODELS: dict[str, type[Model]] = {m.table: m for m in (Network, Subnet, Port, Router, Chassis,
-                                                         SecurityGroup, SecurityGroupRule)}
+                                                         SecurityGroup, SecurityGroupRule,
+                                                         FloatingIP)}
 
 
 # Records df-api keeps for itself. They live in the store so that every df-api process sees
@@ -263,6 +337,21 @@ class Fence(Model):
     expires: float
 
 
+class SegmentAllocation(Model):
+    """One network segment in use: id '<network_type>/<physical_network or ->/<segmentation
+    id or ->', created only if absent, in the commit that creates the network, so no two
+    networks get one VLAN id, VNI or flat physnet (Neutron: SegmentationIdInUse,
+    FlatNetworkInUse)."""
+    table: ClassVar[str] = 'segment_allocations'
+    network_id: str
+
+    @staticmethod
+    def make_id(network_type: str, physical_network: Optional[str],
+                segmentation_id: Optional[int]) -> str:
+        return f'{network_type}/{physical_network or "-"}/' \
+               f'{"-" if segmentation_id is None else segmentation_id}'
+
+
 class DefaultSecurityGroup(Model):
     """Which group is a project's default: id = the project; created only if absent, in the
     same commit as the group, so concurrent first uses make one default group."""
@@ -271,7 +360,7 @@ class DefaultSecurityGroup(Model):
 
 
 INTERNAL_MODELS: dict[str, type[Model]] = {m.table: m for m in (
-    IPAllocation, MACAllocation, Fence, DefaultSecurityGroup)}
+    IPAllocation, MACAllocation, Fence, DefaultSecurityGroup, SegmentAllocation)}
 
 
 def model_for_table(table: str) -> type[Model]:
