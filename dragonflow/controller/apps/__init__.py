@@ -23,10 +23,12 @@ from dragonflow.controller.apps import (
     arp_responder,
     classifier,
     dhcp,
+    floating_ips,
     l2,
     l3,
     output,
     port_security,
+    provider,
     security_groups,
     tunnels,
 )
@@ -35,11 +37,11 @@ LOG = logging.getLogger(__name__)
 
 # Order is the cookie's app id: append, never reorder (ids are in switches and dumps).
 APPS = (classifier, arp_responder, l2, l3, output, tunnels, port_security, dhcp,
-        security_groups)
+        security_groups, provider, floating_ips)
 APP_IDS = {app.NAME: index + 1 for index, app in enumerate(APPS)}
 APP_NAMES = {index: name for name, index in APP_IDS.items()}
-PRECEDENCE = (port_security, security_groups, classifier, l3, l2, arp_responder, tunnels,
-              output, dhcp)
+PRECEDENCE = (port_security, security_groups, classifier, floating_ips, l3, l2, provider,
+              arp_responder, tunnels, output, dhcp)
 _RANKS = {APP_IDS[app.NAME]: rank for rank, app in enumerate(PRECEDENCE)}
 
 
