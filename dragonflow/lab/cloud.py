@@ -17,6 +17,7 @@ import urllib.request
 from typing import Optional
 
 from dragonflow.lab import netns, ovs, stores
+from dragonflow.lab.physical import PhysicalNetwork
 from dragonflow.lab.vm import Vm
 
 BIN = os.path.dirname(sys.executable)  # the venv's bin: df-api and df-controller live there
@@ -114,14 +115,20 @@ class Chassis:
         self.ovs.start()
         self.ovs.add_bridge('br-int')
         self._join_underlay()
+        for physical in self.cloud.physicals.values():
+            physical.join(self)
         if self.cloud.management_ns:
             self.cloud.join_management(self.netns, 'mgmt0', self.name, 10 + self.index)
+        controller = {
+            'chassis_id': self.name, 'ovsdb_connection': self.ovs.ovsdb_connection,
+            'datapath_type': 'netdev', 'openflow_listen_port': OPENFLOW_PORT,
+            'heartbeat_interval': 1.0, 'tunnel_ip': self.tunnel_ip,
+            'tunnel_types': self.cloud.tunnel_type}
+        if self.cloud.physicals:
+            controller['bridge_mappings'] = ','.join(
+                p.mapping for p in self.cloud.physicals.values())
         with open(self.config_path, 'w') as f:
-            f.write(self.cloud.config(controller={
-                'chassis_id': self.name, 'ovsdb_connection': self.ovs.ovsdb_connection,
-                'datapath_type': 'netdev', 'openflow_listen_port': OPENFLOW_PORT,
-                'heartbeat_interval': 1.0, 'tunnel_ip': self.tunnel_ip,
-                'tunnel_types': self.cloud.tunnel_type}))
+            f.write(self.cloud.config(controller=controller, **self.cloud.extra_config))
         self.start_controller()
 
     def _join_underlay(self) -> None:
@@ -162,10 +169,24 @@ class Chassis:
 
 class Cloud:
     def __init__(self, workdir: str, prefix: Optional[str] = None, tunnel_type: str = 'vxlan',
-                 store: str = 'sqlite'):
+                 store: str = 'sqlite', physical_networks: tuple = (),
+                 extra_config: Optional[dict] = None):
+        """``physical_networks``: physnet names, each a physical network every chassis
+        joins (the first through br-ex, the others through br-<name>), the first with the
+        upstream router and internet host (lab/physical.py); ``cloud.physical`` is that
+        first one. ``extra_config``: more INI sections (by name) for df-api and every
+        controller, e.g. {'ml2_type_vlan': {'network_vlan_ranges': 'physnet1:100:200'}}."""
         if store not in STORES:
             raise ValueError(f'store must be one of {STORES}')
         self.prefix = prefix or 'df' + secrets.token_hex(3)
+        self.physicals = {name: PhysicalNetwork(self.prefix, name,
+                                                'br-ex' if i == 0 else f'br-{name}'[:15],
+                                                with_upstream=i == 0)
+                          for i, name in enumerate(physical_networks)}
+        if extra_config is None and physical_networks:  # VLAN ids 100-200 on each physnet
+            extra_config = {'ml2_type_vlan': {'network_vlan_ranges': ','.join(
+                f'{name}:100:200' for name in physical_networks)}}
+        self.extra_config = extra_config or {}
         self.workdir = workdir
         self.tunnel_type = tunnel_type
         self.underlay_ns = f'{self.prefix}-underlay'
@@ -195,9 +216,11 @@ class Cloud:
             if self.management_ns:
                 self._start_management()
             with open(os.path.join(self.workdir, 'df-api.ini'), 'w') as f:
-                f.write(self.config())
+                f.write(self.config(**self.extra_config))
             self.api.start()
             self._start_underlay()
+            for physical in self.physicals.values():
+                physical.start()
             wait_for(self._api_ready, 20, what='df-api')
             for index in range(1, chassis + 1):
                 self.add_chassis(f'ch{index}')
@@ -263,6 +286,11 @@ class Cloud:
         return chassis
 
     @property
+    def physical(self) -> Optional[PhysicalNetwork]:
+        """The first physical network (the one with the upstream router), if any."""
+        return next(iter(self.physicals.values()), None)
+
+    @property
     def sdk(self):
         """The operator's openstacksdk connection to df-api (admin: sees every project)."""
         if self._sdk is None:
@@ -313,6 +341,8 @@ class Cloud:
                 netns.delete(vm.name)
         for chassis in self.chassis.values():
             chassis.close()
+        for physical in self.physicals.values():
+            physical.close()
         self.api.stop()
         for server in self.store_servers:
             server.stop()
