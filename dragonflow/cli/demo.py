@@ -1,36 +1,48 @@
 """`dfctl demo` (behind `make demo`): an all-in-one deployment on this machine, a demo topology
 made through the API, and proof that it works: a connectivity matrix measured with real pings,
-per VM and per chassis pair, and the flows that do the work, grouped by app."""
+per VM and per chassis pair, north-south through distributed floating IPs (an internet host
+behind an upstream router on the physical network), and the flows that do the work, grouped
+by app."""
 import signal
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from dragonflow.cli.dfctl import format_flows
+from dragonflow.lab import physical
 from dragonflow.lab.cloud import Cloud
 
 CHASSIS = 3
+PHYSNET = 'physnet1'
 # name -> (project, CIDR, on alpha's router?). Beta reuses net-a's CIDR: projects are isolated
-# even with overlapping addresses; net-c is alpha's but off the router.
+# even with overlapping addresses; net-c is alpha's but off the router; net-v is a VLAN
+# network the operator made for alpha on the physical network, routed like the others.
 NETWORKS = {'net-a': ('alpha', '10.10.1.0/24', True), 'net-b': ('alpha', '10.10.2.0/24', True),
-            'net-c': ('alpha', '10.10.3.0/24', False), 'net-x': ('beta', '10.10.1.0/24', False)}
+            'net-c': ('alpha', '10.10.3.0/24', False), 'net-x': ('beta', '10.10.1.0/24', False),
+            'net-v': ('alpha', '10.10.4.0/24', True)}
+PROVIDER = {'net-v': {'provider:network_type': 'vlan', 'provider:physical_network': PHYSNET,
+                      'provider:segmentation_id': 150}}
 # name, network, chassis, address (fixed, so a ping can only reach the VM it names)
 VMS = (('vm1', 'net-a', 'ch1', '10.10.1.11'), ('vm2', 'net-a', 'ch2', '10.10.1.12'),
        ('vm3', 'net-b', 'ch3', '10.10.2.13'), ('vm4', 'net-b', 'ch1', '10.10.2.14'),
        ('vm5', 'net-c', 'ch2', '10.10.3.15'), ('vm6', 'net-x', 'ch1', '10.10.1.16'),
-       ('vm7', 'net-x', 'ch3', '10.10.1.17'))
+       ('vm7', 'net-x', 'ch3', '10.10.1.17'), ('vm8', 'net-v', 'ch2', '10.10.4.18'),
+       ('vm9', 'net-v', 'ch3', '10.10.4.19'))
+FLOATING = ('vm1', 'vm3', 'vm8')  # the VMs given a floating IP
 
 
 def run(once: bool, workdir=None) -> int:
     workdir = workdir or tempfile.mkdtemp(prefix='dragonflow-demo-')
-    cloud = Cloud(workdir)
+    cloud = Cloud(workdir, physical_networks=(PHYSNET,))
     try:
-        print(f'Starting the store, df-api on {cloud.api_url} and {CHASSIS} chassis '
-              f'(files in {workdir}) ...', flush=True)
+        print(f'Starting the store, df-api on {cloud.api_url}, {CHASSIS} chassis and a '
+              f'physical network with an upstream router (files in {workdir}) ...', flush=True)
         cloud.start(chassis=CHASSIS)
-        vms = build_topology(cloud)
+        vms, routers = build_topology(cloud)
+        floating = build_north_south(cloud, vms, routers['alpha'])
         results = ping_all(vms)
         ok = print_matrix(vms, results) & print_chassis_pairs(vms, results)
+        ok &= print_north_south(cloud, vms, floating)
         for name, chassis in cloud.chassis.items():
             print(f'\nFlows on {name} by app (dfctl flows --rundir {chassis.ovs.rundir}):')
             print(_summary(format_flows(chassis.dump_flows())))
@@ -47,7 +59,11 @@ def build_topology(cloud) -> dict:
     routers, subnets = {}, {}
     for name, (project, cidr, routed) in NETWORKS.items():
         sdk = cloud.connect(project)
-        network = sdk.network.create_network(name=name)
+        if name in PROVIDER:  # provider attributes are the operator's to set
+            network = cloud.sdk.network.create_network(name=name, project_id=project,
+                                                       **_sdk_provider(PROVIDER[name]))
+        else:
+            network = sdk.network.create_network(name=name)
         subnets[name] = sdk.network.create_subnet(network_id=network.id, ip_version=4,
                                                   cidr=cidr, name=name + '-subnet')
         if routed:
@@ -66,9 +82,39 @@ def build_topology(cloud) -> dict:
     for vm in vms.values():
         cloud.wait_port_active(vm.port_id)
     print(f'Created through the API: projects alpha and beta, {len(NETWORKS)} networks '
-          f'(alpha-router on {", ".join(n for n, v in NETWORKS.items() if v[2])}), '
+          f'(alpha-router on {", ".join(n for n, v in NETWORKS.items() if v[2])}; net-v on '
+          f'VLAN {PROVIDER["net-v"]["provider:segmentation_id"]} of {PHYSNET}), '
           f'{len(vms)} VMs on {CHASSIS} chassis.')
-    return vms
+    return vms, routers
+
+
+def _sdk_provider(attributes: dict) -> dict:
+    return {'provider_' + k.split(':')[1]: v for k, v in attributes.items()}
+
+
+def build_north_south(cloud, vms: dict, router) -> dict:
+    """The operator's external network (flat, on the physical network, the upstream router
+    its gateway), alpha's router given a gateway there, and floating IPs for some VMs.
+    {vm name: floating IP}."""
+    admin = cloud.sdk.network
+    public = admin.create_network(name='public', is_router_external=True,
+                                  provider_network_type='flat',
+                                  provider_physical_network=PHYSNET)
+    admin.create_subnet(network_id=public.id, name='public-subnet', ip_version=4,
+                        cidr=physical.EXTERNAL_CIDR, gateway_ip=physical.GATEWAY_IP,
+                        enable_dhcp=False,
+                        allocation_pools=[{'start': '172.24.4.100', 'end': '172.24.4.200'}])
+    alpha = cloud.connect('alpha').network
+    alpha.update_router(router, external_gateway_info={'network_id': public.id})
+    fips = {name: alpha.create_ip(floating_network_id=public.id, port_id=vms[name].port_id)
+            for name in FLOATING}
+    for fip in fips.values():
+        cloud.wait_floating_ip_active(fip.id)
+    floating = {name: fip.floating_ip_address for name, fip in fips.items()}
+    print(f'North-south: external network public (flat on {PHYSNET}, '
+          f'{physical.EXTERNAL_CIDR}), alpha-router\'s gateway on it, floating IPs '
+          + ', '.join(f'{name} {ip}' for name, ip in floating.items()) + '.')
+    return floating
 
 
 def should_reach(a, b) -> bool:
@@ -122,6 +168,31 @@ def print_chassis_pairs(vms: dict, results: dict) -> bool:
             cells.append(f'{good}/{len(pairs)}, {sum(results[p] for p in pairs)}')
         print(f'{source:<6}' + ''.join(f'{c:>14}' for c in cells))
     return all_good
+
+
+def print_north_south(cloud, vms: dict, floating: dict) -> bool:
+    """The internet host pings each floating IP; each VM of alpha-router pings the internet
+    host, which only those with a floating IP reach (SNAT for the others: issue #15)."""
+    internet = cloud.physical.internet
+    print(f'\nNorth-south (real pings; the internet host {physical.INTERNET_IP} is behind the '
+          f'upstream router {physical.GATEWAY_IP}):')
+    wrong = 0
+    for name, address in floating.items():
+        reached = internet.ping(address, count=2, timeout=1)
+        wrong += not reached
+        print(f'  internet -> {address:<15} ({name}'
+              f'@{vms[name].chassis_name}): {"ok" if reached else "FAIL"}')
+    routed = [vm for vm in vms.values() if NETWORKS[vm.network][2]]
+    for vm in routed:
+        reached = vm.ping(physical.INTERNET_IP, count=2, timeout=1)
+        expected = vm.label in floating
+        wrong += reached != expected
+        verdict = ('ok' if reached else '--') if reached == expected else 'FAIL'
+        how = f'as {floating[vm.label]}' if expected else 'no floating IP'
+        print(f'  {vm.label}@{vm.chassis_name} -> internet ({how}): {verdict}')
+    print(f'{len(floating) + len(routed) - wrong} of {len(floating) + len(routed)} '
+          'north-south paths as expected.')
+    return wrong == 0
 
 
 def _summary(grouped: str) -> str:

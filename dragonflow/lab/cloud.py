@@ -332,6 +332,11 @@ class Cloud:
         wait_for(lambda: self.sdk.network.get_port(port_id).status == 'ACTIVE', timeout,
                  what=f'port {port_id} ACTIVE')
 
+    def wait_floating_ip_active(self, floating_ip_id: str, timeout: float = 10.0) -> None:
+        """ACTIVE: the chassis of its port has its flows in."""
+        wait_for(lambda: self.sdk.network.get_ip(floating_ip_id).status == 'ACTIVE', timeout,
+                 what=f'floating IP {floating_ip_id} ACTIVE')
+
     def close(self) -> None:
         """Stop and remove everything this cloud made; never raises for what is already gone."""
         for vm in self.vms:
