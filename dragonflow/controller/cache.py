@@ -6,6 +6,10 @@ binds a port before it plugs the VM), the routers on those networks, the
 networks those routers connect, the subnets and ports of all these networks, and the chassis
 hosting those ports; the security groups of its ports with their rules, the groups those
 rules name as remote, and the ports that are members of those (for their addresses).
+North-south: the floating IPs of its local ports (with their own network:floatingip ports),
+and the external networks of its routers that have a gateway, with their subnets (the
+gateway IP) and those routers' gateway ports, but not the rest of the external networks'
+ports: an external network is shared by every project, its ports grow with the deployment.
 
 The store's change log brings every change; ``apply`` keeps those in scope and drops the rest.
 When a change, or a VM plugged here, widens the scope to objects the cache never kept (a new
@@ -20,6 +24,7 @@ from typing import Optional
 from dragonflow.model import (
     MODELS,
     Chassis,
+    FloatingIP,
     Model,
     Network,
     Port,
@@ -40,6 +45,11 @@ class Scope:
     security_groups: frozenset = frozenset()  # of local ports, and the groups their rules name
     local_groups: frozenset = frozenset()     # of local ports: their rules are needed
     remote_groups: frozenset = frozenset()    # named by those rules: their members are needed
+    floating_ips: frozenset = frozenset()     # of local ports
+    # External networks of the routers in scope, kept with their subnets but only the ports
+    # named in ``ports`` (gateway and floating IP ports), not every port on them.
+    external_networks: frozenset = frozenset()
+    ports: frozenset = frozenset()            # kept whatever their network
 
 
 # What changes in a resource without changing any flow: names, descriptions, timestamps, and
@@ -67,36 +77,63 @@ def scope_of(objects: dict[str, dict[str, Model]], chassis_id: str,
     ``unknown_port_ids``: plugged interfaces naming ports the store did not have at the last
     refill; they do not count as missing again (their creation arrives as an event)."""
     ports, subnets = objects[Port.table], objects[Subnet.table]
-    local = {p.network_id for p in ports.values() if is_local(p, chassis_id, local_port_ids)}
+    local_ports = {p.id for p in ports.values() if is_local(p, chassis_id, local_port_ids)}
+    local = {ports[p].network_id for p in local_ports}
     missing = any(pid not in ports and pid not in unknown_port_ids for pid in local_port_ids)
+    floating_ips = {f.id for f in objects[FloatingIP.table].values()
+                    if f.port_id in local_ports}
+    fip_routers = {objects[FloatingIP.table][f].router_id for f in floating_ips} - {None}
     routers = set()
     networks = set(local)
     for router in objects[Router.table].values():
         interface_subnets = [subnets.get(i.subnet_id) for i in router.interfaces]
-        if any(s is not None and s.network_id in local for s in interface_subnets):
+        if router.id in fip_routers or \
+                any(s is not None and s.network_id in local for s in interface_subnets):
             routers.add(router.id)
             missing |= None in interface_subnets
             networks |= {s.network_id for s in interface_subnets if s is not None}
-    missing |= any(n not in objects[Network.table] for n in networks)
+    missing |= bool(fip_routers - set(objects[Router.table]))
+    external, extra_ports = _north_south(objects, routers, floating_ips)
+    missing |= any(n not in objects[Network.table] for n in networks | external)
+    missing |= any(p not in ports for p in extra_ports)
     hosts = {p.binding_host_id for p in ports.values() if p.network_id in networks}
-    local_groups = {g for p in ports.values() if is_local(p, chassis_id, local_port_ids)
-                    for g in p.security_groups}
+    local_groups = {g for p in local_ports for g in ports[p].security_groups}
     remote_groups = {r.remote_group_id for r in objects[SecurityGroupRule.table].values()
                      if r.security_group_id in local_groups and r.remote_group_id}
     groups = local_groups | remote_groups
     missing |= any(g not in objects[SecurityGroup.table] for g in groups)
     return Scope(frozenset(networks), frozenset(routers), frozenset(hosts | {chassis_id}),
-                 missing, frozenset(groups), frozenset(local_groups), frozenset(remote_groups))
+                 missing, frozenset(groups), frozenset(local_groups), frozenset(remote_groups),
+                 frozenset(floating_ips), frozenset(external - networks),
+                 frozenset(extra_ports))
+
+
+def _north_south(objects, routers: set, floating_ips: set) -> tuple[set, set]:
+    """The external networks of the routers in scope (and of the floating IPs), and the
+    ports kept on them: the routers' gateway ports and the floating IPs' own ports."""
+    external, extra_ports = set(), set()
+    for router_id in routers:
+        router = objects[Router.table].get(router_id)
+        if router is not None and router.external_gateway_info is not None:
+            external.add(router.external_gateway_info.network_id)
+            if router.gateway_port_id:
+                extra_ports.add(router.gateway_port_id)
+    for fip in (objects[FloatingIP.table][f] for f in floating_ips):
+        external.add(fip.floating_network_id)
+        extra_ports.add(fip.floating_port_id)
+    return external, extra_ports
 
 
 def in_scope(scope: Scope, table: str, obj: Model) -> bool:
     if table == Network.table:
-        return obj.id in scope.networks
+        return obj.id in scope.networks or obj.id in scope.external_networks
     if table == Subnet.table:
-        return obj.network_id in scope.networks
-    if table == Port.table:  # on a network we serve, or a member of a group a rule names
-        return obj.network_id in scope.networks or \
+        return obj.network_id in scope.networks or obj.network_id in scope.external_networks
+    if table == Port.table:  # on a network we serve, named, or a member of a group a rule names
+        return obj.network_id in scope.networks or obj.id in scope.ports or \
             not scope.remote_groups.isdisjoint(obj.security_groups)
+    if table == FloatingIP.table:
+        return obj.id in scope.floating_ips
     if table == SecurityGroup.table:
         return obj.id in scope.security_groups
     if table == SecurityGroupRule.table:
@@ -210,11 +247,14 @@ class Cache:
 
     def _widens(self, table: str, obj: Model) -> bool:
         """A new object that may pull more into scope: a port that is ours, a router with an
-        interface on a subnet we have."""
+        interface on a subnet we have, a floating IP of a port of ours."""
         if table == Port.table:
             return is_local(obj, self.chassis_id, self.local_port_ids)
         if table == Router.table:
             return any(i.subnet_id in self.objects[Subnet.table] for i in obj.interfaces)
+        if table == FloatingIP.table:
+            port = self.objects[Port.table].get(obj.port_id)
+            return port is not None and is_local(port, self.chassis_id, self.local_port_ids)
         return False
 
     def missing_chassis(self) -> set[str]:

@@ -4,7 +4,18 @@ import pytest
 
 from dragonflow import store as df_store
 from dragonflow.controller.cache import Cache, scope_of
-from dragonflow.model import Chassis, FixedIP, Network, Port, Router, RouterInterface, Subnet
+from dragonflow.model import (
+    Chassis,
+    ExternalGateway,
+    FixedIP,
+    FloatingIP,
+    Network,
+    Port,
+    Router,
+    RouterInterface,
+    Subnet,
+)
+from dragonflow.model.objects import DEVICE_OWNER_FLOATINGIP, DEVICE_OWNER_ROUTER_GATEWAY
 
 ME, OTHER = 'chassis-1', 'chassis-2'
 
@@ -194,3 +205,100 @@ def test_chassis_records_cost_no_scope_computation(world, monkeypatch):
     world.port('vm-c', 'c', host=ME, status='ACTIVE')
     world.follow()
     assert len(computed) > before  # anything else is looked at again
+
+
+class NorthSouth:
+    """An external network 'ext' (a gateway port per router, a floating IP port per floating
+    IP, and ports of other projects' routers) joined to 'a' and 'b' by their routers."""
+
+    def __init__(self, world):
+        self.world = world
+        world.put(Network(id='ext', key=next(world.keys), **{'router:external': True}))
+        world.put(Subnet(id='ext-subnet', network_id='ext', cidr='172.24.4.0/24',
+                         gateway_ip='172.24.4.1'))
+        for router, networks in (('r-ac', ('a', 'c')), ('r-bd', ('b', 'd')),
+                                 ('r-elsewhere', ())):
+            self.gateway(router, *networks)
+
+    def gateway(self, router, *networks):
+        w = self.world
+        w.put(Port(id=f'{router}-gw', key=next(w.keys), network_id='ext',
+                   mac_address='fa:16:3e:00:01:01', device_owner=DEVICE_OWNER_ROUTER_GATEWAY,
+                   fixed_ips=[FixedIP(subnet_id='ext-subnet', ip_address='172.24.4.2')]))
+        w.put(Router(id=router, key=next(w.keys), gateway_port_id=f'{router}-gw',
+                     external_gateway_info=ExternalGateway(network_id='ext'),
+                     interfaces=[RouterInterface(port_id=f'{router}-{n}', subnet_id=f'{n}-subnet')
+                                 for n in networks]))
+
+    def floating_ip(self, name, port=None, router=None, with_port=True):
+        w = self.world
+        if with_port:
+            w.put(Port(id=f'{name}-port', key=next(w.keys), network_id='ext',
+                       mac_address='fa:16:3e:00:02:01', device_owner=DEVICE_OWNER_FLOATINGIP,
+                       fixed_ips=[FixedIP(subnet_id='ext-subnet', ip_address='172.24.4.9')]))
+        return w.put(FloatingIP(id=name, floating_network_id='ext',
+                                floating_ip_address='172.24.4.9', floating_port_id=f'{name}-port',
+                                port_id=port, fixed_ip_address='10.0.0.5' if port else None,
+                                router_id=router))
+
+
+@pytest.fixture
+def north_south(world):
+    ns = NorthSouth(world)
+    world.follow()
+    return ns
+
+
+def test_a_routers_external_network_is_kept_with_its_gateway_port_only(world, north_south):
+    assert world.cached('networks') == {'a', 'c', 'ext'}
+    assert 'ext-subnet' in world.cached('subnets')
+    assert world.cached('ports') == {'vm-a', 'vm-c', 'r-ac-gw'}  # not the others' gateways
+    assert world.cached('floatingips') == set()
+
+
+def test_the_floating_ip_of_a_local_port_is_kept_with_its_own_port(world, north_south):
+    north_south.floating_ip('fip-a', port='vm-a', router='r-ac')
+    north_south.floating_ip('fip-b', port='vm-b', router='r-bd')  # bound elsewhere
+    north_south.floating_ip('fip-free')  # associated with nothing
+    world.follow()
+    assert world.cached('floatingips') == {'fip-a'}
+    assert world.cached('ports') == {'vm-a', 'vm-c', 'r-ac-gw', 'fip-a-port'}
+
+
+def test_a_floating_ip_moved_away_is_evicted_and_one_moved_here_arrives(world, north_south):
+    north_south.floating_ip('fip-a', port='vm-a', router='r-ac')
+    world.follow()
+    north_south.floating_ip('fip-a', port='vm-b', router='r-bd', with_port=False)
+    world.follow()
+    assert world.cached('floatingips') == set()
+    assert 'fip-a-port' not in world.cached('ports')
+    north_south.floating_ip('fip-a', port='vm-a', router='r-ac', with_port=False)
+    world.follow()
+    assert world.cached('floatingips') == {'fip-a'}
+    assert 'fip-a-port' in world.cached('ports')
+
+
+def test_a_floating_ip_whose_router_is_not_kept_brings_it(world, north_south):
+    assert 'r-bd' not in world.cached('routers')
+    north_south.floating_ip('fip-x', port='vm-a', router='r-bd')
+    world.follow()
+    assert {'r-ac', 'r-bd'} <= world.cached('routers')
+    assert 'r-bd-gw' in world.cached('ports')
+
+
+def test_a_gateway_cleared_takes_the_external_network_away(world, north_south):
+    world.router('r-ac', 'a', 'c')  # external_gateway_info None
+    world.follow()
+    assert world.cached('networks') == {'a', 'c'}
+    assert world.cached('ports') == {'vm-a', 'vm-c'}
+    north_south.gateway('r-ac', 'a', 'c')
+    world.follow()
+    assert world.cached('networks') == {'a', 'c', 'ext'}
+
+
+def test_the_last_local_port_going_takes_its_floating_ip(world, north_south):
+    north_south.floating_ip('fip-a', port='vm-a', router='r-ac')
+    world.follow()
+    world.cache.set_local_ports(set())
+    assert world.cached('floatingips') == set()
+    assert world.cached('networks') == set()
