@@ -6,7 +6,10 @@ import ipaddress
 from typing import Optional
 
 from dragonflow.controller.cache import is_local
-from dragonflow.model import Chassis, Network, Port, Router, Subnet
+from dragonflow.model import Chassis, FloatingIP, Network, Port, Router, Subnet
+
+# The conntrack zones of routers' NAT: well above the security groups' (a VM's OpenFlow port).
+NAT_ZONE_BASE = 0x8000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,6 +22,47 @@ class RouterInterface:
     @property
     def ip(self) -> str:
         return next(f.ip_address for f in self.port.fixed_ips if f.subnet_id == self.subnet.id)
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalFloatingIP:
+    """A floating IP whose port is plugged on this chassis, with everything its NAT needs."""
+    floating_ip: FloatingIP
+    port: Port               # the VM's port, plugged here
+    own_port: Port           # its network:floatingip port: the MAC it answers ARP with
+    interface: RouterInterface  # of its router, on the subnet of the fixed IP
+    external_network: Network
+    external_subnet: Subnet  # the floating IP's; its gateway is the next hop out
+    gateway_mac: Optional[str]  # the gateway's, once this chassis has learnt it
+
+    @property
+    def router(self) -> Router:
+        return self.interface.router
+
+    @property
+    def address(self) -> str:
+        return self.floating_ip.floating_ip_address
+
+    @property
+    def fixed_ip(self) -> str:
+        return self.floating_ip.fixed_ip_address
+
+    @property
+    def mac(self) -> str:
+        return self.own_port.mac_address
+
+    @property
+    def gateway_ip(self) -> str:
+        return self.external_subnet.gateway_ip
+
+    @property
+    def nat_zone(self) -> int:
+        return nat_zone(self.router)
+
+
+def nat_zone(router: Router) -> int:
+    """The conntrack zone of the router's floating IPs (16 bits, as a router key fits)."""
+    return NAT_ZONE_BASE | (router.key & 0x7fff)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +197,45 @@ class Topology:
                     any(f.subnet_id == subnet.id for f in port.fixed_ips):
                 result.append(RouterInterface(router, port, subnet, network))
         return result
+
+
+    def local_floating_ips(self) -> list[LocalFloatingIP]:
+        """The floating IPs of the ports plugged here whose router, its interface on the
+        fixed IP's subnet, the external network (physical, on a physnet this chassis is
+        patched to) and subnet (with a gateway) are all known; in id order."""
+        return self._local_floating_ips
+
+    @functools.cached_property
+    def _local_floating_ips(self) -> list[LocalFloatingIP]:
+        result = []
+        for fip in sorted(self.floating_ips.values(), key=lambda f: f.id):
+            found = self._floating_ip(fip)
+            if found is not None:
+                result.append(found)
+        return result
+
+    def _floating_ip(self, fip: FloatingIP) -> Optional[LocalFloatingIP]:
+        port, own_port = self.ports.get(fip.port_id), self.ports.get(fip.floating_port_id)
+        router = self.routers.get(fip.router_id)
+        network = self.networks.get(fip.floating_network_id)
+        if port is None or own_port is None or router is None or network is None or \
+                fip.port_id not in self.local_port_ids() or not fip.fixed_ip_address or \
+                router.external_gateway_info is None or \
+                router.external_gateway_info.network_id != network.id or \
+                not network.is_physical or network.physical_network not in self.patch_ofports:
+            return None
+        fixed_subnet = next((f.subnet_id for f in port.fixed_ips
+                             if f.ip_address == fip.fixed_ip_address), None)
+        interface = next((i for i in self.router_interfaces(router)
+                          if i.subnet.id == fixed_subnet and i.subnet.ip_version == 4), None)
+        subnet = next((self.subnets[f.subnet_id] for f in own_port.fixed_ips
+                       if f.ip_address == fip.floating_ip_address
+                       and f.subnet_id in self.subnets), None)
+        if interface is None or subnet is None or subnet.network_id != network.id or \
+                not subnet.gateway_ip or subnet.ip_version != 4:
+            return None
+        return LocalFloatingIP(fip, port, own_port, interface, network, subnet,
+                               self.gateway_macs.get(subnet.gateway_ip))
 
 
 def ipv4_addresses(port: Port) -> list[str]:

@@ -15,7 +15,9 @@ from dragonflow.controller.topology import Topology
 from dragonflow.model import (
     AddressPair,
     Chassis,
+    ExternalGateway,
     FixedIP,
+    FloatingIP,
     Network,
     Port,
     Router,
@@ -24,11 +26,16 @@ from dragonflow.model import (
     SecurityGroupRule,
     Subnet,
 )
-from dragonflow.model.objects import DEVICE_OWNER_ROUTER_INTERFACE
+from dragonflow.model.objects import (
+    DEVICE_OWNER_FLOATINGIP,
+    DEVICE_OWNER_ROUTER_GATEWAY,
+    DEVICE_OWNER_ROUTER_INTERFACE,
+)
 from tests.flowsim import FlowTableSimulator, as_kept
 
 BROADCAST = 'ff:ff:ff:ff:ff:ff'
 TUNNEL_OFPORT = 1000
+PATCH_OFPORT = 2000  # br-int's patch port to the first physnet's bridge (bridge_mappings)
 
 
 class TopologyBuilder:
@@ -47,6 +54,9 @@ class TopologyBuilder:
         self.security_groups: dict[str, SecurityGroup] = {}
         self.rules: dict[str, SecurityGroupRule] = {}
         self._keys = itertools.count(1)
+        self.floating_ips: dict[str, FloatingIP] = {}
+        self.patch_ofports: dict[str, int] = {}
+        self.gateway_macs: dict[str, str] = {}
         # Ports belong to a group that lets everything in and out unless a test says
         # otherwise: the other apps' tests do not depend on security groups.
         self.security_group('open', ('egress', {}), ('ingress', {}))
@@ -115,12 +125,54 @@ class TopologyBuilder:
         router.interfaces.remove(interface)
         del self.ports[interface.port_id]
 
+    def external_network(self, name, cidr, physnet='physnet1', network_type='flat',
+                         segmentation_id=None):
+        """An external (router:external) physical network and its subnet; this chassis gets
+        a patch port to its physnet."""
+        net = _add(self.networks, Network(
+            id=f'net-{name}', name=name, key=next(self._keys), project_id='admin',
+            external=True, network_type=network_type, physical_network=physnet,
+            segmentation_id=segmentation_id))
+        self.patch_ofports.setdefault(physnet, PATCH_OFPORT + len(self.patch_ofports))
+        return net, self.subnet(net, cidr)
+
+    def router_gateway(self, router, external_subnet, ip):
+        """The router's external gateway: its network:router_gateway port takes ``ip``."""
+        port = self.port(external_subnet, ip, name=f'{router.name}-gateway',
+                         device_owner=DEVICE_OWNER_ROUTER_GATEWAY, device_id=router.id,
+                         security_groups=[])
+        router.external_gateway_info = ExternalGateway(network_id=external_subnet.network_id)
+        router.gateway_port_id = port.id
+        return port
+
+    def floating_ip(self, external_subnet, address, port=None, router=None, name=None):
+        """A floating IP (its network:floatingip port holds the address and the MAC),
+        associated with the first fixed IP of ``port`` through ``router`` if given."""
+        name = name or f'fip-{address}'
+        own = self.port(external_subnet, address, name=name,
+                        device_owner=DEVICE_OWNER_FLOATINGIP, security_groups=[])
+        return _add(self.floating_ips, FloatingIP(
+            id=name, floating_network_id=external_subnet.network_id,
+            floating_ip_address=address, floating_port_id=own.id,
+            port_id=port.id if port else None, fixed_ip_address=ip_of(port) if port else None,
+            router_id=router.id if router else None, project_id=own.project_id))
+
+    def associate(self, fip, port=None, router=None):
+        """Re-associate (or, with no port, disassociate) a floating IP."""
+        self.floating_ips[fip.id] = fip.model_copy(update={
+            'port_id': port.id if port else None,
+            'fixed_ip_address': ip_of(port) if port else None,
+            'router_id': router.id if router else None})
+        return self.floating_ips[fip.id]
+
     def build(self) -> Topology:
         """An independent snapshot: later builder changes do not reach into it."""
         return Topology(self.chassis_id, _copy(self.networks), _copy(self.subnets),
                         _copy(self.ports), _copy(self.routers), _copy(self.chassis),
                         dict(self.ofports), self.tunnel_ofport, _copy(self.security_groups),
-                        _copy(self.rules))
+                        _copy(self.rules), floating_ips=_copy(self.floating_ips),
+                        patch_ofports=dict(self.patch_ofports),
+                        gateway_macs=dict(self.gateway_macs))
 
 
 def _add(objects: dict, obj):
@@ -197,6 +249,21 @@ def rich_topology() -> TopologyBuilder:
             {'destination': 'fd00:9::/64', 'nexthop': 'fd00:2::5'}])
     lonely = b.subnet(b.network('lonely'), '10.9.0.0/24')
     b.port(lonely, '10.9.0.5', ofport=40)
+    add_floating_ip(b)
+    return b
+
+
+GATEWAY_IP, GATEWAY_MAC = '172.24.4.1', 'fa:16:3e:ee:ee:01'
+
+
+def add_floating_ip(b: TopologyBuilder):
+    """North-south: an external flat network on physnet1 that p1's router has its gateway
+    on, and a floating IP of p1's first local port, with the gateway's MAC learnt."""
+    _, external = b.external_network('public', '172.24.4.0/24')
+    router = b.routers['router-p1']
+    b.router_gateway(router, external, '172.24.4.10')
+    b.floating_ip(external, '172.24.4.100', b.ports['port-net-p1-a-10.0.1.5'], router)
+    b.gateway_macs[GATEWAY_IP] = GATEWAY_MAC
     return b
 
 

@@ -1,8 +1,173 @@
 """Distributed floating IPs: DNAT in and SNAT out on the chassis of the port a floating IP is
-bound to, in the conntrack zone of its router."""
+bound to, in the conntrack zone of its router (topology.nat_zone), with no network node.
+
+In, from the external (physical) network, in provider_ingress: an ARP request for the floating
+IP is answered in place with the floating IP port's MAC, so only the chassis of the bound
+port answers; an ARP reply from the external subnet's gateway to that MAC goes to the
+controller (neighbours.py learns the gateway's MAC from it); IPv4 to the MAC and the address
+goes to fip_dnat. There ct(nat) translates the packets of known connections (replies to what
+the VM opened, and ICMP errors about them, inner headers included); fip_dnat_commit commits a
+new connection with DNAT to the fixed IP; fip_to_port routes it to the port as l3 would, so
+egress_dispatch and the port's ingress security groups see the fixed IP.
+
+Out, in l3: a packet from the fixed IP that no route of the router takes (east-west traffic
+stays unNATed: the routes have higher priorities, and the router's own subnets are kept off
+the external network) goes to fip_snat, ct(nat) again in the same zone, fip_snat_commit
+commits a new connection with SNAT to the floating IP, and fip_to_external sends it to the
+gateway's MAC on the external network through provider_egress. Until the gateway's MAC is
+learnt there is no flow out. Traffic between two floating IPs goes through the gateway
+(hairpin), as it would between two Neutron routers.
+
+A frame from the external network with a floating IP's MAC as source (our own gratuitous ARP
+flooded back, or a chassis that has not yet heard of a move) is dropped, never answered.
+"""
+from dragonflow.controller import pipeline as p
+from dragonflow.controller.apps.units import unit
+from dragonflow.controller.flows import (
+    CT_ESTABLISHED,
+    CT_INVALID,
+    CT_NEW,
+    CT_RELATED,
+    CT_TRACKED,
+    IN_PORT,
+    Conntrack,
+    DecTTL,
+    Match,
+    Move,
+    Nat,
+    Output,
+    PushVlan,
+    SetField,
+    ToController,
+    ct_state,
+    prefix_match,
+)
+from dragonflow.controller.topology import ip_network, nat_zone
 
 NAME = 'floating_ips'
+# provider_ingress: above the provider app's flows for local MACs and broadcasts.
+OWN_FRAME_PRIORITY = 210
+INGRESS_PRIORITY = 200
+# l3: below every route (100 + prefix length); the router's own subnets above the diversion.
+OWN_SUBNET_PRIORITY = 95
+SNAT_PRIORITY = 90
+NAT_PRIORITY = 100
+NEW = ct_state(set_bits=CT_TRACKED | CT_NEW, clear_bits=CT_ESTABLISHED | CT_RELATED | CT_INVALID)
+VLAN_PRESENT = 0x1000
 
 
 def flows(topology):
-    return ()
+    local = topology.local_floating_ips()
+    if not local:
+        return
+    yield from _table_flows()
+    routers = {}
+    for fip in local:
+        routers[fip.router.id] = fip.router
+        yield from _floating_ip(fip.floating_ip, fip.port, fip.own_port, fip.interface.port,
+                                fip.router, fip.external_network, fip.external_subnet,
+                                topology.network_of(fip.port), fip.gateway_mac)
+    for router in routers.values():
+        yield from _own_subnets(router, tuple(i.subnet for i in topology.router_interfaces(router)
+                                              if i.subnet.ip_version == 4))
+
+
+@unit
+def _table_flows():
+    """Connections already known go on untouched by the commit tables."""
+    yield p.FIP_DNAT_COMMIT.flow(0, Match(), [p.FIP_TO_PORT.goto()])
+    yield p.FIP_SNAT_COMMIT.flow(0, Match(), [p.FIP_TO_EXTERNAL.goto()])
+
+
+@unit
+def _floating_ip(fip, port, own_port, interface_port, router, external, external_subnet,
+                 network, gateway_mac):
+    key = own_port.key
+    yield from _inbound(fip, port, own_port, interface_port, router, external,
+                        external_subnet, network, key)
+    yield from _outbound(fip, own_port, router, external, gateway_mac, key)
+
+
+def _inbound(fip, port, own_port, interface_port, router, external, external_subnet,
+             network, key):
+    address, mac, zone = fip.floating_ip_address, own_port.mac_address, nat_zone(router)
+    on_external = dict(metadata=external.key)
+    yield p.PROVIDER_INGRESS.flow(OWN_FRAME_PRIORITY, Match(**on_external, eth_src=mac), [],
+                                  cookie=key)
+    yield p.PROVIDER_INGRESS.flow(
+        INGRESS_PRIORITY,
+        Match(**on_external, eth_type=p.ETH_TYPE_ARP, arp_op=p.ARP_REQUEST, arp_tpa=address),
+        [*arp_reply_actions(address, mac), *_tagged(external), Output(IN_PORT)], cookie=key)
+    yield p.PROVIDER_INGRESS.flow(
+        INGRESS_PRIORITY,
+        Match(**on_external, eth_type=p.ETH_TYPE_ARP, arp_op=p.ARP_REPLY, eth_dst=mac,
+              arp_spa=external_subnet.gateway_ip),
+        [ToController()], cookie=key)
+    yield p.PROVIDER_INGRESS.flow(
+        INGRESS_PRIORITY,
+        Match(**on_external, eth_type=p.ETH_TYPE_IPV4, eth_dst=mac, ipv4_dst=address),
+        [p.FIP_DNAT.goto()], cookie=key)
+    yield p.FIP_DNAT.flow(
+        NAT_PRIORITY, Match(**on_external, eth_type=p.ETH_TYPE_IPV4, ipv4_dst=address),
+        [SetField(p.ROUTER_REG, router.key),
+         Conntrack(zone, nat=Nat(), table=p.FIP_DNAT_COMMIT.number)], cookie=key)
+    yield p.FIP_DNAT_COMMIT.flow(
+        NAT_PRIORITY,
+        Match(reg5=router.key, ct_state=NEW, eth_type=p.ETH_TYPE_IPV4, ipv4_dst=address),
+        [Conntrack(zone, commit=True, nat=Nat('dst', fip.fixed_ip_address),
+                   table=p.FIP_TO_PORT.number)], cookie=key)
+    yield p.FIP_TO_PORT.flow(
+        NAT_PRIORITY,
+        Match(reg5=router.key, eth_type=p.ETH_TYPE_IPV4, ipv4_dst=fip.fixed_ip_address),
+        [DecTTL(), SetField('eth_src', interface_port.mac_address),
+         SetField('eth_dst', port.mac_address), SetField(p.NETWORK_REG, network.key),
+         SetField(p.DESTINATION_PORT_REG, port.key), p.EGRESS_DISPATCH.goto()], cookie=key)
+
+
+def _outbound(fip, own_port, router, external, gateway_mac, key):
+    zone, fixed = nat_zone(router), fip.fixed_ip_address
+    yield p.L3.flow(SNAT_PRIORITY,
+                    Match(reg5=router.key, eth_type=p.ETH_TYPE_IPV4, ipv4_src=fixed),
+                    [p.FIP_SNAT.goto()], cookie=key)
+    yield p.FIP_SNAT.flow(
+        NAT_PRIORITY, Match(reg5=router.key, eth_type=p.ETH_TYPE_IPV4, ipv4_src=fixed),
+        [Conntrack(zone, nat=Nat(), table=p.FIP_SNAT_COMMIT.number)], cookie=key)
+    yield p.FIP_SNAT_COMMIT.flow(
+        NAT_PRIORITY,
+        Match(reg5=router.key, ct_state=NEW, eth_type=p.ETH_TYPE_IPV4, ipv4_src=fixed),
+        [Conntrack(zone, commit=True, nat=Nat('src', fip.floating_ip_address),
+                   table=p.FIP_TO_EXTERNAL.number)], cookie=key)
+    if gateway_mac is None:  # not learnt yet: nothing goes out (neighbours.py asks for it)
+        return
+    yield p.FIP_TO_EXTERNAL.flow(
+        NAT_PRIORITY,
+        Match(reg5=router.key, eth_type=p.ETH_TYPE_IPV4, ipv4_src=fip.floating_ip_address),
+        [DecTTL(), SetField('eth_src', own_port.mac_address), SetField('eth_dst', gateway_mac),
+         SetField(p.NETWORK_REG, external.key), p.PROVIDER_EGRESS.goto()], cookie=key)
+
+
+@unit
+def _own_subnets(router, subnets: tuple):
+    """What no route takes to one of the router's own subnets (its interfaces' addresses, an
+    address no port holds) is dropped as before, never sent out through a floating IP."""
+    for subnet in subnets:
+        yield p.L3.flow(OWN_SUBNET_PRIORITY,
+                        Match(reg5=router.key, eth_type=p.ETH_TYPE_IPV4,
+                              **prefix_match('ipv4_dst', ip_network(subnet.cidr))),
+                        [], cookie=router.key)
+
+
+def arp_reply_actions(ip: str, mac: str) -> list:
+    """Turn an ARP request for ``ip`` into the reply in place (arp_responder.reply's shape):
+    swap the addresses, fill in the answer."""
+    return [Move('eth_src', 'eth_dst', 48), SetField('eth_src', mac),
+            SetField('arp_op', p.ARP_REPLY),
+            Move('arp_sha', 'arp_tha', 48), Move('arp_spa', 'arp_tpa', 32),
+            SetField('arp_sha', mac), SetField('arp_spa', ip)]
+
+
+def _tagged(network) -> list:
+    """A frame going back out to a VLAN network gets the tag that classify popped."""
+    if network.network_type != 'vlan':
+        return []
+    return [PushVlan(), SetField('vlan_vid', VLAN_PRESENT | network.segmentation_id)]
