@@ -31,6 +31,23 @@ header of the packet it is about (a dict of the same fields, as that packet was 
 +rel if that packet's connection is committed in the zone (+rpl too when that packet went in
 the connection's original direction), else +inv, as Linux and the userspace datapath mark an
 error about nothing they know. Nothing else is invalid here: no TCP state is kept.
+
+NAT, as Linux and the userspace datapath do it (addresses only: no port is translated here).
+ct(commit, nat(src=A)) or nat(dst=A) on a new connection records it with that translation and
+translates the packet; a connection's replies are then the reverse of the translated packet.
+A ct(nat) translates a packet of a connection with NAT as the connection says: its original
+direction as the first packet was, its replies back to the first packet's addresses. An ICMP
+error related to it gets the address the NAT manipulates rewritten in its outer header, and
+the packet it quotes restored to what that packet was before the translation, so the sender
+of the first packet sees an error about the packet it sent. Packets of no connection, or of
+one without NAT, pass a ct(nat) unchanged. Without ``table``, the translated packet goes on
+with the actions after the ct() (the datapath translates it in place).
+
+VLANs: a packet with an 802.1Q header carries ``vlan_vid`` = OFPVID_PRESENT | id; one without
+has no ``vlan_vid`` and matches vlan_vid=0 (OFPVID_NONE), as in OpenFlow 1.3. push_vlan adds a
+header with id 0, set_field vlan_vid sets its id, pop_vlan removes it; the prerequisites
+refuse a flow that pops or sets a header its packets do not have. One header at most (QinQ is
+not modelled).
 """
 import collections
 import concurrent.futures
@@ -50,7 +67,9 @@ PIPELINE_FIELDS = ('metadata', *(f'reg{i}' for i in range(16)), 'ct_state', 'ct_
 ICMP_ERRORS = {3, 4, 5, 11, 12}
 # Bits of the maskable integer fields wider or narrower than 32 (registers, ct_state, ...).
 INT_WIDTHS = {'metadata': 64, 'tunnel_id': 64, 'pkt_mark': 32, 'tcp_src': 16, 'tcp_dst': 16,
-              'udp_src': 16, 'udp_dst': 16, 'sctp_src': 16, 'sctp_dst': 16, 'tcp_flags': 12}
+              'udp_src': 16, 'udp_dst': 16, 'sctp_src': 16, 'sctp_dst': 16, 'tcp_flags': 12,
+              'vlan_vid': 13}
+OFPVID_PRESENT = prerequisites.OFPVID_PRESENT
 
 
 class OverlapError(ValueError):
@@ -63,11 +82,21 @@ class Delivery:
     packet: dict
 
 
+@dataclasses.dataclass(frozen=True)
+class Connection:
+    """A committed connection: its 5-tuple (see _connection) as its first packet came, and
+    as its replies come (that packet's reverse, after its NAT if it has one)."""
+    original: tuple
+    reply: tuple
+    nat: Optional[of.Nat] = None
+
+
 class FlowTableSimulator:
     def __init__(self):
         self.flows: dict[tuple, of.Flow] = {}
         self.bundles = 0
-        self.connections: dict[int, set] = {}  # conntrack zone -> committed connections
+        # conntrack zone -> {5-tuple: (its Connection, whether it is the reply's)}
+        self.connections: dict[int, dict[tuple, tuple[Connection, bool]]] = {}
 
     # The Switch protocol of the reconciler.
     def dump_flows(self):
@@ -142,7 +171,16 @@ class FlowTableSimulator:
     def _actions(self, actions, state, out, depth):
         for action in actions:
             if isinstance(action, of.SetField):
+                if action.field == 'vlan_vid' and 'vlan_vid' not in state:
+                    raise ValueError(f'set_field vlan_vid of an untagged packet: {state}')
                 state[action.field] = action.value
+            elif isinstance(action, of.PushVlan):
+                if 'vlan_vid' in state:
+                    raise NotImplementedError('a second 802.1Q header (QinQ)')
+                state['vlan_vid'] = OFPVID_PRESENT
+            elif isinstance(action, of.PopVlan):
+                if state.pop('vlan_vid', None) is None:
+                    raise ValueError(f'pop_vlan of an untagged packet: {state}')
             elif isinstance(action, of.Move):
                 state[action.dst] = state.get(action.src)
             elif isinstance(action, of.DecTTL):
@@ -165,22 +203,74 @@ class FlowTableSimulator:
                 raise NotImplementedError(action)
 
     def _conntrack(self, action, state, out, depth):
-        """Track the packet in its zone (see the module docstring); a zone named by a
-        register is its low 16 bits."""
+        """Track the packet in its zone, NAT it if asked (see the module docstring); a zone
+        named by a register is its low 16 bits."""
         number = state[action.zone] & 0xffff if isinstance(action.zone, str) else action.zone
-        zone = self.connections.setdefault(number, set())
+        zone = self.connections.setdefault(number, {})
+        if action.table is not None:
+            state = dict(state)  # the recirculated packet; this one goes no further
         if _is_icmp_error(state):
-            ct = _related(state, zone)
+            found = zone.get(_connection(state['quoted'])[::-1]) if state.get('quoted') \
+                else None
+            ct = of.CT_RELATED | (of.CT_REPLY if found[1] else 0) if found else of.CT_INVALID
+            if found and action.nat:
+                _translate_error(state, *found)
         else:
             key = _connection(state)
-            if action.commit and key[::-1] not in zone:
-                zone.add(key)
-            known = key in zone or key[::-1] in zone
-            ct = of.CT_ESTABLISHED | (of.CT_REPLY if key[::-1] in zone else 0) if known \
+            found = zone.get(key)
+            if found is None and action.commit:
+                connection = _committed(key, action.nat)
+                zone[key] = (connection, False)
+                zone.setdefault(connection.reply, (connection, True))
+                found = zone[key]
+            ct = of.CT_ESTABLISHED | (of.CT_REPLY if found[1] else 0) if found \
                 else of.CT_NEW
+            if found and action.nat:
+                _translate(state, *found)
         if action.table is not None:
-            state = dict(state, ct_state=of.CT_TRACKED | ct, ct_zone=number)
+            state.update(ct_state=of.CT_TRACKED | ct, ct_zone=number)
             self._table(action.table, state, out, depth + 1)
+
+
+def _committed(key: tuple, nat: Optional[of.Nat]) -> Connection:
+    """The connection a new packet with this 5-tuple commits, NATed as ``nat`` says."""
+    if nat is None or nat.kind is None:
+        return Connection(key, key[::-1])
+    translated = (nat.address, *key[1:]) if nat.kind == 'src' else (*key[:4], nat.address)
+    return Connection(key, translated[::-1], nat)
+
+
+# The addresses of a 5-tuple, by the packet field that holds them.
+_ADDRESSES = (('ipv4_src', 0), ('ipv4_dst', 4))
+
+
+def _translate(state: dict, connection: Connection, is_reply: bool) -> None:
+    """A packet of the connection, as its NAT makes it: the original direction looks like
+    the reverse of the replies, the replies like the reverse of the original."""
+    if connection.nat is None:
+        return
+    target = (connection.original if is_reply else connection.reply)[::-1]
+    for field, index in _ADDRESSES:
+        state[field] = target[index]
+
+
+def _translate_error(state: dict, connection: Connection, is_reply: bool) -> None:
+    """An ICMP error related to a connection with NAT (going in its reply direction if
+    ``is_reply``): the address its NAT manipulates in that direction rewritten in the outer
+    header (the other may be a router's on the way), and the packet it quotes, which went
+    the other way, restored to what it was before its translation."""
+    if connection.nat is None:
+        return
+    ahead, behind = (connection.reply, connection.original) if is_reply else \
+        (connection.original, connection.reply)
+    target = behind[::-1]
+    quoted = dict(state['quoted'])
+    for field, index in _ADDRESSES:
+        if ahead[index] != target[index]:
+            state[field] = target[index]
+        if behind[index] != ahead[::-1][index]:
+            quoted[field] = behind[index]
+    state['quoted'] = quoted
 
 
 def as_kept(flow: of.Flow) -> of.Flow:
@@ -317,6 +407,10 @@ def _arriving(in_port: int, packet: dict) -> dict:
         needed = field in prerequisites.FIELDS and prerequisites.unmet(field, packet)
         if needed:
             raise ValueError(f'a packet with {field} must be {needed}: {packet}')
+    vlan = packet.get('vlan_vid')
+    if vlan is not None and not OFPVID_PRESENT <= vlan <= OFPVID_PRESENT | 0xfff:
+        raise ValueError(f'a tagged packet has vlan_vid OFPVID_PRESENT | id, not {vlan}; an '
+                         'untagged one none')
     return {'in_port': in_port, 'ip_ttl': 64, **dict.fromkeys(PIPELINE_FIELDS, 0), **packet}
 
 
@@ -340,19 +434,6 @@ def _is_icmp_error(state) -> bool:
         state.get('icmpv4_type') in ICMP_ERRORS
 
 
-def _related(state, zone: set) -> int:
-    """An ICMP error's conntrack state: the connection of the packet it quotes, if known."""
-    quoted = state.get('quoted')
-    if not quoted:
-        return of.CT_INVALID  # an error about no packet is malformed
-    key = _connection(quoted)
-    if key in zone:
-        return of.CT_RELATED | of.CT_REPLY
-    if key[::-1] in zone:
-        return of.CT_RELATED
-    return of.CT_INVALID
-
-
 def _connection(state) -> tuple:
     """(source address, source port, protocol, destination port, destination address):
     reversed, it is the reply's."""
@@ -371,7 +452,7 @@ def _matches_all(state, match) -> bool:
 
 
 def _matches(state, field, value) -> bool:
-    actual = state.get(field)
+    actual = state.get(field, 0 if field == 'vlan_vid' else None)  # untagged: OFPVID_NONE
     if actual is None:
         return False
     if isinstance(value, tuple):

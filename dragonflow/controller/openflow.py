@@ -36,6 +36,9 @@ NO_RECIRCULATION = 255  # NX_CT_RECIRC_NONE
 # A zone from a register: its bits 0..15, as zone_ofs_nbits = offset << 6 | (n_bits - 1).
 ZONE_BITS = 16
 REGISTER_ZONE_OFS_NBITS = 0 << 6 | (ZONE_BITS - 1)
+# nat() inside ct(): NX_NAT_F_SRC / NX_NAT_F_DST; no flag and no range is a plain ``nat``.
+NAT_FLAGS = {'src': 1, 'dst': 2}
+NAT_KINDS = {flag: kind for kind, flag in NAT_FLAGS.items()}
 
 
 class PacketIn(NamedTuple):
@@ -450,11 +453,35 @@ def _action(action):
                                  zone_ofs_nbits=REGISTER_ZONE_OFS_NBITS if from_register
                                  else action.zone,
                                  recirc_table=NO_RECIRCULATION if action.table is None
-                                 else action.table, alg=0, actions=[])
+                                 else action.table, alg=0,
+                                 actions=[] if action.nat is None else [_nat(action.nat)])
+    if isinstance(action, of.PushVlan):
+        return parser.OFPActionPushVlan(action.ethertype)
+    if isinstance(action, of.PopVlan):
+        return parser.OFPActionPopVlan()
     if isinstance(action, of.Conjunction):  # the wire counts clauses from 0
         return parser.NXActionConjunction(clause=action.clause - 1, n_clauses=action.n_clauses,
                                           id_=action.id)
     raise ValueError(f'no OpenFlow form for {action!r}')
+
+
+def _nat(nat: of.Nat):
+    """One address, as its range's minimum only: OVS writes back the maximum only when it
+    differs from zero, and a range of one is its minimum (ovs-ofctl's nat(dst=A) alike)."""
+    if nat.kind is None:
+        return _PaddedNat(flags=0)
+    return _PaddedNat(flags=NAT_FLAGS[nat.kind], range_ipv4_min=nat.address)
+
+
+class _PaddedNat(parser.NXActionNAT):
+    """os-ken's nat() padded to a multiple of 8 bytes, as its length says it is. os-ken
+    leaves the padding out (its ct() then writes a nat with an address short, and OVS
+    refuses the flow_mod's length)."""
+
+    def serialize_body(self):
+        data = super().serialize_body()
+        header = ofp.OFP_ACTION_EXPERIMENTER_HEADER_SIZE + 2  # and the subtype
+        return data + bytes(-(header + len(data)) % 8)
 
 
 def flow_from_stats(stats) -> of.Flow:
@@ -491,10 +518,37 @@ def _parse_action(action):
     if isinstance(action, parser.NXActionCT):
         if action.zone_src and action.zone_ofs_nbits != REGISTER_ZONE_OFS_NBITS:
             return action  # other bits of a field than we ever use
+        nat = _parse_nat(action.actions)
+        if nat is False:
+            return action
         return of.Conntrack(action.zone_src or action.zone_ofs_nbits,
                             bool(action.flags & CT_COMMIT),
                             None if action.recirc_table == NO_RECIRCULATION
-                            else action.recirc_table)
+                            else action.recirc_table, nat)
+    if isinstance(action, parser.OFPActionPushVlan):
+        return of.PushVlan(action.ethertype)
+    if isinstance(action, parser.OFPActionPopVlan):
+        return of.PopVlan()
     if isinstance(action, parser.NXActionConjunction):
         return of.Conjunction(action.id, action.clause + 1, action.n_clauses)
     return action  # unknown to us: never equal to a desired action, so it gets replaced
+
+
+def _parse_nat(actions: list):
+    """The Nat of a ct()'s nested actions (None if there are none), or False for any that
+    we never write (ranges, ports, IPv6, other flags, other actions)."""
+    if not actions:
+        return None
+    if len(actions) != 1 or not isinstance(actions[0], parser.NXActionNAT):
+        return False
+    nat = actions[0]
+    if nat.range_ipv6_min or nat.range_ipv6_max or nat.range_proto_min is not None \
+            or nat.range_proto_max is not None:
+        return False
+    if nat.flags == 0 and not nat.range_ipv4_min and not nat.range_ipv4_max:
+        return of.Nat()
+    kind = NAT_KINDS.get(nat.flags)
+    if kind is None or not nat.range_ipv4_min or \
+            nat.range_ipv4_max not in ('', nat.range_ipv4_min):
+        return False
+    return of.Nat(kind, nat.range_ipv4_min)

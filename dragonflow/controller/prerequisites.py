@@ -7,6 +7,9 @@ ip_proto=6, and Open vSwitch refuses the flow_mod otherwise (OFPBMC_BAD_PREREQ).
 holds for an action: set_field or reg_move on a field whose prerequisites the match does not
 meet, dec_ttl or ct() on a flow that does not match IP, are refused (OFPBAC_MATCH_INCONSISTENT;
 lib/ofp-actions.c: check_SET_FIELD, mf_check_src/mf_check_dst, check_DEC_TTL, check_CT).
+VLAN actions need the header they act on (a pop_vlan or a set_field vlan_vid on a packet the
+match does not say is tagged, and not pushed by an earlier action), and a ct()'s nat() to an
+IPv4 address needs IPv4 (check_NAT).
 
 This module is the one statement of those rules: pipeline.Table.flow refuses a flow that
 breaks one when it is built, and the flow-table simulator (tests/flowsim.py) when it is
@@ -117,9 +120,13 @@ def check(match: of.Match, actions=()) -> None:
             needed = unmet(field, fields)
             if needed:
                 raise PrerequisiteError(f'{field} matched without {needed}: {match}')
+    tags = None  # VLAN headers the packet has at this action, once an action asks
     for action in actions:
         kind = type(action)
         if kind in _FIELDLESS:
+            continue
+        if kind in _VLAN_ACTIONS or kind is of.SetField and action.field == 'vlan_vid':
+            tags = _check_vlan(action, _vlan_tags(match) if tags is None else tags, match)
             continue
         if kind is of.SetField and FIELDS.get(action.field, _UNKNOWN) is NONE \
                 and action.field not in READ_ONLY:
@@ -138,6 +145,46 @@ def _check_action(action, fields: dict, match: of.Match) -> None:
         raise PrerequisiteError(f'{type(action).__name__} needs IP in the match: {match}')
     if isinstance(action, of.Conntrack) and action.commit and _matches_invalid(fields):
         raise PrerequisiteError(f'ct(commit) of a packet matched as invalid: {match}')
+    if isinstance(action, of.Conntrack) and action.nat and action.nat.address \
+            and not IPV4.met_by(fields):
+        raise PrerequisiteError(f'nat to an IPv4 address needs {IPV4} in the match: {match}')
+
+
+# VLAN headers (lib/ofp-actions.c: check_POP_VLAN, check_PUSH_VLAN, check_SET_FIELD): the
+# switch follows, action by action, how many 802.1Q headers the packet has: one if the
+# match says a VLAN is present (vlan_vid with OFPVID_PRESENT), none otherwise; push_vlan
+# adds one (at most two in all), pop_vlan and set_field vlan_vid need one.
+OFPVID_PRESENT = 0x1000
+MAX_VLAN_HEADERS = 2
+VLAN_ETHERTYPES = (0x8100, 0x88a8)
+_VLAN_ACTIONS = frozenset({of.PushVlan, of.PopVlan})
+
+
+def _vlan_tags(match: of.Match) -> int:
+    value = match.get('vlan_vid')
+    if value is None:
+        return 0
+    bits, mask = value if isinstance(value, tuple) else (value, OFPVID_PRESENT)
+    return 1 if bits & mask & OFPVID_PRESENT else 0
+
+
+def _check_vlan(action, tags: int, match: of.Match) -> int:
+    """The VLAN headers after ``action``, or refused as the switch refuses it."""
+    if isinstance(action, of.PushVlan):
+        if action.ethertype not in VLAN_ETHERTYPES:
+            raise PrerequisiteError(f'push_vlan of ethertype {action.ethertype:#x}')
+        if tags >= MAX_VLAN_HEADERS:
+            raise PrerequisiteError(f'a push_vlan beyond {MAX_VLAN_HEADERS} headers: {match}')
+        return tags + 1
+    if not tags:
+        raise PrerequisiteError(f'{action} of a packet without a VLAN header (the match '
+                                f'says no vlan_vid with OFPVID_PRESENT): {match}')
+    if isinstance(action, of.PopVlan):
+        return tags - 1  # the switch assumes no header under the one popped
+    if not (isinstance(action.value, int) and action.value & OFPVID_PRESENT
+            and action.value <= OFPVID_PRESENT | 0xfff):
+        raise PrerequisiteError(f'set_field vlan_vid needs OFPVID_PRESENT | id: {action}')
+    return tags
 
 
 _FIELDLESS = frozenset({of.Output, of.Goto, of.Resubmit, of.ToController, of.Conjunction})

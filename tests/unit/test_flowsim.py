@@ -1,6 +1,6 @@
 """The simulated switch is as strict as Open vSwitch where a lenient model would hide an app's
 bug: overlapping flows, flows kept in OVS's form, registers zero on entry, conntrack's
-related and invalid states."""
+related and invalid states, VLAN headers, and NAT as conntrack does it (ICMP errors too)."""
 import pytest
 
 from dragonflow.controller.flows import (
@@ -15,7 +15,10 @@ from dragonflow.controller.flows import (
     Flow,
     Goto,
     Match,
+    Nat,
     Output,
+    PopVlan,
+    PushVlan,
     SetField,
     ct_state,
 )
@@ -181,3 +184,142 @@ def test_conntrack_sets_the_zone():
                    Flow(1, 100, Match(ct_zone=7), (Output(1),)),
                    Flow(1, 90, Match(eth_type=IP), (Goto(2),))])
     assert sim.outputs(9, **UDP) == [1]
+
+
+# VLANs: tagged packets carry vlan_vid = OFPVID_PRESENT | id, untagged ones match vlan_vid=0.
+TAG = 0x1000
+
+
+def _vlan_switch() -> FlowTableSimulator:
+    """Port 1 is a trunk: VLAN 100 to port 2 (tag popped), untagged to port 3; from port 2
+    tagged 100 to the trunk."""
+    sim = FlowTableSimulator()
+    sim.apply([], [Flow(0, 100, Match(in_port=1, vlan_vid=TAG | 100), (PopVlan(), Output(2))),
+                   Flow(0, 100, Match(in_port=1, vlan_vid=0), (Output(3),)),
+                   Flow(0, 100, Match(in_port=2),
+                        (PushVlan(), SetField('vlan_vid', TAG | 100), Output(1)))])
+    return sim
+
+
+def test_vlan_headers_are_matched_popped_and_pushed():
+    sim = _vlan_switch()
+    [out] = sim.run(1, eth_dst=A, vlan_vid=TAG | 100)
+    assert out.port == 2 and 'vlan_vid' not in out.packet
+    assert sim.outputs(1, eth_dst=A) == [3]                     # untagged: OFPVID_NONE
+    assert sim.outputs(1, eth_dst=A, vlan_vid=TAG | 200) == []  # another VLAN: no flow
+    [out] = sim.run(2, eth_dst=B)
+    assert out.port == 1 and out.packet['vlan_vid'] == TAG | 100
+
+
+def test_a_tagged_packet_carries_ofpvid_present():
+    with pytest.raises(ValueError, match='OFPVID_PRESENT'):
+        _vlan_switch().run(1, eth_dst=A, vlan_vid=100)
+
+
+def test_a_vlan_vid_of_every_bit_is_kept_as_a_plain_value():
+    flow = Flow(0, 100, Match(vlan_vid=(TAG | 5, 0x1fff)), (Output(1),))
+    assert as_kept(flow).match == Match(vlan_vid=TAG | 5)
+
+
+# NAT as a floating IP does it, in one zone: port 1 outside, port 2 the VM (V) whose floating
+# IP is F. In: ct(nat); a new connection to F committed with DNAT to V. Out: ct(nat); a new
+# one from V committed with SNAT to F. Established and related go on as ct(nat) made them.
+V, F, OUTSIDE, ROUTER = '10.0.0.5', '172.24.4.10', '203.0.113.10', '172.24.4.1'
+NEW, KNOWN = ct_state(set_bits=CT_TRACKED | CT_NEW), ct_state(set_bits=CT_TRACKED,
+                                                               clear_bits=CT_NEW | CT_INVALID)
+
+
+def _nat_switch() -> FlowTableSimulator:
+    sim = FlowTableSimulator()
+    zone = 9
+    sim.apply([], [
+        Flow(0, 100, Match(in_port=1, eth_type=IP), (Conntrack(zone, nat=Nat(), table=1),)),
+        Flow(1, 100, Match(eth_type=IP, ct_state=NEW, ipv4_dst=F),
+             (Conntrack(zone, commit=True, nat=Nat('dst', V), table=2),)),
+        Flow(1, 90, Match(ct_state=KNOWN), (Goto(2),)),
+        Flow(2, 100, Match(), (Output(2),)),
+        Flow(0, 100, Match(in_port=2, eth_type=IP), (Conntrack(zone, nat=Nat(), table=3),)),
+        Flow(3, 100, Match(eth_type=IP, ct_state=NEW, ipv4_src=V),
+             (Conntrack(zone, commit=True, nat=Nat('src', F), table=4),)),
+        Flow(3, 90, Match(ct_state=KNOWN), (Goto(4),)),
+        Flow(4, 100, Match(), (Output(1),))])
+    return sim
+
+
+def _udp(src, dst, sport=40000, dport=53) -> dict:
+    return dict(eth_type=IP, ipv4_src=src, ipv4_dst=dst, ip_proto=17, udp_src=sport,
+                udp_dst=dport)
+
+
+def _addresses(delivery) -> tuple:
+    return delivery.port, delivery.packet['ipv4_src'], delivery.packet['ipv4_dst']
+
+
+def test_a_dnat_connection_is_translated_both_ways():
+    sim = _nat_switch()
+    [inside] = sim.run(1, **_udp(OUTSIDE, F))
+    assert _addresses(inside) == (2, OUTSIDE, V)
+    [reply] = sim.run(2, **_udp(V, OUTSIDE, 53, 40000))
+    assert _addresses(reply) == (1, F, OUTSIDE)
+    [again] = sim.run(1, **_udp(OUTSIDE, F))  # established: ct(nat) alone translates it
+    assert _addresses(again) == (2, OUTSIDE, V)
+
+
+def test_an_snat_connection_is_translated_both_ways():
+    sim = _nat_switch()
+    [out] = sim.run(2, **_udp(V, OUTSIDE))
+    assert _addresses(out) == (1, F, OUTSIDE)
+    [reply] = sim.run(1, **_udp(OUTSIDE, F, 53, 40000))
+    assert _addresses(reply) == (2, OUTSIDE, V)
+
+
+def test_a_packet_of_no_connection_passes_ct_nat_unchanged():
+    sim = _nat_switch()
+    assert sim.run(1, **_udp(OUTSIDE, V)) == []  # new and not to F: no flow takes it
+    [out] = sim.run(1, **_udp(OUTSIDE, F, 53, 40000))  # new to F: DNAT, not an SNAT reply
+    assert _addresses(out) == (2, OUTSIDE, V)
+
+
+def test_an_icmp_error_from_behind_dnat_comes_out_about_what_the_sender_sent():
+    sim = _nat_switch()
+    [inside] = sim.run(1, **_udp(OUTSIDE, F))
+    [error] = sim.run(2, **_unreachable(_headers(inside.packet)))
+    assert _addresses(error) == (1, F, OUTSIDE)
+    assert (error.packet['quoted']['ipv4_src'], error.packet['quoted']['ipv4_dst']) == (
+        OUTSIDE, F)
+
+
+def test_an_icmp_error_from_a_router_on_the_way_reaches_the_snat_sender():
+    """Time exceeded from a router upstream, about the packet as SNAT sent it: the outer
+    destination and the quoted source go back to the VM's address; the router's stays."""
+    sim = _nat_switch()
+    [out] = sim.run(2, **_udp(V, OUTSIDE))
+    error = dict(eth_type=IP, ipv4_src=ROUTER, ipv4_dst=F, ip_proto=1, icmpv4_type=11,
+                 icmpv4_code=0, quoted=_headers(out.packet))
+    [back] = sim.run(1, **error)
+    assert _addresses(back) == (2, ROUTER, V)
+    assert (back.packet['quoted']['ipv4_src'], back.packet['quoted']['ipv4_dst']) == (
+        V, OUTSIDE)
+
+
+def test_an_icmp_error_about_a_reply_goes_the_original_way_translated():
+    sim = _nat_switch()
+    sim.run(1, **_udp(OUTSIDE, F))
+    [reply] = sim.run(2, **_udp(V, OUTSIDE, 53, 40000))
+    [error] = sim.run(1, **_unreachable(_headers(reply.packet)))  # OUTSIDE about F's reply
+    assert _addresses(error) == (2, OUTSIDE, V)
+    assert (error.packet['quoted']['ipv4_src'], error.packet['quoted']['ipv4_dst']) == (
+        V, OUTSIDE)
+
+
+def test_conntrack_without_nat_leaves_a_natted_connection_alone():
+    sim = _nat_switch()
+    sim.run(1, **_udp(OUTSIDE, F))
+    sim.apply([], [Flow(0, 200, Match(in_port=3, eth_type=IP), (Conntrack(9, table=4),))])
+    [out] = sim.run(3, **_udp(OUTSIDE, F))
+    assert _addresses(out) == (1, OUTSIDE, F)
+
+
+def _headers(packet: dict) -> dict:
+    """A delivered packet as the next hop sends it on (its ip_ttl is the pipeline's)."""
+    return {k: v for k, v in packet.items() if k not in ('in_port', 'ip_ttl')}

@@ -11,7 +11,10 @@ from dragonflow.controller.flows import (
     Flow,
     Match,
     Move,
+    Nat,
     Output,
+    PopVlan,
+    PushVlan,
     SetField,
     ct_state,
 )
@@ -71,6 +74,32 @@ CASES = {
     'set_field of a read-only field': (
         (Match(eth_type=IP), (SetField('ip_proto', 6),)),
         (Match(eth_type=IP), (SetField('ipv4_src', '10.0.0.1'),))),
+    # VLAN and NAT: as Open vSwitch 3.1 answered (OFPBAC_MATCH_INCONSISTENT, BAD_TAG,
+    # BAD_SET_ARGUMENT), checked once through OpenFlowSwitch.
+    'pop_vlan of a packet the match does not say is tagged': (
+        (Match(in_port=1), (PopVlan(),)),
+        (Match(in_port=1, vlan_vid=0x1000 | 5), (PopVlan(),))),
+    'pop_vlan twice of one tag': (
+        (Match(in_port=1, vlan_vid=0x1000 | 5), (PopVlan(), PopVlan())),
+        (Match(in_port=1, vlan_vid=(0x1000, 0x1000)), (PopVlan(),))),
+    'pop_vlan of an untagged packet (vlan_vid=0)': (
+        (Match(in_port=1, vlan_vid=0), (PopVlan(),)),
+        (Match(in_port=1), (PushVlan(), PopVlan()))),
+    'set_field vlan_vid without a VLAN header': (
+        (Match(metadata=1), (SetField('vlan_vid', 0x1000 | 5),)),
+        (Match(metadata=1), (PushVlan(), SetField('vlan_vid', 0x1000 | 5)))),
+    'set_field vlan_vid without OFPVID_PRESENT': (
+        (Match(metadata=1), (PushVlan(), SetField('vlan_vid', 5))),
+        (Match(metadata=1, vlan_vid=0x1000 | 7), (SetField('vlan_vid', 0x1000 | 5),))),
+    'a third VLAN header': (
+        (Match(metadata=1), (PushVlan(), PushVlan(), PushVlan())),
+        (Match(metadata=1), (PushVlan(), PushVlan()))),
+    'nat to an IPv4 address in IPv6': (
+        (Match(eth_type=0x86dd), (Conntrack(1, commit=True, nat=Nat('dst', '10.0.0.5')),)),
+        (Match(eth_type=IP), (Conntrack(1, commit=True, nat=Nat('dst', '10.0.0.5')),))),
+    'nat without IP': (
+        (Match(reg5=1), (Conntrack(1, nat=Nat(), table=51),)),
+        (Match(reg5=1, eth_type=0x86dd), (Conntrack(1, nat=Nat(), table=51),))),
     'a field nobody knows the prerequisites of': (
         (Match(nw_tos_shifted=1), ()),
         (Match(eth_type=IP, ip_dscp=1), ())),
