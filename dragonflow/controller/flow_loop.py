@@ -38,8 +38,11 @@ PACKET_IN_RATE, PACKET_IN_BURST = 500, 100
 class FlowLoop:
     def __init__(self, chassis_id: str, cache: Cache, ovs, switch, tunnel_type: str,
                  reporter, watcher, packet_ins, supervisor,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 gateway_macs: Callable[[], dict] = dict):
+        """``gateway_macs``: the external gateways' MACs learnt (neighbours.py)."""
         self.chassis_id, self.cache, self.ovs, self.switch = chassis_id, cache, ovs, switch
+        self.gateway_macs = gateway_macs
         self.tunnel_type = tunnel_type
         self.reporter, self.watcher, self.packet_ins = reporter, watcher, packet_ins
         self.supervisor, self.stop = supervisor, supervisor.stop
@@ -153,11 +156,13 @@ class FlowLoop:
 
     def topology(self) -> Topology:
         ofports, tunnels = self.ovs.interfaces()
+        gateway_macs = self.gateway_macs()  # outside the cache's lock: it may take it
         with self.cache.lock:
             self.cache.set_local_ports(set(ofports))
             refill = self.cache.needs_refill
             topology = Topology.from_objects(self.chassis_id, self.cache.objects, ofports,
-                                             tunnels.get(self.tunnel_type), self.cache.revision)
+                                             tunnels.get(self.tunnel_type), self.cache.revision,
+                                             gateway_macs=gateway_macs)
         if refill:  # a VM plugged for a port or network not cached: the watcher wakes us
             self.watcher.ask_refill()
         return topology

@@ -1,7 +1,9 @@
-"""What the controller does with the packets br-int sends it: DHCP requests of local ports,
-answered in a thread of their own, each port within a rate limit; and packets from tunnels
-for a port about to be plugged here, held until a pass has installed its flows
-(held_packets.py), then sent on right behind the bundle that lets them through."""
+"""What the controller does with the packets br-int sends it, by the table that sent them:
+DHCP requests of local ports (22), answered in a thread of their own, each port within a rate
+limit; packets from tunnels for a port about to be plugged here (35), held until a pass has
+installed its flows (held_packets.py), then sent on right behind the bundle that lets them
+through; and the external gateways' ARP replies to a local floating IP (36), learnt by
+neighbours.py."""
 import logging
 import queue
 import threading
@@ -37,9 +39,12 @@ class RateLimiter:
 
 class PacketIns:
     def __init__(self, switch, settings: dhcp.Settings, dhcp_rate: float,
-                 stop: threading.Event, topology: Callable[[], Optional[Topology]]):
-        """``topology``: the last one whose flows were sent, or None before the first."""
+                 stop: threading.Event, topology: Callable[[], Optional[Topology]],
+                 neighbours=None):
+        """``topology``: the last one whose flows were sent, or None before the first.
+        ``neighbours``: what learns the external gateways' MACs (neighbours.Neighbours)."""
         self.switch, self.settings, self.stop, self.topology = switch, settings, stop, topology
+        self.neighbours = neighbours
         self._queue: queue.Queue = queue.Queue(BACKLOG)
         self._held = HeldPackets()
         self._dhcp_limiter = RateLimiter(dhcp_rate)
@@ -50,6 +55,10 @@ class PacketIns:
         backlog drops it (the client retries)."""
         if packet_in.table == p.REMOTE_INGRESS.number:
             _handle(self._hold, packet_in)
+            return
+        if packet_in.table == p.PROVIDER_INGRESS.number:  # a few a minute: learnt at once
+            if self.neighbours is not None:
+                _handle(lambda packet: self.neighbours.learn(packet.data), packet_in)
             return
         try:
             self._queue.put_nowait(packet_in)

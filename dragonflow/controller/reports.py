@@ -5,7 +5,11 @@ loop never waits on the store:
   interval, and at once when the networks or routers this chassis serves change; it names
   the store revision whose flows br-int last confirmed;
 - its ports' binding and status: bound here and ACTIVE once the switch has confirmed their
-  flows, DOWN and unbound once unplugged.
+  flows, DOWN and unbound once unplugged;
+- the status of the floating IPs of its ports: ACTIVE once the switch has confirmed all their
+  flows, the way out to the learnt gateway included (df-api writes DOWN on every
+  association change, so this chassis only ever writes ACTIVE, and only on the version of
+  the floating IP whose flows it has).
 
 Level-triggered: the loop hands over the newest confirmed topology, and each report is
 computed from it and the cache's current objects when it is written. A store outage delays
@@ -17,7 +21,7 @@ import time
 from typing import Callable, Optional
 
 from dragonflow.controller.cache import Cache
-from dragonflow.model import Chassis, ChassisStatus, Port
+from dragonflow.model import Chassis, ChassisStatus, FloatingIP, Model, Port
 from dragonflow.store import api
 
 LOG = logging.getLogger(__name__)
@@ -28,7 +32,10 @@ HEARTBEATS_TO_EXPIRE = 3  # a chassis whose heartbeats stop is down after this m
 class Reporter:
     def __init__(self, store: api.Store, cache: Cache, chassis: Chassis, interval: float,
                  stop: threading.Event, wake_loop: Callable[[], None],
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, on_confirmed=()):
+        """``on_confirmed``: called in the loop's thread with each confirmed topology too
+        (neighbours.py: what br-int now answers for)."""
+        self.on_confirmed = tuple(on_confirmed)
         self.store, self.cache, self.chassis = store, cache, chassis
         self.interval, self.stop, self.wake_loop = interval, stop, wake_loop
         self.clock = clock
@@ -48,6 +55,8 @@ class Reporter:
             self._confirmed = topology
             self._applied = max(self._applied, topology.revision)
         self._wake.set()
+        for listener in self.on_confirmed:
+            listener(topology)
 
     def wake(self) -> None:
         """Something may have changed what this chassis serves: publish it if so."""
@@ -134,7 +143,8 @@ class Reporter:
                 updates.append((port, {'binding_host_id': me, 'status': 'ACTIVE'}))
             elif not plugged and port.binding_host_id == me and port.status == 'ACTIVE':
                 updates.append((port, {'binding_host_id': '', 'status': 'DOWN'}))
-        if self._update_ports(updates):
+        updates += self._floating_ips_up(topology)
+        if self._update(updates):
             self._retry_ports_at, self._retry_pause = float('inf'), BACKOFF[0]
             return
         # Retried with the cache's newer versions, backing off while they keep changing.
@@ -143,32 +153,51 @@ class Reporter:
         with self._lock:
             self._confirmed = self._confirmed or topology
 
-    def _update_ports(self, updates: list[tuple[Port, dict]]) -> bool:
-        """One commit for all, each conditional on the port not having changed; if some did,
-        the others are written one by one, and the changed ones are left to the next round
-        (the watcher brings their new version into the cache): False then. The cache keeps
-        what was written at once."""
+    def _floating_ips_up(self, topology) -> list[tuple[FloatingIP, dict]]:
+        """The local floating IPs whose flows are all in (the gateway's MAC known), in the
+        version the cache has now if it is still the one those flows are for."""
+        updates = []
+        with self.cache.lock:
+            cached = self.cache.objects[FloatingIP.table]
+            for fip in topology.local_floating_ips():
+                current = cached.get(fip.floating_ip.id)
+                if fip.gateway_mac and current is not None and current.status != 'ACTIVE' \
+                        and _association(current) == _association(fip.floating_ip):
+                    updates.append((current, {'status': 'ACTIVE'}))
+        return updates
+
+    def _update(self, updates: list[tuple[Model, dict]]) -> bool:
+        """One commit for all (ports, floating IPs), each conditional on the object not having
+        changed; if some did, the others are written one by one, and the changed ones are left
+        to the next round (the watcher brings their new version into the cache): False then.
+        The cache keeps what was written at once."""
         if not updates:
             return True
         puts = {}
-        for port, changes in updates:
-            new = port.model_copy(update=changes)
-            puts[port.id] = (new, api.Put(Port.table, port.id, new.to_doc(), expect=port.revision))
+        for obj, changes in updates:
+            new = obj.model_copy(update=changes)
+            puts[obj.table, obj.id] = (new, api.Put(obj.table, obj.id, new.to_doc(),
+                                                    expect=obj.revision))
         written = {}
         try:
             revision = self.store.commit([put for _, put in puts.values()])
-            written = {port_id: new.model_copy(update={'revision': revision})
-                       for port_id, (new, _) in puts.items()}
+            written = {key: new.model_copy(update={'revision': revision})
+                       for key, (new, _) in puts.items()}
         except api.Conflict:
-            for port_id, (new, put) in puts.items():
+            for key, (new, put) in puts.items():
                 try:
-                    written[port_id] = new.model_copy(
+                    written[key] = new.model_copy(
                         update={'revision': self.store.commit([put])})
                 except api.Conflict:
                     pass
         with self.cache.lock:
-            narrowed = [self.cache.written(port) for port in written.values()]
+            narrowed = [self.cache.written(obj) for obj in written.values()]
         if any(narrowed):
             self.wake_loop()
         return len(written) == len(puts)
 
+
+
+def _association(fip: FloatingIP) -> tuple:
+    return (fip.port_id, fip.fixed_ip_address, fip.router_id, fip.floating_ip_address,
+            fip.floating_port_id)

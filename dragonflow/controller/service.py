@@ -7,6 +7,7 @@ job in a thread of its own (supervisor.py says what happens when one dies):
 | store-watcher, store-refill | keep the cache current from the store | store_watcher.py |
 | reporter | chassis record, heartbeats, port status to the store | reports.py |
 | dhcp | answer DHCP requests from local ports | packet_ins.py |
+| neighbours | external gateways' MACs by ARP; gratuitous ARPs of floating IPs | neighbours.py |
 | bridge-keeper | keep br-int's settings, tunnel port and meter | bridge.py |
 | os-ken's, ovsdbapp's | the OpenFlow connection, the local OVSDB | openflow.py, ovsdb.py |
 
@@ -27,6 +28,7 @@ from dragonflow.controller.apps import dhcp, units
 from dragonflow.controller.bridge import BridgeKeeper
 from dragonflow.controller.cache import Cache
 from dragonflow.controller.flow_loop import FlowLoop
+from dragonflow.controller.neighbours import Neighbours
 from dragonflow.controller.openflow import OpenFlowSwitch, PacketIn
 from dragonflow.controller.ovsdb import LocalOvs
 from dragonflow.controller.packet_ins import PacketIns
@@ -50,17 +52,23 @@ class Controller:
         self.cache = Cache(self.chassis_id)
         self.watcher = StoreWatcher(store, self.cache, self.stop_event,
                                     on_change=lambda: self.wake())
+        self.neighbours = Neighbours(
+            switch, conf.l3.external_gateway_refresh, self.stop_event,
+            wake_loop=lambda: self.wake(), installed=lambda: self.loop.reconciler.installed,
+            cache=self.cache, clock=clock)
         self.reporter = Reporter(
             store, self.cache, Chassis(id=self.chassis_id, tunnel_ip=c.tunnel_ip,
                                        tunnel_types=c.tunnel_types),
-            c.heartbeat_interval, self.stop_event, wake_loop=lambda: self.wake(), clock=clock)
+            c.heartbeat_interval, self.stop_event, wake_loop=lambda: self.wake(), clock=clock,
+            on_confirmed=(self.neighbours.confirmed,))
         self.packet_ins = PacketIns(
             switch, dhcp.Settings(lease_time=conf.dhcp.lease_time,
                                   metadata_ip=conf.dhcp.metadata_ip),
-            conf.dhcp.rate_limit, self.stop_event, topology=lambda: self.loop.sent)
+            conf.dhcp.rate_limit, self.stop_event, topology=lambda: self.loop.sent,
+            neighbours=self.neighbours)
         self.loop = FlowLoop(self.chassis_id, self.cache, ovs, switch, c.tunnel_types[0],
                              self.reporter, self.watcher, self.packet_ins, self.supervisor,
-                             clock=clock)
+                             clock=clock, gateway_macs=self.neighbours.macs)
         self.bridge = BridgeKeeper(
             ovs, switch, c.datapath_type, f'tcp:{c.openflow_listen_host}:{c.openflow_listen_port}',
             c.tunnel_types[0], c.tunnel_ip,
@@ -82,6 +90,7 @@ class Controller:
         start('store-refill', self.watcher.refill_forever)
         start('reporter', self.reporter.run)
         start('dhcp', self.packet_ins.serve_dhcp_forever)
+        start('neighbours', self.neighbours.run)
         start('bridge-keeper', self.bridge.keep_forever)
         loop = start('flow-loop', self.loop.run)
         while not self.stop_event.wait(0.5):  # the main thread takes the signals

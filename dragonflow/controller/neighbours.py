@@ -1,0 +1,254 @@
+"""The neighbours of this chassis on external networks, in a thread of its own: the MAC of each
+external subnet's gateway, learnt by ARP, and the gratuitous ARPs that tell the physical
+network where a floating IP now is.
+
+No MAC is configured: for every external subnet a local floating IP is NATed on, the
+controller asks the gateway (an ARP request sent from that floating IP's address and MAC
+straight out of the physnet's patch port), at once when one is newly needed, again every
+[l3] external_gateway_refresh seconds (sooner while unanswered). provider_ingress sends the
+gateway's ARP replies to that MAC to the controller (packet_ins.py), and ``learn`` keeps the
+sender's MAC. ``macs()`` is Topology.gateway_macs: the flow loop is woken when it changes,
+and only then has floating_ips a flow out to the gateway. A MAC is kept while it is needed,
+unanswered refreshes included (the gateway may be busy; a stale MAC is corrected by the next
+answer), and forgotten when no local floating IP uses its subnet any more.
+
+When a floating IP becomes local (associated with a port plugged here, its port moved here,
+or this controller started), once br-int has its flows, three gratuitous ARP requests go out
+spaced apart, from its address and MAC: the physical network's switches learn the MAC on this
+chassis' port, and the gateway, if it had the address, refreshes its entry.
+
+A controller restarted knows no MAC yet, while br-int still has the flows out it made with
+them: until learnt again, ``macs()`` takes them from those flows (``installed``), so the
+restart sends nothing different to br-int.
+"""
+import dataclasses
+import heapq
+import itertools
+import logging
+import struct
+import threading
+import time
+from typing import Callable, Optional
+
+from dragonflow.controller import flows as of
+from dragonflow.controller import pipeline as p
+from dragonflow.controller.openflow import SwitchError
+from dragonflow.controller.topology import LocalFloatingIP, Topology
+from dragonflow.model import Port, Subnet
+from dragonflow.model.objects import DEVICE_OWNER_FLOATINGIP
+
+LOG = logging.getLogger(__name__)
+GARPS = 3
+GARP_SPACING = 0.3  # seconds between the gratuitous ARPs of one floating IP
+UNANSWERED_RETRY = 1.0  # seconds before asking again a gateway that has not answered
+BROADCAST = b'\xff' * 6
+ETH_TYPE_ARP, ETH_TYPE_VLAN = 0x0806, 0x8100
+ARP_HEADER = struct.Struct('!HHBBH6s4s6s4s')  # htype, ptype, hlen, plen, op, sha, spa, tha, tpa
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """Where an ARP for an external subnet goes out from: a local floating IP on it."""
+    ofport: int               # br-int's patch port to the external network's physnet
+    vlan: Optional[int]       # the VLAN id of a VLAN external network
+    ip: str
+    mac: str
+
+    @classmethod
+    def of(cls, fip: LocalFloatingIP, topology: Topology) -> 'Source':
+        network = fip.external_network
+        return cls(topology.patch_ofports[network.physical_network],
+                   network.segmentation_id if network.network_type == 'vlan' else None,
+                   fip.address, fip.mac)
+
+
+class Neighbours:
+    def __init__(self, switch, refresh: float, stop: threading.Event,
+                 wake_loop: Callable[[], None], installed: Callable[[], dict] = dict,
+                 cache=None, clock: Callable[[], float] = time.monotonic):
+        """``installed``: br-int's flows as the reconciler last read or sent them; with the
+        ``cache``, what a restarted controller takes the MACs from until learnt."""
+        self.switch, self.refresh, self.stop, self.wake_loop = switch, refresh, stop, wake_loop
+        self.installed, self.cache, self.clock = installed, cache, clock
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._learnt: dict[str, str] = {}       # gateway IP -> MAC
+        self._sources: dict[str, Source] = {}  # gateway IP -> where to ask it from
+        self._ask_at: dict[str, float] = {}    # gateway IP -> when to ask it next
+        self._local: set = set()               # (floating IP, port) confirmed local
+        self._garps: list = []                 # heap of (when, n, Source)
+        self._order = itertools.count()
+        self._remembered: Optional[dict] = None  # gateway IP -> MAC from br-int's flows
+
+    # From the flow loop: building a topology, and its flows confirmed.
+    def macs(self) -> dict[str, str]:
+        """Each needed gateway's MAC: learnt, or else as br-int's flows out have it (read
+        once, at the first call: the loop's first pass, br-int read back and the cache
+        loaded). Not called with the cache's lock held."""
+        with self._lock:
+            if self._remembered is None:
+                self._remembered = self._from_installed()
+            return {**self._remembered, **self._learnt}
+
+    def confirmed(self, topology: Topology) -> None:
+        """br-int has the flows of ``topology``: ask for the gateways newly needed, announce
+        the floating IPs newly local, forget the gateways no longer needed."""
+        now = self.clock()
+        sources, local, announce = {}, set(), []
+        for fip in topology.local_floating_ips():
+            if fip.external_network.physical_network not in topology.patch_ofports:
+                continue
+            source = Source.of(fip, topology)
+            sources.setdefault(fip.gateway_ip, source)
+            identity = (fip.floating_ip.id, fip.port.id, fip.address, fip.mac)
+            local.add(identity)
+            if identity not in self._local:
+                announce.append(source)
+        with self._lock:
+            for gone in self._sources.keys() - sources.keys():
+                self._learnt.pop(gone, None)
+                self._ask_at.pop(gone, None)
+            for gone in (self._remembered or {}).keys() - sources.keys():
+                del self._remembered[gone]
+            for ip in sources.keys() - self._sources.keys():
+                self._ask_at[ip] = now
+            self._sources = sources
+            self._local = local
+            for source in announce:
+                for n in range(GARPS):
+                    heapq.heappush(self._garps, (now + n * GARP_SPACING, next(self._order),
+                                                 source))
+        if announce or set(sources) - set(self._learnt):
+            self._wake.set()
+
+    # From os-ken's receiving thread (packet_ins.py).
+    def learn(self, data: bytes) -> None:
+        """An ARP reply provider_ingress sent up: the sender's MAC, if it is a gateway we
+        ask. A change wakes the flow loop."""
+        parsed = parse_arp(data)
+        if parsed is None:
+            return
+        op, sender_mac, sender_ip = parsed
+        with self._lock:
+            if op != 2 or sender_ip not in self._sources:
+                return
+            changed = self._learnt.get(sender_ip) != sender_mac
+            self._learnt[sender_ip] = sender_mac
+            self._ask_at[sender_ip] = self.clock() + self.refresh
+        if changed:
+            LOG.info('external gateway %s is at %s', sender_ip, sender_mac)
+            self.wake_loop()
+
+    # The thread.
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self._wake.wait(timeout=self._seconds_to_next())
+            self._wake.clear()
+            try:
+                self.send_due()
+            except SwitchError as e:  # not connected: due again in a while
+                LOG.warning('cannot send ARP to the external networks: %s', e)
+                self.stop.wait(UNANSWERED_RETRY)
+
+    def send_due(self) -> None:
+        """Send the ARPs due now; a failed send leaves them due."""
+        now = self.clock()
+        with self._lock:
+            garps = []
+            while self._garps and self._garps[0][0] <= now:
+                garps.append(heapq.heappop(self._garps))
+            asks = [(ip, self._sources[ip]) for ip, at in self._ask_at.items() if at <= now]
+        packets = [_out(source, gratuitous_arp(source)) for _, _, source in garps]
+        packets += [_out(source, arp_request(source, ip)) for ip, source in asks]
+        if not packets:
+            return
+        try:
+            self.switch.send_packets(packets)
+        except SwitchError:
+            with self._lock:
+                for garp in garps:
+                    heapq.heappush(self._garps, garp)
+            raise
+        with self._lock:
+            for ip, _ in asks:
+                if ip in self._ask_at:
+                    answered = ip in self._learnt
+                    self._ask_at[ip] = now + (self.refresh if answered else UNANSWERED_RETRY)
+
+    def _seconds_to_next(self) -> float:
+        with self._lock:
+            due = list(self._ask_at.values())
+            if self._garps:
+                due.append(self._garps[0][0])
+        return max(min(due, default=self.clock() + self.refresh) - self.clock(), 0.0)
+
+    def _from_installed(self) -> dict[str, str]:
+        """The gateway MACs of the flows out that br-int has (a restarted controller's):
+        each flow of fip_to_external names the gateway's MAC, and its cookie the floating
+        IP port whose subnet's gateway that is."""
+        by_port_key = {}
+        for flow in self.installed().values():
+            if flow.table == p.FIP_TO_EXTERNAL.number:
+                mac = next((a.value for a in flow.actions
+                            if isinstance(a, of.SetField) and a.field == 'eth_dst'), None)
+                if mac:
+                    by_port_key[flow.cookie & of.COOKIE_OBJECT_MASK] = mac
+        if not by_port_key or self.cache is None:
+            return {}
+        remembered = {}
+        with self.cache.lock:
+            subnets = self.cache.objects[Subnet.table]
+            for port in self.cache.objects[Port.table].values():
+                if port.key in by_port_key and port.device_owner == DEVICE_OWNER_FLOATINGIP:
+                    for fixed in port.fixed_ips:
+                        subnet = subnets.get(fixed.subnet_id)
+                        if subnet is not None and subnet.gateway_ip:
+                            remembered[subnet.gateway_ip] = by_port_key[port.key]
+        return remembered
+
+
+def _out(source: Source, frame: bytes) -> tuple[list, bytes]:
+    return [of.Output(source.ofport)], frame
+
+
+def _ethernet(source: Source, payload: bytes) -> bytes:
+    head = BROADCAST + _mac(source.mac)
+    if source.vlan is not None:
+        head += struct.pack('!HH', ETH_TYPE_VLAN, source.vlan)
+    return head + struct.pack('!H', ETH_TYPE_ARP) + payload
+
+
+def _arp(op: int, sha: str, spa: str, tha: str, tpa: str) -> bytes:
+    return ARP_HEADER.pack(1, 0x0800, 6, 4, op, _mac(sha), _ip(spa), _mac(tha), _ip(tpa))
+
+
+def arp_request(source: Source, target_ip: str) -> bytes:
+    """Who has ``target_ip``? Tell the floating IP."""
+    return _ethernet(source, _arp(1, source.mac, source.ip, '00:00:00:00:00:00', target_ip))
+
+
+def gratuitous_arp(source: Source) -> bytes:
+    """A request for its own address (as arping -U sends): every listener updates."""
+    return _ethernet(source, _arp(1, source.mac, source.ip, '00:00:00:00:00:00', source.ip))
+
+
+def parse_arp(data: bytes) -> Optional[tuple[int, str, str]]:
+    """(op, sender MAC, sender IP) of an Ethernet ARP frame (802.1Q tag or not), or None."""
+    offset = 12
+    if data[offset:offset + 2] == struct.pack('!H', ETH_TYPE_VLAN):
+        offset += 4
+    if data[offset:offset + 2] != struct.pack('!H', ETH_TYPE_ARP) or \
+            len(data) < offset + 2 + ARP_HEADER.size:
+        return None
+    _, ptype, hlen, plen, op, sha, spa, _, _ = ARP_HEADER.unpack_from(data, offset + 2)
+    if (ptype, hlen, plen) != (0x0800, 6, 4):
+        return None
+    return op, ':'.join(f'{b:02x}' for b in sha), '.'.join(str(b) for b in spa)
+
+
+def _mac(text: str) -> bytes:
+    return bytes.fromhex(text.replace(':', ''))
+
+
+def _ip(text: str) -> bytes:
+    return bytes(int(part) for part in text.split('.'))

@@ -1,0 +1,224 @@
+"""The external gateways' MACs learnt by ARP, and the gratuitous ARPs of floating IPs that
+become local: what goes out of br-int's patch port, and when."""
+import threading
+
+import pytest
+
+from dragonflow.controller import flows as of
+from dragonflow.controller.cache import Cache
+from dragonflow.controller.neighbours import (
+    GARP_SPACING,
+    UNANSWERED_RETRY,
+    Neighbours,
+    parse_arp,
+)
+from dragonflow.controller.openflow import SwitchError
+from dragonflow.controller.reconciler import Reconciler
+from tests.flowsim import FlowTableSimulator
+from tests.unit.builders import PATCH_OFPORT, TopologyBuilder, install
+from tests.unit.clock import Clock
+
+REFRESH = 30.0
+GATEWAY_IP, GATEWAY_MAC, OTHER_MAC = '172.24.4.1', 'fa:16:3e:ee:ee:01', 'fa:16:3e:ee:ee:02'
+FIP, FIP2 = '172.24.4.100', '172.24.4.101'
+# A gratuitous ARP, and who has the gateway? (op, sender IP, target IP, out of the patch port)
+ANNOUNCE_AND_ASK = sorted([(1, FIP, FIP, PATCH_OFPORT), (1, FIP, GATEWAY_IP, PATCH_OFPORT)])
+
+
+class Switch:
+    """Records the packet-outs; refuses them while ``connected`` is False."""
+
+    def __init__(self):
+        self.sent, self.connected = [], True
+
+    def send_packets(self, packets):
+        if not self.connected:
+            raise SwitchError('br-int is not connected')
+        self.sent.extend(packets)
+
+    def take(self) -> list:
+        """(op, sender IP, target IP, ofport) of each ARP sent since the last take."""
+        sent, self.sent = self.sent, []
+        return [_described(actions, data) for actions, data in sent]
+
+
+def _described(actions, data: bytes) -> tuple:
+    op, _, sender_ip = parse_arp(data)
+    offset = 16 if data[12:14] == b'\x81\x00' else 12
+    target_ip = '.'.join(str(b) for b in data[offset + 26:offset + 30])
+    return op, sender_ip, target_ip, actions[0].port
+
+
+def arp_reply(sender_ip, sender_mac, to_mac='fa:16:3e:00:00:99', to_ip=FIP) -> bytes:
+    def mac(text):
+        return bytes.fromhex(text.replace(':', ''))
+
+    def ip(text):
+        return bytes(int(b) for b in text.split('.'))
+    return (mac(to_mac) + mac(sender_mac) + b'\x08\x06' + b'\x00\x01\x08\x00\x06\x04\x00\x02'
+            + mac(sender_mac) + ip(sender_ip) + mac(to_mac) + ip(to_ip))
+
+
+class World:
+    def __init__(self, network_type='flat', segmentation_id=None):
+        self.clock, self.switch, self.wakes = Clock(), Switch(), []
+        self.b = b = TopologyBuilder()
+        net = b.network('private')
+        subnet = b.subnet(net, '10.0.0.0/24')
+        self.vm = b.port(subnet, '10.0.0.5', ofport=1)
+        self.vm2 = b.port(subnet, '10.0.0.6', ofport=2)
+        _, self.external = b.external_network('public', '172.24.4.0/24',
+                                              network_type=network_type,
+                                              segmentation_id=segmentation_id)
+        self.router = b.router('r', subnet)
+        b.router_gateway(self.router, self.external, '172.24.4.10')
+        self.fip = b.floating_ip(self.external, FIP, self.vm, self.router)
+        self.neighbours = self.make()
+
+    def make(self, **kwargs) -> Neighbours:
+        return Neighbours(self.switch, REFRESH, threading.Event(),
+                          wake_loop=lambda: self.wakes.append(1), clock=self.clock, **kwargs)
+
+    def confirm(self):
+        self.b.gateway_macs = self.neighbours.macs()
+        self.neighbours.confirmed(self.b.build())
+
+    def at(self, seconds):
+        """Move the clock on and send what is due."""
+        self.clock.now += seconds
+        self.neighbours.send_due()
+        return self.switch.take()
+
+
+@pytest.fixture
+def world():
+    return World()
+
+
+def test_a_new_floating_ip_asks_for_its_gateway_and_announces_itself(world):
+    world.confirm()
+    assert sorted(world.at(0)) == ANNOUNCE_AND_ASK
+    assert world.at(GARP_SPACING) == [(1, FIP, FIP, PATCH_OFPORT)]
+    assert world.at(GARP_SPACING) == [(1, FIP, FIP, PATCH_OFPORT)]
+    world.confirm()  # the same floating IP, still local: no more announcements
+    assert world.at(GARP_SPACING) == []
+
+
+def test_the_gateways_reply_is_learnt_and_wakes_the_loop_once(world):
+    world.confirm()
+    world.at(0)
+    world.neighbours.learn(arp_reply(GATEWAY_IP, GATEWAY_MAC))
+    assert world.neighbours.macs() == {GATEWAY_IP: GATEWAY_MAC}
+    assert world.wakes == [1]
+    world.neighbours.learn(arp_reply(GATEWAY_IP, GATEWAY_MAC))
+    assert world.wakes == [1]
+    world.neighbours.learn(arp_reply(GATEWAY_IP, OTHER_MAC))  # the gateway failed over
+    assert world.neighbours.macs() == {GATEWAY_IP: OTHER_MAC}
+    assert world.wakes == [1, 1]
+
+
+def test_replies_from_others_and_other_frames_are_ignored(world):
+    world.confirm()
+    world.neighbours.learn(arp_reply('172.24.4.77', OTHER_MAC))
+    world.neighbours.learn(b'\x00' * 60)
+    world.neighbours.learn(b'')
+    assert world.neighbours.macs() == {}
+    assert world.wakes == []
+
+
+def test_nothing_is_learnt_for_a_gateway_no_floating_ip_here_uses(world):
+    world.neighbours.learn(arp_reply(GATEWAY_IP, GATEWAY_MAC))
+    assert world.neighbours.macs() == {}
+
+
+def test_the_gateway_is_asked_again_sooner_while_unanswered_then_every_refresh(world):
+    world.confirm()
+    world.at(2 * GARP_SPACING)
+    asks = [s for s in world.at(UNANSWERED_RETRY) if s[2] == GATEWAY_IP]
+    assert asks == [(1, FIP, GATEWAY_IP, PATCH_OFPORT)]
+    world.neighbours.learn(arp_reply(GATEWAY_IP, GATEWAY_MAC))
+    assert world.at(REFRESH - 0.1) == []
+    assert world.at(0.1) == [(1, FIP, GATEWAY_IP, PATCH_OFPORT)]
+    assert world.neighbours.macs() == {GATEWAY_IP: GATEWAY_MAC}  # kept while unanswered
+
+
+def test_a_gateway_no_longer_needed_is_forgotten_and_asked_again_when_needed(world):
+    world.confirm()
+    world.at(1)
+    world.neighbours.learn(arp_reply(GATEWAY_IP, GATEWAY_MAC))
+    world.b.associate(world.fip)  # disassociated
+    world.confirm()
+    assert world.neighbours.macs() == {}
+    assert world.at(REFRESH) == []
+    world.b.associate(world.fip, world.vm2, world.router)
+    world.confirm()
+    assert sorted(world.at(0)) == ANNOUNCE_AND_ASK
+
+
+def test_a_floating_ip_moved_to_another_local_port_is_announced_again(world):
+    world.confirm()
+    world.at(1)
+    world.b.associate(world.fip, world.vm2, world.router)
+    world.confirm()
+    assert world.at(0) == [(1, FIP, FIP, PATCH_OFPORT)]
+
+
+def test_a_floating_ip_not_plugged_here_is_neither_announced_nor_asked_from(world):
+    world.b.remove_port(world.vm)
+    world.confirm()
+    assert world.at(0) == []
+
+
+def test_on_a_vlan_external_network_the_frames_are_tagged():
+    world = World(network_type='vlan', segmentation_id=300)
+    world.confirm()
+    world.neighbours.send_due()
+    frames = [data for _, data in world.switch.sent]
+    assert frames and all(f[12:16] == b'\x81\x00\x01\x2c' for f in frames)
+    assert sorted(world.switch.take()) == ANNOUNCE_AND_ASK
+
+
+def test_what_the_switch_did_not_take_is_sent_again(world):
+    world.confirm()
+    world.switch.connected = False
+    with pytest.raises(SwitchError):
+        world.neighbours.send_due()
+    world.switch.connected = True
+    assert sorted(world.at(0)) == ANNOUNCE_AND_ASK
+
+
+def test_a_restarted_controller_keeps_the_mac_br_int_has_until_learnt_again(world):
+    world.b.gateway_macs[GATEWAY_IP] = GATEWAY_MAC
+    topology = world.b.build()
+    reconciler = Reconciler(FlowTableSimulator())
+    install(topology, reconciler)
+    cache = Cache('chassis-1')
+    cache.objects['ports'], cache.objects['subnets'] = topology.ports, topology.subnets
+    restarted = world.make(installed=lambda: reconciler.installed, cache=cache)
+    assert restarted.macs() == {GATEWAY_IP: GATEWAY_MAC}
+    restarted.confirmed(topology)
+    restarted.learn(arp_reply(GATEWAY_IP, OTHER_MAC))
+    assert restarted.macs() == {GATEWAY_IP: OTHER_MAC}
+
+
+def test_a_fresh_br_int_remembers_nothing(world):
+    restarted = world.make(installed=dict, cache=Cache('chassis-1'))
+    assert restarted.macs() == {}
+
+
+def test_two_floating_ips_on_one_subnet_ask_the_gateway_once(world):
+    world.b.floating_ip(world.external, FIP2, world.vm2, world.router)
+    world.confirm()
+    sent = world.at(0)
+    assert [s for s in sent if s[2] == GATEWAY_IP] == [(1, FIP, GATEWAY_IP, PATCH_OFPORT)]
+    assert sorted(s for s in sent if s[2] != GATEWAY_IP) == [(1, FIP, FIP, PATCH_OFPORT),
+                                                             (1, FIP2, FIP2, PATCH_OFPORT)]
+
+
+def test_parse_arp_reads_tagged_and_untagged_frames():
+    frame = arp_reply(GATEWAY_IP, GATEWAY_MAC)
+    assert parse_arp(frame) == (2, GATEWAY_MAC, GATEWAY_IP)
+    assert parse_arp(frame[:12] + b'\x81\x00\x00\x64' + frame[12:]) == \
+        (2, GATEWAY_MAC, GATEWAY_IP)
+    assert parse_arp(frame[:30]) is None
+    assert of.Output(1)  # the packet-outs are plain flow actions
