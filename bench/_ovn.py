@@ -2,16 +2,21 @@
 
 NB and SB ovsdb-servers and ovn-northd on unix sockets in the run's directory; chassis like
 Dragonflow's lab chassis (a namespace with its own ovsdb-server and ovs-vswitchd, netdev
-datapath, br-phy on an underlay bridge) running ovn-controller with Geneve. Every namespace
-carries the run's prefix; close() stops every daemon by its pidfile and deletes every namespace
-with that prefix, after any failure.
+datapath, br-phy on an underlay bridge) running ovn-controller with Geneve. With
+``physical_networks`` each chassis also joins the lab's physical networks (lab/physical.py,
+under this cloud's prefix: the first has its own upstream router and internet host) through
+br-ex (br-<name> for the others), named in ovn-bridge-mappings as Dragonflow's chassis name
+them in bridge_mappings. Every namespace carries the run's prefix; close() stops every daemon
+by its pidfile and deletes every namespace with that prefix, after any failure.
 """
 import os
 import secrets
+import shutil
 import subprocess
 
 from dragonflow.lab import netns, ovs
 from dragonflow.lab.cloud import join_underlay, wait_for
+from dragonflow.lab.physical import PhysicalNetwork
 
 UNDERLAY_PREFIX = '172.31.1.'
 
@@ -28,7 +33,13 @@ class OvnChassis:
         netns.add(self.netns)
         self.ovs.start()
         join_underlay(self.ovs, self.name, self.cloud.underlay_ns, self.tunnel_ip)
-        self.ovs.vsctl('set', 'Open_vSwitch', '.', f'external_ids:system-id={self.name}',
+        physicals = self.cloud.physicals.values()
+        for physical in physicals:
+            physical.join(self)
+        mappings = ['external_ids:ovn-bridge-mappings="'
+                    + ','.join(p.mapping for p in physicals) + '"'] if physicals else []
+        self.ovs.vsctl('set', 'Open_vSwitch', '.', *mappings,
+                       f'external_ids:system-id={self.name}',
                        f'external_ids:ovn-remote=unix:{self.cloud.sb_sock}',
                        'external_ids:ovn-encap-type=geneve',
                        f'external_ids:ovn-encap-ip={self.tunnel_ip}',
@@ -52,8 +63,12 @@ class OvnChassis:
 
 
 class OvnCloud:
-    def __init__(self, workdir: str, prefix: str = None):
+    def __init__(self, workdir: str, prefix: str = None, physical_networks: tuple = ()):
         self.prefix = prefix or 'ovn' + secrets.token_hex(3)
+        self.physicals = {name: PhysicalNetwork(self.prefix, name,
+                                                'br-ex' if i == 0 else f'br-{name}'[:15],
+                                                with_upstream=i == 0)
+                          for i, name in enumerate(physical_networks)}
         self.workdir = workdir
         self.underlay_ns = f'{self.prefix}-underlay'
         self.nb_sock = os.path.join(workdir, 'nb.sock')
@@ -61,6 +76,10 @@ class OvnCloud:
         self.chassis: dict[str, OvnChassis] = {}
 
     def start(self, chassis: int = 2) -> 'OvnCloud':
+        missing = [p for p in ('ovn-northd', 'ovn-controller', 'ovn-nbctl') if not shutil.which(p)]
+        if missing or not os.path.exists('/usr/share/ovn/ovn-nb.ovsschema'):
+            raise RuntimeError(f'OVN is not installed here ({", ".join(missing) or "schemas"} '
+                               'missing): apt-get install ovn-central ovn-host')
         os.makedirs(self.workdir, exist_ok=True)
         try:
             for db in ('nb', 'sb'):
@@ -75,6 +94,8 @@ class OvnCloud:
             netns.add(self.underlay_ns)
             netns.run('ip', 'link', 'add', 'br0', 'type', 'bridge', netns=self.underlay_ns)
             netns.run('ip', 'link', 'set', 'br0', 'up', netns=self.underlay_ns)
+            for physical in self.physicals.values():
+                physical.start()
             for index in range(1, chassis + 1):
                 c = OvnChassis(self, f'ch{index}', index)
                 self.chassis[c.name] = c
@@ -98,6 +119,11 @@ class OvnCloud:
                         f'--log-file={self.workdir}/ovsdb-{db}.log', '--detach'],
                        check=True, capture_output=True)
 
+    @property
+    def physical(self):
+        """The first physical network (the one with the upstream router), if any."""
+        return next(iter(self.physicals.values()), None)
+
     def nbctl(self, *args: str) -> str:
         return netns.run('ovn-nbctl', f'--db=unix:{self.nb_sock}', '--timeout=30', *args)
 
@@ -107,6 +133,8 @@ class OvnCloud:
     def close(self) -> None:
         for c in self.chassis.values():
             c.close()
+        for physical in self.physicals.values():
+            physical.close()
         for name in ('ovn-northd', 'ovsdb-nb', 'ovsdb-sb'):
             _kill(os.path.join(self.workdir, name + '.pid'))
         for leftover in netns.names(self.prefix + '-'):

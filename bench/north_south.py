@@ -1,0 +1,618 @@
+"""North-south through a floating IP, one run, side by side: an internet host (behind the
+upstream router of a physical network, lab/physical.py) to a VM through its floating IP
+  - "flows":     Dragonflow's distributed floating IP (DNAT/SNAT in br-int's flows on the VM's
+                 chassis; a flat external network on physnet1, a router with its gateway there),
+  - "namespace": a Linux router namespace doing iptables DNAT/SNAT on the same chassis, the
+                 legacy Neutron L3 agent's path: its qr- leg is a port (port security off, as
+                 Neutron's router ports) on the VM's Dragonflow network on br-int, its qg- leg
+                 is on br-ex (as with the agent's external_network_bridge = br-ex; with qg- on
+                 br-int, patched to br-ex, the datapath hops are the same, patch ports being
+                 resolved in the switch's translation), the floating IP a /32 on qg-, the VM's
+                 default route via qr-: only the router differs from "flows",
+  - "OVN":       OVN's distributed floating IP (lr-nat-add dnat_and_snat with logical_port
+                 and external_mac; a localnet port on the external switch, ovn-bridge-mappings
+                 physnet1:br-ex, a distributed gateway port), its chassis' br-ex on a physical
+                 network of its own built as Dragonflow's (same upstream router, same internet
+                 host), on the same machine.
+Every system has one chassis (a namespace with its own ovs-vswitchd, netdev datapath), all up
+for the whole run.
+
+Throughput and RTT: TCP (iperf3, internet host -> VM, --seconds a run) and ping RTT (20 echo
+requests 50 ms apart, their mean), in rounds: every path once a round, a different one first
+each round, so a change in the machine's load falls on all of them alike. Each path's median
+over the rounds, with its range; each throughput ratio of medians with a 95 % bootstrap
+interval resampling whole rounds (paired). A target counts as met when the whole interval is
+on its side, as not met when the whole interval is on the other.
+
+Floating IP associated -> first echo reply (Dragonflow against OVN): the association call is
+df-api's PUT /v2.0/floatingips/<id> {port_id} (openstacksdk; it returns once the store has the
+change, the flows follow) and OVN's `ovn-nbctl --wait=hv lr-nat-add ...` (it returns once the
+chassis has its flows). Only after the call RETURNS does a pinger in the internet host start
+(a raw socket, one echo request every --interval, silent until then), and the clock stops at the
+first echo reply: reported from the call's return and from the call's start (the latter counts
+each system's control plane in full, and is the fair comparison: OVN's call waits for the
+flows, Dragonflow's does not). A packet reaching a switch before its flows are in is dropped and
+the datapath caches that drop until it revalidates (shared/notes/harness.md, "a trap"): a
+sample where the first echo request beat the flows shows it. Separate samples, without pings,
+time the call's start to the first and the last flow mentioning the floating IP in the
+chassis' br-int (`ovs-ofctl monitor`, watching only then: it costs the machine time the pings
+would wait for). Between samples the floating IP is disassociated (Dragonflow: until its flows
+are gone from br-int; OVN: lr-nat-del --wait=hv) and the upstream router's neighbour entry
+for it is set back: --upstream-arp known (the default) leaves the upstream knowing the floating
+IP's MAC (STALE, as a router that talked to it before: it sends at once), flushed makes it
+resolve the address anew by ARP (Linux retries an unanswered ARP request after 1 s). The two
+systems' samples alternate, who goes first swapped each round; p50 and p99 (nearest rank) and
+each ratio of p50s with its paired bootstrap interval.
+
+Security (--security): "open" (the default) gives each VM port port security and a security
+group allowing ingress ICMP and TCP from anywhere (stateful), as one opens a VM behind a
+floating IP: Dragonflow's from df-api, OVN's as the Neutron OVN driver writes it
+(port_security, a port group with allow-related ACLs above drop ACLs); "off": none anywhere.
+
+Run as root: .venv/bin/python bench/north_south.py [--rounds 5] [--seconds 4] [--samples 20]
+             [--interval 0.005] [--upstream-arp known|flushed] [--security open|off]
+             [--paths flows,namespace,ovn] [--quick] [--keep-logs]
+Everything it starts (namespaces, daemons, its temporary directories unless --keep-logs) is
+removed at the end, after a failure or Ctrl-C too.
+"""
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Optional
+
+from _ovn import OvnCloud
+from _probe import FlowMonitor, Guest, Pinger, log, percentile, ratio_interval
+from dataplane_local import ping_rtt
+
+from dragonflow.lab import netns
+from dragonflow.lab.cloud import Cloud, wait_for
+from dragonflow.lab.physical import EXTERNAL_CIDR, GATEWAY_IP, Host
+from dragonflow.lab.vm import MTU
+
+ROUNDS, SECONDS, SAMPLES = 5, 4, 20
+QUICK = {'rounds': 1, 'seconds': 1, 'samples': 3}
+PHYSNET = 'physnet1'
+FLOWS, NAMESPACE, OVN = 'Dragonflow flows', 'namespace router', 'OVN'
+PATHS = {'flows': FLOWS, 'namespace': NAMESPACE, 'ovn': OVN}
+DF_POOL = ('172.24.4.10', '172.24.4.99')           # df-api's floating IPs and gateway ports
+NS_GATEWAY_IP, NS_FLOATING_IP = '172.24.4.150', '172.24.4.151'  # the namespace router's: apart
+REPLY_TIMEOUT = 5.0
+FLOW_QUIET = 0.5   # no more flow for the floating IP this long: the last one is in
+SETTLE = 0.5       # after a disassociation, before the next sample
+
+# Association measurements, by row of the table.
+FROM_RETURN = 'first reply, from the call\'s return'
+FROM_START = 'first reply, from the call\'s start'
+CALL = 'the call itself'
+FIRST_FLOW = 'call start -> first FIP flow in br-int'
+LAST_FLOW = 'call start -> last FIP flow in br-int'
+PINGED = (FROM_RETURN, FROM_START, CALL)
+MONITORED = (FIRST_FLOW, LAST_FLOW)
+
+
+@dataclasses.dataclass
+class Path:
+    """What a throughput/RTT sample needs: the client, the VM's namespace, the address."""
+    name: str
+    internet: Host
+    vm_netns: str
+    address: str
+
+
+class _System:
+    """A deployment built by _start() whose resources are on ``_stack``: up until close(),
+    cleaned up if starting fails half way. Association samples go to ``samples``, one list
+    per measurement, a None where no reply came (kept in place, to pair rounds)."""
+
+    name = ''
+    address = None  # the floating IP the association samples move
+    interval = 0.005
+    upstream_arp = 'known'
+
+    def __init__(self, workdir: str, secure: bool):
+        self.workdir, self.secure = workdir, secure
+        self.paths: list[Path] = []
+        self.samples: dict[str, list] = {kind: [] for kind in (*PINGED, *MONITORED)}
+        self.sent: list[int] = []
+        self.pinger: Optional[Pinger] = None
+        self.mac = None  # the floating IP's, as the upstream router knows it
+        self.upstream: Optional[Host] = None
+        self._stack = contextlib.ExitStack()
+        try:
+            self._start()
+        except BaseException:
+            self._stack.close()
+            raise
+
+    def close(self) -> None:
+        self._stack.close()
+
+    def _start(self) -> None:
+        raise NotImplementedError
+
+    def _associate(self) -> None:
+        raise NotImplementedError
+
+    def _disassociate(self) -> None:
+        raise NotImplementedError
+
+    def _bridge(self):
+        """The Ovs of the chassis holding the VM."""
+        raise NotImplementedError
+
+    def start_pinger(self, internet: Host) -> None:
+        self.pinger = Pinger(internet.name)
+        self._stack.callback(self.pinger.close)
+
+    def learn_mac(self) -> None:
+        """The floating IP's MAC as the upstream router learnt it (while it was reached)."""
+        out = self.upstream.exec('ip', 'neigh', 'show', self.address, 'dev', 'eth0')
+        self.mac = out.split('lladdr')[1].split()[0]
+
+    def sample(self, monitor: Optional[FlowMonitor] = None) -> None:
+        """One association, timed to the first echo reply or, with ``monitor``, to the
+        floating IP's flows in br-int; disassociated again afterwards."""
+        self._reset_upstream()
+        t0 = time.monotonic()
+        self._associate()
+        t1 = time.monotonic()
+        if monitor:
+            pattern = re.compile(re.escape(self.address) + r'(?![\d])')
+            first = monitor.first(pattern, t0, REPLY_TIMEOUT)
+            last = first
+            while last is not None:  # the last event before a quiet spell
+                later = monitor.first(pattern, last + 1e-6, FLOW_QUIET)
+                if later is None:
+                    break
+                last = later
+            self.samples[FIRST_FLOW].append(first and first - t0)
+            self.samples[LAST_FLOW].append(last and last - t0)
+            monitor.forget()
+        else:
+            at, sent = self.pinger.go(self.address, self.interval, REPLY_TIMEOUT)
+            self.samples[CALL].append(t1 - t0)
+            self.samples[FROM_START].append(at and at - t0)
+            self.samples[FROM_RETURN].append(at and at - t1)
+            if at:
+                self.sent.append(sent)
+        self._disassociate()
+        time.sleep(SETTLE)
+
+    def monitor(self) -> FlowMonitor:
+        bridge = self._bridge()
+        return FlowMonitor(f'{bridge.rundir}/br-int.mgmt', bridge.rundir, self.name)
+
+    def _reset_upstream(self) -> None:
+        if self.upstream_arp == 'known':
+            self.upstream.exec('ip', 'neigh', 'replace', self.address, 'lladdr', self.mac,
+                               'dev', 'eth0', 'nud', 'stale')
+        else:
+            self.upstream.exec('ip', 'neigh', 'flush', 'to', self.address, 'dev', 'eth0')
+
+
+class Dragonflow(_System):
+    """One Dragonflow chassis on physnet1 with the "flows" path and/or the "namespace" path
+    (the legacy router beside it on the same chassis)."""
+    name = 'Dragonflow'
+
+    def __init__(self, workdir: str, secure: bool, flows: bool, namespace: bool):
+        self.with_flows, self.with_namespace = flows, namespace
+        super().__init__(workdir, secure)
+
+    def _start(self) -> None:
+        cloud = self._stack.enter_context(Cloud(self.workdir, physical_networks=(PHYSNET,)))
+        cloud.start(chassis=1)
+        self.cloud, self.sdk = cloud, cloud.sdk.network
+        self.chassis = cloud.chassis['ch1']
+        self.upstream, internet = cloud.physical.upstream, cloud.physical.internet
+        self.port_options = ({'security_groups': [self._open_group().id]} if self.secure
+                             else {'port_security_enabled': False, 'security_groups': []})
+        if self.with_namespace:
+            log('Dragonflow: the namespace router')
+            self.paths.append(Path(NAMESPACE, internet, self._namespace_vm(), NS_FLOATING_IP))
+        if self.with_flows:
+            log('Dragonflow: external network, router gateway, floating IP')
+            vm_netns = self._floating_ip_vm()
+            self.paths.append(Path(FLOWS, internet, vm_netns, self.address))
+            self.start_pinger(internet)
+        for path in self.paths:
+            reach(internet, path.address, f'{path.name}: the internet host reaches '
+                  f'{path.address}')
+        if self.with_flows:
+            self.learn_mac()
+
+    def _open_group(self):
+        group = self.sdk.create_security_group(name='open')
+        for protocol in ('icmp', 'tcp'):
+            self.sdk.create_security_group_rule(
+                security_group_id=group.id, direction='ingress', ethertype='IPv4',
+                protocol=protocol, remote_ip_prefix='0.0.0.0/0')
+        return group
+
+    def _tenant(self, name: str, cidr: str):
+        network = self.sdk.create_network(name=name)
+        return self.sdk.create_subnet(network_id=network.id, ip_version=4, cidr=cidr)
+
+    def _vm(self, subnet, name: str, gateway: bool = True):
+        port = self.sdk.create_port(network_id=subnet.network_id, **self.port_options)
+        vm = self.cloud.vm('ch1', port, name=name, gateway=gateway)
+        self.cloud.wait_port_active(port.id)
+        return vm
+
+    def _floating_ip_vm(self) -> str:
+        sdk = self.sdk
+        public = sdk.create_network(name='public', is_router_external=True,
+                                    provider_network_type='flat',
+                                    provider_physical_network=PHYSNET)
+        sdk.create_subnet(network_id=public.id, ip_version=4, cidr=EXTERNAL_CIDR,
+                          gateway_ip=GATEWAY_IP, enable_dhcp=False,
+                          allocation_pools=[{'start': DF_POOL[0], 'end': DF_POOL[1]}])
+        subnet = self._tenant('tenant', '10.50.1.0/24')
+        router = sdk.create_router(name='router',
+                                   external_gateway_info={'network_id': public.id})
+        sdk.add_interface_to_router(router, subnet_id=subnet.id)
+        vm = self._vm(subnet, 'vm-flows')
+        self.fip = sdk.create_ip(floating_network_id=public.id)
+        self.address, self.port_id = self.fip.floating_ip_address, vm.port_id
+        time.sleep(SETTLE)
+        self.baseline = self._fip_flows()  # flows naming the address while unassociated
+        sdk.update_ip(self.fip, port_id=self.port_id)
+        self.cloud.wait_floating_ip_active(self.fip.id)
+        return vm.name
+
+    def _namespace_vm(self) -> str:
+        """The legacy router and its VM: a network of their own on the same chassis."""
+        subnet = self._tenant('legacy', '10.51.1.0/24')
+        vm = self._vm(subnet, 'vm-ns', gateway=False)
+        gateway = namespace_router(self.cloud, subnet, vm.ip)
+        vm.exec('ip', 'route', 'replace', 'default', 'via', gateway)
+        return vm.name
+
+    def _fip_flows(self) -> int:
+        pattern = re.compile(re.escape(self.address) + r'(?![\d])')
+        return len(pattern.findall(self.chassis.dump_flows()))
+
+    def _associate(self) -> None:
+        self.sdk.update_ip(self.fip, port_id=self.port_id)
+
+    def _disassociate(self) -> None:
+        self.sdk.update_ip(self.fip, port_id=None)
+        wait_for(lambda: self._fip_flows() <= self.baseline, 10,
+                 what='the floating IP\'s flows gone from br-int')
+
+    def _bridge(self):
+        return self.chassis.ovs
+
+
+def namespace_router(cloud, subnet, vm_ip: str) -> str:
+    """A qrouter-like namespace on ch1 floating ``vm_ip`` as NS_FLOATING_IP: qr-0 on br-int
+    (a Dragonflow port on ``subnet``), qg-0 on br-ex, iptables DNAT in and SNAT out as the
+    legacy L3 agent writes them. Named with the cloud's prefix: Cloud.close() removes it.
+    Returns qr-0's address (the VM's gateway)."""
+    sdk, chassis = cloud.sdk.network, cloud.chassis['ch1']
+    name = f'{cloud.prefix}-qrouter'
+    netns.add(name)
+
+    def run(*args):
+        netns.run(*args, netns=name)
+
+    for scope in ('all', 'default'):
+        run('sysctl', '-q', '-w', f'net.ipv6.conf.{scope}.disable_ipv6=1')
+    # Neutron's router ports have no port security: they forward other hosts' packets.
+    port = sdk.create_port(network_id=subnet.network_id, name='qr-0',
+                           port_security_enabled=False)
+    qr_ip, tap = port.fixed_ips[0]['ip_address'], 'qr' + port.id[:11]
+    netns.veth('qr-0', name, tap, chassis.netns)
+    run('ip', 'link', 'set', 'qr-0', 'address', port.mac_address)
+    run('ip', 'link', 'set', 'qr-0', 'mtu', MTU)
+    run('ip', 'addr', 'add', f'{qr_ip}/{subnet.cidr.split("/")[1]}', 'dev', 'qr-0')
+    chassis.ovs.vsctl('add-port', 'br-int', tap, '--', 'set', 'Interface', tap,
+                      f'external_ids:iface-id={port.id}',
+                      f'external_ids:attached-mac={port.mac_address}')
+    netns.veth('qg-0', name, 'qg-peer', chassis.netns)
+    run('ip', 'addr', 'add', f'{NS_GATEWAY_IP}/{EXTERNAL_CIDR.split("/")[1]}', 'dev', 'qg-0')
+    run('ip', 'addr', 'add', f'{NS_FLOATING_IP}/32', 'dev', 'qg-0')
+    chassis.ovs.vsctl('add-port', 'br-ex', 'qg-peer')
+    for leg in ('qr-0', 'qg-0'):  # partial checksums are not completed on the AF_PACKET path
+        run('ethtool', '-K', leg, 'tx', 'off')
+    run('ip', 'route', 'replace', 'default', 'via', GATEWAY_IP)
+    run('sysctl', '-q', '-w', 'net.ipv4.ip_forward=1')
+    run('iptables', '-t', 'nat', '-A', 'PREROUTING', '-d', f'{NS_FLOATING_IP}/32', '-j', 'DNAT',
+        '--to-destination', vm_ip)
+    run('iptables', '-t', 'nat', '-A', 'POSTROUTING', '-s', f'{vm_ip}/32', '-j', 'SNAT',
+        '--to-source', NS_FLOATING_IP)
+    cloud.wait_port_active(port.id)
+    return qr_ip
+
+
+class Ovn(_System):
+    """One OVN chassis on a physical network of its own: a distributed router with a gateway
+    port on the external switch (localnet to physnet1), a tenant switch, a VM, its floating IP
+    (dnat_and_snat with logical_port and external_mac: NATed on the VM's chassis, which
+    answers ARP for it with external_mac)."""
+    name = 'OVN'
+    address, vm_ip, vm_mac = '172.24.4.100', '10.61.1.10', '00:00:00:61:01:0a'
+    external_mac = '00:00:00:61:ff:64'
+
+    def _start(self) -> None:
+        cloud = self._stack.enter_context(OvnCloud(self.workdir, physical_networks=(PHYSNET,)))
+        cloud.start(chassis=1)
+        self.cloud, self.chassis = cloud, cloud.chassis['ch1']
+        self.upstream, internet = cloud.physical.upstream, cloud.physical.internet
+        nbctl = cloud.nbctl
+        nbctl('ls-add', 'public', '--', 'lsp-add', 'public', 'public-ln',
+              '--', 'lsp-set-type', 'public-ln', 'localnet',
+              '--', 'lsp-set-addresses', 'public-ln', 'unknown',
+              '--', 'lsp-set-options', 'public-ln', f'network_name={PHYSNET}')
+        nbctl('ls-add', 'tenant', '--', 'lr-add', 'router')
+        for switch, mac, cidr in (('public', '00:00:00:61:ff:01', '172.24.4.2/24'),
+                                  ('tenant', '00:00:00:61:ff:02', '10.61.1.1/24')):
+            nbctl('lrp-add', 'router', f'router-{switch}', mac, cidr,
+                  '--', 'lsp-add', switch, f'{switch}-router',
+                  '--', 'lsp-set-type', f'{switch}-router', 'router',
+                  '--', 'lsp-set-addresses', f'{switch}-router', 'router',
+                  '--', 'lsp-set-options', f'{switch}-router', f'router-port=router-{switch}')
+        nbctl('lrp-set-gateway-chassis', 'router-public', 'ch1', '1')
+        nbctl('lr-route-add', 'router', '0.0.0.0/0', GATEWAY_IP)
+        self._vm_port(nbctl)
+        vm = Guest(f'{cloud.prefix}-vm', self.chassis.netns, self.chassis.ovs.vsctl,
+                   self.vm_mac, self.vm_ip, 24, '10.61.1.1').make()
+        vm.attach('vm')
+        nbctl('--wait=hv', 'sync')
+        self._associate()
+        self.paths.append(Path(OVN, internet, vm.name, self.address))
+        self.start_pinger(internet)
+        reach(internet, self.address, f'OVN: the internet host reaches {self.address}')
+        self.learn_mac()
+        if self.mac != self.external_mac:
+            raise RuntimeError(f'OVN: the upstream router has {self.mac} for the floating IP, '
+                               f'not its external_mac {self.external_mac}: not distributed')
+
+    def _vm_port(self, nbctl) -> None:
+        address = f'{self.vm_mac} {self.vm_ip}'
+        if not self.secure:
+            nbctl('lsp-add', 'tenant', 'vm', '--', 'lsp-set-addresses', 'vm', address)
+            return
+        nbctl('--', '--id=@p', 'create', 'Logical_Switch_Port', 'name=vm',
+              f'addresses="{address}"', f'port_security="{address}"',
+              '--', 'add', 'Logical_Switch', 'tenant', 'ports', '@p',
+              '--', 'pg-add', 'pg_open', 'vm')
+        # What the Neutron OVN driver writes for port security's drop and a group allowing
+        # egress anything and ingress ICMP and TCP from anywhere, stateful.
+        for direction, port, priority, match, verdict in (
+                ('from-lport', 'inport', 1001, 'ip', 'drop'),
+                ('to-lport', 'outport', 1001, 'ip', 'drop'),
+                ('from-lport', 'inport', 1002, 'ip4', 'allow-related'),
+                ('to-lport', 'outport', 1002, 'ip4 && icmp4', 'allow-related'),
+                ('to-lport', 'outport', 1002, 'ip4 && tcp', 'allow-related')):
+            nbctl('--type=port-group', 'acl-add', 'pg_open', direction, str(priority),
+                  f'{port} == @pg_open && {match}', verdict)
+
+    def _associate(self) -> None:
+        self.cloud.nbctl('--wait=hv', 'lr-nat-add', 'router', 'dnat_and_snat', self.address,
+                         self.vm_ip, 'vm', self.external_mac)
+
+    def _disassociate(self) -> None:
+        self.cloud.nbctl('--wait=hv', 'lr-nat-del', 'router', 'dnat_and_snat', self.address)
+
+    def _bridge(self):
+        return self.chassis.ovs
+
+
+def reach(host: Host, address: str, what: str) -> None:
+    """Wait until ``host`` pings ``address`` (ARP and the datapath warmed), or fail."""
+    wait_for(lambda: host.ping(address, count=1, timeout=0.5), 30, interval=0.2, what=what)
+    host.ping(address, count=3)
+
+
+def measure(paths: list[Path], rounds: int, seconds: int) -> dict:
+    """{path name: {'gbps': [one per round], 'rtt_ms': [...]}}, every path once a round, the
+    first path of a round moving one place each round."""
+    results = {path.name: {'gbps': [], 'rtt_ms': []} for path in paths}
+    servers = []
+    try:
+        for path in paths:
+            servers.append(subprocess.Popen(['ip', 'netns', 'exec', path.vm_netns, 'iperf3',
+                                             '-s'], stdout=subprocess.DEVNULL))
+            wait_for(lambda path=path: ':5201' in netns.run('ss', '-ltn', netns=path.vm_netns),
+                     5, what='iperf3 server')
+        for r in range(rounds):
+            log(f'throughput and RTT, round {r + 1}/{rounds}')
+            for path in paths[r % len(paths):] + paths[:r % len(paths)]:
+                out = json.loads(path.internet.exec('iperf3', '-c', path.address, '-t',
+                                                    seconds, '-J', timeout=seconds + 30))
+                results[path.name]['gbps'].append(
+                    out['end']['sum_received']['bits_per_second'] / 1e9)
+                results[path.name]['rtt_ms'].append(ping_rtt(path.internet, path.address))
+    finally:
+        for server in servers:
+            server.kill()
+            server.wait()
+    return results
+
+
+def associations(systems: list[_System], samples: int) -> None:
+    """``samples`` pinged association samples per system, then as many monitored ones, the
+    systems alternated, who goes first swapped each round."""
+    for system in systems:
+        system._disassociate()
+    for i in range(samples):
+        if i % 5 == 0:
+            log(f'association -> first reply, sample {i + 1}/{samples}')
+        for system in systems if i % 2 == 0 else systems[::-1]:
+            system.sample()
+    monitors = {system.name: system.monitor() for system in systems}
+    try:
+        for i in range(samples):
+            if i % 5 == 0:
+                log(f'association -> flows in br-int (monitored), sample {i + 1}/{samples}')
+            for system in systems if i % 2 == 0 else systems[::-1]:
+                system.sample(monitors[system.name])
+    finally:
+        for monitor in monitors.values():
+            monitor.close()
+
+
+def verdict(interval, target: float, above: bool) -> str:
+    """Met when the whole interval is on the target's side, not met when wholly on the
+    other."""
+    _, low, high = interval
+    if above:
+        return 'met' if low >= target else 'NOT met' if high < target else 'undecided'
+    return 'met' if high <= target else 'NOT met' if low > target else 'undecided'
+
+
+def report(results: dict, systems: dict, args) -> None:
+    """One table: throughput and RTT per path (median, range), the association rows
+    (p50 / p99), and the ratios with their intervals and the targets."""
+    names = [name for name in (FLOWS, NAMESPACE, OVN) if name in results]
+    columns = [(a, b) for a, b in ((FLOWS, NAMESPACE), (FLOWS, OVN))
+               if a in results and b in results]
+    df, ovn = systems.get('Dragonflow'), systems.get('OVN')
+    fips = {FLOWS: df if df and df.address else None, OVN: ovn}
+    print(f'\nNorth-south through a floating IP, internet host -> VM, one chassis per system; '
+          f'{args.rounds} rounds of iperf3 ({args.seconds} s) + 20 pings per path, paths '
+          f'alternated; {args.samples} association samples per system, systems alternated; '
+          f'security: {args.security}; upstream ARP: {args.upstream_arp}')
+    print(f'{"":<40}' + ''.join(f'{name:>22}' for name in names)
+          + ''.join(f'{f"{a.split()[0]} / {b.split()[0]}":>34}' for a, b in columns))
+
+    def ratio(a: list, b: list, target=None, above=True, **kwargs) -> str:
+        r = ratio_interval(a, b, **kwargs)
+        if not r:
+            return '-'
+        cell = f'{r[0]:.2f} [{r[1]:.2f}, {r[2]:.2f}]'
+        if target is not None:
+            cell += f' {">=" if above else "<="}{target:g} {verdict(r, target, above)}'
+        return cell
+
+    targets = {(FLOWS, NAMESPACE): 1.15, (FLOWS, OVN): 1.0}
+    for key, label in (('gbps', 'TCP throughput, Gbit/s, median (range)'),
+                       ('rtt_ms', 'ping RTT, ms, median (range)')):
+        line = f'{label:<40}' + ''.join(
+            f'{statistics.median(results[n][key]):>9.3f} ({min(results[n][key]):.3f}-'
+            f'{max(results[n][key]):.3f})' for n in names)
+        for a, b in columns:
+            cell = ratio(results[a][key], results[b][key], statistic=statistics.median,
+                         target=targets[(a, b)] if key == 'gbps' else None)
+            line += f'{cell:>34}'
+        print(line)
+    if not any(fips.values()):
+        return
+    print(f'floating IP associated, ms, p50 / p99 (pings every {args.interval * 1000:g} ms, '
+          'started after the call returned)')
+
+    def ms(system, kind) -> str:
+        values = [v for v in system.samples[kind] if v is not None] if system else []
+        if not values:
+            return '-'
+        return f'{percentile(values, 50) * 1000:.1f} / {percentile(values, 99) * 1000:.1f}'
+
+    for kind in (*PINGED, *MONITORED):
+        line = f'  {kind:<38}' + ''.join(f'{ms(fips.get(n), kind):>22}' for n in names)
+        for column in columns:
+            cell = ''
+            if column == (FLOWS, OVN) and fips[FLOWS] and fips[OVN]:
+                cell = ratio(fips[FLOWS].samples[kind], fips[OVN].samples[kind],
+                             target=1.0 if kind in (FROM_RETURN, FROM_START) else None,
+                             above=False)
+            line += f'{cell:>34}'
+        print(line)
+    print('(throughput, RTT: median over the rounds (min-max); ratio of medians [95 % '
+          'bootstrap interval, rounds resampled paired]. Association: nearest-rank p50 / p99; '
+          'ratio of p50s [95 % bootstrap interval, samples paired by round]. A target is met '
+          'when the whole interval is on its side.)')
+    for system in fips.values():
+        if system:
+            lost = sum(v is None for v in system.samples[FROM_START])
+            sent = percentile(system.sent, 50) if system.sent else '-'
+            print(f'{system.name}: {lost} of {args.samples} associations without a reply in '
+                  f'{REPLY_TIMEOUT:g} s; echo requests sent until the first reply, median '
+                  f'{sent}')
+
+
+def preflight(paths: set) -> None:
+    if os.geteuid() != 0:
+        sys.exit('north_south.py: run as root (namespaces, OVS)')
+    needs = {'iperf3': 'iperf3', 'ovs-vswitchd': 'openvswitch-switch'}
+    if 'namespace' in paths:
+        needs['iptables'] = 'iptables'
+    missing = [package for binary, package in needs.items() if not shutil.which(binary)]
+    if missing:
+        sys.exit(f'north_south.py: missing here: apt-get install {" ".join(missing)}')
+
+
+def _terminate(signum, _frame):
+    raise SystemExit(128 + signum)  # unwinds through every finally: nothing left behind
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--rounds', type=int, default=ROUNDS)
+    parser.add_argument('--seconds', type=int, default=SECONDS,
+                        help='iperf3 duration per path and round')
+    parser.add_argument('--samples', type=int, default=SAMPLES,
+                        help='association samples per system and kind')
+    parser.add_argument('--interval', type=float, default=0.005, help='ping interval, s')
+    parser.add_argument('--upstream-arp', choices=('known', 'flushed'), default='known',
+                        help='the upstream router knows the floating IP\'s MAC, or ARPs anew')
+    parser.add_argument('--security', choices=('open', 'off'), default='open')
+    parser.add_argument('--paths', default='flows,namespace,ovn',
+                        help='which of flows, namespace, ovn to measure')
+    parser.add_argument('--quick', action='store_true',
+                        help='a smoke run: ' + ', '.join(f'--{k} {v}' for k, v in QUICK.items()))
+    parser.add_argument('--keep-logs', action='store_true',
+                        help='keep the temporary directories (daemons\' logs)')
+    args = parser.parse_args()
+    if args.quick:
+        for key, value in QUICK.items():
+            setattr(args, key, value)
+    wanted = set(args.paths.split(','))
+    if not wanted or wanted - set(PATHS):
+        parser.error(f'--paths: a comma-separated subset of {",".join(PATHS)}')
+    preflight(wanted)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _terminate)
+    _System.interval, _System.upstream_arp = args.interval, args.upstream_arp
+    secure, workdirs, systems = args.security == 'open', [], {}
+    try:
+        if wanted & {'flows', 'namespace'}:
+            log('Dragonflow: starting')
+            workdirs.append(tempfile.mkdtemp(prefix='df-bench-ns-'))
+            systems['Dragonflow'] = Dragonflow(workdirs[-1], secure, 'flows' in wanted,
+                                               'namespace' in wanted)
+        if 'ovn' in wanted:
+            log('OVN: starting')
+            workdirs.append(tempfile.mkdtemp(prefix='df-bench-ns-ovn-'))
+            systems['OVN'] = Ovn(workdirs[-1], secure)
+        paths = [path for system in systems.values() for path in system.paths]
+        results = measure(paths, args.rounds, args.seconds)
+        associations([s for s in systems.values() if s.address], args.samples)
+    except BaseException:
+        if not args.keep_logs and workdirs:
+            log('failed: --keep-logs keeps the daemons\' logs for a look')
+        raise
+    finally:
+        for system in systems.values():
+            system.close()
+        for workdir in workdirs:
+            if args.keep_logs:
+                log(f'logs kept in {workdir}')
+            else:
+                shutil.rmtree(workdir, ignore_errors=True)
+    report(results, systems, args)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
