@@ -36,14 +36,17 @@ PACKET_IN_RATE, PACKET_IN_BURST = 500, 100
 
 
 class FlowLoop:
-    def __init__(self, chassis_id: str, cache: Cache, ovs, switch, tunnel_type: str,
+    def __init__(self, chassis_id: str, cache: Cache, ovs, switch, tunnel_types: list[str],
                  reporter, watcher, packet_ins, supervisor,
                  clock: Callable[[], float] = time.monotonic,
-                 gateway_macs: Callable[[], dict] = dict):
-        """``gateway_macs``: the external gateways' MACs learnt (neighbours.py)."""
+                 gateway_macs: Callable[[], dict] = dict, router_mac: Optional[str] = None):
+        """``gateway_macs``: the external gateways' MACs learnt (neighbours.py).
+        ``tunnel_types`` in the order configured (a network of no type crosses in the first
+        one's tunnel); ``router_mac``: this chassis' (Chassis.router_mac)."""
         self.chassis_id, self.cache, self.ovs, self.switch = chassis_id, cache, ovs, switch
         self.gateway_macs = gateway_macs
-        self.tunnel_type = tunnel_type
+        self.tunnel_types = list(tunnel_types)
+        self.router_mac = router_mac
         self.reporter, self.watcher, self.packet_ins = reporter, watcher, packet_ins
         self.supervisor, self.stop = supervisor, supervisor.stop
         self.reconciler = Reconciler(switch, rank=apps.precedence, owner=apps.owner)
@@ -155,14 +158,16 @@ class FlowLoop:
         self.reporter.wake()  # what this chassis serves may have changed
 
     def topology(self) -> Topology:
-        ofports, tunnels = self.ovs.interfaces()
+        ofports, found, patches = self.ovs.interfaces()
+        tunnels = {kind: found[kind] for kind in self.tunnel_types if kind in found}
         gateway_macs = self.gateway_macs()  # outside the cache's lock: it may take it
         with self.cache.lock:
             self.cache.set_local_ports(set(ofports))
             refill = self.cache.needs_refill
-            topology = Topology.from_objects(self.chassis_id, self.cache.objects, ofports,
-                                             tunnels.get(self.tunnel_type), self.cache.revision,
-                                             gateway_macs=gateway_macs)
+            topology = Topology.from_objects(
+                self.chassis_id, self.cache.objects, ofports, tunnels.get(self.tunnel_types[0]),
+                self.cache.revision, gateway_macs=gateway_macs, tunnel_ofports=tunnels,
+                patch_ofports=dict(patches), router_mac=self.router_mac)
         if refill:  # a VM plugged for a port or network not cached: the watcher wakes us
             self.watcher.ask_refill()
         return topology

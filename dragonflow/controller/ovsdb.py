@@ -1,7 +1,9 @@
-"""The local Open vSwitch database, through ovsdbapp: br-int's set-up, and the VM interfaces
-plugged into it the way Nova/os-vif plugs them (external_ids:iface-id = the Neutron port id)."""
+"""The local Open vSwitch database, through ovsdbapp: br-int's set-up (its tunnel ports, one
+per encapsulation, and its patch ports to the provider bridges of bridge_mappings), and the VM
+interfaces plugged into it the way Nova/os-vif plugs them (external_ids:iface-id = the
+Neutron port id)."""
 import logging
-from typing import Callable
+from typing import Callable, NamedTuple, Optional
 
 from ovsdbapp.backend.ovs_idl import connection
 from ovsdbapp.schema.open_vswitch import impl_idl
@@ -11,6 +13,18 @@ TABLES = ('Open_vSwitch', 'Bridge', 'Port', 'Controller')
 # Only what we read or write of Interface: its statistics change every few seconds and would
 # wake the controller for nothing.
 INTERFACE_COLUMNS = ('name', 'type', 'options', 'external_ids', 'ofport')
+# On br-int's side of a patch port we made: the physnet it leads to.
+PHYSNET_ID = 'dragonflow-physical-network'
+
+
+class Interfaces(NamedTuple):
+    """br-int's OpenFlow ports that the flows need, by what they stand for."""
+    vms: dict  # Neutron port id -> ofport of its plugged interface
+    tunnels: dict  # tunnel type -> ofport of our tunnel port of that type
+    patches: dict  # physnet -> ofport of br-int's side of the patch port to its bridge
+
+
+NO_INTERFACES = Interfaces({}, {}, {})
 
 
 class _NotifyingIdl(connection.OvsdbIdl):
@@ -24,7 +38,7 @@ class _NotifyingIdl(connection.OvsdbIdl):
         super().__init__(remote, helper)
         self._on_change = on_change
         self._interfaces_touched = False
-        self.interfaces: tuple[dict[str, int], dict[str, int]] = ({}, {})
+        self.interfaces: Interfaces = NO_INTERFACES
 
     def notify(self, event, row, updates=None):
         # Once per row: a plug of many interfaces in one transaction is read once, in run().
@@ -59,9 +73,12 @@ class LocalOvs:
         self.api = impl_idl.OvsdbIdl(connection.Connection(idl, timeout=timeout))
         self.bridge = bridge
 
-    def bridge_drift(self, controller: str, tunnel_type: str, local_ip: str) -> list[str]:
-        """How br-int and its tunnel port differ from what ensure_bridge and
-        ensure_tunnel_port make (read from the local copy of the database)."""
+    def bridge_drift(self, controller: str, tunnel_types: list[str], local_ip: str,
+                     bridge_mappings: dict[str, str]) -> list[str]:
+        """How br-int, its tunnel ports and its patch ports to the provider bridges that exist
+        differ from what ensure_bridge, ensure_tunnel_port and ensure_patch_port make (read
+        from the local copy of the database). A missing provider bridge is not drift: the
+        operator makes it (missing_bridges)."""
         api, drift = self.api, []
         if not api.br_exists(self.bridge).execute(check_error=True):
             return [f'{self.bridge} is missing']
@@ -73,15 +90,48 @@ class LocalOvs:
             drift.append(f'protocols are {list(bridge.get("protocols", []))}')
         if api.get_controller(self.bridge).execute(check_error=True) != [controller]:
             drift.append(f'the controller is not {controller}')
-        name = tunnel_port_name(tunnel_type)
-        rows = api.db_list('Interface', [name], columns=['type', 'options'],
-                           if_exists=True).execute(check_error=True)
-        if not rows or name not in api.list_ports(self.bridge).execute(check_error=True):
-            drift.append(f'tunnel port {name} is missing')
-        elif rows[0]['type'] != tunnel_type or \
-                rows[0]['options'] != _tunnel_options(local_ip):
-            drift.append(f'tunnel port {name} is not {tunnel_type} {_tunnel_options(local_ip)}')
+        ports = set(api.list_ports(self.bridge).execute(check_error=True))
+        for tunnel_type in tunnel_types:
+            drift += self._port_drift(self.bridge, ports, tunnel_port_name(tunnel_type),
+                                      tunnel_type, _tunnel_options(local_ip))
+        missing = set(self.missing_bridges(bridge_mappings))
+        for physnet, provider in bridge_mappings.items():
+            if provider in missing:
+                continue
+            inside, outside = patch_port_names(physnet)
+            drift += self._port_drift(self.bridge, ports, inside, 'patch', {'peer': outside},
+                                      {PHYSNET_ID: physnet})
+            drift += self._port_drift(
+                provider, set(api.list_ports(provider).execute(check_error=True)), outside,
+                'patch', {'peer': inside})
+        drift += [f'patch port {name} of unmapped {physnet}'
+                  for name, physnet in self._patch_ports().items()
+                  if physnet not in bridge_mappings]
         return drift
+
+    def _port_drift(self, bridge: str, ports: set, name: str, kind: str, options: dict,
+                    external_ids: Optional[dict] = None) -> list[str]:
+        rows = self.api.db_list('Interface', [name], columns=['type', 'options', 'external_ids'],
+                                if_exists=True).execute(check_error=True)
+        if not rows or name not in ports:
+            return [f'port {name} of {bridge} is missing']
+        row = rows[0]
+        if row['type'] != kind or row['options'] != options or \
+                any(row['external_ids'].get(k) != v for k, v in (external_ids or {}).items()):
+            return [f'port {name} of {bridge} is not {kind} {options}']
+        return []
+
+    def missing_bridges(self, bridge_mappings: dict[str, str]) -> list[str]:
+        """The provider bridges of bridge_mappings that do not exist (yet)."""
+        return [bridge for bridge in bridge_mappings.values()
+                if not self.api.br_exists(bridge).execute(check_error=True)]
+
+    def _patch_ports(self) -> dict[str, str]:
+        """br-int's sides of the patch ports we made: name -> its physnet."""
+        rows = self.api.db_find_rows('Interface', ('type', '=', 'patch')).execute(
+            check_error=True)
+        return {row.name: row.external_ids[PHYSNET_ID] for row in rows
+                if PHYSNET_ID in row.external_ids}
 
     def ensure_bridge(self, datapath_type: str, controller: str) -> None:
         """br-int exists, is fail-mode secure, speaks OpenFlow 1.3 and connects to us."""
@@ -92,7 +142,8 @@ class LocalOvs:
             txn.add(self.api.set_controller(self.bridge, [controller]))
 
     def ensure_tunnel_port(self, tunnel_type: str, local_ip: str) -> None:
-        """One flow-based tunnel port per encapsulation: the flows choose VNI and peer."""
+        """One flow-based tunnel port per encapsulation: the flows choose VNI (GRE key) and
+        peer."""
         name = tunnel_port_name(tunnel_type)
         options = _tunnel_options(local_ip)
         with self.api.transaction(check_error=True) as txn:
@@ -100,26 +151,53 @@ class LocalOvs:
             txn.add(self.api.db_set('Interface', name, ('type', tunnel_type),
                                     ('options', options)))
 
-    def interfaces(self) -> tuple[dict[str, int], dict[str, int]]:
-        """(Neutron port id -> OpenFlow port of every plugged VM interface,
-        tunnel type -> OpenFlow port of our tunnel ports), as of the last change seen."""
+    def ensure_patch_port(self, physnet: str, provider_bridge: str) -> None:
+        """The patch port pair between br-int and the physnet's provider bridge (which must
+        exist: the operator makes it, with its NIC)."""
+        inside, outside = patch_port_names(physnet)
+        api = self.api
+        with api.transaction(check_error=True) as txn:
+            txn.add(api.add_port(self.bridge, inside, may_exist=True))
+            txn.add(api.db_set('Interface', inside, ('type', 'patch'),
+                               ('options', {'peer': outside}),
+                               ('external_ids', {PHYSNET_ID: physnet})))
+            txn.add(api.add_port(provider_bridge, outside, may_exist=True))
+            txn.add(api.db_set('Interface', outside, ('type', 'patch'),
+                               ('options', {'peer': inside})))
+
+    def remove_stale_patch_ports(self, bridge_mappings: dict[str, str]) -> None:
+        """The patch ports of physnets no longer mapped, both sides."""
+        stale = [name for name, physnet in self._patch_ports().items()
+                 if physnet not in bridge_mappings]
+        if not stale:
+            return
+        with self.api.transaction(check_error=True) as txn:
+            for name in stale:
+                txn.add(self.api.del_port(name, if_exists=True))
+                txn.add(self.api.del_port(name.removesuffix(_INSIDE) + _OUTSIDE,
+                                          if_exists=True))
+
+    def interfaces(self) -> Interfaces:
+        """br-int's VM, tunnel and patch ports, as of the last change seen."""
         return self._idl.interfaces
 
     def stop(self) -> None:
         self.api.ovsdb_connection.stop()
 
 
-def _plugged(rows) -> tuple[dict[str, int], dict[str, int]]:
-    vms, tunnels = {}, {}
+def _plugged(rows) -> Interfaces:
+    found = Interfaces({}, {}, {})
     for row in rows:
         if not row.ofport or row.ofport[0] <= 0:
             continue  # not in the datapath (yet, or any more)
         port_id = row.external_ids.get('iface-id')
         if port_id:
-            vms[port_id] = row.ofport[0]
+            found.vms[port_id] = row.ofport[0]
+        elif row.type == 'patch' and PHYSNET_ID in row.external_ids:
+            found.patches[row.external_ids[PHYSNET_ID]] = row.ofport[0]
         elif row.name == tunnel_port_name(row.type):
-            tunnels[row.type] = row.ofport[0]
-    return vms, tunnels
+            found.tunnels[row.type] = row.ofport[0]
+    return found
 
 
 def _tunnel_options(local_ip: str) -> dict:
@@ -128,3 +206,11 @@ def _tunnel_options(local_ip: str) -> dict:
 
 def tunnel_port_name(tunnel_type: str) -> str:
     return 'tun-' + tunnel_type
+
+
+_INSIDE, _OUTSIDE = '-int', '-ex'
+
+
+def patch_port_names(physnet: str) -> tuple[str, str]:
+    """(br-int's side, the provider bridge's side) of the physnet's patch port pair."""
+    return f'patch-{physnet}{_INSIDE}', f'patch-{physnet}{_OUTSIDE}'

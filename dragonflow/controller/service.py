@@ -8,12 +8,13 @@ job in a thread of its own (supervisor.py says what happens when one dies):
 | reporter | chassis record, heartbeats, port status to the store | reports.py |
 | dhcp | answer DHCP requests from local ports | packet_ins.py |
 | neighbours | external gateways' MACs by ARP; gratuitous ARPs of floating IPs | neighbours.py |
-| bridge-keeper | keep br-int's settings, tunnel port and meter | bridge.py |
+| bridge-keeper | keep br-int's settings, tunnel and patch ports, meter | bridge.py |
 | os-ken's, ovsdbapp's | the OpenFlow connection, the local OVSDB | openflow.py, ovsdb.py |
 
 While the store is unreachable the data plane stays as it is, and still follows the VM
 interfaces plugged and unplugged for the ports the cache knows; reports wait for the store.
 """
+import hashlib
 import logging
 import os
 import signal
@@ -25,7 +26,7 @@ from dragonflow import conf as df_conf
 from dragonflow import store as df_store
 from dragonflow.controller import flow_loop
 from dragonflow.controller.apps import dhcp, units
-from dragonflow.controller.bridge import BridgeKeeper
+from dragonflow.controller.bridge import BridgeKeeper, parse_bridge_mappings
 from dragonflow.controller.cache import Cache
 from dragonflow.controller.flow_loop import FlowLoop
 from dragonflow.controller.neighbours import Neighbours
@@ -50,6 +51,8 @@ class Controller:
         self.supervisor = Supervisor()
         self.stop_event = self.supervisor.stop
         self.cache = Cache(self.chassis_id)
+        self.bridge_mappings = parse_bridge_mappings(c.bridge_mappings)
+        self.router_mac = router_mac(self.chassis_id)
         self.watcher = StoreWatcher(store, self.cache, self.stop_event,
                                     on_change=lambda: self.wake())
         self.neighbours = Neighbours(
@@ -58,7 +61,9 @@ class Controller:
             cache=self.cache, clock=clock)
         self.reporter = Reporter(
             store, self.cache, Chassis(id=self.chassis_id, tunnel_ip=c.tunnel_ip,
-                                       tunnel_types=c.tunnel_types),
+                                       tunnel_types=c.tunnel_types,
+                                       physical_networks=sorted(self.bridge_mappings),
+                                       router_mac=self.router_mac),
             c.heartbeat_interval, self.stop_event, wake_loop=lambda: self.wake(), clock=clock,
             on_confirmed=(self.neighbours.confirmed,))
         self.packet_ins = PacketIns(
@@ -66,13 +71,15 @@ class Controller:
                                   metadata_ip=conf.dhcp.metadata_ip),
             conf.dhcp.rate_limit, self.stop_event, topology=lambda: self.loop.sent,
             neighbours=self.neighbours)
-        self.loop = FlowLoop(self.chassis_id, self.cache, ovs, switch, c.tunnel_types[0],
+        self.loop = FlowLoop(self.chassis_id, self.cache, ovs, switch, c.tunnel_types,
                              self.reporter, self.watcher, self.packet_ins, self.supervisor,
-                             clock=clock, gateway_macs=self.neighbours.macs)
+                             clock=clock, gateway_macs=self.neighbours.macs,
+                             router_mac=self.router_mac)
         self.bridge = BridgeKeeper(
             ovs, switch, c.datapath_type, f'tcp:{c.openflow_listen_host}:{c.openflow_listen_port}',
-            c.tunnel_types[0], c.tunnel_ip,
-            (flow_loop.PACKET_IN_RATE, flow_loop.PACKET_IN_BURST), self.stop_event)
+            c.tunnel_types, c.tunnel_ip,
+            (flow_loop.PACKET_IN_RATE, flow_loop.PACKET_IN_BURST), self.stop_event,
+            self.bridge_mappings)
 
     def wake(self) -> None:
         self.loop.wake()
@@ -98,6 +105,15 @@ class Controller:
         self.loop.wake()
         loop.join(timeout=5.0)
         return self.supervisor.exit_code
+
+
+def router_mac(chassis_id: str) -> str:
+    """The chassis' own source MAC for the frames its routers send on physical networks:
+    locally administered (fa:16:3f, next to Neutron's fa:16:3e ports), the rest a hash of the
+    chassis id, so every chassis has its own and keeps it across restarts, and an upstream
+    switch never sees one MAC move between chassis."""
+    digest = hashlib.sha256(chassis_id.encode()).digest()
+    return 'fa:16:3f:' + ':'.join(f'{b:02x}' for b in digest[:3])
 
 
 def main(argv=None) -> int:

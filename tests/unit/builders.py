@@ -35,6 +35,8 @@ from tests.flowsim import FlowTableSimulator, as_kept
 
 BROADCAST = 'ff:ff:ff:ff:ff:ff'
 TUNNEL_OFPORT = 1000
+TUNNEL_OFPORTS = {'vxlan': 1000, 'geneve': 1001, 'gre': 1002}  # tunnel_types, in that order
+ROUTER_MAC = 'fa:16:3f:00:00:01'  # this chassis' (Chassis.router_mac)
 PATCH_OFPORT = 2000  # br-int's patch port to the first physnet's bridge (bridge_mappings)
 
 
@@ -57,6 +59,8 @@ class TopologyBuilder:
         self.floating_ips: dict[str, FloatingIP] = {}
         self.patch_ofports: dict[str, int] = {}
         self.gateway_macs: dict[str, str] = {}
+        self.tunnel_ofports: dict[str, int] = {}  # none: tunnel_ofport, of no type known
+        self.router_mac = ROUTER_MAC
         # Ports belong to a group that lets everything in and out unless a test says
         # otherwise: the other apps' tests do not depend on security groups.
         self.security_group('open', ('egress', {}), ('ingress', {}))
@@ -79,9 +83,26 @@ class TopologyBuilder:
         self.tunnel_ofport = TUNNEL_OFPORT
         return _add(self.chassis, Chassis(id=name, tunnel_ip=tunnel_ip))
 
-    def network(self, name, project='p1'):
-        net = Network(id=f'net-{name}', name=name, key=next(self._keys), project_id=project)
+    def network(self, name, project='p1', **provider):
+        """``provider``: network_type, physical_network, segmentation_id (Network's names)."""
+        net = Network(id=f'net-{name}', name=name, key=next(self._keys), project_id=project,
+                      **provider)
         return _add(self.networks, net)
+
+    def provider_network(self, name, segmentation_id=None, physnet='physnet1', project='p1',
+                         mapped=True):
+        """A VLAN network (flat without a segmentation id) on ``physnet``; this chassis gets
+        a patch port to the physnet if ``mapped``."""
+        net = self.network(name, project, network_type='vlan' if segmentation_id else 'flat',
+                           physical_network=physnet, segmentation_id=segmentation_id)
+        if mapped:
+            self.patch_ofports.setdefault(physnet, PATCH_OFPORT + len(self.patch_ofports))
+        return net
+
+    def tunnel_types(self, *types):
+        """This chassis' tunnel ports, one per type (the first is a typeless network's)."""
+        self.tunnel_ofports = {kind: TUNNEL_OFPORTS[kind] for kind in types}
+        self.tunnel_ofport = self.tunnel_ofports[types[0]]
 
     def subnet(self, network, cidr, name=None):
         prefix = ipaddress.ip_network(cidr)
@@ -172,7 +193,8 @@ class TopologyBuilder:
                         dict(self.ofports), self.tunnel_ofport, _copy(self.security_groups),
                         _copy(self.rules), floating_ips=_copy(self.floating_ips),
                         patch_ofports=dict(self.patch_ofports),
-                        gateway_macs=dict(self.gateway_macs))
+                        gateway_macs=dict(self.gateway_macs),
+                        tunnel_ofports=dict(self.tunnel_ofports), router_mac=self.router_mac)
 
 
 def _add(objects: dict, obj):
@@ -250,6 +272,19 @@ def rich_topology() -> TopologyBuilder:
     lonely = b.subnet(b.network('lonely'), '10.9.0.0/24')
     b.port(lonely, '10.9.0.5', ofport=40)
     add_floating_ip(b)
+    add_vlan_network(b)
+    return b
+
+
+def add_vlan_network(b: TopologyBuilder):
+    """Provider networks: a VLAN network on physnet1 (VLAN 101) with a local, a remote and a
+    disabled port, routed by p1's router (so routed frames leave with the router MAC)."""
+    net = b.provider_network('vlan', segmentation_id=101)
+    subnet = b.subnet(net, '10.0.5.0/24')
+    b.port(subnet, '10.0.5.5', ofport=60)
+    b.port(subnet, '10.0.5.6', ofport=61, admin_state_up=False)
+    b.port(subnet, '10.0.5.7', **{'binding:host_id': 'chassis-2'})
+    b.add_interface(b.routers['router-p1'], subnet)
     return b
 
 

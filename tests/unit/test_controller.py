@@ -11,6 +11,7 @@ from dragonflow import conf as df_conf
 from dragonflow import store as df_store
 from dragonflow.controller import flow_loop
 from dragonflow.controller.openflow import SwitchError
+from dragonflow.controller.ovsdb import Interfaces
 from dragonflow.controller.service import Controller
 from dragonflow.model import FixedIP, Network, Port, Subnet
 from dragonflow.store import api
@@ -71,7 +72,7 @@ class Ovs:
         self.plugged: dict[str, int] = {}
 
     def interfaces(self):
-        return dict(self.plugged), {}
+        return Interfaces(dict(self.plugged), {}, {})
 
 
 class Outage:
