@@ -10,9 +10,10 @@ import pytest
 from dragonflow import conf as df_conf
 from dragonflow import store as df_store
 from dragonflow.controller import flow_loop
+from dragonflow.controller.bridge import BridgeKeeper, parse_bridge_mappings
 from dragonflow.controller.openflow import SwitchError
 from dragonflow.controller.ovsdb import Interfaces
-from dragonflow.controller.service import Controller
+from dragonflow.controller.service import Controller, router_mac
 from dragonflow.model import FixedIP, Network, Port, Subnet
 from dragonflow.store import api
 from tests.flowsim import FlowTableSimulator
@@ -307,3 +308,82 @@ def test_a_deleted_chassis_record_is_registered_again(cloud):
     controller.watcher.watch_once()
     controller.reporter.report()
     assert store.get('chassis', ME).value['tunnel_ip'] == '127.0.0.1'
+
+
+# Bridge mappings: the chassis record says what this chassis maps; the bridge keeper patches
+# each provider bridge once it exists and never makes one.
+def test_the_chassis_record_carries_its_physnets_and_router_mac(tmp_path):
+    conf = df_conf.load([])
+    conf.set_override('chassis_id', ME, 'controller')
+    conf.set_override('bridge_mappings', ['physnet2:br-vlan', 'physnet1:br-ex'], 'controller')
+    conf.set_override('tunnel_types', ['gre', 'vxlan'], 'controller')
+    store = df_store.connect(f'sqlite:///{tmp_path}/nb.db')
+    controller = Controller(conf, store, Ovs(), Switch(), clock=Clock())
+    controller.reporter.report()
+    record = store.get('chassis', ME).value
+    assert record['physical_networks'] == ['physnet1', 'physnet2']
+    assert record['router_mac'] == router_mac(ME) != router_mac('chassis-2')
+    assert record['tunnel_types'] == ['gre', 'vxlan']
+    assert controller.bridge.bridge_mappings == {'physnet2': 'br-vlan', 'physnet1': 'br-ex'}
+
+
+def test_a_router_mac_is_locally_administered_unicast_and_stable():
+    mac = router_mac('compute-17')
+    first = int(mac[:2], 16)
+    assert mac.startswith('fa:16:3f:') and first & 2 and not first & 1
+    assert router_mac('compute-17') == mac and len(mac.split(':')) == 6
+
+
+@pytest.mark.parametrize('entries', [['physnet1'], ['physnet1:'], [':br-ex'],
+                                     ['physnet1:br-ex', 'physnet1:br-vlan'],
+                                     ['physnet1:br-ex', 'physnet2:br-ex']])
+def test_malformed_bridge_mappings_are_refused(entries):
+    with pytest.raises(ValueError, match='bridge_mappings'):
+        parse_bridge_mappings(entries)
+
+
+class MappedOvs:
+    """The OVSDB side of the bridge keeper: bridges that exist, and what it made."""
+
+    bridge = 'br-int'
+
+    def __init__(self, bridges=()):
+        self.bridges, self.made = set(bridges), []
+
+    def bridge_drift(self, controller, tunnel_types, local_ip, mappings):
+        return [f'patch of {physnet}' for physnet, bridge in mappings.items()
+                if bridge in self.bridges and ('patch', physnet, bridge) not in self.made]
+
+    def missing_bridges(self, mappings):
+        return [bridge for bridge in mappings.values() if bridge not in self.bridges]
+
+    def ensure_bridge(self, datapath_type, controller):
+        self.made.append(('bridge',))
+
+    def ensure_tunnel_port(self, tunnel_type, local_ip):
+        self.made.append(('tunnel', tunnel_type))
+
+    def ensure_patch_port(self, physnet, bridge):
+        self.made.append(('patch', physnet, bridge))
+
+    def remove_stale_patch_ports(self, mappings):
+        pass
+
+
+def test_a_missing_provider_bridge_is_said_once_and_patched_once_it_exists(caplog):
+    ovs = MappedOvs()
+    keeper = BridgeKeeper(ovs, Switch(), 'netdev', 'tcp:127.0.0.1:6653', ['vxlan', 'gre'],
+                          '172.31.0.11', (500, 100), threading.Event(), {'physnet1': 'br-ex'})
+    keeper.ensure()
+    assert ovs.made == [('bridge',), ('tunnel', 'vxlan'), ('tunnel', 'gre')]  # never br-ex
+    keeper.check()
+    keeper.check()
+    assert [r.message for r in caplog.records].count(next(
+        r.message for r in caplog.records if 'br-ex' in r.message)) == 1
+    assert ('patch', 'physnet1', 'br-ex') not in ovs.made
+    ovs.bridges.add('br-ex')  # the operator made it
+    keeper.check()
+    assert ('patch', 'physnet1', 'br-ex') in ovs.made
+    made = len(ovs.made)
+    keeper.check()
+    assert len(ovs.made) == made  # nothing drifted: nothing written

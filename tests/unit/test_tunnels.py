@@ -1,11 +1,17 @@
-"""Tunnels: remote ports are reached through the tunnel port with VNI = network key; packets
-from tunnels reach local ports only, or wait in the controller for a port about to be plugged
-here; broadcasts go once to each other chassis, never back."""
+"""Tunnels: remote ports are reached through the tunnel port of the network's type (VXLAN,
+Geneve, GRE; a network of no type: the first) with its tunnel key (segmentation id; the
+network key for old records); packets from tunnels reach local ports only, or wait in the
+controller for a port about to be plugged here; broadcasts go once to each other chassis,
+never back; physical networks never enter a tunnel."""
+import pytest
+
 from dragonflow.controller.apps import tunnels
 from dragonflow.controller.flows import CONTROLLER
+from dragonflow.model import Chassis
 from tests.unit.builders import (
     BROADCAST,
     TUNNEL_OFPORT,
+    TUNNEL_OFPORTS,
     TopologyBuilder,
     arp_request,
     frame,
@@ -145,3 +151,81 @@ def test_a_held_packet_sent_on_once_its_port_is_plugged_reaches_only_that_port()
         tunnels.release_actions(net, topology.ports[arriving.id]), **held)
     assert delivery.port == 7
     assert delivery.packet['eth_dst'] == arriving.mac_address
+
+
+# Tunnel types: one tunnel port per type; a network crosses in its type's with its tunnel_key.
+def typed_chassis(*types, peer_types=('vxlan', 'geneve', 'gre')):
+    b = TopologyBuilder()
+    b.tunnel_types(*types)
+    b.chassis['chassis-2'] = Chassis(id='chassis-2', tunnel_ip='172.31.0.12',
+                                     tunnel_types=list(peer_types))
+    return b
+
+
+def _network_with_ports(b, name, **provider):
+    net = b.network(name, **provider)
+    subnet = b.subnet(net, f'10.0.{len(b.networks)}.0/24')
+    local = b.port(subnet, f'10.0.{len(b.networks)}.5', ofport=len(b.ofports) + 1)
+    remote = b.port(subnet, f'10.0.{len(b.networks)}.7', **REMOTE_HOST)
+    return net, local, remote
+
+
+@pytest.mark.parametrize('kind', ['vxlan', 'geneve', 'gre'])
+def test_a_network_crosses_in_its_types_tunnel_with_its_segmentation_id(kind):
+    b = typed_chassis('vxlan', 'geneve', 'gre')
+    net, local, remote = _network_with_ports(b, 'n', network_type=kind, segmentation_id=5000)
+    switch = install(b.build())
+    [delivery] = switch.run(local_ofport(b, local), **ipv4(local, remote.mac_address,
+                                                          ip_of(remote)))
+    assert delivery.port == TUNNEL_OFPORTS[kind]
+    assert delivery.packet['tunnel_id'] == 5000 != net.key
+    back = frame(remote, local.mac_address, tunnel_id=5000)
+    assert switch.outputs(TUNNEL_OFPORTS[kind], **back) == [local_ofport(b, local)]
+    for other in set(TUNNEL_OFPORTS.values()) - {TUNNEL_OFPORTS[kind]}:
+        assert switch.outputs(other, **back) == []  # classified per (tunnel port, key)
+    assert switch.outputs(TUNNEL_OFPORTS[kind], **dict(back, tunnel_id=net.key)) == []
+
+
+def test_two_types_may_carry_one_key_for_two_networks():
+    b = typed_chassis('vxlan', 'gre')
+    vx, vx_local, _ = _network_with_ports(b, 'vx', network_type='vxlan', segmentation_id=7)
+    gre, gre_local, _ = _network_with_ports(b, 'g', network_type='gre', segmentation_id=7)
+    switch = install(b.build())
+    assert switch.outputs(TUNNEL_OFPORTS['vxlan'], **frame(vx_local, vx_local.mac_address,
+                                                           tunnel_id=7)) == [1]
+    assert switch.outputs(TUNNEL_OFPORTS['gre'], **frame(gre_local, gre_local.mac_address,
+                                                         tunnel_id=7)) == [2]
+
+
+def test_a_network_of_no_type_crosses_in_the_first_type_with_its_key():
+    b = typed_chassis('gre', 'vxlan')
+    net, local, remote = _network_with_ports(b, 'old')
+    [delivery] = install(b.build()).run(1, **ipv4(local, remote.mac_address, ip_of(remote)))
+    assert delivery.port == TUNNEL_OFPORTS['gre'] and delivery.packet['tunnel_id'] == net.key
+
+
+def test_no_tunnel_to_a_chassis_without_the_type_nor_of_a_type_not_here():
+    b = typed_chassis('vxlan', 'gre', peer_types=('vxlan',))
+    _, local, remote = _network_with_ports(b, 'g', network_type='gre', segmentation_id=9)
+    _, local2, remote2 = _network_with_ports(b, 'gv', network_type='geneve',
+                                             segmentation_id=10)
+    switch = install(b.build())
+    assert switch.run(1, **ipv4(local, remote.mac_address, ip_of(remote))) == []
+    assert switch.run(2, **ipv4(local2, remote2.mac_address, ip_of(remote2))) == []
+
+
+def test_a_physical_network_never_enters_a_tunnel():
+    b = typed_chassis('vxlan')
+    net = b.provider_network('v', 100)
+    subnet = b.subnet(net, '10.0.9.0/24')
+    local = b.port(subnet, '10.0.9.5', ofport=1)
+    remote = b.port(subnet, '10.0.9.7', **REMOTE_HOST)
+    switch = install(b.build())
+    assert TUNNEL_OFPORTS['vxlan'] not in switch.outputs(
+        1, **ipv4(local, remote.mac_address, ip_of(remote)))
+    assert TUNNEL_OFPORTS['vxlan'] not in switch.outputs(1, **arp_request(local, '10.0.9.99'))
+    assert not any(f for f in tunnels.flows(b.build()))
+
+
+def local_ofport(b, port) -> int:
+    return b.ofports[port.id]
