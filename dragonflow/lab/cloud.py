@@ -186,7 +186,11 @@ class Cloud:
         if extra_config is None and physical_networks:  # VLAN ids 100-200 on each physnet
             extra_config = {'ml2_type_vlan': {'network_vlan_ranges': ','.join(
                 f'{name}:100:200' for name in physical_networks)}}
-        self.extra_config = extra_config or {}
+        self.extra_config = dict(extra_config or {})
+        # Tenant networks in the chassis' tunnel type: a chassis has tunnel ports of its
+        # [controller] tunnel_types only.
+        self.extra_config['ml2'] = {'tenant_network_types': tunnel_type,
+                                    **self.extra_config.get('ml2', {})}
         self.workdir = workdir
         self.tunnel_type = tunnel_type
         self.underlay_ns = f'{self.prefix}-underlay'

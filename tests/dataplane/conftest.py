@@ -42,6 +42,12 @@ def geneve_cloud(tmp_path_factory):
         yield c
 
 
+@pytest.fixture(scope='session')
+def gre_cloud(tmp_path_factory):
+    with _cloud(tmp_path_factory, 2, 'gre') as c:
+        yield c
+
+
 class Topo:
     """Creates networks, subnets, routers and VMs through the API for one test and project."""
 

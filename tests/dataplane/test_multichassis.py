@@ -11,15 +11,15 @@ from dragonflow.lab.cloud import wait_for
 from tests.dataplane.conftest import Capture, Topo
 from tests.dataplane.test_routing import _flows_mentioning, reachable_within
 
-UDP_PORT = {'vxlan': 4789, 'geneve': 6081}
+UNDERLAY_FILTER = {'vxlan': 'udp port 4789', 'geneve': 'udp port 6081', 'gre': 'ip proto 47'}
 
 
 def underlay_icmp(cloud, lines) -> list[tuple[str, str]]:
     """(outer source, outer destination) of every tunnelled ICMP echo seen on the underlay."""
     pairs, outer = [], None
     for line in lines:
-        found = re.search(r'IP (\d+\.\d+\.\d+\.\d+)\.\d+ > (\d+\.\d+\.\d+\.\d+)\.\d+: '
-                          r'(VXLAN|Geneve)', line)
+        found = re.search(r'IP (\d+\.\d+\.\d+\.\d+)(?:\.\d+)? > '
+                          r'(\d+\.\d+\.\d+\.\d+)(?:\.\d+)?: (VXLAN|Geneve|GRE)', line)
         if found:
             outer = found.group(1, 2)
         if 'ICMP echo' in line and outer:
@@ -43,7 +43,7 @@ def flows_of_network(cloud, chassis, key) -> list[str]:
             if re.search(rf'(metadata=0x{key:x}|tun_id=0x{key:x}|0x{key:x}->metadata)\b', line)]
 
 
-@pytest.mark.parametrize('cloud_name', ['cloud', 'geneve_cloud'])
+@pytest.mark.parametrize('cloud_name', ['cloud', 'geneve_cloud', 'gre_cloud'])
 def test_l2_and_routed_across_chassis_go_straight_between_them(request, cloud_name):
     cloud = request.getfixturevalue(cloud_name)
     topo = Topo(cloud)
@@ -53,8 +53,7 @@ def test_l2_and_routed_across_chassis_go_straight_between_them(request, cloud_na
     a, b, c = topo.vm(s1, 'ch1'), topo.vm(s1, 'ch2'), topo.vm(s2, last)
     assert reachable_within(a, b.ip, 3)   # L2 across chassis
     assert reachable_within(a, c.ip, 3)   # routed across chassis
-    port = UDP_PORT[cloud.tunnel_type]
-    with Capture(cloud.underlay_ns, 'br0', f'udp port {port}') as capture:
+    with Capture(cloud.underlay_ns, 'br0', UNDERLAY_FILTER[cloud.tunnel_type]) as capture:
         assert a.ping_ttl(c.ip) == 63
         assert a.ping(c.ip, count=5, interval=0.05)
     pairs = underlay_icmp(cloud, capture.lines)
