@@ -30,8 +30,10 @@ api_opts = [
     cfg.StrOpt('default_project_id', default='demo',
                help='Project used in noauth mode when a request names none '
                     '(neither in its body nor in the X-Project-Id header).'),
-    cfg.IntOpt('default_mtu', default=1450,
-               help='MTU given to new networks: 1500 less the tunnel overhead.'),
+    cfg.IntOpt('global_physnet_mtu', default=1500, min=68,
+               help='MTU of the underlying physical network (Neutron\'s option of that '
+                    'name): flat and VLAN networks get it, tunnel networks it less their '
+                    'encapsulation (VXLAN 1450, Geneve 1450, GRE 1458 of 1500).'),
     cfg.StrOpt('base_mac', default='fa:16:3e:00:00:00',
                help='MAC prefix for generated port MACs (the first three octets are kept).'),
     cfg.IntOpt('workers', default=1, help='Number of df-api worker processes.'),
@@ -92,6 +94,9 @@ ml2_opts = [
     cfg.ListOpt('tenant_network_types', default=['vxlan'],
                 help='Type given, in this order of preference, to a network created without '
                      'provider attributes.'),
+    cfg.IntOpt('path_mtu', default=0, min=0,
+               help='MTU of the underlay path tunnels take, when less than '
+                    '[api] global_physnet_mtu (0: the same).'),
 ]
 ml2_type_vxlan_opts = [
     cfg.ListOpt('vni_ranges', default=['1:65535'],
@@ -100,6 +105,9 @@ ml2_type_vxlan_opts = [
 ml2_type_geneve_opts = [
     cfg.ListOpt('vni_ranges', default=['1:65535'],
                 help='<min>:<max> Geneve VNI ranges tenant networks are allocated from.'),
+    cfg.IntOpt('max_header_size', default=30, min=30,
+               help='Geneve header size the MTU of Geneve networks leaves room for '
+                    '(30: no options).'),
 ]
 ml2_type_gre_opts = [
     cfg.ListOpt('tunnel_id_ranges', default=['1:65535'],

@@ -40,6 +40,8 @@ class Attr:
     admin_only: bool = False
     # How a query-string value is turned into the attribute's type for filtering.
     convert_filter: Optional[Callable[[str], Any]] = None
+    # Neutron's default policy shows it to admins only (get_<resource>:<name> admin-only).
+    admin_only_visible: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,9 +147,13 @@ def _convert(rdef: ResourceDef, body: dict) -> dict:
     return body
 
 
-def view(rdef: ResourceDef, full: dict, fields: Optional[list[str]] = None) -> dict:
-    """What a response shows of an object: its visible attributes, or only ``fields``."""
+def view(rdef: ResourceDef, full: dict, fields: Optional[list[str]] = None,
+         ctx=None) -> dict:
+    """What a response shows of an object: its visible attributes, or only ``fields``;
+    to a non-admin ``ctx``, none of those only admins see."""
     names = rdef.visible()
     if fields:
         names = [name for name in names if name in fields]
+    if ctx is not None and not ctx.is_admin:
+        names = [name for name in names if not rdef.attributes[name].admin_only_visible]
     return {name: full.get(name) for name in names}

@@ -50,14 +50,18 @@ NETWORK = ResourceDef('network', 'networks', _standard(
     mtu=Attr(allow_post=True, allow_put=True, default=UNSET, convert=v.to_int,
              validate=v.int_range(68, 65535)),
     port_security_enabled=_flag(True),
-    **{'provider:network_type': Attr(allow_post=True, default=None, admin_only=True,
-                                     validate=v.values([None, 'vxlan', 'geneve', 'flat',
-                                                        'vlan', 'local'])),
-       'provider:physical_network': Attr(allow_post=True, default=None, admin_only=True,
+    # Admin-only to set and to see (Neutron's default policy); checked as ML2's type
+    # drivers check them (segments.TypeManager).
+    **{'provider:network_type': Attr(allow_post=True, allow_put=True, default=None,
+                                     admin_only=True, admin_only_visible=True,
+                                     validate=v.string_or_none(32)),
+       'provider:physical_network': Attr(allow_post=True, allow_put=True, default=None,
+                                         admin_only=True, admin_only_visible=True,
                                          validate=v.string_or_none(64)),
-       'provider:segmentation_id': Attr(allow_post=True, default=None, admin_only=True,
+       'provider:segmentation_id': Attr(allow_post=True, allow_put=True, default=None,
+                                        admin_only=True, admin_only_visible=True,
                                         convert=v.to_int_or_none,
-                                        validate=v.nullable(v.int_range(0, 16777215)))},
+                                        convert_filter=v.to_int_or_none)},
     availability_zone_hints=READ_ONLY,
     availability_zones=READ_ONLY,
     ipv4_address_scope=READ_ONLY,
@@ -122,6 +126,7 @@ ROUTER = ResourceDef('router', 'routers', _standard(
     admin_state_up=_flag(True),
     status=READ_ONLY,
     external_gateway_info=Attr(allow_post=True, allow_put=True, default=None,
+                               convert=v.to_external_gateway_info,
                                validate=v.external_gateway_info),
     routes=Attr(allow_put=True, default=[], convert=v.to_list, validate=v.hostroutes),
 ))
@@ -160,5 +165,24 @@ SECURITY_GROUP_RULE = ResourceDef('security_group_rule', 'security_group_rules',
     ).items() if name != 'name'
 }, path='security-group-rules')
 
+# Floating IPs have the standard attributes but no name (neutron-lib's l3 definition).
+FLOATINGIP = ResourceDef('floatingip', 'floatingips', {
+    name: attr for name, attr in _standard(
+        # create_floatingip:floating_ip_address is admin-only in Neutron's default policy.
+        floating_ip_address=Attr(allow_post=True, default=None, admin_only=True,
+                                 validate=v.nullable(v.ip_address)),
+        subnet_id=Attr(allow_post=True, default=None, visible=False,
+                       validate=v.nullable(v.uuid)),
+        floating_network_id=Attr(allow_post=True, validate=v.uuid),
+        router_id=READ_ONLY,
+        port_id=Attr(allow_post=True, allow_put=True, default=None,
+                     validate=v.nullable(v.uuid)),
+        fixed_ip_address=Attr(allow_post=True, allow_put=True, default=None,
+                              validate=v.nullable(v.ip_address)),
+        status=READ_ONLY,
+        port_details=READ_ONLY,   # fip-port-details
+    ).items() if name != 'name'
+})
+
 RESOURCES = {r.collection: r for r in (NETWORK, SUBNET, PORT, ROUTER, SECURITY_GROUP,
-                                       SECURITY_GROUP_RULE)}
+                                       SECURITY_GROUP_RULE, FLOATINGIP)}

@@ -377,4 +377,66 @@ def not_found(resource: str, id: str) -> NotFound:
         'router': lambda: RouterNotFound(router_id=id),
         'security_group': lambda: SecurityGroupNotFound(id=id),
         'security_group_rule': lambda: SecurityGroupRuleNotFound(id=id),
+        'floatingip': lambda: FloatingIPNotFound(floatingip_id=id),
     }[resource]()
+
+
+# Provider networks (neutron_lib.exceptions, ML2's type drivers)
+
+class VlanIdInUse(InUse):
+    message = ('Unable to create the network. The VLAN %(vlan_id)s on physical network '
+               '%(physical_network)s is in use.')
+
+
+class TunnelIdInUse(InUse):
+    message = 'Unable to create the network. The tunnel ID %(tunnel_id)s is in use.'
+
+
+class FlatNetworkInUse(InUse):
+    message = ('Unable to create the flat network. Physical network %(physical_network)s '
+               'is in use.')
+
+
+class ResourceExhausted(ServiceUnavailable):
+    pass
+
+
+class NoNetworkAvailable(ResourceExhausted):
+    message = 'Unable to create the network. No project network is available for allocation.'
+
+
+class ExternalNetworkInUse(InUse):
+    message = ('External network %(net_id)s cannot be updated to be made non-external, since '
+               'it has existing gateway ports.')
+
+
+# Floating IPs and gateways (neutron_lib.exceptions.l3)
+
+class FloatingIPNotFound(NotFound):
+    message = 'Floating IP %(floatingip_id)s could not be found'
+
+
+class ExternalGatewayForFloatingIPNotFound(NotFound):
+    message = ('External network %(external_network_id)s is not reachable from subnet '
+               '%(subnet_id)s.  Therefore, cannot associate Port %(port_id)s with a Floating '
+               'IP.')
+
+
+class FloatingIPPortAlreadyAssociated(InUse):
+    message = ('Cannot associate floating IP %(floating_ip_address)s (%(fip_id)s) with port '
+               '%(port_id)s using fixed IP %(fixed_ip)s, as that fixed IP already has a '
+               'floating IP on external network %(net_id)s.')
+
+
+class RouterExternalGatewayInUseByFloatingIp(InUse):
+    message = ('Gateway cannot be updated for router %(router_id)s, since a gateway to '
+               'external network %(net_id)s is required by one or more floating IPs.')
+
+
+class RouterInterfaceInUseByFloatingIP(InUse):
+    message = ('Router interface for subnet %(subnet_id)s on router %(router_id)s cannot be '
+               'deleted, as it is required by one or more floating IPs.')
+
+
+class ExternalIpAddressExhausted(BadRequest):
+    message = 'Unable to find any IP address on external network %(net_id)s.'

@@ -10,6 +10,11 @@ UPDATED = '2024-01-01T00:00:00-00:00'
 EXTENSIONS = [
     ('router', 'Neutron L3 Router',
      'Router abstraction for basic L3 forwarding between L2 Neutron networks'),
+    ('ext-gw-mode', 'Neutron L3 Configurable external gateway mode',
+     'Extension of the router abstraction for specifying whether SNAT should occur on the '
+     'external gateway'),
+    ('fip-port-details', 'Floating IP Port Details Extension',
+     'Add port_details attribute to Floating IP resource'),
     ('extraroute', 'Neutron Extra Route', 'Extra routes configuration for L3 router'),
     ('extraroute-atomic', 'Atomically add/remove extra routes',
      'Edit extra routes of a router on server side by atomically adding/removing extra '

@@ -11,6 +11,7 @@ from dragonflow.api import attributes, definitions, errors, query, validators
 from dragonflow.api import txn as txns
 from dragonflow.api.context import Context
 from dragonflow.api.handlers.base import Handler
+from dragonflow.api.handlers.floating_ips import FloatingIPHandler
 from dragonflow.api.handlers.networks import NetworkHandler
 from dragonflow.api.handlers.ports import PortHandler
 from dragonflow.api.handlers.routers import RouterHandler
@@ -25,8 +26,10 @@ class Service:
         self.store, self.conf = store, conf
         handlers = (NetworkHandler(conf), SubnetHandler(conf), PortHandler(conf),
                     RouterHandler(conf), SecurityGroupHandler(conf),
-                    SecurityGroupRuleHandler(conf))
+                    SecurityGroupRuleHandler(conf), FloatingIPHandler(conf))
         self.handlers: dict[str, Handler] = {h.rdef.collection: h for h in handlers}
+        if conf is not None:
+            _ = handlers[0].types   # a wrong [ml2*] option stops df-api from starting
 
     # Reads
 
@@ -39,7 +42,7 @@ class Service:
         fulls = [f for f in (handler.full(o, reader) for o in objs)
                  if query.matches(handler.rdef, f, q.filters)]
         chosen, more = query.page(fulls, q)
-        body = {collection: [attributes.view(handler.rdef, f, q.fields) for f in chosen]}
+        body = {collection: [attributes.view(handler.rdef, f, q.fields, ctx) for f in chosen]}
         body.update(query.links(collection, base_url, chosen, more, q))
         return body
 
@@ -48,7 +51,7 @@ class Service:
         reader = txns.Txn(self.store)
         obj = handler.get(reader, ctx, id)
         return {handler.rdef.name: attributes.view(handler.rdef, handler.full(obj, reader),
-                                                   fields)}
+                                                   fields, ctx)}
 
     # Writes
 
@@ -58,7 +61,7 @@ class Service:
         prepared = [attributes.prepare_create(handler.rdef, item, ctx) for item in items]
         objs, revision = txns.run(self.store, lambda txn, keys: handler.create_many(
             txn, keys, ctx, prepared))
-        views = self._views(handler, objs, revision)
+        views = self._views(handler, objs, revision, ctx)
         return {collection: views} if bulk else {handler.rdef.name: views[0]}
 
     def update(self, collection: str, ctx: Context, id: str, body: Any,
@@ -75,7 +78,8 @@ class Service:
             return handler.update(txn, keys, ctx, obj, changes) if changes else obj
 
         obj, revision = txns.run(self.store, plan)
-        return {handler.rdef.name: self._views(handler, [obj], revision if changes else None)[0]}
+        return {handler.rdef.name: self._views(handler, [obj], revision if changes else None,
+                                               ctx)[0]}
 
     def delete(self, collection: str, ctx: Context, id: str, if_match: Optional[str]) -> None:
         handler = self.handlers[collection]
@@ -90,13 +94,15 @@ class Service:
                 handler.delete(txn, ctx, _check_revision(obj, expected))
             txns.run(self.store, plan)
 
-    def _views(self, handler: Handler, objs: list[Model], revision: Optional[int]) -> list:
+    def _views(self, handler: Handler, objs: list[Model], revision: Optional[int],
+               ctx: Context) -> list:
         """Responses for objects this call wrote at ``revision``."""
         reader = txns.Txn(self.store)
         for obj in objs:
             if revision is not None:
                 obj.revision = revision
-        return [attributes.view(handler.rdef, handler.full(o, reader)) for o in objs]
+        return [attributes.view(handler.rdef, handler.full(o, reader), None, ctx)
+                for o in objs]
 
     # Tags (standard-attr-tag): /<collection>/<id>/tags[/<tag>]
 
@@ -167,7 +173,7 @@ class Service:
         routes = changes.get('routes', [])
         router, revision = txns.run(self.store, lambda txn, keys: routers.change_routes(
             txn, ctx, id, routes, add))
-        return {'router': self._views(routers, [router], revision)[0]}
+        return {'router': self._views(routers, [router], revision, ctx)[0]}
 
 
 def _unwrap(rdef: attributes.ResourceDef, body: Any) -> Any:

@@ -425,12 +425,37 @@ def name_not_default(max_len: int) -> Validator:
     return validate
 
 
+GATEWAY_KEYS = ('network_id', 'external_fixed_ips', 'enable_snat')
+
+
+def _gateway_keys(value: dict) -> Optional[str]:
+    """neutron-lib's validate_dict key checks for a router's external_gateway_info."""
+    if 'network_id' not in value:
+        return ("Validation of dictionary's keys failed. Expected keys: {'network_id'} "
+                f'Provided keys: {set(value)}')
+    unexpected = [key for key in value if key not in GATEWAY_KEYS]
+    if unexpected:
+        return f"Unexpected keys supplied: {', '.join(map(str, unexpected))}"
+    return None
+
+
+def to_external_gateway_info(value: Any) -> Any:
+    """enable_snat converted to a boolean (ext-gw-mode), once the keys are right."""
+    if isinstance(value, dict) and value and not _gateway_keys(value) and \
+            'enable_snat' in value:
+        value = {**value, 'enable_snat': to_boolean(value['enable_snat'])}
+    return value
+
+
 def external_gateway_info(value) -> Optional[str]:
-    if value is None or value == {}:
+    """dict_or_nodata: none, {} or {network_id, external_fixed_ips?, enable_snat?}."""
+    if not value:
         return None
     if not isinstance(value, dict):
         return f"'{value}' is not a dictionary"
-    return uuid(value.get('network_id'))
+    return (_gateway_keys(value) or uuid(value['network_id'])
+            or ('external_fixed_ips' in value and fixed_ips(value['external_fixed_ips']))
+            or ('enable_snat' in value and boolean(value['enable_snat'])) or None)
 
 
 tags = list_of(string(TAG_MAX_LEN), unique=True)   # list_of_unique_strings

@@ -13,13 +13,15 @@ from dragonflow.api.service import Service
 STANDARD = {'id', 'name', 'description', 'tenant_id', 'project_id', 'tags', 'created_at',
             'updated_at', 'revision_number'}
 # Stored fields only the data plane uses: never shown by the API.
-DATA_PLANE_ONLY = {'key', 'interfaces'}
+DATA_PLANE_ONLY = {'key', 'interfaces', 'gateway_port_id', 'floating_port_id'}
+# Neutron's rules and floating IPs have no name (the stored objects keep an empty one).
+UNNAMED = (definitions.SECURITY_GROUP_RULE, definitions.FLOATINGIP)
 RESOURCES = list(definitions.RESOURCES.values())
 
 
 @pytest.mark.parametrize('rdef', RESOURCES, ids=lambda r: r.name)
 def test_standard_attributes(rdef):
-    unnamed = rdef is definitions.SECURITY_GROUP_RULE   # Neutron's rules have no name
+    unnamed = rdef in UNNAMED
     assert STANDARD - ({'name'} if unnamed else set()) <= set(rdef.attributes)
     assert not rdef.attributes['id'].allow_post and not rdef.attributes['id'].allow_put
 
@@ -37,9 +39,12 @@ def test_defaults_are_valid_values(rdef):
 def test_writable_attributes_are_stored(rdef):
     """Whatever a client may set is kept in the stored object (nothing silently dropped)."""
     model = Service(None, df_conf.load([])).handlers[rdef.collection].model
-    writable = {n for n, a in rdef.attributes.items() if a.allow_post or a.allow_put}
+    # Input-only attributes (a floating IP's subnet_id) choose, they are not kept.
+    writable = {n for n, a in rdef.attributes.items()
+                if (a.allow_post or a.allow_put) and a.visible}
     assert writable - {'tenant_id'} <= aliases(model)
-    assert aliases(model) - set(rdef.attributes) <= DATA_PLANE_ONLY
+    unnamed = {'name'} if rdef in UNNAMED else set()
+    assert aliases(model) - set(rdef.attributes) <= DATA_PLANE_ONLY | unnamed
 
 
 @pytest.fixture
@@ -50,19 +55,32 @@ def client(tmp_path):
     store.close()
 
 
+ADMIN = {'X-Roles': 'admin'}
+
+
 def test_responses_show_exactly_the_visible_attributes(client):
-    net = client.post('/v2.0/networks', json={'network': {}}).json()['network']
+    """An admin sees every visible attribute; others all but the admin-only ones."""
+    net = client.post('/v2.0/networks', json={'network': {'router:external': True}},
+                      headers=ADMIN).json()['network']
     subnet = client.post('/v2.0/subnets', json={'subnet': {
         'network_id': net['id'], 'cidr': '10.0.0.0/24', 'ip_version': 4}}).json()['subnet']
     port = client.post('/v2.0/ports', json={'port': {'network_id': net['id']}}).json()['port']
     router = client.post('/v2.0/routers', json={'router': {}}).json()['router']
     group, = client.get('/v2.0/security-groups').json()['security_groups']  # the default
     rule = group['security_group_rules'][0]
-    for rdef, shown in zip(RESOURCES, (net, subnet, port, router, group, rule), strict=True):
+    fip = client.post('/v2.0/floatingips', json={'floatingip': {
+        'floating_network_id': net['id']}}).json()['floatingip']
+    for rdef, shown in zip(RESOURCES, (net, subnet, port, router, group, rule, fip),
+                           strict=True):
         assert list(shown) == rdef.visible()
         url = f'/v2.0/{rdef.url_segment}'
-        listed = [o for o in client.get(url).json()[rdef.collection] if o['id'] == shown['id']]
-        assert listed == [client.get(f'{url}/{shown["id"]}').json()[rdef.name]]
+        for headers in (ADMIN, {}):
+            listed = [o for o in client.get(url, headers=headers).json()[rdef.collection]
+                      if o['id'] == shown['id']]
+            one = client.get(f'{url}/{shown["id"]}', headers=headers).json()[rdef.name]
+            assert listed == [one]
+            hidden = [n for n in rdef.visible() if rdef.attributes[n].admin_only_visible]
+            assert list(one) == [n for n in rdef.visible() if headers or n not in hidden]
 
 
 def _unreachable(*args, **kwargs):

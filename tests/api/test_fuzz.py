@@ -32,14 +32,20 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+from dragonflow import conf as df_conf
 from dragonflow import store as nb
 from dragonflow.api import definitions, ipam
 from dragonflow.api import txn as txns
 from dragonflow.api.attributes import REQUIRED
 from dragonflow.api.handlers import base as handlers_base
+from dragonflow.api.handlers import networks as network_handlers
 from dragonflow.api.handlers import security_groups as sg_handlers
-from dragonflow.model import INTERNAL_MODELS, MODELS
-from dragonflow.model.objects import DEVICE_OWNER_ROUTER_INTERFACE
+from dragonflow.model import INTERNAL_MODELS, MODELS, SegmentAllocation
+from dragonflow.model.objects import (
+    DEVICE_OWNER_FLOATINGIP,
+    DEVICE_OWNER_ROUTER_GATEWAY,
+    DEVICE_OWNER_ROUTER_INTERFACE,
+)
 
 from .conftest import in_process
 
@@ -130,6 +136,8 @@ class Repeatable:
     def patched(self):
         with mock.patch.object(txns, 'new_id', self.new_id), \
                 mock.patch.object(ipam, 'random', types.SimpleNamespace(Random=self.rng)), \
+                mock.patch.object(network_handlers, 'random',
+                                  types.SimpleNamespace(Random=self.rng)), \
                 mock.patch.object(handlers_base, 'now', self.now), \
                 mock.patch.object(sg_handlers, 'now', self.now):
             yield
@@ -156,7 +164,12 @@ class Api(RuleBasedStateMachine):
         shm = '/dev/shm' if os.access('/dev/shm', os.W_OK) else None
         self.dir = tempfile.mkdtemp(prefix='df-fuzz-', dir=shm)
         self.store = nb.connect(f'sqlite://{self.dir}/nb.sqlite')
-        self.client = in_process(self.store).__enter__()
+        conf = df_conf.load([])
+        # Small ranges, so the fuzz reaches VLAN ids in use and taken flat networks.
+        conf.set_override('network_vlan_ranges', ['physnet1:100:199', 'physnet2'],
+                          group='ml2_type_vlan')
+        conf.set_override('flat_networks', ['physnet1', 'physnet2'], group='ml2_type_flat')
+        self.client = in_process(self.store, conf).__enter__()
         self.gone: list[str] = []   # ids of deleted objects: stale references are input too
         self.objects: dict[str, dict] = {}
         self.refresh()
@@ -222,6 +235,12 @@ class Api(RuleBasedStateMachine):
             return self.rng.choice(others)
         return str(uuid.UUID(int=self.rng.getrandbits(128)))
 
+    def an_external(self) -> str:
+        """Mostly an external network's id."""
+        external = sorted(i for i, n in self.objects['networks'].items() if n.external)
+        return self.rng.choice(external) if external and self.chance(0.9) else \
+            self.an_id('networks')
+
     def an_address(self) -> str:
         """An address of a subnet that exists (its first ones, its gateway: to collide), or
         one of ADDRESSES."""
@@ -259,9 +278,10 @@ class Api(RuleBasedStateMachine):
             'mtu': lambda: pick([68, 1450, 1500, 9000, 65535, '1400', ODD, 67, 65536, 1.5e3]),
             'provider:network_type': lambda: pick(
                 [None, 'vxlan', 'geneve', 'flat', 'vlan', 'local', ODD, 'gre']),
-            'provider:physical_network': lambda: pick([None, 'physnet1', ODD, 'x' * 65]),
-            'provider:segmentation_id': lambda: pick([None, 1, 4094, 16777215, ODD, 16777216,
-                                                      -1]),
+            'provider:physical_network': lambda: pick([None, 'physnet1', 'physnet2', ODD,
+                                                       'physnet3', 'x' * 65]),
+            'provider:segmentation_id': lambda: pick([None, 1, 100, 101, 4094, 16777215, ODD,
+                                                      16777216, -1, 2 ** 32]),
             'network_id': lambda: self.an_id('networks'),
             'ip_version': lambda: pick([4, 6, '4', ODD, 5, '6.0']),
             'cidr': lambda: pick(CIDRS),
@@ -287,8 +307,19 @@ class Api(RuleBasedStateMachine):
             'binding:profile': lambda: None if chance(0.2) else self.data.draw(
                 st.dictionaries(st.text(max_size=5), clean, max_size=3)),
             'binding:vnic_type': lambda: pick(['normal', 'direct', ODD, 'bogus']),
-            'external_gateway_info': lambda: pick([None, {}, ODD, {
-                'network_id': self.an_id('networks')}]),
+            'external_gateway_info': lambda: pick([None, {}, {
+                'network_id': self.an_external()}, {
+                'network_id': self.an_external(), 'enable_snat': pick(FLAGS),
+                'external_fixed_ips': some(lambda: {
+                    key: value for key, value in (('subnet_id', self.an_id('subnets')),
+                                                  ('ip_address', self.an_address()))
+                    if chance(0.7)}, 2)}, ODD, {'network_id': self.an_id('networks')},
+                {'enable_snat': True}, {'network_id': self.an_external(), 'x': 1}]),
+            'floating_network_id': lambda: self.an_external() if chance(0.8) else
+            self.an_id('networks'),
+            'floating_ip_address': self.an_address, 'fixed_ip_address': self.an_address,
+            'subnet_id': lambda: self.an_id('subnets'),
+            'port_id': lambda: None if chance(0.2) else self.an_id('ports'),
             'security_group_id': lambda: self.an_id('security_groups'),
             'remote_group_id': lambda: None if chance(0.5) else self.an_id('security_groups'),
             'direction': lambda: pick(['ingress', 'egress', ODD, 'up']),
@@ -370,6 +401,13 @@ class Api(RuleBasedStateMachine):
                   True)
         self.send('POST', '/v2.0/routers', {'router': {'name': 'router'}}, True)
         self.send('POST', '/v2.0/security-groups', {'security_group': {'name': 'group'}}, True)
+        # An external network (the admin's) with a subnet, for gateways and floating IPs.
+        self.caller = CALLERS[2]
+        public = self.send('POST', '/v2.0/networks', {'network': {
+            'name': 'public', 'router:external': True}}, True).json()['network']
+        self.send('POST', '/v2.0/subnets', {'subnet': {
+            'network_id': public['id'], 'cidr': '192.168.0.0/28', 'ip_version': 4}}, True)
+        self.caller = CALLERS[0]
 
     @rule(**step)
     def create_network(self, caller, data, rng):
@@ -394,6 +432,10 @@ class Api(RuleBasedStateMachine):
     @rule(**step)
     def create_security_group_rule(self, caller, data, rng):
         self.create(caller, data, rng, definitions.SECURITY_GROUP_RULE)
+
+    @rule(**step)
+    def create_floatingip(self, caller, data, rng):
+        self.create(caller, data, rng, definitions.FLOATINGIP)
 
     def create(self, caller, data, rng, rdef):
         """One object, or (one time in four) a bulk create of one to three."""
@@ -422,6 +464,11 @@ class Api(RuleBasedStateMachine):
                     if port.device_owner == DEVICE_OWNER_ROUTER_INTERFACE:
                         self.send('PUT', f'/v2.0/routers/{port.device_id}/'
                                          'remove_router_interface', {'port_id': port.id}, True)
+                    elif port.device_owner == DEVICE_OWNER_ROUTER_GATEWAY:
+                        self.send('PUT', f'/v2.0/routers/{port.device_id}', {'router': {
+                            'external_gateway_info': None}}, True)
+                    elif port.device_owner == DEVICE_OWNER_FLOATINGIP:
+                        self.send('DELETE', f'/v2.0/floatingips/{port.device_id}', None)
                     else:
                         self.send('DELETE', f'/v2.0/ports/{port.id}', None)
         if self.send('DELETE', f'/v2.0/{rdef.url_segment}/{_path(id)}', None).status_code == 204:
@@ -584,10 +631,60 @@ def check_store(store) -> None:
                 router.id, DEVICE_OWNER_ROUTER_INTERFACE), (router, port)
             assert interface.subnet_id in {f.subnet_id for f in port.fixed_ips}, (router, port)
         connected = [ipaddress.ip_network(subnets[i.subnet_id].cidr) for i in router.interfaces]
+        if router.gateway_port_id is not None:
+            gateway = ports.get(router.gateway_port_id)
+            assert gateway is not None and (gateway.device_id, gateway.device_owner) == (
+                router.id, DEVICE_OWNER_ROUTER_GATEWAY), (router, gateway)
+            assert networks[gateway.network_id].external, router
+            info = router.external_gateway_info
+            assert info is not None and info.network_id == gateway.network_id, router
+            assert [f.model_dump() for f in info.external_fixed_ips] == [
+                f.model_dump() for f in gateway.fixed_ips], (router, gateway)
+            connected += [ipaddress.ip_network(subnets[f.subnet_id].cidr)
+                          for f in gateway.fixed_ips]
+        else:
+            assert router.external_gateway_info is None, router
         for route in router.routes:
             assert any(ipaddress.ip_address(route.nexthop) in c for c in connected), router
     # (A port may claim to be a router's interface without being one: Neutron lets a client
     # set device_owner and device_id so, on its own router, and routes only by the router.)
+
+    # Every gateway and FIP port df-api made (no project) belongs to one that exists.
+    for port in ports.values():
+        if port.device_owner == DEVICE_OWNER_ROUTER_GATEWAY and port.project_id == '':
+            assert routers.get(port.device_id) and \
+                routers[port.device_id].gateway_port_id == port.id, port
+        if port.device_owner == DEVICE_OWNER_FLOATINGIP and port.project_id == '':
+            fip = tables.get('floatingips', {}).get(port.device_id)
+            assert fip is not None and fip.floating_port_id == port.id, port
+    for fip in tables.get('floatingips', {}).values():
+        port = ports.get(fip.floating_port_id)
+        assert port is not None and port.network_id == fip.floating_network_id, fip
+        assert fip.floating_ip_address in {f.ip_address for f in port.fixed_ips}, fip
+        if fip.port_id is not None:
+            fixed = ports.get(fip.port_id)
+            assert fixed is not None, fip   # a deleted port takes its association along
+            assert fip.fixed_ip_address in {f.ip_address for f in fixed.fixed_ips}, fip
+            router = routers.get(fip.router_id)
+            assert router is not None and router.external_gateway_info is not None and \
+                router.external_gateway_info.network_id == fip.floating_network_id, fip
+            assert any(i.subnet_id in {f.subnet_id for f in fixed.fixed_ips}
+                       for i in router.interfaces), fip
+        else:
+            assert fip.fixed_ip_address is None and fip.router_id is None, fip
+        pair = (fip.port_id, fip.fixed_ip_address, fip.floating_network_id)
+        assert fip.port_id is None or sum(
+            (f.port_id, f.fixed_ip_address, f.floating_network_id) == pair
+            for f in tables['floatingips'].values()) == 1, fip
+
+    segments = tables.get('segment_allocations', {})
+    for network in networks.values():   # one segment each, held by its allocation
+        if network.network_type is not None:
+            allocation = segments.get(SegmentAllocation.make_id(
+                network.network_type, network.physical_network, network.segmentation_id))
+            assert allocation is not None and allocation.network_id == network.id, network
+    for allocation in segments.values():
+        assert allocation.network_id in networks, allocation   # released with its network
 
     for sg_rule in rules.values():
         assert sg_rule.security_group_id in groups, sg_rule

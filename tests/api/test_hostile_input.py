@@ -58,8 +58,15 @@ def objects(client):
                          {'security_group': {'name': 'g'}}))
     rule = created(send(client, 'POST', '/v2.0/security-group-rules', {'security_group_rule': {
         'security_group_id': group['id'], 'direction': 'ingress'}}))
+    external = created(send(client, 'POST', '/v2.0/networks',
+                            {'network': {'router:external': True}}, ADMIN))
+    created(send(client, 'POST', '/v2.0/subnets', {'subnet': {
+        'network_id': external['id'], 'cidr': '203.0.113.0/24', 'ip_version': 4}}, ADMIN))
+    fip = created(send(client, 'POST', '/v2.0/floatingips',
+                       {'floatingip': {'floating_network_id': external['id']}}))
     return {'networks': net, 'subnets': subnet, 'ports': port, 'routers': router,
-            'security_groups': group, 'security_group_rules': rule}
+            'security_groups': group, 'security_group_rules': rule, 'external': external,
+            'floatingips': fip}
 
 
 def minimal(collection: str, objects: dict) -> dict:
@@ -72,6 +79,7 @@ def minimal(collection: str, objects: dict) -> dict:
             'security_groups': {'name': 'other'},
             'security_group_rules': {'security_group_id': objects['security_groups']['id'],
                                      'direction': 'egress', 'protocol': 'tcp'},
+            'floatingips': {'floating_network_id': objects['external']['id']},
             }[collection]
 
 
@@ -210,7 +218,13 @@ def test_only_admins_set_admin_only_network_attributes(client, sqlite_store, nam
     assert error == {'type': 'PolicyNotAuthorized', 'detail': '', 'message': (
         f'(rule:create_network and rule:create_network:{name}) is disallowed by policy')}
     assert sqlite_store.revision() == before
-    net = created(send(client, 'POST', '/v2.0/networks', {'network': {name: value}}, ADMIN))
+    # A provider attribute alone is not a segment: the admin names a whole one.
+    body = {name: value}
+    if name == 'provider:physical_network':
+        body['provider:network_type'] = 'flat'
+    elif name == 'provider:segmentation_id':
+        body['provider:network_type'] = 'vxlan'
+    net = created(send(client, 'POST', '/v2.0/networks', {'network': body}, ADMIN))
     assert net[name] == value
 
 

@@ -9,11 +9,15 @@ from dragonflow.api import definitions, errors, ipam
 from dragonflow.api import txn as txns
 from dragonflow.api.attributes import UNSET
 from dragonflow.api.handlers import security_groups
-from dragonflow.api.handlers.base import Handler
+from dragonflow.api.handlers.base import Handler, now
 from dragonflow.api.handlers.networks import NetworkHandler, subnets_of
 from dragonflow.api.validators import normalize_mac
-from dragonflow.model import Network, Port, Router
-from dragonflow.model.objects import DEVICE_OWNER_ROUTER_INTERFACE
+from dragonflow.model import FloatingIP, Network, Port, Router
+from dragonflow.model.objects import (
+    DEVICE_OWNER_FLOATINGIP,
+    DEVICE_OWNER_ROUTER_GATEWAY,
+    DEVICE_OWNER_ROUTER_INTERFACE,
+)
 
 VIF_DETAILS = {'port_filter': True, 'connectivity': 'l2', 'bridge_name': 'br-int',
                'datapath_type': 'system', 'ovs_hybrid_plug': False}
@@ -103,6 +107,7 @@ class PortHandler(Handler):
         if (owner, device) != (port.device_owner, port.device_id):
             _check_router_device(txn, ctx, owner, device, port.project_id)
         if 'fixed_ips' in changes:
+            _check_fip_address_kept(txn, port, changes['fixed_ips'])
             fixed_ips = self._fixed_ips(addresses, port.network_id, port.id, mac).assign(
                 changes['fixed_ips'], port.fixed_ips)
             changes['fixed_ips'] = [f.model_dump() for f in fixed_ips]
@@ -145,6 +150,13 @@ class PortHandler(Handler):
             raise errors.BadRequest(resource='port', msg=(
                 f'router interface port {port.id} keeps its fixed_ips, device_id and '
                 'device_owner; remove the interface from the router instead'))
+        if port.device_owner == DEVICE_OWNER_ROUTER_GATEWAY and \
+                txn.get(Router, port.device_id) is not None or \
+                port.device_owner == DEVICE_OWNER_FLOATINGIP and \
+                txn.get(FloatingIP, port.device_id) is not None:
+            raise errors.BadRequest(resource='port', msg=(
+                f'{port.device_owner} port {port.id} keeps its fixed_ips, device_id and '
+                'device_owner; change the router or floating IP it serves instead'))
 
     @staticmethod
     def _check_unbound(port, mac):
@@ -153,11 +165,22 @@ class PortHandler(Handler):
             raise errors.PortBound(port_id=port.id, vif_type='ovs', old_mac=port.mac_address,
                                    new_mac=mac)
 
+    def fence(self, store, id):
+        """A floating IP associated meanwhile would be left pointing at no port."""
+        return txns.fenced(store, Port, id)
+
     def delete(self, txn, ctx, port):
-        if port.device_owner == DEVICE_OWNER_ROUTER_INTERFACE and \
-                txn.get(Router, port.device_id) is not None:
-            raise errors.ServicePortInUse(port_id=port.id,
-                                          reason=f'has device owner {port.device_owner}')
+        """Neutron's prevent_l3_port_deletion, then disassociate_floatingips."""
+        owner = port.device_owner
+        if owner in (DEVICE_OWNER_ROUTER_INTERFACE, DEVICE_OWNER_ROUTER_GATEWAY) and \
+                txn.get(Router, port.device_id) is not None or \
+                owner == DEVICE_OWNER_FLOATINGIP and txn.get(FloatingIP, port.device_id):
+            raise errors.ServicePortInUse(port_id=port.id, reason=f'has device owner {owner}')
+        for fip in txn.all(FloatingIP):
+            if fip.port_id == port.id:
+                txn.update(fip.model_copy(update={
+                    'port_id': None, 'fixed_ip_address': None, 'router_id': None,
+                    'status': 'DOWN', 'updated_at': now()}))
         release(txn, port)
 
     def visible_to(self, ctx, port, reader):
@@ -170,6 +193,39 @@ class PortHandler(Handler):
                     'binding:vif_details': dict(VIF_DETAILS) if bound else {},
                     'ip_allocation': 'immediate'})
         return doc
+
+
+def create_service_port(txn, keys, conf, network: Network, owner: str, device_id: str,
+                        fixed_ips=UNSET, status: str = 'DOWN') -> Port:
+    """A port Neutron makes for itself (a router gateway, a floating IP): no project (hidden
+    from users, as Neutron leaves it unset), no security group, a MAC and addresses like any
+    port's, on a network that must stay until the port goes."""
+    txn.require(network)
+    txns.require_unfenced(txn, Network, network.id)
+    port_id = txns.new_id()
+    addresses = ipam.Ipam(txn)
+    mac = addresses.reserve_mac(network.id, None, port_id, conf.api.base_mac)
+    request = ipam.FixedIPRequest(addresses, network.id, subnets_of(txn, network.id), port_id,
+                                  mac, conf.api.max_fixed_ips_per_port)
+    stamp = now()
+    port = Port(id=port_id, key=keys.next('port'), network_id=network.id, mac_address=mac,
+                fixed_ips=request.assign(fixed_ips, []), device_owner=owner,
+                device_id=device_id, status=status,
+                port_security_enabled=network.port_security_enabled,
+                created_at=stamp, updated_at=stamp)
+    txn.create(port)
+    return port
+
+
+def _check_fip_address_kept(txn, port: Port, requested: list[dict]) -> None:
+    """Neutron's prevent_internal_ip_change_for_fip."""
+    fip = next((f for f in txn.all(FloatingIP) if f.port_id == port.id
+                and f.fixed_ip_address), None)
+    if fip is None or any(f.get('ip_address') == fip.fixed_ip_address for f in requested):
+        return
+    raise errors.BadRequest(resource='port', msg=(
+        f'Cannot update the fixed_ips of the port {port.id}, because its original fixed_ip '
+        'has been associated to a floating ip'))
 
 
 def release(txn, port: Port) -> None:

@@ -4,17 +4,25 @@ An interface is a Neutron port (device_owner network:router_interface, device_id
 id) plus an entry {port_id, subnet_id} in Router.interfaces, which is what the controllers
 route by. Both change in one commit, with the router written at the revision read, so two
 concurrent interface changes on a router cannot both pass the duplicate/overlap checks.
+
+The external gateway is likewise a port (network:router_gateway, no project, as Neutron
+makes it) holding the router's addresses on an external network, recorded in
+Router.gateway_port_id, with Router.external_gateway_info as the API shows it; port and
+router change in one commit. A floating IP association writes the router it goes through,
+so a gateway or interface removal and an association cannot both pass each other's checks.
 """
 import ipaddress
 
 from dragonflow.api import definitions, errors, ipam
 from dragonflow.api import txn as txns
+from dragonflow.api.attributes import UNSET
 from dragonflow.api.handlers.base import Handler
-from dragonflow.api.handlers.ports import PortHandler, release
+from dragonflow.api.handlers.networks import NetworkHandler, subnets_of
+from dragonflow.api.handlers.ports import PortHandler, create_service_port, release
 from dragonflow.api.handlers.subnets import SubnetHandler
-from dragonflow.api.validators import uuid
-from dragonflow.model import Port, Router, RouterInterface, Subnet
-from dragonflow.model.objects import DEVICE_OWNER_ROUTER_INTERFACE
+from dragonflow.api.validators import GATEWAY_KEYS, uuid
+from dragonflow.model import ExternalGateway, FloatingIP, Port, Router, RouterInterface, Subnet
+from dragonflow.model.objects import DEVICE_OWNER_ROUTER_GATEWAY, DEVICE_OWNER_ROUTER_INTERFACE
 
 
 def _bad(msg: str) -> errors.BadRequest:
@@ -26,16 +34,22 @@ class RouterHandler(Handler):
     model = Router
 
     def create(self, txn, keys, ctx, body):
-        _check_gateway_info(body.get('external_gateway_info'))
+        info = body.get('external_gateway_info')
+        _check_gateway_policy(ctx, 'create', info)
         router = self.build(body, id=txns.new_id(), key=keys.next('router'), status='ACTIVE',
                             external_gateway_info=None)
+        if info:
+            router = router.model_copy(update=self._gateway(txn, keys, ctx, router, info))
         txn.create(router)
         return router
 
     def update(self, txn, keys, ctx, router, changes):
         if 'external_gateway_info' in changes:
-            _check_gateway_info(changes['external_gateway_info'])
-            changes = {**changes, 'external_gateway_info': None}
+            _check_gateway_policy(ctx, 'update', changes['external_gateway_info'])
+            gateway = self._gateway(txn, keys, ctx, router, changes['external_gateway_info'])
+            changes = {**changes, **{k: v.model_dump() if k == 'external_gateway_info' and v
+                                     else v for k, v in gateway.items()}}
+            router = router.model_copy(update=gateway)
         if 'routes' in changes:
             changes = {**changes, 'routes': self._check_routes(txn, router, changes['routes'])}
         return self.apply(txn, router, changes)
@@ -43,14 +57,81 @@ class RouterHandler(Handler):
     def delete(self, txn, ctx, router):
         if router.interfaces:
             raise errors.RouterInUse(router_id=router.id)
+        self._remove_gateway_port(txn, router)
         txn.delete(router)
+
+    # External gateway (router, ext-gw-mode)
+
+    def _gateway(self, txn, keys, ctx, router, info) -> dict:
+        """Neutron's _update_router_gw_info: the router fields for the gateway ``info``
+        asks for, with its port created, changed or deleted in this Txn."""
+        current = txn.get(Port, router.gateway_port_id) if router.gateway_port_id else None
+        if not info:
+            self._remove_gateway_port(txn, router)
+            cleared = {'external_gateway_info': None, 'gateway_port_id': None}
+            if router.routes:
+                self._check_routes(txn, router.model_copy(update=cleared),
+                                   [r.model_dump() for r in router.routes])
+            return cleared
+        network = NetworkHandler(self.conf).get(txn, ctx, info['network_id'])
+        if not network.external:
+            raise _bad(f'Network {network.id} is not an external network')
+        requested = info.get('external_fixed_ips') or []
+        for fixed in requested:
+            for subnet in subnets_of(txn, network.id):
+                if subnet.gateway_ip and fixed.get('ip_address') == subnet.gateway_ip:
+                    raise _bad(f"External IP {fixed['ip_address']} is the same as the "
+                               'gateway IP')
+        if current is not None and current.network_id == network.id:
+            port = current
+            if requested and _addresses_change(current, requested):
+                port = self._readdress(txn, current, requested)
+        else:
+            self._remove_gateway_port(txn, router)
+            _check_new_subnets(txn, router.model_copy(update={'gateway_port_id': None}),
+                               subnets_of(txn, network.id))
+            port = create_service_port(txn, keys, self.conf, network,
+                                       DEVICE_OWNER_ROUTER_GATEWAY, router.id,
+                                       requested or UNSET)
+        gateway = ExternalGateway(network_id=network.id, enable_snat=info.get('enable_snat', True),
+                                  external_fixed_ips=[f.model_dump() for f in port.fixed_ips])
+        return {'external_gateway_info': gateway, 'gateway_port_id': port.id}
+
+    def _readdress(self, txn, port, requested) -> Port:
+        addresses = ipam.Ipam(txn)
+        request = ipam.FixedIPRequest(addresses, port.network_id,
+                                      subnets_of(txn, port.network_id), port.id,
+                                      port.mac_address, self.conf.api.max_fixed_ips_per_port)
+        fixed_ips = request.assign(requested, port.fixed_ips)
+        return PortHandler(self.conf).apply(txn, port, {
+            'fixed_ips': [f.model_dump() for f in fixed_ips]})
+
+    def _remove_gateway_port(self, txn, router) -> None:
+        """Neutron's _delete_current_gw_port: refused while floating IPs use the gateway."""
+        port = txn.get(Port, router.gateway_port_id) if router.gateway_port_id else None
+        if port is None:
+            return
+        if any(f.router_id == router.id for f in txn.all(FloatingIP)):
+            raise errors.RouterExternalGatewayInUseByFloatingIp(router_id=router.id,
+                                                                net_id=port.network_id)
+        release(txn, port)
+
+    def full(self, router, reader):
+        doc = super().full(router, reader)
+        info = router.external_gateway_info
+        doc['external_gateway_info'] = None if info is None else {
+            'network_id': info.network_id,
+            'external_fixed_ips': [f.model_dump() for f in info.external_fixed_ips],
+            'enable_snat': info.enable_snat}
+        return doc
 
     # Extra routes (extraroute, extraroute-atomic)
 
     def _check_routes(self, txn, router, routes: list[dict]) -> list[dict]:
         if len(routes) > self.conf.api.max_routes:
             raise errors.RoutesExhausted(router_id=router.id, quota=self.conf.api.max_routes)
-        connected = [(ipaddress.ip_network(s.cidr), ip) for s, ip in _interfaces(txn, router)]
+        connected = [(ipaddress.ip_network(s.cidr), ip)
+                     for s, ip in _interfaces(txn, router, with_gateway=True)]
         for route in routes:
             nexthop = ipaddress.ip_address(route['nexthop'])
             if not any(nexthop in cidr for cidr, _ in connected):
@@ -128,6 +209,7 @@ class RouterHandler(Handler):
             subnets, gone = [subnet], {subnet.id}
             kept = [i for i in router.interfaces if i.subnet_id != subnet.id]
         self._check_not_routed(txn, router, gone)
+        _check_no_floating_ips(txn, router, gone)
         self.apply(txn, router, {'interfaces': [i.model_dump() for i in kept]})
         return _interface_result(router, port, subnets[0], subnets)
 
@@ -168,6 +250,24 @@ class RouterHandler(Handler):
                                                          subnet_id=subnet_id)
 
 
+def _check_no_floating_ips(txn, router, subnet_ids: set[str]) -> None:
+    """Neutron's _check_router_interface_not_in_use: a floating IP through the router to a
+    port of the subnet needs the interface."""
+    for subnet_id in subnet_ids:
+        subnet = txn.get(Subnet, subnet_id)
+        if subnet is None:
+            continue
+        cidr = ipaddress.ip_network(subnet.cidr)
+        for fip in txn.all(FloatingIP):
+            if fip.router_id != router.id or not fip.fixed_ip_address or \
+                    ipaddress.ip_address(fip.fixed_ip_address) not in cidr:
+                continue
+            port = txn.get(Port, fip.port_id) if fip.port_id else None
+            if port is not None and any(f.subnet_id == subnet_id for f in port.fixed_ips):
+                raise errors.RouterInterfaceInUseByFloatingIP(router_id=router.id,
+                                                              subnet_id=subnet_id)
+
+
 def _admin(ctx):
     """The interface port belongs to the router's project, whoever adds it."""
     return type(ctx)(project_id=ctx.project_id, is_admin=True)
@@ -177,20 +277,28 @@ def _subnet(txn, ctx, subnet_id) -> Subnet:
     return SubnetHandler(None).get(txn, ctx, subnet_id)
 
 
-def _interfaces(txn, router) -> list[tuple[Subnet, str]]:
-    """(subnet, router address on it) of every interface."""
+def _interfaces(txn, router, with_gateway: bool = False) -> list[tuple[Subnet, str]]:
+    """(subnet, router address on it) of every interface (and of the gateway)."""
     result = []
     for interface in router.interfaces:
         subnet, port = txn.get(Subnet, interface.subnet_id), txn.get(Port, interface.port_id)
         if subnet and port:
             result += [(subnet, f.ip_address) for f in port.fixed_ips
                        if f.subnet_id == subnet.id]
+    gateway = txn.get(Port, router.gateway_port_id) if router.gateway_port_id else None
+    if with_gateway and gateway is not None:
+        result += [(s, f.ip_address) for f in gateway.fixed_ips
+                   if (s := txn.get(Subnet, f.subnet_id)) is not None]
     return result
 
 
 def _check_new_subnets(txn, router, new: list[Subnet]) -> None:
-    """Neutron's duplicate and overlap checks of a router's subnets."""
+    """Neutron's duplicate and overlap checks of a router's subnets (every subnet of the
+    gateway's network counts)."""
     attached = [txn.get(Subnet, i.subnet_id) for i in router.interfaces]
+    gateway = txn.get(Port, router.gateway_port_id) if router.gateway_port_id else None
+    if gateway is not None:
+        attached += subnets_of(txn, gateway.network_id)
     attached = [s for s in attached if s is not None]
     for subnet in new:
         if any(s.id == subnet.id for s in attached):
@@ -223,7 +331,22 @@ def _interface_result(router, port, subnet, subnets) -> dict:
             'subnet_ids': [s.id for s in subnets]}
 
 
-def _check_gateway_info(info) -> None:
-    """External gateways (SNAT, floating IPs) are not implemented yet: refuse, don't ignore."""
-    if info:
-        raise _bad('external gateways are not supported by Dragonflow yet')
+def _check_gateway_policy(ctx, verb: str, info) -> None:
+    """Neutron's default policy: only admins choose the gateway's addresses or SNAT."""
+    if ctx.is_admin or not isinstance(info, dict):
+        return
+    if 'enable_snat' in info or 'external_fixed_ips' in info:
+        action = f'{verb}_router'
+        subs = ' and '.join(f'rule:{action}:external_gateway_info:{key}'
+                            for key in GATEWAY_KEYS if key in info)
+        raise errors.PolicyNotAuthorized(rule=(
+            f'(rule:{action} and (rule:{action}:external_gateway_info and ({subs})))'))
+
+
+def _addresses_change(port: Port, requested: list[dict]) -> bool:
+    """Neutron's _check_for_external_ip_change."""
+    subnets = {f.subnet_id for f in port.fixed_ips}
+    if {f['subnet_id'] for f in requested if f.get('subnet_id')} != subnets:
+        return True
+    addresses = {f.ip_address for f in port.fixed_ips}
+    return {f['ip_address'] for f in requested if f.get('ip_address')} != addresses
