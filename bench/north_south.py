@@ -215,8 +215,8 @@ class Dragonflow(_System):
         self.cloud, self.sdk = cloud, cloud.sdk.network
         self.chassis = cloud.chassis['ch1']
         self.upstream, internet = cloud.physical.upstream, cloud.physical.internet
-        self.port_options = ({'security_groups': [self._open_group().id]} if self.secure
-                             else {'port_security_enabled': False, 'security_groups': []})
+        self.port_options = ({'security_group_ids': [self._open_group().id]} if self.secure
+                             else {'port_security_enabled': False, 'security_group_ids': []})
         if self.with_namespace:
             log('Dragonflow: the namespace router')
             self.paths.append(Path(NAMESPACE, internet, self._namespace_vm(), NS_FLOATING_IP))
@@ -431,8 +431,10 @@ def measure(paths: list[Path], rounds: int, seconds: int) -> dict:
             for path in paths[r % len(paths):] + paths[:r % len(paths)]:
                 out = json.loads(path.internet.exec('iperf3', '-c', path.address, '-t',
                                                     seconds, '-J', timeout=seconds + 30))
-                results[path.name]['gbps'].append(
-                    out['end']['sum_received']['bits_per_second'] / 1e9)
+                gbps = out['end']['sum_received']['bits_per_second'] / 1e9
+                results[path.name]['gbps'].append(gbps)
+                log(f'  {path.name}: {gbps:.3f} Gbit/s, '
+                    f'{out["end"]["sum_sent"].get("retransmits", "?")} TCP retransmissions')
                 results[path.name]['rtt_ms'].append(ping_rtt(path.internet, path.address))
     finally:
         for server in servers:
@@ -507,7 +509,7 @@ def report(results: dict, systems: dict, args) -> None:
                          target=targets[(a, b)] if key == 'gbps' else None)
             line += f'{cell:>34}'
         print(line)
-    if not any(fips.values()):
+    if not any(fips.values()) or not args.samples:
         return
     print(f'floating IP associated, ms, p50 / p99 (pings every {args.interval * 1000:g} ms, '
           'started after the call returned)')
@@ -581,6 +583,8 @@ def main() -> int:
     if not wanted or wanted - set(PATHS):
         parser.error(f'--paths: a comma-separated subset of {",".join(PATHS)}')
     preflight(wanted)
+    # Ctrl-C even when started in the background (where SIGINT starts ignored), and kill.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _terminate)
     _System.interval, _System.upstream_arp = args.interval, args.upstream_arp
@@ -615,4 +619,7 @@ def main() -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit('interrupted: everything it started is gone')
