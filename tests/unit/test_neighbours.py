@@ -5,6 +5,8 @@ import threading
 import pytest
 
 from dragonflow.controller import flows as of
+from dragonflow.controller import pipeline as p
+from dragonflow.controller.apps import dhcp
 from dragonflow.controller.cache import Cache
 from dragonflow.controller.neighbours import (
     GARP_SPACING,
@@ -12,7 +14,8 @@ from dragonflow.controller.neighbours import (
     Neighbours,
     parse_arp,
 )
-from dragonflow.controller.openflow import SwitchError
+from dragonflow.controller.openflow import PacketIn, SwitchError
+from dragonflow.controller.packet_ins import PacketIns
 from dragonflow.controller.reconciler import Reconciler
 from tests.flowsim import FlowTableSimulator
 from tests.unit.builders import PATCH_OFPORT, TopologyBuilder, install
@@ -222,3 +225,13 @@ def test_parse_arp_reads_tagged_and_untagged_frames():
         (2, GATEWAY_MAC, GATEWAY_IP)
     assert parse_arp(frame[:30]) is None
     assert of.Output(1)  # the packet-outs are plain flow actions
+
+
+def test_packet_ins_of_provider_ingress_go_to_the_neighbours(world):
+    packet_ins = PacketIns(world.switch, dhcp.Settings(), 10.0, threading.Event(),
+                           topology=lambda: None, neighbours=world.neighbours)
+    world.confirm()
+    packet_ins.packet_in(PacketIn(PATCH_OFPORT, p.PROVIDER_INGRESS.number, 0,
+                                  arp_reply(GATEWAY_IP, GATEWAY_MAC)))
+    assert world.neighbours.macs() == {GATEWAY_IP: GATEWAY_MAC}
+    packet_ins.packet_in(PacketIn(PATCH_OFPORT, p.PROVIDER_INGRESS.number, 0, b'junk'))

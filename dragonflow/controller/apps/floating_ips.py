@@ -22,6 +22,7 @@ A frame from the external network with a floating IP's MAC as source (our own gr
 flooded back, or a chassis that has not yet heard of a move) is dropped, never answered.
 """
 from dragonflow.controller import pipeline as p
+from dragonflow.controller.apps.provider import vlan_actions
 from dragonflow.controller.apps.units import unit
 from dragonflow.controller.flows import (
     CT_ESTABLISHED,
@@ -36,7 +37,6 @@ from dragonflow.controller.flows import (
     Move,
     Nat,
     Output,
-    PushVlan,
     SetField,
     ToController,
     ct_state,
@@ -53,7 +53,6 @@ OWN_SUBNET_PRIORITY = 95
 SNAT_PRIORITY = 90
 NAT_PRIORITY = 100
 NEW = ct_state(set_bits=CT_TRACKED | CT_NEW, clear_bits=CT_ESTABLISHED | CT_RELATED | CT_INVALID)
-VLAN_PRESENT = 0x1000
 
 
 def flows(topology):
@@ -97,7 +96,9 @@ def _inbound(fip, port, own_port, interface_port, router, external, external_sub
     yield p.PROVIDER_INGRESS.flow(
         INGRESS_PRIORITY,
         Match(**on_external, eth_type=p.ETH_TYPE_ARP, arp_op=p.ARP_REQUEST, arp_tpa=address),
-        [*arp_reply_actions(address, mac), *_tagged(external), Output(IN_PORT)], cookie=key)
+        # Back out with the tag classify popped.
+        [*arp_reply_actions(address, mac), *vlan_actions(external), Output(IN_PORT)],
+        cookie=key)
     yield p.PROVIDER_INGRESS.flow(
         INGRESS_PRIORITY,
         Match(**on_external, eth_type=p.ETH_TYPE_ARP, arp_op=p.ARP_REPLY, eth_dst=mac,
@@ -164,10 +165,3 @@ def arp_reply_actions(ip: str, mac: str) -> list:
             SetField('arp_op', p.ARP_REPLY),
             Move('arp_sha', 'arp_tha', 48), Move('arp_spa', 'arp_tpa', 32),
             SetField('arp_sha', mac), SetField('arp_spa', ip)]
-
-
-def _tagged(network) -> list:
-    """A frame going back out to a VLAN network gets the tag that classify popped."""
-    if network.network_type != 'vlan':
-        return []
-    return [PushVlan(), SetField('vlan_vid', VLAN_PRESENT | network.segmentation_id)]
