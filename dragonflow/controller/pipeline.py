@@ -5,9 +5,11 @@ number, and every flow is checked against its table's declaration when it is bui
 Registers: metadata = network key, reg6 = source port key, reg7 = destination port key,
 reg5 = router key, reg4 = the conntrack zone of the local port being filtered (set with the
 port in egress_conntrack and ingress_conntrack, so the security group tables' shared flows
-commit in it); tunnel_id = network key (VNI) and tun_ipv4_dst = the peer chassis on
-tunnelled packets. A miss in any table drops the packet (br-int is fail-mode secure and no table
-has a table-miss flow that says otherwise). docs/pipeline.md describes each table in prose.
+commit in it); tunnel_id = the network's tunnel key (its segmentation id: VNI or GRE key)
+and tun_ipv4_dst = the peer chassis on tunnelled packets; vlan_vid = OFPVID_PRESENT | the
+VLAN id of a VLAN network's frames on its physnet's patch port (a flat network's: untagged).
+A miss in any table drops the packet (br-int is fail-mode secure and no table has a
+table-miss flow that says otherwise). docs/pipeline.md describes each table in prose.
 A flow the switch would refuse for a missing prerequisite (prerequisites.py) is refused here.
 """
 import dataclasses
@@ -87,7 +89,8 @@ DHCP = Table(
     'dhcp', 22, 'DHCP requests of ports on DHCP-enabled subnets to the local controller',
     frozenset({SOURCE_PORT_REG}), ('l2_lookup',))
 L2_LOOKUP = Table(
-    'l2_lookup', 30, 'router MAC to L3; known port MAC to its reg7; broadcast to every port',
+    'l2_lookup', 30, 'router MAC to L3; known port MAC to its reg7; broadcast to every port; '
+    'on a physical network any other MAC to it (provider_egress)',
     frozenset(_L2), ('l3', 'egress_dispatch', 'remote_flood', 'provider_egress'))
 REMOTE_INGRESS = Table(
     'remote_ingress', 35, 'packets from tunnels: destination MAC to a local port; any other '
