@@ -6,6 +6,7 @@ import hashlib
 import itertools
 import os
 import re
+import subprocess
 import sys
 import time
 
@@ -323,3 +324,21 @@ def test_a_controller_restart_keeps_the_nat_and_rewrites_no_flow(cloud, north, i
     with open(chassis.controller.log_path, errors='replace') as log:
         last = [line for line in log if RECONCILED in line][-1]
     assert re.search(r', 0 deleted, 0 added', last), last
+
+
+def test_a_fip_becoming_local_is_announced_by_three_gratuitous_arps(cloud, north):
+    vm = north.vm('ch2')
+    fip = north.floating_ip()
+    address = fip.floating_ip_address
+    announced = subprocess.Popen(
+        ['ip', 'netns', 'exec', cloud.physical.netns, 'tcpdump', '-nn', '-l', '-c', '3', '-i',
+         cloud.physical.port_of('ch2'), f'arp src host {address} and arp dst host {address}'],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        announced.stderr.readline()  # "listening on ...": the capture runs
+        north.net.update_ip(fip, port_id=vm.port.id)
+        out, _ = announced.communicate(timeout=5)  # tcpdump ends at the third
+    finally:
+        announced.kill()
+    assert len(re.findall(rf'Request who-has {re.escape(address)} tell {re.escape(address)}',
+                          out)) == 3, out
