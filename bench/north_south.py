@@ -84,11 +84,13 @@ QUICK = {'rounds': 1, 'seconds': 1, 'samples': 3}
 PHYSNET = 'physnet1'
 FLOWS, NAMESPACE, OVN = 'Dragonflow flows', 'namespace router', 'OVN'
 PATHS = {'flows': FLOWS, 'namespace': NAMESPACE, 'ovn': OVN}
+SHORT = {FLOWS: 'flows', NAMESPACE: 'namespace', OVN: 'OVN'}
 DF_POOL = ('172.24.4.10', '172.24.4.99')           # df-api's floating IPs and gateway ports
 NS_GATEWAY_IP, NS_FLOATING_IP = '172.24.4.150', '172.24.4.151'  # the namespace router's: apart
 REPLY_TIMEOUT = 5.0
 FLOW_QUIET = 0.5   # no more flow for the floating IP this long: the last one is in
 SETTLE = 0.5       # after a disassociation, before the next sample
+MIN_SAMPLES = 3    # for a verdict on a target
 
 # Association measurements, by row of the table.
 FROM_RETURN = 'first reply, from the call\'s return'
@@ -465,10 +467,12 @@ def associations(systems: list[_System], samples: int) -> None:
             monitor.close()
 
 
-def verdict(interval, target: float, above: bool) -> str:
+def verdict(interval, target: float, above: bool, samples: int) -> str:
     """Met when the whole interval is on the target's side, not met when wholly on the
-    other."""
+    other; with fewer than MIN_SAMPLES samples (a quick run) the interval says nothing."""
     _, low, high = interval
+    if samples < MIN_SAMPLES:
+        return 'too few samples'
     if above:
         return 'met' if low >= target else 'NOT met' if high < target else 'undecided'
     return 'met' if high <= target else 'NOT met' if low > target else 'undecided'
@@ -487,7 +491,7 @@ def report(results: dict, systems: dict, args) -> None:
           f'alternated; {args.samples} association samples per system, systems alternated; '
           f'security: {args.security}; upstream ARP: {args.upstream_arp}')
     print(f'{"":<40}' + ''.join(f'{name:>22}' for name in names)
-          + ''.join(f'{f"{a.split()[0]} / {b.split()[0]}":>34}' for a, b in columns))
+          + ''.join(f'{f"{SHORT[a]} / {SHORT[b]}":>34}' for a, b in columns))
 
     def ratio(a: list, b: list, target=None, above=True, **kwargs) -> str:
         r = ratio_interval(a, b, **kwargs)
@@ -495,7 +499,7 @@ def report(results: dict, systems: dict, args) -> None:
             return '-'
         cell = f'{r[0]:.2f} [{r[1]:.2f}, {r[2]:.2f}]'
         if target is not None:
-            cell += f' {">=" if above else "<="}{target:g} {verdict(r, target, above)}'
+            cell += f' {">=" if above else "<="}{target:g} {verdict(r, target, above, len(a))}'
         return cell
 
     targets = {(FLOWS, NAMESPACE): 1.15, (FLOWS, OVN): 1.0}
