@@ -9,8 +9,9 @@ import pytest
 
 from dragonflow import store as df_store
 from dragonflow.lab import physical
-from dragonflow.lab.cloud import Cloud
+from dragonflow.lab.cloud import Cloud, wait_for
 from dragonflow.lab.physical import Capture
+from tests.dataplane.conftest import log_count
 from tests.dataplane.test_routing import reachable_within
 from tests.dataplane.test_services import _dhclient
 
@@ -162,3 +163,34 @@ def test_a_broadcast_crosses_the_physical_network_once_and_never_comes_back(clou
         sent = frames(capture.lines, f'{a.ip} > {broadcast}: ICMP echo request')
         assert sent == [(a.mac, 'ff:ff:ff:ff:ff:ff')] * 2, (one.lines, two.lines)
     assert not [line for line in tunnels.lines if broadcast in line], tunnels.lines
+
+
+def test_the_chassis_record_and_patch_ports_are_kept(cloud, provider):
+    """The chassis says what it maps; a patch port deleted by hand comes back, and traffic
+    with it."""
+    record = df_store.connect(cloud.store_url).get('chassis', 'ch1').value
+    assert record['physical_networks'] == [PHYSNET] and record['router_mac'].startswith(
+        'fa:16:3f:')
+    a, b = provider.vm(provider.vlan_subnet, 'ch1'), provider.vm(provider.vlan_subnet, 'ch2')
+    assert reachable_within(a, b.ip, 5)
+    ch1 = cloud.chassis['ch1']
+    ch1.ovs.vsctl('del-port', 'br-int', f'patch-{PHYSNET}-int')
+    wait_for(lambda: f'patch-{PHYSNET}-int' in ch1.ovs.vsctl('list-ports', 'br-int'), 10,
+             what='the patch port restored')
+    assert reachable_within(a, b.ip, 5)
+
+
+def test_a_missing_provider_bridge_is_never_made_and_is_patched_once_it_exists(
+        cloud, provider):
+    a, b = provider.vm(provider.vlan_subnet, 'ch1'), provider.vm(provider.vlan_subnet, 'ch2')
+    assert reachable_within(a, b.ip, 5)
+    ch2 = cloud.chassis['ch2']
+    ch2.ovs.vsctl('del-br', 'br-ex')  # the operator's bridge, NIC and all
+    wait_for(lambda: log_count(ch2, 'bridge br-ex of bridge_mappings') > 0, 10,
+             what='an error for the missing bridge')
+    assert not a.ping(b.ip, count=1, timeout=0.5)
+    assert 'br-ex' not in ch2.ovs.vsctl('list-br')  # looked for, never made
+    ch2.ovs.add_bridge('br-ex', fail_mode='standalone')  # as the lab's operator made it
+    ch2.ovs.vsctl('--may-exist', 'add-port', 'br-ex', 'ex0')
+    assert reachable_within(a, b.ip, 10)
+    assert log_count(ch2, 'bridge br-ex of bridge_mappings') == 1  # said once
