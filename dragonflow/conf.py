@@ -30,6 +30,10 @@ api_opts = [
     cfg.StrOpt('default_project_id', default='demo',
                help='Project used in noauth mode when a request names none '
                     '(neither in its body nor in the X-Project-Id header).'),
+    cfg.ListOpt('default_roles', default=[],
+                help='Roles of a request that names none (no X-Roles header), in noauth '
+                     'mode: admin makes such requests an admin\'s, as the openstack CLI '
+                     'without keystone is then.'),
     cfg.IntOpt('global_physnet_mtu', default=1500, min=68,
                help='MTU of the underlying physical network (Neutron\'s option of that '
                     'name): flat and VLAN networks get it, tunnel networks it less their '

@@ -2,7 +2,8 @@
 
 Without keystone, df-api trusts the identity headers a keystone middleware would have set
 (X-Project-Id, X-Roles), as Neutron does with auth_strategy=noauth. A request naming no project
-acts for [api] default_project_id; openstacksdk with auth_type 'none' sends no such header.
+acts for [api] default_project_id, and one naming no roles has [api] default_roles;
+openstacksdk with auth_type 'none' sends no such header.
 """
 import dataclasses
 
@@ -15,9 +16,12 @@ class Context:
     can_set_project: bool = True
 
     @classmethod
-    def from_headers(cls, headers, default_project_id: str) -> 'Context':
+    def from_headers(cls, headers, default_project_id: str,
+                     default_roles: tuple = ()) -> 'Context':
         project = headers.get('x-project-id') or headers.get('x-tenant-id')
-        roles = {r.strip().lower() for r in headers.get('x-roles', '').split(',')}
+        given = headers.get('x-roles')
+        roles = {r.strip().lower() for r in (given.split(',') if given is not None
+                                             else default_roles)}
         is_admin = 'admin' in roles
         return cls(project_id=project or default_project_id, is_admin=is_admin,
                    can_set_project=is_admin or not project)

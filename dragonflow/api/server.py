@@ -84,7 +84,8 @@ class _StripJsonSuffix:
 def _endpoint(call: Call, status: int = 200, with_body: bool = False):
     async def handle(request: Request):
         state = request.app.state
-        ctx = Context.from_headers(request.headers, state.conf.api.default_project_id)
+        ctx = Context.from_headers(request.headers, state.conf.api.default_project_id,
+                                   state.conf.api.default_roles)
         body = wire.parse_body(await request.body()) if with_body else None
         result = await run_in_threadpool(call, state.service, request, ctx, body)
         if status == 204 or result is None:

@@ -37,13 +37,20 @@ def free_port() -> int:
 class DfApi:
     """One df-api process."""
 
-    def __init__(self, workdir: Path, store_url: str, name: str = 'df-api'):
+    def __init__(self, workdir: Path, store_url: str, name: str = 'df-api',
+                 config: dict = None):
+        """``config``: more options, {group: {option: value}} ([api] ones too)."""
         self.port = free_port()
         self.url = f'http://127.0.0.1:{self.port}'
         self.config = workdir / f'{name}.ini'
         self.log = workdir / f'{name}.log'
-        self.config.write_text(f'[store]\nurl = {store_url}\n\n'
-                               f'[api]\nbind_port = {self.port}\naccess_log = false\n')
+        groups = {'store': {'url': store_url},
+                  'api': {'bind_port': self.port, 'access_log': 'false'}}
+        for group, options in (config or {}).items():
+            groups.setdefault(group, {}).update(options)
+        self.config.write_text(''.join(
+            f'[{group}]\n' + ''.join(f'{k} = {v}\n' for k, v in options.items()) + '\n'
+            for group, options in groups.items()))
         with open(self.log, 'wb') as log:
             self.proc = subprocess.Popen([str(VENV_BIN / 'df-api'), '--config-file',
                                           str(self.config)], stdout=log,
@@ -82,14 +89,14 @@ def start_apis(tmp_path_factory):
     """start(n): n df-api processes sharing one new sqlite store."""
     started: list[DfApi] = []
 
-    def start(count: int = 1) -> list[DfApi]:
+    def start(count: int = 1, config: dict = None) -> list[DfApi]:
         workdir = tmp_path_factory.mktemp('df-api')
         url = f'sqlite://{workdir / "nb.sqlite"}'
-        return [start_one(workdir, url, f'df-api-{i}') for i in range(count)]
+        return [start_one(workdir, url, f'df-api-{i}', config) for i in range(count)]
 
-    def start_one(workdir, url, name, attempts=3) -> DfApi:
+    def start_one(workdir, url, name, config, attempts=3) -> DfApi:
         for attempt in range(attempts):
-            api = DfApi(workdir, url, name)
+            api = DfApi(workdir, url, name, config)
             started.append(api)
             try:
                 return api.wait_ready()
@@ -124,6 +131,53 @@ def connect(url: str, project: str = None, admin: bool = False) -> openstack.con
 @pytest.fixture
 def conn(api_server):
     return connect(api_server.url)
+
+
+# Provider networks as a deployment configures them (Neutron's ML2 option names).
+ML2_CONFIG = {'ml2_type_vlan': {'network_vlan_ranges': 'physnet1:100:102,physnet2'},
+              'ml2_type_flat': {'flat_networks': 'physnet1,physnet3'}}
+
+
+@pytest.fixture(scope='module')
+def ml2_server(start_apis):
+    """A df-api with physnets: VLAN ids 100-102 on physnet1, physnet2 for provider VLANs
+    only, flat networks on physnet1 and physnet3."""
+    server, = start_apis(1, ML2_CONFIG)
+    yield server
+    assert not server.errors_logged(), server.errors_logged()
+
+
+@pytest.fixture
+def admin(ml2_server):
+    return connect(ml2_server.url, project='ops', admin=True)
+
+
+@pytest.fixture
+def user(ml2_server):
+    return connect(ml2_server.url, project=unique('project'))
+
+
+def cli_for(server, tmp_path):
+    """openstack(*args): the CLI against ``server`` with a clouds.yaml as a user has; JSON
+    output parsed unless json_output=False."""
+    import json
+    clouds = tmp_path / 'clouds.yaml'
+    clouds.write_text('clouds:\n'
+                      '  df:\n'
+                      '    auth_type: none\n'
+                      '    auth:\n'
+                      f'      endpoint: {server.url}\n'
+                      f'    network_endpoint_override: {server.url}/\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith('OS_')}
+    env['OS_CLIENT_CONFIG_FILE'] = str(clouds)
+
+    def openstack(*args: str, json_output: bool = True):
+        command = [str(VENV_BIN / 'openstack'), '--os-cloud', 'df', *args] + (
+            ['-f', 'json'] if json_output else [])
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, f'{" ".join(args)}: {done.stderr}'
+        return json.loads(done.stdout) if json_output and done.stdout.strip() else done.stdout
+    return openstack
 
 
 def neutron_error(call, *args, **kwargs) -> tuple[int, dict]:

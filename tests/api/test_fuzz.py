@@ -408,6 +408,8 @@ class Api(RuleBasedStateMachine):
         self.send('POST', '/v2.0/subnets', {'subnet': {
             'network_id': public['id'], 'cidr': '192.168.0.0/28', 'ip_version': 4}}, True)
         self.caller = CALLERS[0]
+        self.send('POST', '/v2.0/floatingips', {'floatingip': {
+            'floating_network_id': public['id']}}, True)
 
     @rule(**step)
     def create_network(self, caller, data, rng):
@@ -473,6 +475,16 @@ class Api(RuleBasedStateMachine):
                         self.send('DELETE', f'/v2.0/ports/{port.id}', None)
         if self.send('DELETE', f'/v2.0/{rdef.url_segment}/{_path(id)}', None).status_code == 204:
             self.gone.append(id)
+
+    @rule(**step)
+    def floating_ip_association(self, caller, data, rng):
+        """A floating IP (re)associated with a port, or disassociated, as clients do."""
+        self.begin(caller, data, rng)
+        body = {'port_id': None if self.chance(0.3) else self.an_id('ports')}
+        if self.chance(0.2):
+            body['fixed_ip_address'] = self.an_address()
+        self.send('PUT', f'/v2.0/floatingips/{_path(self.an_id("floatingips"))}',
+                  {'floatingip': body})
 
     @rule(add=st.booleans(), **step)
     def router_interface(self, add, caller, data, rng):
