@@ -229,3 +229,12 @@ def test_a_physical_network_never_enters_a_tunnel():
 
 def local_ofport(b, port) -> int:
     return b.ofports[port.id]
+
+
+def test_a_topology_that_knows_one_tunnel_port_only_uses_it_for_every_type():
+    """Callers from before tunnel types give tunnel_ofport alone."""
+    b = TopologyBuilder()
+    b.remote_chassis('chassis-2', '172.31.0.12')
+    _, local, remote = _network_with_ports(b, 'n', network_type='vxlan', segmentation_id=77)
+    [delivery] = install(b.build()).run(1, **ipv4(local, remote.mac_address, ip_of(remote)))
+    assert delivery.port == TUNNEL_OFPORT and delivery.packet['tunnel_id'] == 77

@@ -51,8 +51,9 @@ def flows(topology):
 
 def tunnel_ofport(topology, network) -> Optional[int]:
     """This chassis' tunnel port for the network: its type's, or for a network of no type
-    the first configured type's (Topology.tunnel_ofport)."""
-    if network.network_type is None:
+    the first configured type's (Topology.tunnel_ofport). A topology that knows only that one
+    port (tunnel_ofports empty: a caller from before tunnel types) has it for every type."""
+    if network.network_type is None or not topology.tunnel_ofports:
         return topology.tunnel_ofport
     return topology.tunnel_ofports.get(network.network_type)
 
