@@ -174,7 +174,9 @@ class TypeManager:
         return found
 
     def _reserve_exactly(self, txn, network_id: str, segment: Segment) -> Segment:
-        if txn.get(SegmentAllocation, segment.allocation_id) is not None:
+        if txn.get(SegmentAllocation, segment.allocation_id) is not None or (
+                segment.network_type in TUNNEL_NETWORK_TYPES and
+                segment.segmentation_id in _legacy_vnis(txn)):
             if segment.network_type == 'flat':
                 raise errors.FlatNetworkInUse(physical_network=segment.physical_network)
             if segment.network_type == 'vlan':
@@ -206,6 +208,8 @@ class TypeManager:
             prefix = SegmentAllocation.make_id(network_type, candidate_physnet, 0)[:-1]
             taken = {int(a.id[len(prefix):]) for a in allocations
                      if a.id.startswith(prefix) and a.id[len(prefix):].isdigit()}
+            if network_type in TUNNEL_NETWORK_TYPES:
+                taken |= _legacy_vnis(txn)
             seg_id = pick_free(ranges, taken, rng)
             if seg_id is not None:
                 segment = Segment(network_type, candidate_physnet, seg_id)
@@ -231,6 +235,12 @@ class TypeManager:
         path = min(physnet_mtu, self.conf.ml2.path_mtu or physnet_mtu)
         overhead = ENCAP_OVERHEAD.get(network_type, self.conf.ml2_type_geneve.max_header_size)
         return path - IP_HEADER - overhead
+
+
+def _legacy_vnis(txn) -> set[int]:
+    """The VNIs of networks recorded before segments were (their key is their VNI, in the
+    chassis' first tunnel type): no new tunnel network may take one."""
+    return {n.key for n in txn.all(Network) if n.network_type is None}
 
 
 def pick_free(ranges: list[tuple[int, int]], taken: set[int],

@@ -5,7 +5,11 @@ only, and flat networks on physnet1 and physnet3 (conftest.ML2_CONFIG).
 """
 import pytest
 
-from .conftest import ML2_CONFIG, cli_for, connect, neutron_error, raw, unique
+from dragonflow import conf as df_conf
+from dragonflow.model import Network
+from dragonflow.store import api as store_api
+
+from .conftest import ML2_CONFIG, cli_for, connect, error_of, in_process, neutron_error, raw, unique
 
 
 def invalid(conn, message: str, **attrs):
@@ -252,3 +256,20 @@ def test_cli_creates_provider_networks(start_apis, tmp_path):
     assert shown['provider:segmentation_id'] == 101
     cli('network', 'delete', 'v101', 'public', json_output=False)
     assert not server.errors_logged()
+
+
+def test_networks_from_before_segments_keep_their_vni(sqlite_store):
+    """A network recorded without a segment crosses tunnels with its key as VNI: no new
+    tunnel network may be given that VNI."""
+    old = Network(id='old', key=10, project_id='demo')
+    sqlite_store.commit([store_api.Put(old.table, old.id, old.to_doc())])
+    conf = df_conf.load([])
+    conf.set_override('vni_ranges', ['10:11'], group='ml2_type_vxlan')
+    admin = {'X-Roles': 'admin'}
+    with in_process(sqlite_store, conf) as client:
+        new = client.post('/v2.0/networks', json={'network': {}}, headers=admin).json()
+        assert new['network']['provider:segmentation_id'] == 11
+        refused = client.post('/v2.0/networks', json={'network': {
+            'provider:network_type': 'vxlan', 'provider:segmentation_id': 10}}, headers=admin)
+        assert (refused.status_code, error_of(refused)['type']) == (409, 'TunnelIdInUse')
+        assert client.delete('/v2.0/networks/old').status_code == 204
