@@ -106,6 +106,12 @@ def build_north_south(cloud, vms: dict, router) -> dict:
                         allocation_pools=[{'start': '172.24.4.100', 'end': '172.24.4.200'}])
     alpha = cloud.connect('alpha').network
     alpha.update_router(router, external_gateway_info={'network_id': public.id})
+    # The default group lets in only its own members, as Neutron's does: open ping to the
+    # world, as a tenant would to be reached through a floating IP.
+    default = next(alpha.security_groups(name='default', project_id='alpha'))
+    alpha.create_security_group_rule(security_group_id=default.id, direction='ingress',
+                                     ethertype='IPv4', protocol='icmp',
+                                     remote_ip_prefix='0.0.0.0/0')
     fips = {name: alpha.create_ip(floating_network_id=public.id, port_id=vms[name].port_id)
             for name in FLOATING}
     for fip in fips.values():

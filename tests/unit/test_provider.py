@@ -142,6 +142,29 @@ def test_a_routed_frame_leaves_with_the_chassis_router_mac(cloud):
     assert delivery.packet['ip_ttl'] == 63
 
 
+def test_a_router_reaches_a_vlan_network_with_no_port_on_this_chassis():
+    """This chassis serves the VLAN network only through the router (a port of the tunnel
+    network is here, none of the VLAN network's): routed frames still leave tagged through
+    the patch port, not dropped in egress_dispatch."""
+    b = TopologyBuilder()
+    b.remote_chassis('chassis-2', '172.31.0.12')
+    vlan = b.provider_network('vlan', VID)
+    vlan_subnet = b.subnet(vlan, '10.0.5.0/24')
+    far = b.port(vlan_subnet, '10.0.5.7', **REMOTE_HOST)
+    t = b.network('t')
+    t_subnet = b.subnet(t, '10.0.6.0/24')
+    t1 = b.port(t_subnet, '10.0.6.5', ofport=4)
+    router = b.router('r', vlan_subnet, t_subnet)
+    switch = FlowTableSimulator()
+    install(b.build(), Reconciler(switch))
+    interface = next(i for i in router.interfaces if i.subnet_id == t_subnet.id)
+    delivery = only(switch.run(4, **ipv4(t1, b.ports[interface.port_id].mac_address,
+                                         ip_of(far))))
+    assert delivery.port == PATCH_OFPORT and delivery.packet['vlan_vid'] == TAGGED
+    assert delivery.packet['eth_src'] == ROUTER_MAC
+    assert delivery.packet['eth_dst'] == far.mac_address
+
+
 def test_a_frame_routed_to_a_local_port_of_the_vlan_network_stays_here(cloud):
     delivery = only(cloud.switch.run(4, **ipv4(cloud.t1, cloud.interface_mac(cloud.t_subnet),
                                                ip_of(cloud.a))))

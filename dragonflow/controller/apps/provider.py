@@ -49,9 +49,10 @@ def flows(topology):
             continue
         yield from _classify(network, patch)
         yield from _egress(network, patch, topology.router_mac, _router_macs(topology, network))
-        local = local_vm_ports(topology, network.id)
+        # Also without a local port: a router here routes to the network's ports elsewhere.
+        yield from _to_ports_elsewhere(_elsewhere(topology, network))
         if network.id in local_networks:
-            yield from _network(network, local, _elsewhere(topology, network))
+            yield from _network(network, local_vm_ports(topology, network.id))
 
 
 def vlan_actions(network) -> list:
@@ -107,7 +108,14 @@ def _egress(network, patch: int, router_mac, router_macs: tuple):
 
 
 @unit
-def _network(network, local: tuple, elsewhere: tuple):
+def _to_ports_elsewhere(elsewhere: tuple):
+    for port in elsewhere:
+        yield p.EGRESS_DISPATCH.flow(100, Match(reg7=port.key), [p.PROVIDER_EGRESS.goto()],
+                                     cookie=port.key)
+
+
+@unit
+def _network(network, local: tuple):
     """A network with local ports: in to them, out for everything else."""
     for port in local:
         yield p.PROVIDER_INGRESS.flow(
@@ -116,9 +124,6 @@ def _network(network, local: tuple, elsewhere: tuple):
             cookie=port.key)
     yield p.PROVIDER_INGRESS.flow(50, Match(metadata=network.key, eth_dst=MULTICAST),
                                   local_copies(local), cookie=network.key)
-    for port in elsewhere:
-        yield p.EGRESS_DISPATCH.flow(100, Match(reg7=port.key), [p.PROVIDER_EGRESS.goto()],
-                                     cookie=port.key)
     yield p.L2_LOOKUP.flow(UNKNOWN_UNICAST_PRIORITY, Match(metadata=network.key),
                            [p.PROVIDER_EGRESS.goto()], cookie=network.key)
     yield p.REMOTE_FLOOD.flow(100, Match(metadata=network.key), [p.PROVIDER_EGRESS.goto()],
