@@ -28,7 +28,22 @@ def echo(ident: int, seq: int) -> bytes:
     return struct.pack('!BBHHH', 8, 0, checksum(header + payload), ident, seq) + payload
 
 
+def drain(sock) -> None:
+    """Discard what is queued. A raw ICMP socket gets every ICMP packet of its namespace: the
+    replies to another ping run here earlier (iputils' ping uses its pid as its ident, ours
+    are this process' pid and up) would otherwise pass for the first reply."""
+    sock.setblocking(False)
+    try:
+        while True:
+            sock.recv(2048)
+    except BlockingIOError:
+        pass
+    finally:
+        sock.setblocking(True)
+
+
 def ping_until_reply(sock, ip: str, ident: int, interval: float, timeout: float):
+    drain(sock)
     start = time.monotonic()
     deadline, next_send, seq = start + timeout, start, 0
     while True:

@@ -27,22 +27,32 @@ on its side, as not met when the whole interval is on the other.
 Floating IP associated -> first echo reply (Dragonflow against OVN): the association call is
 df-api's PUT /v2.0/floatingips/<id> {port_id} (openstacksdk; it returns once the store has the
 change, the flows follow) and OVN's `ovn-nbctl --wait=hv lr-nat-add ...` (it returns once the
-chassis has its flows). Only after the call RETURNS does a pinger in the internet host start
-(a raw socket, one echo request every --interval, silent until then), and the clock stops at the
-first echo reply: reported from the call's return and from the call's start (the latter counts
-each system's control plane in full, and is the fair comparison: OVN's call waits for the
-flows, Dragonflow's does not). A packet reaching a switch before its flows are in is dropped and
-the datapath caches that drop until it revalidates (shared/notes/harness.md, "a trap"): a
-sample where the first echo request beat the flows shows it. Separate samples, without pings,
-time the call's start to the first and the last flow mentioning the floating IP in the
-chassis' br-int (`ovs-ofctl monitor`, watching only then: it costs the machine time the pings
-would wait for). Between samples the floating IP is disassociated (Dragonflow: until its flows
-are gone from br-int; OVN: lr-nat-del --wait=hv) and the upstream router's neighbour entry
-for it is set back: --upstream-arp known (the default) leaves the upstream knowing the floating
-IP's MAC (STALE, as a router that talked to it before: it sends at once), flushed makes it
-resolve the address anew by ARP (Linux retries an unanswered ARP request after 1 s). The two
-systems' samples alternate, who goes first swapped each round; p50 and p99 (nearest rank) and
-each ratio of p50s with its paired bootstrap interval.
+chassis has its flows). A pinger in the internet host (a raw socket, one echo request every
+--interval, silent until told to go) stops the clock at the first echo reply. Rows:
+  - from the call's return / from the call's start: pinging starts once the call RETURNS
+    (the issue's definition); from the start counts each control plane in full and is the
+    fair comparison, OVN's call waiting for its chassis and Dragonflow's not;
+  - pinged once ACTIVE (Dragonflow only, timed from the call's start): pinging starts once a
+    GET loop sees the floating IP's status ACTIVE (its chassis confirmed the flows), the way
+    OVN's --wait=hv waits; OVN's cell is its "from the call's start" samples;
+  - pinging since before (both, from the call's start): pinging starts PING_LEAD before the
+    call, so echo requests reach the switch before the flows do. The datapath caches such a
+    drop until it revalidates (shared/notes/harness.md, "a trap"); this row shows what it
+    costs each system;
+  - the call itself; call start -> status ACTIVE (the GET loop of the ACTIVE samples);
+  - call start -> first / last flow naming the floating IP in the chassis' br-int, from
+    separate samples without pings (`ovs-ofctl monitor`, watching only then: it costs the
+    machine time the pings would wait for); last = no other such flow within FLOW_QUIET.
+Between samples the floating IP is disassociated (Dragonflow: until its flows are gone from
+br-int; OVN: lr-nat-del --wait=hv), the chassis' datapath flows are purged
+(revalidator/purge: no sample inherits a cached flow from the one before) and the upstream
+router's neighbour entry for it is set back: --upstream-arp known (the default) leaves the
+upstream knowing the floating IP's MAC (STALE, as a router that talked to it before: it
+sends at once), flushed makes it resolve the address anew by ARP (Linux retries an
+unanswered ARP request after 1 s). In each round every kind of sample is taken once per
+system, the systems alternated, the order reversed every other round; p50 and p99 (nearest
+rank) and each ratio of p50s with its bootstrap interval, rounds resampled paired. The lines
+under the table count the samples without a reply and those slower than SLOW.
 
 Security (--security): "open" (the default) gives each VM port port security and a security
 group allowing ingress ICMP and TCP from anywhere (stateful), as one opens a VM behind a
@@ -56,6 +66,7 @@ Everything it starts (namespaces, daemons, its temporary directories unless --ke
 removed at the end, after a failure or Ctrl-C too.
 """
 import argparse
+import concurrent.futures
 import contextlib
 import dataclasses
 import json
@@ -91,15 +102,22 @@ REPLY_TIMEOUT = 5.0
 FLOW_QUIET = 0.5   # no more flow for the floating IP this long: the last one is in
 SETTLE = 0.5       # after a disassociation, before the next sample
 MIN_SAMPLES = 3    # for a verdict on a target
+PING_LEAD = 0.02   # pinging this long before the call: the datapath has seen the address
+SLOW = 0.5         # a first reply this late: a drop the datapath had cached held it up
 
 # Association measurements, by row of the table.
 FROM_RETURN = 'first reply, from the call\'s return'
 FROM_START = 'first reply, from the call\'s start'
 CALL = 'the call itself'
+AFTER_ACTIVE = 'first reply, from the start, pinged once ACTIVE'
+ACTIVE_SEEN = 'call start -> status ACTIVE (a GET loop)'
+PINGING_FIRST = 'first reply, from the start, pinging since before'
 FIRST_FLOW = 'call start -> first FIP flow in br-int'
 LAST_FLOW = 'call start -> last FIP flow in br-int'
 PINGED = (FROM_RETURN, FROM_START, CALL)
+WAITED = (AFTER_ACTIVE, ACTIVE_SEEN)  # Dragonflow's: OVN's call waits for its chassis
 MONITORED = (FIRST_FLOW, LAST_FLOW)
+TARGETED = (FROM_RETURN, FROM_START, AFTER_ACTIVE)  # ours <= OVN's
 
 
 @dataclasses.dataclass
@@ -124,7 +142,8 @@ class _System:
     def __init__(self, workdir: str, secure: bool):
         self.workdir, self.secure = workdir, secure
         self.paths: list[Path] = []
-        self.samples: dict[str, list] = {kind: [] for kind in (*PINGED, *MONITORED)}
+        self.samples: dict[str, list] = {kind: [] for kind in (*PINGED, *WAITED, PINGING_FIRST,
+                                                          *MONITORED)}
         self.sent: list[int] = []
         self.pinger: Optional[Pinger] = None
         self.mac = None  # the floating IP's, as the upstream router knows it
@@ -152,6 +171,10 @@ class _System:
         """The Ovs of the chassis holding the VM."""
         raise NotImplementedError
 
+    def _wait_active(self) -> Optional[float]:
+        """When the API first said the association is in the data plane, or None."""
+        raise NotImplementedError
+
     def start_pinger(self, internet: Host) -> None:
         self.pinger = Pinger(internet.name)
         self._stack.callback(self.pinger.close)
@@ -161,14 +184,33 @@ class _System:
         out = self.upstream.exec('ip', 'neigh', 'show', self.address, 'dev', 'eth0')
         self.mac = out.split('lladdr')[1].split()[0]
 
-    def sample(self, monitor: Optional[FlowMonitor] = None) -> None:
-        """One association, timed to the first echo reply or, with ``monitor``, to the
-        floating IP's flows in br-int; disassociated again afterwards."""
+    def sample(self, monitor: Optional[FlowMonitor] = None, wait_active: bool = False,
+               ping_first: bool = False) -> None:
+        """One association, timed to the first echo reply (pinging from the call's return,
+        with ``wait_active`` from when the API says ACTIVE, with ``ping_first`` since before
+        the call) or, with ``monitor``, to the floating IP's flows in br-int; disassociated
+        again afterwards."""
         self._reset_upstream()
+        if ping_first:
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                reply = pool.submit(self.pinger.go, self.address, self.interval,
+                                    REPLY_TIMEOUT + 2)
+                time.sleep(PING_LEAD)
+                t0 = time.monotonic()
+                self._associate()
+                at, _ = reply.result()
+            self.samples[PINGING_FIRST].append(at and at - t0)
+            self.reset()
+            return
         t0 = time.monotonic()
         self._associate()
         t1 = time.monotonic()
-        if monitor:
+        if wait_active:
+            active = self._wait_active()
+            at, _ = self.pinger.go(self.address, self.interval, REPLY_TIMEOUT)
+            self.samples[ACTIVE_SEEN].append(active and active - t0)
+            self.samples[AFTER_ACTIVE].append(at and active and at - t0)
+        elif monitor:
             pattern = re.compile(re.escape(self.address) + r'(?![\d])')
             first = monitor.first(pattern, t0, REPLY_TIMEOUT)
             last = first
@@ -187,7 +229,14 @@ class _System:
             self.samples[FROM_RETURN].append(at and at - t1)
             if at:
                 self.sent.append(sent)
+        self.reset()
+
+    def reset(self) -> None:
+        """Disassociated, and no datapath flow cached from before: a cached flow that still
+        forwarded to the VM (seen: the first echo request of the next sample answered before
+        its association call) would not wait for the association."""
         self._disassociate()
+        self._bridge().appctl('revalidator/purge')
         time.sleep(SETTLE)
 
     def monitor(self) -> FlowMonitor:
@@ -294,6 +343,13 @@ class Dragonflow(_System):
 
     def _bridge(self):
         return self.chassis.ovs
+
+    def _wait_active(self) -> Optional[float]:
+        deadline = time.monotonic() + REPLY_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.sdk.get_ip(self.fip.id).status == 'ACTIVE':
+                return time.monotonic()
+        return None
 
 
 def namespace_router(cloud, subnet, vm_ip: str) -> str:
@@ -449,12 +505,18 @@ def associations(systems: list[_System], samples: int) -> None:
     """``samples`` pinged association samples per system, then as many monitored ones, the
     systems alternated, who goes first swapped each round."""
     for system in systems:
-        system._disassociate()
+        system.reset()
     for i in range(samples):
         if i % 5 == 0:
             log(f'association -> first reply, sample {i + 1}/{samples}')
-        for system in systems if i % 2 == 0 else systems[::-1]:
-            system.sample()
+        # Dragonflow once more, pinging only once its API says ACTIVE: as OVN's call waits.
+        # And each pinging since before the call: the datapath's cached drops, for both.
+        runs = [(system, {}) for system in systems] + [
+            (system, {'wait_active': True}) for system in systems
+            if isinstance(system, Dragonflow)] + [
+            (system, {'ping_first': True}) for system in systems]
+        for system, how in runs if i % 2 == 0 else runs[::-1]:
+            system.sample(**how)
     monitors = {system.name: system.monitor() for system in systems}
     try:
         for i in range(samples):
@@ -490,8 +552,8 @@ def report(results: dict, systems: dict, args) -> None:
           f'{args.rounds} rounds of iperf3 ({args.seconds} s) + 20 pings per path, paths '
           f'alternated; {args.samples} association samples per system, systems alternated; '
           f'security: {args.security}; upstream ARP: {args.upstream_arp}')
-    print(f'{"":<40}' + ''.join(f'{name:>22}' for name in names)
-          + ''.join(f'{f"{SHORT[a]} / {SHORT[b]}":>34}' for a, b in columns))
+    print(f'{"":<50}' + ''.join(f'{name:>22}' for name in names)
+          + ''.join(f'  {f"{SHORT[a]} / {SHORT[b]}":>38}' for a, b in columns))
 
     def ratio(a: list, b: list, target=None, above=True, **kwargs) -> str:
         r = ratio_interval(a, b, **kwargs)
@@ -505,13 +567,13 @@ def report(results: dict, systems: dict, args) -> None:
     targets = {(FLOWS, NAMESPACE): 1.15, (FLOWS, OVN): 1.0}
     for key, label in (('gbps', 'TCP throughput, Gbit/s, median (range)'),
                        ('rtt_ms', 'ping RTT, ms, median (range)')):
-        line = f'{label:<40}' + ''.join(
+        line = f'{label:<50}' + ''.join(
             f'{statistics.median(results[n][key]):>9.3f} ({min(results[n][key]):.3f}-'
             f'{max(results[n][key]):.3f})' for n in names)
         for a, b in columns:
             cell = ratio(results[a][key], results[b][key], statistic=statistics.median,
                          target=targets[(a, b)] if key == 'gbps' else None)
-            line += f'{cell:>34}'
+            line += f'  {cell:>38}'
         print(line)
     if not any(fips.values()) or not args.samples:
         return
@@ -524,15 +586,22 @@ def report(results: dict, systems: dict, args) -> None:
             return '-'
         return f'{percentile(values, 50) * 1000:.1f} / {percentile(values, 99) * 1000:.1f}'
 
-    for kind in (*PINGED, *MONITORED):
-        line = f'  {kind:<38}' + ''.join(f'{ms(fips.get(n), kind):>22}' for n in names)
+    # OVN's call returns once its chassis has the flows: its "pinged once ACTIVE" samples
+    # are those pinged from the call's return, timed from its start.
+    theirs = {AFTER_ACTIVE: FROM_START}
+    for kind in (FROM_RETURN, FROM_START, AFTER_ACTIVE, PINGING_FIRST, CALL, ACTIVE_SEEN,
+                 *MONITORED):
+        cells = {FLOWS: ms(fips[FLOWS], kind), NAMESPACE: '-', OVN: '-' if kind == ACTIVE_SEEN
+                 else ms(fips[OVN], theirs.get(kind, kind))}
+        line = f'  {kind:<48}' + ''.join(f'{cells[n]:>22}' for n in names)
         for column in columns:
             cell = ''
-            if column == (FLOWS, OVN) and fips[FLOWS] and fips[OVN]:
-                cell = ratio(fips[FLOWS].samples[kind], fips[OVN].samples[kind],
-                             target=1.0 if kind in (FROM_RETURN, FROM_START) else None,
+            if column == (FLOWS, OVN) and fips[FLOWS] and fips[OVN] and kind != ACTIVE_SEEN:
+                cell = ratio(fips[FLOWS].samples[kind],
+                             fips[OVN].samples[theirs.get(kind, kind)],
+                             target=1.0 if kind in TARGETED else None,
                              above=False)
-            line += f'{cell:>34}'
+            line += f'  {cell:>38}'
         print(line)
     print('(throughput, RTT: median over the rounds (min-max); ratio of medians [95 % '
           'bootstrap interval, rounds resampled paired]. Association: nearest-rank p50 / p99; '
@@ -540,10 +609,13 @@ def report(results: dict, systems: dict, args) -> None:
           'when the whole interval is on its side.)')
     for system in fips.values():
         if system:
-            lost = sum(v is None for v in system.samples[FROM_START])
+            replies = system.samples[FROM_RETURN]
+            lost = sum(v is None for v in replies)
+            slow = sum(v is not None and v > SLOW for v in replies)
             sent = percentile(system.sent, 50) if system.sent else '-'
             print(f'{system.name}: {lost} of {args.samples} associations without a reply in '
-                  f'{REPLY_TIMEOUT:g} s; echo requests sent until the first reply, median '
+                  f'{REPLY_TIMEOUT:g} s, {slow} with their first reply over {SLOW * 1000:g} ms '
+                  f'after the call returned; echo requests sent until the first reply, median '
                   f'{sent}')
 
 
