@@ -17,7 +17,7 @@ from dragonflow.api.attributes import UNSET
 from dragonflow.model import AllocationPool, FixedIP, IPAllocation, MACAllocation, Subnet
 
 AUTO_ADDRESS_MODES = ('slaac', 'dhcpv6-stateless')
-ENUMERATE_LIMIT = 1 << 16   # pools up to this size are enumerated; larger ones are probed
+ENUMERATE_LIMIT = 1 << 17   # ranges up to this size are enumerated once guesses fail
 PROBES = 64
 
 
@@ -93,12 +93,19 @@ def _check_no_overlap(cidr: str, pools: list[AllocationPool]) -> None:
 
 def pick_free(pools: list[AllocationPool], taken: set[int], rng: random.Random) -> Optional[int]:
     """A random free address of the pools, or None when they are full."""
-    ranges = [_range(p) for p in pools]
+    return pick_in_ranges([_range(p) for p in pools], taken, rng)
+
+
+def pick_in_ranges(ranges: list[tuple[int, int]], taken: set[int],
+                   rng: random.Random) -> Optional[int]:
+    """A random integer of the inclusive ranges not in ``taken``, or None when none is left
+    (addresses of pools, segment ids of ML2 ranges). A few random guesses find one in ranges
+    that are mostly free; ranges up to ENUMERATE_LIMIT are then enumerated, so a nearly full
+    one is found exactly; a larger one (an IPv6 pool) is taken as full after the guesses."""
     size = sum(end - start + 1 for start, end in ranges)
-    if size <= ENUMERATE_LIMIT:
-        free = [ip for start, end in ranges for ip in range(start, end + 1) if ip not in taken]
-        return rng.choice(free) if free else None
-    for _ in range(PROBES):  # a huge (IPv6) pool: almost every guess is free
+    if not size:
+        return None
+    for _ in range(PROBES):
         offset = rng.randrange(size)
         for start, end in ranges:
             if offset <= end - start:
@@ -106,7 +113,10 @@ def pick_free(pools: list[AllocationPool], taken: set[int], rng: random.Random) 
                     return start + offset
                 break
             offset -= end - start + 1
-    return None
+    if size > ENUMERATE_LIMIT:
+        return None
+    free = [i for start, end in ranges for i in range(start, end + 1) if i not in taken]
+    return rng.choice(free) if free else None
 
 
 def eui64(cidr: str, mac: str) -> str:

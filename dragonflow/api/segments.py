@@ -11,7 +11,7 @@ import dataclasses
 import random
 from typing import Optional
 
-from dragonflow.api import errors
+from dragonflow.api import errors, ipam
 from dragonflow.model import Network, SegmentAllocation
 from dragonflow.model.objects import NETWORK_TYPES, TUNNEL_NETWORK_TYPES
 
@@ -20,8 +20,6 @@ ID_LIMITS = {'vlan': (1, 4094), 'vxlan': (1, 2 ** 24 - 1), 'geneve': (1, 2 ** 24
              'gre': (1, 2 ** 32 - 1)}
 IP_HEADER = 20          # IPv4 underlay
 ENCAP_OVERHEAD = {'vxlan': 30, 'gre': 22}   # geneve: [ml2_type_geneve] max_header_size
-ENUMERATE_LIMIT = 1 << 17   # ranges up to this size are enumerated; larger ones probed
-PROBES = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,7 +208,7 @@ class TypeManager:
                      if a.id.startswith(prefix) and a.id[len(prefix):].isdigit()}
             if network_type in TUNNEL_NETWORK_TYPES:
                 taken |= _legacy_vnis(txn)
-            seg_id = pick_free(ranges, taken, rng)
+            seg_id = ipam.pick_in_ranges(ranges, taken, rng)
             if seg_id is not None:
                 segment = Segment(network_type, candidate_physnet, seg_id)
                 txn.create(SegmentAllocation(id=segment.allocation_id, network_id=network_id))
@@ -241,23 +239,3 @@ def _legacy_vnis(txn) -> set[int]:
     """The VNIs of networks recorded before segments were (their key is their VNI, in the
     chassis' first tunnel type): no new tunnel network may take one."""
     return {n.key for n in txn.all(Network) if n.network_type is None}
-
-
-def pick_free(ranges: list[tuple[int, int]], taken: set[int],
-              rng: random.Random) -> Optional[int]:
-    """A random id of the ranges not in ``taken``, or None when none is left."""
-    size = sum(high - low + 1 for low, high in ranges)
-    if not size:
-        return None
-    for _ in range(PROBES):   # the ranges are mostly free: a few guesses find an id
-        offset = rng.randrange(size)
-        for low, high in ranges:
-            if offset <= high - low:
-                if low + offset not in taken:
-                    return low + offset
-                break
-            offset -= high - low + 1
-    if size > ENUMERATE_LIMIT:
-        return None
-    free = [i for low, high in ranges for i in range(low, high + 1) if i not in taken]
-    return rng.choice(free) if free else None

@@ -2,6 +2,7 @@
 import os
 import signal
 import subprocess
+from typing import Optional
 
 
 def run(*args, netns=None, check=True, timeout=30, capture=True) -> str:
@@ -41,3 +42,29 @@ def veth(name: str, netns: str, peer: str, peer_netns: str) -> None:
         'netns', peer_netns)
     run('ip', 'link', 'set', name, 'up', netns=netns)
     run('ip', 'link', 'set', peer, 'up', netns=peer_netns)
+
+
+class Machine:
+    """What a machine that is a namespace (``self.name``) can do: the lab's VMs and the
+    physical network's hosts."""
+    name: str
+
+    def exec(self, *args, check=True, timeout=30) -> str:
+        return run(*args, netns=self.name, check=check, timeout=timeout)
+
+    def popen(self, *args, **kwargs) -> subprocess.Popen:
+        return subprocess.Popen(['ip', 'netns', 'exec', self.name, *map(str, args)], **kwargs)
+
+    def ping(self, ip: str, count: int = 1, timeout: float = 1.0, interval: float = 0.2) -> bool:
+        result = subprocess.run(
+            ['ip', 'netns', 'exec', self.name, 'ping', '-n', '-q', '-c', str(count),
+             '-W', str(timeout), '-i', str(interval), ip], capture_output=True, timeout=60)
+        return result.returncode == 0
+
+    def ping_ttl(self, ip: str) -> Optional[int]:
+        """The TTL of the first echo reply, or None."""
+        out = self.exec('ping', '-n', '-c', '1', '-W', '1', ip, check=False)
+        for word in out.split():
+            if word.startswith('ttl='):
+                return int(word[4:])
+        return None

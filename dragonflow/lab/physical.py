@@ -27,30 +27,10 @@ INTERNET_IP = '203.0.113.10'
 
 
 @dataclasses.dataclass(eq=False)
-class Host:
+class Host(netns.Machine):
     """A machine outside the cloud: a namespace with ``eth0`` (and more) configured by us."""
     name: str
     ip: Optional[str] = None
-
-    def exec(self, *args, check=True, timeout=30) -> str:
-        return netns.run(*args, netns=self.name, check=check, timeout=timeout)
-
-    def popen(self, *args, **kwargs) -> subprocess.Popen:
-        return subprocess.Popen(['ip', 'netns', 'exec', self.name, *map(str, args)], **kwargs)
-
-    def ping(self, ip: str, count: int = 1, timeout: float = 1.0, interval: float = 0.2) -> bool:
-        result = subprocess.run(
-            ['ip', 'netns', 'exec', self.name, 'ping', '-n', '-q', '-c', str(count),
-             '-W', str(timeout), '-i', str(interval), ip], capture_output=True, timeout=60)
-        return result.returncode == 0
-
-    def ping_ttl(self, ip: str) -> Optional[int]:
-        """The TTL of the first echo reply, or None."""
-        out = self.exec('ping', '-n', '-c', '1', '-W', '1', ip, check=False)
-        for word in out.split():
-            if word.startswith('ttl='):
-                return int(word[4:])
-        return None
 
 
 class Capture:

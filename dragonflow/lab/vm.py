@@ -3,7 +3,6 @@ Nova/os-vif plugs one: external_ids:iface-id = the Neutron port id, attached-mac
 import dataclasses
 import ipaddress
 import json
-import subprocess
 from typing import Optional
 
 from dragonflow.lab import netns
@@ -12,7 +11,7 @@ MTU = 1400  # leaves room for tunnel headers on a 1500-byte underlay
 
 
 @dataclasses.dataclass(eq=False)  # a VM is itself, not its attributes
-class Vm:
+class Vm(netns.Machine):
     name: str          # the VM's namespace
     chassis: object    # lab.cloud.Chassis
     port_id: str
@@ -64,26 +63,6 @@ class Vm:
             self.detach()
         finally:
             netns.delete(self.name)
-
-    def exec(self, *args, check=True, timeout=30) -> str:
-        return netns.run(*args, netns=self.name, check=check, timeout=timeout)
-
-    def popen(self, *args, **kwargs) -> subprocess.Popen:
-        return subprocess.Popen(['ip', 'netns', 'exec', self.name, *map(str, args)], **kwargs)
-
-    def ping(self, ip: str, count: int = 1, timeout: float = 1.0, interval: float = 0.2) -> bool:
-        result = subprocess.run(
-            ['ip', 'netns', 'exec', self.name, 'ping', '-n', '-q', '-c', str(count),
-             '-W', str(timeout), '-i', str(interval), ip], capture_output=True, timeout=60)
-        return result.returncode == 0
-
-    def ping_ttl(self, ip: str) -> Optional[int]:
-        """The TTL of the first echo reply, or None."""
-        out = self.exec('ping', '-n', '-c', '1', '-W', '1', ip, check=False)
-        for word in out.split():
-            if word.startswith('ttl='):
-                return int(word[4:])
-        return None
 
     def addresses(self) -> list[str]:
         info = json.loads(self.exec('ip', '-j', 'addr', 'show', 'dev', 'eth0'))

@@ -161,11 +161,11 @@ def test_interfaces_may_not_overlap_the_external_subnets(admin, user):
     inside = user.network.create_subnet(network_id=net.id, cidr='10.60.0.0/25', ip_version=4)
     router = user.network.create_router(external_gateway_info={'network_id': public.id})
     status, error = neutron_error(user.network.add_interface_to_router, router,
-                                  subnet_id=inside.id)
+                                  subnet=inside.id)
     assert (status, error['type']) == (400, 'BadRequest') and 'overlaps' in error['message']
     # And the other way round: a gateway whose subnets overlap an interface's.
     other = user.network.create_router()
-    user.network.add_interface_to_router(other, subnet_id=inside.id)
+    user.network.add_interface_to_router(other, subnet=inside.id)
     status, error = neutron_error(user.network.update_router, other.id,
                                   external_gateway_info={'network_id': public.id})
     assert (status, error['type']) == (400, 'BadRequest') and 'overlaps' in error['message']

@@ -34,7 +34,7 @@ def topo(admin, user):
     net = user.network.create_network(name=unique('net'))
     subnet = user.network.create_subnet(network_id=net.id, cidr='10.0.0.0/24', ip_version=4)
     router = user.network.create_router(external_gateway_info={'network_id': public.id})
-    user.network.add_interface_to_router(router, subnet_id=subnet.id)
+    user.network.add_interface_to_router(router, subnet=subnet.id)
     port = user.network.create_port(network_id=net.id, name='vm', device_owner='compute:nova',
                                     device_id=unique('vm'))
     return Topology(public, public_subnet, net, subnet, router, port)
@@ -101,7 +101,7 @@ def test_associate_disassociate_reassociate(admin, user, topo):
 def test_fixed_ip_choice_for_a_port_with_several(admin, user, topo):
     second = user.network.create_subnet(network_id=topo.net.id, cidr='10.0.1.0/24',
                                         ip_version=4)
-    user.network.add_interface_to_router(topo.router, subnet_id=second.id)
+    user.network.add_interface_to_router(topo.router, subnet=second.id)
     v6 = user.network.create_subnet(network_id=topo.net.id, cidr='fd00::/64', ip_version=6)
     port = user.network.create_port(network_id=topo.net.id, fixed_ips=[
         {'subnet_id': topo.subnet.id}, {'subnet_id': second.id}, {'subnet_id': v6.id}])
@@ -151,7 +151,7 @@ def test_no_router_to_the_external_network(admin, user, topo):
         f'Therefore, cannot associate Port {port.id} with a Floating IP.')
     # A router on the subnet without a gateway does not reach it either.
     router = user.network.create_router()
-    user.network.add_interface_to_router(router, subnet_id=lonely_subnet.id)
+    user.network.add_interface_to_router(router, subnet=lonely_subnet.id)
     assert neutron_error(user.network.create_ip, floating_network_id=topo.public.id,
                          port_id=port.id)[1]['type'] == 'ExternalGatewayForFloatingIPNotFound'
     assert not [f for f in user.network.ips() if f.port_id == port.id]
