@@ -649,6 +649,8 @@ def main() -> int:
                         help='which of flows, namespace, ovn to measure')
     parser.add_argument('--quick', action='store_true',
                         help='a smoke run: ' + ', '.join(f'--{k} {v}' for k, v in QUICK.items()))
+    parser.add_argument('--json', metavar='FILE',
+                        help='also write every sample there (seconds; null: no reply)')
     parser.add_argument('--keep-logs', action='store_true',
                         help='keep the temporary directories (daemons\' logs)')
     args = parser.parse_args()
@@ -691,6 +693,11 @@ def main() -> int:
             else:
                 shutil.rmtree(workdir, ignore_errors=True)
     report(results, systems, args)
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump({'args': vars(args), 'paths': results,
+                       'associations': {name: s.samples for name, s in systems.items()}},
+                      f, indent=1)
     return 0
 
 
