@@ -311,7 +311,7 @@ class Dragonflow(_System):
         subnet = self._tenant('tenant', '10.50.1.0/24')
         router = sdk.create_router(name='router',
                                    external_gateway_info={'network_id': public.id})
-        sdk.add_interface_to_router(router, subnet_id=subnet.id)
+        sdk.add_interface_to_router(router, subnet=subnet.id)
         vm = self._vm(subnet, 'vm-flows')
         self.fip = sdk.create_ip(floating_network_id=public.id)
         self.address, self.port_id = self.fip.floating_ip_address, vm.port_id
