@@ -5,6 +5,7 @@ A request, whatever it holds, gets an answer on a connection that stays usable: 
 refused before anything reads or stores it, and a failure nobody foresaw is logged with its
 traceback and answered as Neutron answers it (500, NeutronError body).
 """
+import asyncio
 import json
 import logging
 from typing import Any
@@ -21,6 +22,9 @@ LOG = logging.getLogger(__name__)
 # stored object with recursion (pydantic refuses to serialize past ~255 levels).
 MAX_DEPTH = 32
 INVALID_BODY = 'Body contains invalid data'   # what Neutron's body validation hook says
+# Of a refused body, at most this many times the limit is read and dropped, for this long, so
+# that the 413 reaches the client (BodyLimit._drain).
+DRAIN_FACTOR, DRAIN_SECONDS = 8, 5.0
 
 
 class NeutronJSONResponse(JSONResponse):
@@ -83,6 +87,8 @@ class BodyLimit:
             return
         length = dict(scope['headers']).get(b'content-length', b'')
         if length.isdigit() and int(length) > self.max_size:
+            if int(length) <= self.max_size * DRAIN_FACTOR:
+                await self._drain(receive)
             await self._refuse(scope, receive, send, (
                 f'Request is too large. Larger than max_request_body_size ({self.max_size}).'))
             return
@@ -103,12 +109,31 @@ class BodyLimit:
         except _TooLarge:
             if watched.started:
                 raise
+            await self._drain(receive, received)
             await self._refuse(scope, receive, send,
                                f'Request is too large. Larger than {self.max_size}.')
 
+    async def _drain(self, receive, received: int = 0) -> None:
+        """Read and drop what is left of a refused body (``received`` bytes of it read
+        already), within a budget of bytes and time.
+        Closing a connection with unread data makes the kernel reset it, and a reset can
+        destroy the answer before the client reads it: a client still sending would see a
+        broken pipe, not the 413 (web servers' "lingering close")."""
+        async def drain(budget: int) -> None:
+            while budget > 0:
+                message = await receive()
+                if message['type'] != 'http.request' or not message.get('more_body'):
+                    return
+                budget -= len(message.get('body', b''))
+        try:
+            await asyncio.wait_for(drain(self.max_size * DRAIN_FACTOR - received),
+                                   DRAIN_SECONDS)
+        except (asyncio.TimeoutError, ClientDisconnect):
+            pass
+
     @staticmethod
     async def _refuse(scope, receive, send, message: str) -> None:
-        # The rest of the body is not read: the connection closes after the answer.
+        # What is left unread of the body is dropped: the connection closes after the answer.
         error = errors.HTTPRequestEntityTooLarge(message)
         await error_response(error, connection='close')(scope, receive, send)
 
