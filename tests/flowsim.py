@@ -23,14 +23,17 @@ It is as strict as Open vSwitch where a lenient model would let an app's bug thr
   it a value that only the pipeline may set. The fields it carries must have their
   prerequisites (a tcp_dst needs ip_proto 6).
 
-Conntrack, per zone: a connection is its 5-tuple (ICMP: protocol and addresses). A packet of
-a committed connection, or of its reverse (+rpl), is +est; any other packet is +new, and
-ct(commit) records it. An ICMP error (destination unreachable, source quench, redirect, time
-exceeded, parameter problem) is never a connection of its own: it carries in ``quoted`` the
-header of the packet it is about (a dict of the same fields, as that packet was sent), and is
-+rel if that packet's connection is committed in the zone (+rpl too when that packet went in
-the connection's original direction), else +inv, as Linux and the userspace datapath mark an
-error about nothing they know. Nothing else is invalid here: no TCP state is kept.
+Conntrack, per zone: a connection is its 5-tuple (ICMP: protocol and addresses). A reply (a
+packet of a committed connection's reverse) is +est+rpl, and makes the connection
+established: from then on its original direction is +est too. Before any reply, and for any
+packet of no committed connection, it is +new (the committing packet included, as OVS
+recirculates it), and ct(commit) records it. An ICMP error (destination unreachable, source
+quench, redirect, time exceeded, parameter problem) is never a connection of its own: it
+carries in ``quoted`` the header of the packet it is about (a dict of the same fields, as
+that packet was sent), and is +rel if that packet's connection is committed in the zone
+(+rpl too when that packet went in the connection's original direction), else +inv, as Linux
+and the userspace datapath mark an error about nothing they know. Nothing else is invalid
+here: no TCP state is kept.
 
 NAT, as Linux and the userspace datapath do it (addresses only: no port is translated here).
 ct(commit, nat(src=A)) or nat(dst=A) on a new connection records it with that translation and
@@ -82,13 +85,14 @@ class Delivery:
     packet: dict
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(eq=False)
 class Connection:
     """A committed connection: its 5-tuple (see _connection) as its first packet came, and
     as its replies come (that packet's reverse, after its NAT if it has one)."""
     original: tuple
     reply: tuple
     nat: Optional[of.Nat] = None
+    replied: bool = False  # a reply has been seen: only then is it established (as in OVS)
 
 
 class FlowTableSimulator:
@@ -223,8 +227,11 @@ class FlowTableSimulator:
                 zone[key] = (connection, False)
                 zone.setdefault(connection.reply, (connection, True))
                 found = zone[key]
-            ct = of.CT_ESTABLISHED | (of.CT_REPLY if found[1] else 0) if found \
-                else of.CT_NEW
+            if found and found[1]:
+                found[0].replied = True
+            # A connection is new until a reply is seen, its committing packet included.
+            ct = of.CT_NEW if not found or not found[0].replied else \
+                of.CT_ESTABLISHED | (of.CT_REPLY if found[1] else 0)
             if found and action.nat:
                 _translate(state, *found)
         if action.table is not None:

@@ -160,8 +160,9 @@ def _unreachable(quoted: dict, **fields) -> dict:
 def test_an_icmp_error_about_a_committed_connection_is_related():
     sim = _conntracked()
     assert sim.outputs(9, **UDP) == [1]          # new, committed
-    assert sim.outputs(9, **UDP) == [2]          # established
+    assert sim.outputs(9, **UDP) == [1]          # still new: no reply seen yet, as in OVS
     assert sim.outputs(9, **REPLY) == [6]        # established, reply
+    assert sim.outputs(9, **UDP) == [2]          # established
     assert sim.outputs(9, **_unreachable(UDP)) == [4]    # about what 10.0.0.5 sent: a reply
     assert sim.outputs(9, **_unreachable(REPLY)) == [3]  # about the reply: original direction
 

@@ -85,6 +85,7 @@ def test_removing_a_rule_stops_new_connections_not_established_ones(net):
     switch = install(b.build(), reconciler)
     first = tcp(inside, web, 22)
     assert switch.outputs(2, **first) == [1]
+    assert switch.outputs(1, **reply(first, inside, web)) == [2]  # now established
     del b.rules[next(r for r, rule in b.rules.items() if rule.port_range_min == 22)]
     install(b.build(), reconciler)
     assert switch.outputs(2, **tcp(inside, web, 22, sport=40002)) == []
