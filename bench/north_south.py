@@ -22,7 +22,12 @@ requests 50 ms apart, their mean), in rounds: every path once a round, a differe
 each round, so a change in the machine's load falls on all of them alike. Each path's median
 over the rounds, with its range; each throughput ratio of medians with a 95 % bootstrap
 interval resampling whole rounds (paired). A target counts as met when the whole interval is
-on its side, as not met when the whole interval is on the other.
+on its side, as not met when the whole interval is on the other. The TCP figures are
+loss-limited: the kernel of the internet host sends faster than the chassis' single
+ovs-vswitchd thread drains the AF_PACKET socket of br-ex's NIC port (208 KB; `ss -0 -a -m` in
+the chassis namespace counts its drops), so each run has tens of thousands of
+retransmissions, and a path's figure moves with the machine's load: compare ratios, with
+their intervals, and prefer more --rounds.
 
 Floating IP associated -> first echo reply (Dragonflow against OVN): the association call is
 df-api's PUT /v2.0/floatingips/<id> {port_id} (openstacksdk; it returns once the store has the
