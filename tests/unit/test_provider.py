@@ -104,6 +104,19 @@ def test_a_broadcast_from_the_physical_network_reaches_local_ports_only(cloud):
     assert all('vlan_vid' not in d.packet for d in deliveries)
 
 
+@pytest.mark.parametrize('sender', ['f', 'a'])
+def test_a_frame_a_vm_tagged_itself_goes_nowhere(cloud, sender):
+    """From the flat network's f it would leave untouched, tagged into VLAN 101 (a's
+    network), and from a's own VLAN network double-tagged: a VM's port is an access port."""
+    port = getattr(cloud, sender)
+    untagged = arp_request(port, '10.0.5.6' if sender == 'a' else '172.24.4.99')
+    assert cloud.switch.run(cloud.b.ofports[port.id], **untagged)  # it does go untagged
+    assert cloud.switch.run(cloud.b.ofports[port.id], **dict(untagged, vlan_vid=TAGGED)) == []
+    assert cloud.switch.run(cloud.b.ofports[port.id],
+                            **ipv4(port, cloud.far.mac_address, ip_of(cloud.far),
+                                   vlan_vid=TAGGED)) == []
+
+
 def test_a_frame_to_a_remote_port_leaves_tagged_through_the_patch_port(cloud):
     delivery = only(cloud.switch.run(1, **ipv4(cloud.a, cloud.far.mac_address,
                                                ip_of(cloud.far))))
