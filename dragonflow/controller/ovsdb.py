@@ -156,6 +156,11 @@ class LocalOvs:
         exist: the operator makes it, with its NIC)."""
         inside, outside = patch_port_names(physnet)
         api = self.api
+        held_by = self._bridge_holding(outside)
+        if held_by and held_by != provider_bridge:
+            # The physnet was mapped to another bridge: add_port with may_exist would keep
+            # the port there, wherever it is, and the drift would never be restored.
+            api.del_port(outside, bridge=held_by, if_exists=True).execute(check_error=True)
         with api.transaction(check_error=True) as txn:
             txn.add(api.add_port(self.bridge, inside, may_exist=True))
             txn.add(api.db_set('Interface', inside, ('type', 'patch'),
@@ -164,6 +169,19 @@ class LocalOvs:
             txn.add(api.add_port(provider_bridge, outside, may_exist=True))
             txn.add(api.db_set('Interface', outside, ('type', 'patch'),
                                ('options', {'peer': inside})))
+
+    def _bridge_holding(self, port_name: str) -> Optional[str]:
+        """The bridge a port of that name is on, if any."""
+        api = self.api
+        ports = api.db_find('Port', ('name', '=', port_name),
+                            columns=['_uuid']).execute(check_error=True)
+        if not ports:
+            return None
+        uuid = ports[0]['_uuid']
+        for bridge in api.db_list('Bridge', columns=['name', 'ports']).execute(check_error=True):
+            if uuid in bridge['ports']:
+                return bridge['name']
+        return None
 
     def remove_stale_patch_ports(self, bridge_mappings: dict[str, str]) -> None:
         """The patch ports of physnets no longer mapped, both sides."""

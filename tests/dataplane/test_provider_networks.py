@@ -194,3 +194,20 @@ def test_a_missing_provider_bridge_is_never_made_and_is_patched_once_it_exists(
     ch2.ovs.vsctl('--may-exist', 'add-port', 'br-ex', 'ex0')
     assert reachable_within(a, b.ip, 10)
     assert log_count(ch2, 'bridge br-ex of bridge_mappings') == 1  # said once
+
+
+def test_a_patch_port_on_the_wrong_bridge_goes_back_to_the_mapped_one(cloud, provider):
+    """As after a remap (physnet1 mapped to another bridge) or a hand on the wrong bridge:
+    the provider side of the patch is moved back to the mapped bridge, once."""
+    a, b = provider.vm(provider.vlan_subnet, 'ch1'), provider.vm(provider.vlan_subnet, 'ch2')
+    assert reachable_within(a, b.ip, 5)
+    ch1 = cloud.chassis['ch1']
+    outside = f'patch-{PHYSNET}-ex'
+    ch1.ovs.add_bridge('br-other', fail_mode='standalone')
+    ch1.ovs.vsctl('del-port', 'br-ex', outside, '--', 'add-port', 'br-other', outside,
+                  '--', 'set', 'Interface', outside, 'type=patch',
+                  f'options:peer=patch-{PHYSNET}-int')
+    wait_for(lambda: outside in ch1.ovs.vsctl('list-ports', 'br-ex'), 10,
+             what='the patch port back on br-ex')
+    assert outside not in ch1.ovs.vsctl('list-ports', 'br-other')
+    assert reachable_within(a, b.ip, 5)
