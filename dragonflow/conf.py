@@ -35,8 +35,8 @@ api_opts = [
                      'mode: admin makes such requests an admin\'s, as the openstack CLI '
                      'without keystone is then.'),
     cfg.IntOpt('global_physnet_mtu', default=1500, min=68,
-               help='MTU of the underlying physical network (Neutron\'s option of that '
-                    'name): flat and VLAN networks get it, tunnel networks it less their '
+               help='MTU of the underlying physical network (Neutron\'s [DEFAULT] option of '
+                    'that name): flat and VLAN networks get it, tunnel networks it less their '
                     'encapsulation (VXLAN 1450, Geneve 1450, GRE 1458 of 1500).'),
     cfg.StrOpt('base_mac', default='fa:16:3e:00:00:00',
                help='MAC prefix for generated port MACs (the first three octets are kept).'),
@@ -61,7 +61,8 @@ controller_opts = [
                 help='Tunnel encapsulations this chassis terminates (vxlan, geneve, gre): '
                      'one tunnel port each (remote IP and key from the flows). A network '
                      'crosses chassis in the tunnel of its provider:network_type; a network '
-                     'from before provider networks (none recorded) in the first of these.'),
+                     'from before provider networks (none recorded) in the first of these, so '
+                     'every chassis must list the same first type.'),
     cfg.ListOpt('bridge_mappings', default=[],
                 help='<physical_network>:<bridge> pairs, as Neutron\'s OVS agent and OVN '
                      'take them (e.g. physnet1:br-ex,physnet2:br-vlan). The operator creates '

@@ -121,6 +121,7 @@ class FloatingIPHandler(Handler):
         # Neutron refuses DHCP ports only; the ports that stand for the cloud's own addresses
         # (routers, floating IPs) are never plugged anywhere, so nothing could NAT for them.
         if port.device_owner == DEVICE_OWNER_DHCP or port.device_owner in NOT_PLUGGED_OWNERS:
+            # Neutron's text, placeholder and all (it never formats it): clients match on it.
             raise _bad('Port %(id)s is unable to be assigned a floating IP')
         if fixed_ip:
             if ipaddress.ip_address(fixed_ip).version != 4:
