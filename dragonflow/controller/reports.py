@@ -137,13 +137,15 @@ class Reporter:
         with self.cache.lock:
             ports = self.cache.objects[Port.table]
             current = [ports[i] for i in topology.ports if i in ports]
+        down = set()
         for port in current:
             plugged = port.id in topology.ofports
             if plugged and (port.binding_host_id != me or port.status != 'ACTIVE'):
                 updates.append((port, {'binding_host_id': me, 'status': 'ACTIVE'}))
             elif not plugged and port.binding_host_id == me and port.status == 'ACTIVE':
                 updates.append((port, {'binding_host_id': '', 'status': 'DOWN'}))
-        updates += self._floating_ips_up(topology)
+                down.add(port.id)
+        updates += self._floating_ips_up(topology) + self._floating_ips_down(down)
         if self._update(updates):
             self._retry_ports_at, self._retry_pause = float('inf'), BACKOFF[0]
             return
@@ -165,6 +167,16 @@ class Reporter:
                         and _association(current) == _association(fip.floating_ip):
                     updates.append((current, {'status': 'ACTIVE'}))
         return updates
+
+    def _floating_ips_down(self, port_ids: set[str]) -> list[tuple[FloatingIP, dict]]:
+        """The floating IPs of ports this chassis reports DOWN (unplugged here): nothing NATs
+        them until the port's next chassis has their flows in (and writes ACTIVE)."""
+        if not port_ids:
+            return []
+        with self.cache.lock:
+            return [(fip, {'status': 'DOWN'})
+                    for fip in self.cache.objects[FloatingIP.table].values()
+                    if fip.port_id in port_ids and fip.status != 'DOWN']
 
     def _update(self, updates: list[tuple[Model, dict]]) -> bool:
         """One commit for all (ports, floating IPs), each conditional on the object not having

@@ -144,3 +144,15 @@ def test_a_floating_ip_of_a_port_elsewhere_is_left_to_its_chassis(world):
     world.reporter.ports_confirmed(topology)
     world.reporter.report()
     assert world.status() == 'DOWN'
+
+
+def test_a_floating_ip_goes_down_with_its_port_unplugged_here(world):
+    world.reporter.ports_confirmed(world.topology())
+    world.reporter.report()
+    assert world.status() == 'ACTIVE'
+    unplugged = Topology.from_objects(ME, world.cache.objects, {'vm2': 2}, None,
+                                      world.cache.revision, patch_ofports={'physnet1': 100})
+    world.reporter.ports_confirmed(unplugged)
+    world.reporter.report()
+    assert world.status() == 'DOWN'
+    assert world.store.get('ports', 'vm').value['status'] == 'DOWN'
