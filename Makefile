@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMPS := .stamps
 APT_PACKAGES := openvswitch-switch iproute2 iputils-ping ethtool iperf3 tcpdump \
-	isc-dhcp-client busybox etcd-server redis-server netcat-openbsd procps
+	isc-dhcp-client busybox etcd-server redis-server netcat-openbsd procps iptables
 
 .PHONY: setup test lint demo clean
 
