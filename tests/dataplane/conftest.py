@@ -21,10 +21,11 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.dataplane)
 
 
-def _cloud(tmp_path_factory, chassis: int, tunnel_type: str):
+def _cloud(tmp_path_factory, chassis: int, tunnel_type: str, **options):
     if os.geteuid() != 0:
         pytest.fail('the data-plane tests need root (network namespaces and Open vSwitch)')
-    cloud = Cloud(str(tmp_path_factory.mktemp(f'cloud-{tunnel_type}')), tunnel_type=tunnel_type)
+    cloud = Cloud(str(tmp_path_factory.mktemp(f'cloud-{tunnel_type}')), tunnel_type=tunnel_type,
+                  **options)
     cloud.start(chassis=chassis)
     return cloud
 
@@ -38,7 +39,11 @@ def cloud(tmp_path_factory):
 
 @pytest.fixture(scope='session')
 def geneve_cloud(tmp_path_factory):
-    with _cloud(tmp_path_factory, 2, 'geneve') as c:
+    """Controllers given tunnel_types = geneve, df-api left at Neutron's default tenant type
+    (vxlan), as an operator upgrading from before network types would: the vxlan networks
+    cross in geneve (apps/tunnels.crossing)."""
+    with _cloud(tmp_path_factory, 2, 'geneve',
+                extra_config={'ml2': {'tenant_network_types': 'vxlan'}}) as c:
         yield c
 
 

@@ -198,20 +198,29 @@ def test_two_types_may_carry_one_key_for_two_networks():
 
 
 def test_a_network_of_no_type_crosses_in_the_first_type_with_its_key():
-    b = typed_chassis('gre', 'vxlan')
+    b = typed_chassis('gre', 'vxlan', peer_types=('gre', 'vxlan'))
     net, local, remote = _network_with_ports(b, 'old')
     [delivery] = install(b.build()).run(1, **ipv4(local, remote.mac_address, ip_of(remote)))
     assert delivery.port == TUNNEL_OFPORTS['gre'] and delivery.packet['tunnel_id'] == net.key
 
 
-def test_no_tunnel_to_a_chassis_without_the_type_nor_of_a_type_not_here():
+def test_no_tunnel_to_a_chassis_that_would_take_the_network_in_another_type():
+    """gre here, but the peer has no gre: it would take the network in its vxlan."""
     b = typed_chassis('vxlan', 'gre', peer_types=('vxlan',))
     _, local, remote = _network_with_ports(b, 'g', network_type='gre', segmentation_id=9)
-    _, local2, remote2 = _network_with_ports(b, 'gv', network_type='geneve',
-                                             segmentation_id=10)
-    switch = install(b.build())
-    assert switch.run(1, **ipv4(local, remote.mac_address, ip_of(remote))) == []
-    assert switch.run(2, **ipv4(local2, remote2.mac_address, ip_of(remote2))) == []
+    assert install(b.build()).run(1, **ipv4(local, remote.mac_address, ip_of(remote))) == []
+
+
+def test_a_type_neither_chassis_terminates_crosses_in_their_first_type(caplog):
+    """Controllers given tunnel_types = geneve while df-api makes vxlan networks (Neutron's
+    default tenant type): the networks still cross, in geneve, and the chassis says why."""
+    b = typed_chassis('geneve', peer_types=('geneve',))
+    b.chassis[b.chassis_id] = Chassis(id=b.chassis_id, tunnel_ip='172.31.0.11',
+                                      tunnel_types=['geneve'])
+    _, local, remote = _network_with_ports(b, 'v', network_type='vxlan', segmentation_id=10)
+    [delivery] = install(b.build()).run(1, **ipv4(local, remote.mac_address, ip_of(remote)))
+    assert delivery.port == TUNNEL_OFPORTS['geneve'] and delivery.packet['tunnel_id'] == 10
+    assert 'crosses in geneve' in caplog.text
 
 
 def test_a_physical_network_never_enters_a_tunnel():

@@ -21,6 +21,7 @@ does, or before its flows are in here. A drop would be cached by the datapath, a
 vSwitch revalidates its cache at most every 5 ms, so a dropped first packet would keep a new
 port unreachable for up to 5 ms after its flows are in.
 """
+import logging
 from typing import Optional
 
 from dragonflow.controller import pipeline as p
@@ -29,19 +30,25 @@ from dragonflow.controller.apps.units import unit
 from dragonflow.controller.flows import Match, Output, SetField, ToController
 
 NAME = 'tunnels'
+LOG = logging.getLogger(__name__)
 
 
 def flows(topology):
     local_networks = topology.local_network_ids()
+    own_types = _own_types(topology)
     for network in topology.networks.values():
         if network.is_physical:
             continue
         tunnel = tunnel_ofport(topology, network)
         if tunnel is None:
             continue
+        encapsulation = crossing(network, own_types)
+        if network.network_type not in (None, encapsulation) and own_types:
+            yield from _crossing_in_another_type(network.id, network.network_type,
+                                                 encapsulation)
         remote = tuple((port, chassis) for port, chassis in topology.remote_ports_on(network.id)
-                       if network.network_type is None
-                       or network.network_type in chassis.tunnel_types)
+                       if not own_types  # one untyped port, as before tunnel types: any peer
+                       or crossing(network, chassis.tunnel_types) == encapsulation)
         yield from _egress(network.key, network.tunnel_key, remote,
                            tuple(topology.unbound_ports_on(network.id)), tunnel)
         if network.id in local_networks:
@@ -49,13 +56,39 @@ def flows(topology):
                                 local_vm_ports(topology, network.id), tunnel)
 
 
+def crossing(network, tunnel_types) -> Optional[str]:
+    """The tunnel a network crosses in between chassis terminating ``tunnel_types`` (in
+    their configured order): its own type when they terminate it, else the first of theirs:
+    a network of no type (recorded before provider networks) and one of a type no chassis
+    here terminates (controllers given tunnel_types = geneve, df-api left at Neutron's
+    default tenant type vxlan) still cross, as they did before networks had types. Two
+    chassis tunnel a network only if it crosses in the same type for both."""
+    if network.network_type in tunnel_types:
+        return network.network_type
+    return tunnel_types[0] if tunnel_types else None
+
+
+def _own_types(topology) -> list:
+    """This chassis' tunnel types as configured: its record's, else its ports' (in order)."""
+    record = topology.chassis.get(topology.chassis_id)
+    return list(record.tunnel_types) if record else list(topology.tunnel_ofports)
+
+
 def tunnel_ofport(topology, network) -> Optional[int]:
-    """This chassis' tunnel port for the network: its type's, or for a network of no type
-    the first configured type's (Topology.tunnel_ofport). A topology that knows only that one
-    port (tunnel_ofports empty: a caller from before tunnel types) has it for every type."""
-    if network.network_type is None or not topology.tunnel_ofports:
+    """This chassis' tunnel port for the network (``crossing``). A topology that knows only
+    one port (tunnel_ofports empty: a caller from before tunnel types) has it for every
+    type."""
+    if not topology.tunnel_ofports:
         return topology.tunnel_ofport
-    return topology.tunnel_ofports.get(network.network_type)
+    return topology.tunnel_ofports.get(crossing(network, _own_types(topology)))
+
+
+@unit
+def _crossing_in_another_type(network_id: str, network_type: str, encapsulation: str):
+    LOG.warning('network %s is %s, which this chassis does not terminate ([controller] '
+                'tunnel_types): it crosses in %s; give df-api [ml2] tenant_network_types '
+                'to match', network_id, network_type, encapsulation)
+    yield from ()
 
 
 @unit
