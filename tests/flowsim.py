@@ -45,6 +45,8 @@ the packet it quotes restored to what that packet was before the translation, so
 of the first packet sees an error about the packet it sent. Packets of no connection, or of
 one without NAT, pass a ct(nat) unchanged. Without ``table``, the translated packet goes on
 with the actions after the ct() (the datapath translates it in place).
+``flush_conntrack_zones`` forgets every connection of the zones given, as OVS's
+NXT_CT_FLUSH_ZONE does.
 
 VLANs: a packet with an 802.1Q header carries ``vlan_vid`` = OFPVID_PRESENT | id; one without
 has no ``vlan_vid`` and matches vlan_vid=0 (OFPVID_NONE), as in OpenFlow 1.3. push_vlan adds a
@@ -123,6 +125,11 @@ class FlowTableSimulator:
         confirmation = concurrent.futures.Future()
         confirmation.set_result(None)
         return confirmation
+
+    def flush_conntrack_zones(self, zones):
+        """Forget every connection of the zones (OVS's NXT_CT_FLUSH_ZONE)."""
+        for zone in zones:
+            self.connections.pop(zone, None)
 
     # Running packets.
     def run(self, in_port: int, **packet) -> list[Delivery]:

@@ -2,6 +2,7 @@
 fake connection, a bundle's future settles on its commit reply, a late answer to a request
 given up on goes nowhere, and a connection's end fails its own requests only."""
 import itertools
+import threading
 import types
 
 import pytest
@@ -251,3 +252,20 @@ def test_a_nat_we_never_write_reads_back_as_something_else(nat):
     ct = parser.NXActionCT(flags=1, zone_src='', zone_ofs_nbits=1, recirc_table=255, alg=0,
                            actions=[nat])
     assert openflow._parse_action(ct) is ct
+
+
+def test_a_conntrack_zone_flush_is_nicira_ct_flush_zone_then_a_barrier(switch):
+    """The bytes ovs-ofctl ofp-print reads as NXT_CT_FLUSH_ZONE zone_id=32769 (the zone in
+    the last two bytes of struct nx_zone_id); the call returns once the barrier is
+    answered, and fails with an error to the flush."""
+    answer = threading.Timer(0.05, lambda: switch._reply(reply_to(switch.datapath.last_xid)))
+    answer.start()
+    switch.flush_conntrack_zones([0x8001])
+    flush, barrier = switch.datapath.sent[0][:24], switch.datapath.sent[0][24:]
+    assert flush == bytes.fromhex('0404001800000001000023200000001d0000000000008001')
+    assert barrier == bytes.fromhex('0414000800000002')
+    refused = threading.Timer(0.05, lambda: switch._error(types.SimpleNamespace(
+        xid=switch.datapath.last_xid - 1, type=1, code=2)))
+    refused.start()
+    with pytest.raises(SwitchError, match='type 1 code 2'):
+        switch.flush_conntrack_zones([0x8002])
