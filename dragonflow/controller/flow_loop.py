@@ -5,7 +5,8 @@ unplugged) and the OpenFlow connection. Level-triggered: each pass builds the to
 the cache as it is now, asks the apps for the flows and lets the reconciler send the
 difference. It does not wait for the switch to confirm a change (confirmations.py), and it
 never waits on the store: a scope to reload is asked of the store watcher, reports go to the
-reporter's worker.
+reporter's worker. It owns the floating IPs' NAT zones (nat_zones.py): each pass assigns
+them into the topology, and a zone newly allocated is flushed before the bundle that uses it.
 
 No input stops it. Conflicting flows are resolved by precedence and a failing app or unit is
 contained (apps/). Any other error in a pass is logged with what the pass was doing, and the
@@ -13,6 +14,7 @@ pass is retried with backoff; after a few failures in a row the controller start
 scratch (the scope reloaded, the switch read back, nothing kept from earlier passes); if it
 still fails, the process exits non-zero to be restarted (supervisor.py).
 """
+import dataclasses
 import logging
 import threading
 import time
@@ -21,6 +23,7 @@ from typing import Callable, Optional
 from dragonflow.controller import apps, memo
 from dragonflow.controller.cache import Cache
 from dragonflow.controller.confirmations import Unconfirmed
+from dragonflow.controller.nat_zones import NatZones
 from dragonflow.controller.openflow import SwitchError
 from dragonflow.controller.reconciler import Reconciler
 from dragonflow.controller.topology import Topology
@@ -51,6 +54,7 @@ class FlowLoop:
         self.supervisor, self.stop = supervisor, supervisor.stop
         self.reconciler = Reconciler(switch, rank=apps.precedence, owner=apps.owner)
         self.app_flows = apps.AppFlows(installed=lambda: self.reconciler.installed)
+        self.nat_zones = NatZones(installed=lambda: self.reconciler.installed)
         self.unconfirmed = Unconfirmed(clock)
         self.sent: Optional[Topology] = None  # the last topology whose flows were sent
         self._wake = threading.Event()  # a change to recompute for, or an answer of the switch
@@ -136,6 +140,7 @@ class FlowLoop:
         topology = self.topology()
         self._stage = 'computing the flows'
         desired = self.app_flows(topology)
+        self._flush_new_nat_zones()
         self._stage = 'reconciling br-int'
         # Held packets go out right behind the bundle that lets them through, not a round
         # trip later: the switch handles them after it.
@@ -170,7 +175,25 @@ class FlowLoop:
                 patch_ofports=dict(patches), router_mac=self.router_mac)
         if refill:  # a VM plugged for a port or network not cached: the watcher wakes us
             self.watcher.ask_refill()
-        return topology
+        zones = self.nat_zones.assign(topology.nat_associations())
+        return dataclasses.replace(topology, nat_zones=zones)
+
+    def _flush_new_nat_zones(self) -> None:
+        """Before the bundle whose flows first use a NAT zone (on the same connection, so
+        the switch handles it first): no entry an earlier holder left is found in it. A
+        switch that refuses the flush still gets the flows: a NAT zone is seldom reused
+        while its old entries live, and the floating IPs matter more."""
+        zones = self.nat_zones.unflushed()
+        if not zones:
+            return
+        self._stage = 'flushing new NAT zones'
+        try:
+            self.switch.flush_conntrack_zones(zones)
+        except SwitchError as e:
+            if not self.switch.connected:
+                raise
+            LOG.warning('br-int refused to flush the conntrack zones %s: %s', zones, e)
+        self.nat_zones.flushed(zones)
 
     def _limit_packet_ins(self) -> None:
         """A datapath without meters (an old kernel's) refuses the meter: the flows matter

@@ -7,7 +7,9 @@ controller asks the gateway (an ARP request sent from that floating IP's address
 straight out of the physnet's patch port), at once when one is newly needed, again every
 [l3] external_gateway_refresh seconds (sooner while unanswered). provider_ingress sends the
 gateway's ARP replies to that MAC to the controller (packet_ins.py), and ``learn`` keeps the
-sender's MAC. ``macs()`` is Topology.gateway_macs: the flow loop is woken when it changes,
+sender's MAC, for the external network of the floating IP it answered (two external
+networks may well both have their gateway at 192.168.0.1). ``macs()`` is
+Topology.gateway_macs, by (external network id, gateway IP): the flow loop is woken when it changes,
 and only then has floating_ips a flow out to the gateway. A MAC is kept while it is needed,
 unanswered refreshes included (the gateway may be busy; a stale MAC is corrected by the next
 answer), and forgotten when no local floating IP uses its subnet any more.
@@ -72,16 +74,18 @@ class Neighbours:
         self.installed, self.cache, self.clock = installed, cache, clock
         self._lock = threading.Lock()
         self._wake = threading.Event()
-        self._learnt: dict[str, str] = {}       # gateway IP -> MAC
-        self._sources: dict[str, Source] = {}  # gateway IP -> where to ask it from
-        self._ask_at: dict[str, float] = {}    # gateway IP -> when to ask it next
-        self._local: set = set()               # (floating IP, port) confirmed local
+        # By gateway: (external network id, gateway IP).
+        self._learnt: dict[tuple, str] = {}       # its MAC
+        self._sources: dict[tuple, Source] = {}  # where to ask it from
+        self._ask_at: dict[tuple, float] = {}    # when to ask it next
+        self._networks: dict[str, str] = {}      # local floating IP MAC -> external network
+        self._local: set = set()                 # (floating IP, port) confirmed local
         self._garps: list = []                 # heap of (when, n, Source)
         self._order = itertools.count()
-        self._remembered: Optional[dict] = None  # gateway IP -> MAC from br-int's flows
+        self._remembered: Optional[dict] = None  # gateway -> MAC from br-int's flows
 
     # From the flow loop: building a topology, and its flows confirmed.
-    def macs(self) -> dict[str, str]:
+    def macs(self) -> dict[tuple, str]:
         """Each needed gateway's MAC: learnt, or else as br-int's flows out have it (read
         once, at the first call: the loop's first pass, br-int read back and the cache
         loaded). Not called with the cache's lock held."""
@@ -94,12 +98,13 @@ class Neighbours:
         """br-int has the flows of ``topology``: ask for the gateways newly needed, announce
         the floating IPs newly local, forget the gateways no longer needed."""
         now = self.clock()
-        sources, local, announce = {}, set(), []
+        sources, local, announce, networks = {}, set(), [], {}
         for fip in topology.local_floating_ips():
             if fip.external_network.physical_network not in topology.patch_ofports:
                 continue
             source = Source.of(fip, topology)
-            sources.setdefault(fip.gateway_ip, source)
+            sources.setdefault(fip.gateway, source)
+            networks[fip.mac] = fip.external_network.id
             identity = (fip.floating_ip.id, fip.port.id, fip.address, fip.mac)
             local.add(identity)
             if identity not in self._local:
@@ -113,6 +118,7 @@ class Neighbours:
             for ip in sources.keys() - self._sources.keys():
                 self._ask_at[ip] = now
             self._sources = sources
+            self._networks = networks
             self._local = local
             for source in announce:
                 for n in range(GARPS):
@@ -124,19 +130,23 @@ class Neighbours:
     # From os-ken's receiving thread (packet_ins.py).
     def learn(self, data: bytes) -> None:
         """An ARP reply provider_ingress sent up: the sender's MAC, if it is a gateway we
-        ask. A change wakes the flow loop."""
+        ask, on the external network of the floating IP it is addressed to. A change wakes
+        the flow loop."""
         parsed = parse_arp(data)
         if parsed is None:
             return
         op, sender_mac, sender_ip = parsed
+        to_mac = ':'.join(f'{b:02x}' for b in data[:6])
         with self._lock:
-            if op != 2 or sender_ip not in self._sources:
+            gateway = (self._networks.get(to_mac), sender_ip)
+            if op != 2 or gateway not in self._sources:
                 return
-            changed = self._learnt.get(sender_ip) != sender_mac
-            self._learnt[sender_ip] = sender_mac
-            self._ask_at[sender_ip] = self.clock() + self.refresh
+            changed = self._learnt.get(gateway) != sender_mac
+            self._learnt[gateway] = sender_mac
+            self._ask_at[gateway] = self.clock() + self.refresh
         if changed:
-            LOG.info('external gateway %s is at %s', sender_ip, sender_mac)
+            LOG.info('external gateway %s of network %s is at %s', sender_ip, gateway[0],
+                     sender_mac)
             self.wake_loop()
 
     # The thread.
@@ -157,9 +167,10 @@ class Neighbours:
             garps = []
             while self._garps and self._garps[0][0] <= now:
                 garps.append(heapq.heappop(self._garps))
-            asks = [(ip, self._sources[ip]) for ip, at in self._ask_at.items() if at <= now]
+            asks = [(gateway, self._sources[gateway]) for gateway, at in self._ask_at.items()
+                    if at <= now]
         packets = [_out(source, gratuitous_arp(source)) for _, _, source in garps]
-        packets += [_out(source, arp_request(source, ip)) for ip, source in asks]
+        packets += [_out(source, arp_request(source, ip)) for (_, ip), source in asks]
         if not packets:
             return
         try:
@@ -170,10 +181,11 @@ class Neighbours:
                     heapq.heappush(self._garps, garp)
             raise
         with self._lock:
-            for ip, _ in asks:
-                if ip in self._ask_at:
-                    answered = ip in self._learnt
-                    self._ask_at[ip] = now + (self.refresh if answered else UNANSWERED_RETRY)
+            for gateway, _ in asks:
+                if gateway in self._ask_at:
+                    answered = gateway in self._learnt
+                    self._ask_at[gateway] = now + (self.refresh if answered
+                                                   else UNANSWERED_RETRY)
 
     def _seconds_to_next(self) -> float:
         with self._lock:
@@ -182,7 +194,7 @@ class Neighbours:
                 due.append(self._garps[0][0])
         return max(min(due, default=self.clock() + self.refresh) - self.clock(), 0.0)
 
-    def _from_installed(self) -> dict[str, str]:
+    def _from_installed(self) -> dict[tuple, str]:
         """The gateway MACs of the flows out that br-int has (a restarted controller's):
         each flow of fip_to_external names the gateway's MAC, and its cookie the floating
         IP port whose subnet's gateway that is."""
@@ -203,7 +215,8 @@ class Neighbours:
                     for fixed in port.fixed_ips:
                         subnet = subnets.get(fixed.subnet_id)
                         if subnet is not None and subnet.gateway_ip:
-                            remembered[subnet.gateway_ip] = by_port_key[port.key]
+                            remembered[subnet.network_id, subnet.gateway_ip] = \
+                                by_port_key[port.key]
         return remembered
 
 

@@ -90,8 +90,10 @@ DHCP = Table(
     frozenset({SOURCE_PORT_REG}), ('l2_lookup',))
 L2_LOOKUP = Table(
     'l2_lookup', 30, 'router MAC to L3; known port MAC to its reg7; broadcast to every port; '
-    'on a physical network any other MAC to it (provider_egress)',
-    frozenset(_L2), ('l3', 'egress_dispatch', 'remote_flood', 'provider_egress'))
+    'on a physical network any other MAC to it (provider_egress); a local floating IP\'s MAC '
+    'on its external network to provider_ingress, as if it came from there',
+    frozenset(_L2), ('l3', 'egress_dispatch', 'remote_flood', 'provider_ingress',
+                     'provider_egress'))
 REMOTE_INGRESS = Table(
     'remote_ingress', 35, 'packets from tunnels: destination MAC to a local port; any other '
     'to the controller, to wait for a port about to be plugged here',
@@ -107,7 +109,7 @@ L3 = Table(
     frozenset(_L3 | {ROUTER_REG}), ('egress_dispatch', 'fip_snat'))
 FIP_DNAT = Table(
     'fip_dnat', 50, 'to a local floating IP: the router\'s key in reg5, through conntrack '
-    '(the router\'s NAT zone, nat: replies and related errors translated back)',
+    '(the floating IP\'s NAT zone, nat: replies and related errors translated back)',
     frozenset({NETWORK_REG, 'eth_type', 'ipv4_dst'}), ('fip_dnat_commit',))
 FIP_DNAT_COMMIT = Table(
     'fip_dnat_commit', 51, 'a new connection to a floating IP: committed with DNAT to the '
@@ -116,7 +118,7 @@ FIP_TO_PORT = Table(
     'fip_to_port', 52, 'translated to the fixed IP: routed to the port (dec_ttl, MACs, its '
     'network and reg7)', frozenset({ROUTER_REG, 'eth_type', 'ipv4_dst'}), ('egress_dispatch',))
 FIP_SNAT = Table(
-    'fip_snat', 53, 'from a port with a floating IP to outside: through the router\'s NAT zone',
+    'fip_snat', 53, 'from a port with a floating IP to outside: through its NAT zone',
     frozenset({ROUTER_REG, 'eth_type', 'ipv4_src'}), ('fip_snat_commit',))
 FIP_SNAT_COMMIT = Table(
     'fip_snat_commit', 54, 'a new connection from it: committed with SNAT to the floating IP',

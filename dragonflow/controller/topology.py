@@ -8,9 +8,6 @@ from typing import Optional
 from dragonflow.controller.cache import is_local
 from dragonflow.model import Chassis, FloatingIP, Network, Port, Router, Subnet
 
-# The conntrack zones of routers' NAT: well above the security groups' (a VM's OpenFlow port).
-NAT_ZONE_BASE = 0x8000
-
 
 @dataclasses.dataclass(frozen=True)
 class RouterInterface:
@@ -34,6 +31,7 @@ class LocalFloatingIP:
     external_network: Network
     external_subnet: Subnet  # the floating IP's; its gateway is the next hop out
     gateway_mac: Optional[str]  # the gateway's, once this chassis has learnt it
+    nat_zone: Optional[int]  # its association's conntrack zone (nat_zones.py), once it has one
 
     @property
     def router(self) -> Router:
@@ -56,13 +54,15 @@ class LocalFloatingIP:
         return self.external_subnet.gateway_ip
 
     @property
-    def nat_zone(self) -> int:
-        return nat_zone(self.router)
+    def gateway(self) -> tuple[str, str]:
+        """The gateway as Topology.gateway_macs names it: external network id, IP."""
+        return self.external_network.id, self.external_subnet.gateway_ip
 
-
-def nat_zone(router: Router) -> int:
-    """The conntrack zone of the router's floating IPs (16 bits, as a router key fits)."""
-    return NAT_ZONE_BASE | (router.key & 0x7fff)
+    @property
+    def association(self) -> tuple[str, str, str]:
+        """What a NAT zone is allocated for: the floating IP, the port and the fixed IP it is
+        associated with (a move to another port is a new association)."""
+        return self.floating_ip.id, self.port.id, self.fixed_ip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +83,9 @@ class Topology:
     tunnel_ofports: dict = dataclasses.field(default_factory=dict)  # tunnel type -> ofport
     patch_ofports: dict = dataclasses.field(default_factory=dict)  # physnet -> br-int's patch
     router_mac: Optional[str] = None  # source MAC of routed frames sent on physical networks
-    gateway_macs: dict = dataclasses.field(default_factory=dict)  # external gateway IP -> MAC
+    # (external network id, gateway IP) -> the gateway's MAC, learnt (neighbours.py)
+    gateway_macs: dict = dataclasses.field(default_factory=dict)
+    nat_zones: dict = dataclasses.field(default_factory=dict)  # floating IP id -> zone
 
     @classmethod
     def from_objects(cls, chassis_id: str, objects: dict, ofports: dict[str, int],
@@ -200,13 +202,22 @@ class Topology:
 
 
     def local_floating_ips(self) -> list[LocalFloatingIP]:
-        """The floating IPs of the ports plugged here whose router, its interface on the
-        fixed IP's subnet, the external network (physical, on a physnet this chassis is
-        patched to) and subnet (with a gateway) are all known; in id order."""
+        """The floating IPs NATed here: those of nat_associations() that have a NAT zone."""
         return self._local_floating_ips
 
     @functools.cached_property
     def _local_floating_ips(self) -> list[LocalFloatingIP]:
+        return [fip for fip in self.nat_associations() if fip.nat_zone is not None]
+
+    def nat_associations(self) -> list[LocalFloatingIP]:
+        """The floating IPs of the ports plugged here and bound nowhere else whose router,
+        its interface on the fixed IP's subnet, the external network (physical, on a physnet
+        this chassis is patched to) and subnet (with a gateway) are all known, with or
+        without a NAT zone yet (nat_zones.py allocates them); in id order."""
+        return self._nat_associations
+
+    @functools.cached_property
+    def _nat_associations(self) -> list[LocalFloatingIP]:
         result = []
         for fip in sorted(self.floating_ips.values(), key=lambda f: f.id):
             found = self._floating_ip(fip)
@@ -218,8 +229,12 @@ class Topology:
         port, own_port = self.ports.get(fip.port_id), self.ports.get(fip.floating_port_id)
         router = self.routers.get(fip.router_id)
         network = self.networks.get(fip.floating_network_id)
+        # Plugged here but bound to another chassis: a live migration's destination before
+        # the switchover, and only the source may answer for the floating IP until then.
+        # Plugged and not bound yet is local: this controller binds it next.
         if port is None or own_port is None or router is None or network is None or \
                 fip.port_id not in self.local_port_ids() or not fip.fixed_ip_address or \
+                port.binding_host_id not in (None, '', self.chassis_id) or \
                 router.external_gateway_info is None or \
                 router.external_gateway_info.network_id != network.id or \
                 not network.is_physical or network.physical_network not in self.patch_ofports:
@@ -235,7 +250,8 @@ class Topology:
                 not subnet.gateway_ip or subnet.ip_version != 4:
             return None
         return LocalFloatingIP(fip, port, own_port, interface, network, subnet,
-                               self.gateway_macs.get(subnet.gateway_ip))
+                               self.gateway_macs.get((network.id, subnet.gateway_ip)),
+                               self.nat_zones.get(fip.id))
 
 
 def ipv4_addresses(port: Port) -> list[str]:

@@ -1,5 +1,6 @@
 """Build small topologies for app tests without a store or an API, install their flows in the
 flow-table simulator, and build the packets to run through it."""
+import dataclasses
 import ipaddress
 import itertools
 
@@ -10,6 +11,7 @@ from os_ken.ofproto import ofproto_v1_3_parser as parser
 from dragonflow.controller import apps, openflow
 from dragonflow.controller import pipeline as p
 from dragonflow.controller.flows import Flow
+from dragonflow.controller.nat_zones import NatZones
 from dragonflow.controller.reconciler import Reconciler
 from dragonflow.controller.topology import Topology
 from dragonflow.model import (
@@ -58,7 +60,8 @@ class TopologyBuilder:
         self._keys = itertools.count(1)
         self.floating_ips: dict[str, FloatingIP] = {}
         self.patch_ofports: dict[str, int] = {}
-        self.gateway_macs: dict[str, str] = {}
+        self.gateway_macs: dict[tuple, str] = {}  # (external network id, gateway IP) -> MAC
+        self.nat_zones = NatZones()  # the chassis' allocator, as the flow loop has it
         self.tunnel_ofports: dict[str, int] = {}  # none: tunnel_ofport, of no type known
         self.router_mac = ROUTER_MAC
         # Ports belong to a group that lets everything in and out unless a test says
@@ -128,8 +131,10 @@ class TopologyBuilder:
         del self.ports[port.id]
         self.ofports.pop(port.id, None)
 
-    def router(self, name, *subnets, routes=()):
-        router = Router(id=f'router-{name}', name=name, key=next(self._keys), routes=list(routes))
+    def router(self, name, *subnets, routes=(), key=None):
+        """``key``: the router's, when a test needs one far from the others'."""
+        router = Router(id=f'router-{name}', name=name, key=key or next(self._keys),
+                        routes=list(routes))
         _add(self.routers, router)
         for subnet in subnets:
             self.add_interface(router, subnet)
@@ -187,14 +192,23 @@ class TopologyBuilder:
         return self.floating_ips[fip.id]
 
     def build(self) -> Topology:
-        """An independent snapshot: later builder changes do not reach into it."""
-        return Topology(self.chassis_id, _copy(self.networks), _copy(self.subnets),
+        """An independent snapshot: later builder changes do not reach into it. The floating
+        IPs get their NAT zones as the flow loop gives them (flush_new_nat_zones: what a
+        switch must forget before it gets the flows)."""
+        topology = Topology(self.chassis_id, _copy(self.networks), _copy(self.subnets),
                         _copy(self.ports), _copy(self.routers), _copy(self.chassis),
                         dict(self.ofports), self.tunnel_ofport, _copy(self.security_groups),
                         _copy(self.rules), floating_ips=_copy(self.floating_ips),
                         patch_ofports=dict(self.patch_ofports),
                         gateway_macs=dict(self.gateway_macs),
                         tunnel_ofports=dict(self.tunnel_ofports), router_mac=self.router_mac)
+        return dataclasses.replace(
+            topology, nat_zones=self.nat_zones.assign(topology.nat_associations()))
+
+    def flush_new_nat_zones(self, switch) -> None:
+        """What the flow loop does before it sends the flows of new NAT zones."""
+        switch.flush_conntrack_zones(self.nat_zones.unflushed())
+        self.nat_zones.flushed(self.nat_zones.unflushed())
 
 
 def _add(objects: dict, obj):
@@ -298,7 +312,7 @@ def add_floating_ip(b: TopologyBuilder):
     router = b.routers['router-p1']
     b.router_gateway(router, external, '172.24.4.10')
     b.floating_ip(external, '172.24.4.100', b.ports['port-net-p1-a-10.0.1.5'], router)
-    b.gateway_macs[GATEWAY_IP] = GATEWAY_MAC
+    b.gateway_macs[external.network_id, GATEWAY_IP] = GATEWAY_MAC
     return b
 
 

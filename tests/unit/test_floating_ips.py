@@ -13,7 +13,7 @@ from tests.unit.builders import PATCH_OFPORT, TopologyBuilder, install, ip_of, r
 
 GATEWAY_IP, GATEWAY_MAC = '172.24.4.1', 'fa:16:3e:ee:ee:01'
 INTERNET = '203.0.113.10'
-FIP, FIP2 = '172.24.4.100', '172.24.4.101'
+FIP, FIP2, FIP3 = '172.24.4.100', '172.24.4.101', '172.24.4.102'
 
 
 class Cloud:
@@ -39,12 +39,16 @@ class Cloud:
         b.router_gateway(self.router, self.external, '172.24.4.10')
         self.fip = b.floating_ip(self.external, FIP, self.vm, self.router)
         self.fip2 = b.floating_ip(self.external, FIP2, self.peer, self.router)
-        b.gateway_macs[GATEWAY_IP] = GATEWAY_MAC
+        self.gateway = (self.external_network.id, GATEWAY_IP)
+        b.gateway_macs[self.gateway] = GATEWAY_MAC
         self.reconciler = Reconciler(FlowTableSimulator())
         self.sync()
 
     def sync(self):
-        return install(self.b.build(), self.reconciler)
+        """As the flow loop sends a pass: new NAT zones flushed, then the flows."""
+        topology = self.b.build()
+        self.b.flush_new_nat_zones(self.switch)
+        return install(topology, self.reconciler)
 
     @property
     def switch(self):
@@ -53,8 +57,13 @@ class Cloud:
     def mac_of(self, fip):
         return self.b.ports[fip.floating_port_id].mac_address
 
-    def router_mac(self, subnet):
-        interface = next(i for i in self.router.interfaces if i.subnet_id == subnet.id)
+    def mac_of_address(self, address):
+        return self.mac_of(next(f for f in self.b.floating_ips.values()
+                                if f.floating_ip_address == address))
+
+    def router_mac(self, subnet, router=None):
+        interface = next(i for i in (router or self.router).interfaces
+                         if i.subnet_id == subnet.id)
         return self.b.ports[interface.port_id].mac_address
 
     def tagged(self, packet):
@@ -199,7 +208,7 @@ def test_nothing_goes_out_before_the_gateway_mac_is_learnt_and_its_reply_goes_up
     assert [d.port for d in cloud.switch.run(PATCH_OFPORT, **reply)] == [CONTROLLER]
     impostor = dict(reply, arp_spa='172.24.4.66')
     assert cloud.switch.run(PATCH_OFPORT, **impostor) == []
-    cloud.b.gateway_macs[GATEWAY_IP] = GATEWAY_MAC
+    cloud.b.gateway_macs[cloud.gateway] = GATEWAY_MAC
     cloud.sync()
     assert only(cloud.from_vm(cloud.vm, 1)).port == PATCH_OFPORT
 
@@ -278,3 +287,94 @@ def test_the_flows_read_back_as_they_were_made(cloud):
 FIP_TABLES = {t.number for t in (p.PROVIDER_INGRESS, p.FIP_DNAT, p.FIP_DNAT_COMMIT,
                                  p.FIP_TO_PORT, p.FIP_SNAT, p.FIP_SNAT_COMMIT,
                                  p.FIP_TO_EXTERNAL)}
+
+
+def test_two_projects_with_one_fixed_ip_and_routers_0x8000_apart_both_get_out_and_back(cloud):
+    """Each floating IP has a NAT zone of its own: the same connection from the same fixed
+    IP of two projects is two connections, whatever the routers' keys."""
+    b = cloud.b
+    theirs = b.subnet(b.network('theirs', project='p2'), '10.0.0.0/24')
+    twin = b.port(theirs, ip_of(cloud.vm), ofport=4)
+    router = b.router('r2', theirs, key=cloud.router.key + 0x8000)
+    b.router_gateway(router, cloud.external, '172.24.4.11')
+    b.floating_ip(cloud.external, FIP3, twin, router)
+    cloud.sync()
+    connection = dict(**TCP, tcp_dst=443)
+    mine = only(cloud.from_vm(cloud.vm, 1, **connection))
+    twins = only(cloud.switch.run(4, **dict(
+        eth_src=twin.mac_address, eth_dst=cloud.router_mac(theirs, router),
+        eth_type=p.ETH_TYPE_IPV4, ipv4_src=ip_of(twin), ipv4_dst=INTERNET,
+        ip_ttl=64, **connection)))
+    assert (mine.port, mine.packet['ipv4_src']) == (PATCH_OFPORT, FIP)
+    assert (twins.port, twins.packet['ipv4_src']) == (PATCH_OFPORT, FIP3)
+    reply = dict(ip_proto=6, tcp_src=443, tcp_dst=40000)
+    assert only(cloud.from_outside(**reply)).port == 1
+    assert only(cloud.from_outside(FIP3, eth_dst=cloud.mac_of_address(FIP3), **reply)).port == 4
+
+
+def test_a_connection_open_when_its_fip_moves_goes_to_the_new_port(cloud):
+    inbound = dict(**TCP, tcp_dst=22)
+    assert only(cloud.from_outside(**inbound)).port == 1
+    cloud.b.associate(cloud.fip, cloud.plain, cloud.router)
+    cloud.sync()
+    assert only(cloud.from_outside(**inbound)).port == 2
+
+
+def test_swapped_fips_take_their_open_connections_to_their_new_ports(cloud):
+    """A move is a new association: the connections of the old one stay in its zone."""
+    cloud.b.associate(cloud.fip2)
+    third = cloud.b.floating_ip(cloud.external, FIP3, cloud.plain, cloud.router)
+    cloud.sync()
+    inbound = dict(**TCP, tcp_dst=22)
+    assert only(cloud.from_outside(**inbound)).port == 1
+    assert only(cloud.from_outside(FIP3, eth_dst=cloud.mac_of(third), **inbound)).port == 2
+    cloud.b.associate(cloud.fip, cloud.plain, cloud.router)
+    cloud.b.associate(third, cloud.vm, cloud.router)
+    cloud.sync()
+    assert only(cloud.from_outside(**inbound)).port == 2
+    assert only(cloud.from_outside(FIP3, eth_dst=cloud.mac_of(third), **inbound)).port == 1
+
+
+def test_a_nat_zone_taken_again_keeps_nothing_of_its_last_holder(cloud):
+    """The vm's zone, freed when its floating IP moved, goes to its next floating IP: the
+    vm's answer on a connection of the old one must not leave as the old address."""
+    inbound = dict(**TCP, tcp_dst=22)
+    assert only(cloud.from_outside(**inbound)).port == 1
+    assert only(cloud.from_vm(cloud.vm, 1, ip_proto=6, tcp_src=22, tcp_dst=40000)).packet[
+        'ipv4_src'] == FIP  # established
+    zone = cloud.b.build().nat_zones[cloud.fip.id]
+    cloud.b.associate(cloud.fip, cloud.plain, cloud.router)
+    cloud.sync()
+    cloud.b.floating_ip(cloud.external, FIP3, cloud.vm, cloud.router)
+    cloud.sync()
+    assert cloud.b.build().nat_zones['fip-' + FIP3] == zone
+    answer = only(cloud.from_vm(cloud.vm, 1, ip_proto=6, tcp_src=22, tcp_dst=40000))
+    assert answer.packet['ipv4_src'] == FIP3
+
+
+def test_a_port_plugged_here_but_bound_elsewhere_has_its_fip_there(cloud):
+    """Live migration: Nova plugs the destination before the switchover; until the binding
+    moves, only the source chassis answers for the floating IP."""
+    cloud.b.ports[cloud.vm.id] = cloud.vm.model_copy(update={'binding_host_id': 'chassis-2'})
+    cloud.sync()
+    assert cloud.arp_for(FIP) == []
+    assert cloud.from_outside() == []
+    cloud.b.ports[cloud.vm.id] = cloud.vm.model_copy(update={'binding_host_id': 'chassis-1'})
+    cloud.sync()
+    assert only(cloud.arp_for(FIP)).port == PATCH_OFPORT
+    assert only(cloud.from_outside()).port == 1
+
+
+def test_a_vm_on_the_external_network_reaches_a_fip_of_its_own_chassis(cloud):
+    host = cloud.b.port(cloud.external, '172.24.4.50', ofport=5)
+    cloud.sync()
+    arrived = only(cloud.switch.run(5, eth_src=host.mac_address, eth_dst=cloud.mac_of(cloud.fip),
+                                    eth_type=p.ETH_TYPE_IPV4, ipv4_src='172.24.4.50',
+                                    ipv4_dst=FIP, ip_ttl=64, **TCP, tcp_dst=22))
+    assert (arrived.port, arrived.packet['ipv4_dst']) == (1, ip_of(cloud.vm))
+    assert arrived.packet['ipv4_src'] == '172.24.4.50'
+    back = only(cloud.from_vm(cloud.vm, 1, ipv4_dst='172.24.4.50', ip_proto=6, tcp_src=22,
+                              tcp_dst=40000))
+    # Through the gateway, as the reply of any host behind it.
+    assert (back.port, back.packet['ipv4_src'], back.packet['eth_dst']) == \
+        (PATCH_OFPORT, FIP, GATEWAY_MAC)

@@ -23,6 +23,7 @@ from tests.unit.clock import Clock
 
 REFRESH = 30.0
 GATEWAY_IP, GATEWAY_MAC, OTHER_MAC = '172.24.4.1', 'fa:16:3e:ee:ee:01', 'fa:16:3e:ee:ee:02'
+GATEWAY = ('net-public', GATEWAY_IP)  # as Topology.gateway_macs names it
 FIP, FIP2 = '172.24.4.100', '172.24.4.101'
 # A gratuitous ARP, and who has the gateway? (op, sender IP, target IP, out of the patch port)
 ANNOUNCE_AND_ASK = sorted([(1, FIP, FIP, PATCH_OFPORT), (1, FIP, GATEWAY_IP, PATCH_OFPORT)])
@@ -76,6 +77,7 @@ class World:
         self.router = b.router('r', subnet)
         b.router_gateway(self.router, self.external, '172.24.4.10')
         self.fip = b.floating_ip(self.external, FIP, self.vm, self.router)
+        self.fip_mac = b.ports[self.fip.floating_port_id].mac_address  # what replies go to
         self.neighbours = self.make()
 
     def make(self, **kwargs) -> Neighbours:
@@ -110,19 +112,19 @@ def test_a_new_floating_ip_asks_for_its_gateway_and_announces_itself(world):
 def test_the_gateways_reply_is_learnt_and_wakes_the_loop_once(world):
     world.confirm()
     world.at(0)
-    world.neighbours.learn(arp_reply(GATEWAY_IP, GATEWAY_MAC))
-    assert world.neighbours.macs() == {GATEWAY_IP: GATEWAY_MAC}
+    world.neighbours.learn(arp_reply(GATEWAY_IP, GATEWAY_MAC, world.fip_mac))
+    assert world.neighbours.macs() == {GATEWAY: GATEWAY_MAC}
     assert world.wakes == [1]
-    world.neighbours.learn(arp_reply(GATEWAY_IP, GATEWAY_MAC))
+    world.neighbours.learn(arp_reply(GATEWAY_IP, GATEWAY_MAC, world.fip_mac))
     assert world.wakes == [1]
-    world.neighbours.learn(arp_reply(GATEWAY_IP, OTHER_MAC))  # the gateway failed over
-    assert world.neighbours.macs() == {GATEWAY_IP: OTHER_MAC}
+    world.neighbours.learn(arp_reply(GATEWAY_IP, OTHER_MAC, world.fip_mac))  # failed over
+    assert world.neighbours.macs() == {GATEWAY: OTHER_MAC}
     assert world.wakes == [1, 1]
 
 
 def test_replies_from_others_and_other_frames_are_ignored(world):
     world.confirm()
-    world.neighbours.learn(arp_reply('172.24.4.77', OTHER_MAC))
+    world.neighbours.learn(arp_reply('172.24.4.77', OTHER_MAC, world.fip_mac))
     world.neighbours.learn(b'\x00' * 60)
     world.neighbours.learn(b'')
     assert world.neighbours.macs() == {}
@@ -130,7 +132,7 @@ def test_replies_from_others_and_other_frames_are_ignored(world):
 
 
 def test_nothing_is_learnt_for_a_gateway_no_floating_ip_here_uses(world):
-    world.neighbours.learn(arp_reply(GATEWAY_IP, GATEWAY_MAC))
+    world.neighbours.learn(arp_reply(GATEWAY_IP, GATEWAY_MAC, world.fip_mac))
     assert world.neighbours.macs() == {}
 
 
@@ -139,16 +141,16 @@ def test_the_gateway_is_asked_again_sooner_while_unanswered_then_every_refresh(w
     world.at(2 * GARP_SPACING)
     asks = [s for s in world.at(UNANSWERED_RETRY) if s[2] == GATEWAY_IP]
     assert asks == [(1, FIP, GATEWAY_IP, PATCH_OFPORT)]
-    world.neighbours.learn(arp_reply(GATEWAY_IP, GATEWAY_MAC))
+    world.neighbours.learn(arp_reply(GATEWAY_IP, GATEWAY_MAC, world.fip_mac))
     assert world.at(REFRESH - 0.1) == []
     assert world.at(0.1) == [(1, FIP, GATEWAY_IP, PATCH_OFPORT)]
-    assert world.neighbours.macs() == {GATEWAY_IP: GATEWAY_MAC}  # kept while unanswered
+    assert world.neighbours.macs() == {GATEWAY: GATEWAY_MAC}  # kept while unanswered
 
 
 def test_a_gateway_no_longer_needed_is_forgotten_and_asked_again_when_needed(world):
     world.confirm()
     world.at(1)
-    world.neighbours.learn(arp_reply(GATEWAY_IP, GATEWAY_MAC))
+    world.neighbours.learn(arp_reply(GATEWAY_IP, GATEWAY_MAC, world.fip_mac))
     world.b.associate(world.fip)  # disassociated
     world.confirm()
     assert world.neighbours.macs() == {}
@@ -191,17 +193,17 @@ def test_what_the_switch_did_not_take_is_sent_again(world):
 
 
 def test_a_restarted_controller_keeps_the_mac_br_int_has_until_learnt_again(world):
-    world.b.gateway_macs[GATEWAY_IP] = GATEWAY_MAC
+    world.b.gateway_macs[GATEWAY] = GATEWAY_MAC
     topology = world.b.build()
     reconciler = Reconciler(FlowTableSimulator())
     install(topology, reconciler)
     cache = Cache('chassis-1')
     cache.objects['ports'], cache.objects['subnets'] = topology.ports, topology.subnets
     restarted = world.make(installed=lambda: reconciler.installed, cache=cache)
-    assert restarted.macs() == {GATEWAY_IP: GATEWAY_MAC}
+    assert restarted.macs() == {GATEWAY: GATEWAY_MAC}
     restarted.confirmed(topology)
-    restarted.learn(arp_reply(GATEWAY_IP, OTHER_MAC))
-    assert restarted.macs() == {GATEWAY_IP: OTHER_MAC}
+    restarted.learn(arp_reply(GATEWAY_IP, OTHER_MAC, world.fip_mac))
+    assert restarted.macs() == {GATEWAY: OTHER_MAC}
 
 
 def test_a_fresh_br_int_remembers_nothing(world):
@@ -232,6 +234,31 @@ def test_packet_ins_of_provider_ingress_go_to_the_neighbours(world):
                            topology=lambda: None, neighbours=world.neighbours)
     world.confirm()
     packet_ins.packet_in(PacketIn(PATCH_OFPORT, p.PROVIDER_INGRESS.number, 0,
-                                  arp_reply(GATEWAY_IP, GATEWAY_MAC)))
-    assert world.neighbours.macs() == {GATEWAY_IP: GATEWAY_MAC}
+                                  arp_reply(GATEWAY_IP, GATEWAY_MAC, world.fip_mac)))
+    assert world.neighbours.macs() == {GATEWAY: GATEWAY_MAC}
     packet_ins.packet_in(PacketIn(PATCH_OFPORT, p.PROVIDER_INGRESS.number, 0, b'junk'))
+
+
+def test_two_external_networks_with_one_gateway_ip_each_learn_their_own_mac(world):
+    """Two operators' external networks may both have their gateway at 192.168.0.1: each
+    floating IP's network keeps the MAC that answered it."""
+    b = world.b
+    b.subnets[world.external.id].gateway_ip = '192.168.0.1'
+    _, other = b.external_network('public2', '192.168.0.0/24', physnet='physnet2')
+    other_subnet = b.subnet(b.network('private2'), '10.0.9.0/24')
+    vm = b.port(other_subnet, '10.0.9.5', ofport=9)
+    router = b.router('r2', other_subnet)
+    b.router_gateway(router, other, '192.168.0.10')
+    fip = b.floating_ip(other, '192.168.0.100', vm, router)
+    world.confirm()
+    world.at(0)
+    world.neighbours.learn(arp_reply('192.168.0.1', GATEWAY_MAC, world.fip_mac))
+    world.neighbours.learn(arp_reply('192.168.0.1', OTHER_MAC,
+                                     b.ports[fip.floating_port_id].mac_address,
+                                     '192.168.0.100'))
+    assert world.neighbours.macs() == {('net-public', '192.168.0.1'): GATEWAY_MAC,
+                                       ('net-public2', '192.168.0.1'): OTHER_MAC}
+    world.confirm()
+    topology = world.b.build()
+    assert {f.address: f.gateway_mac for f in topology.local_floating_ips()} == \
+        {FIP: GATEWAY_MAC, '192.168.0.100': OTHER_MAC}

@@ -86,7 +86,8 @@ class World:
         return Topology.from_objects(
             ME, self.cache.objects, {'vm': 1, 'vm2': 2}, None, self.cache.revision,
             patch_ofports={'physnet1': 100},
-            gateway_macs={GATEWAY_IP: gateway_mac} if gateway_mac else {})
+            gateway_macs={('public', GATEWAY_IP): gateway_mac} if gateway_mac else {},
+            nat_zones={'fip': 0x8000})
 
     def status(self):
         return self.store.get(FloatingIP.table, 'fip').value['status']
@@ -140,7 +141,8 @@ def test_a_store_outage_delays_the_report_only(world):
 def test_a_floating_ip_of_a_port_elsewhere_is_left_to_its_chassis(world):
     topology = Topology.from_objects(ME, world.cache.objects, {'vm2': 2}, None,
                                      world.cache.revision, patch_ofports={'physnet1': 100},
-                                     gateway_macs={GATEWAY_IP: GATEWAY_MAC})
+                                     gateway_macs={('public', GATEWAY_IP): GATEWAY_MAC},
+                                     nat_zones={'fip': 0x8000})
     world.reporter.ports_confirmed(topology)
     world.reporter.report()
     assert world.status() == 'DOWN'

@@ -46,16 +46,19 @@ def _replies(network_key: int, ports: tuple):
 
 
 def reply(network_key: int, ip: str, mac: str, object_key: int):
-    """Turn the request into the reply in place: swap the addresses, fill in the answer."""
     return p.ARP_RESPONDER.flow(
         100,
         Match(metadata=network_key, eth_type=p.ETH_TYPE_ARP, arp_op=p.ARP_REQUEST, arp_tpa=ip),
-        [Move('eth_src', 'eth_dst', 48), SetField('eth_src', mac),
-         SetField('arp_op', p.ARP_REPLY),
-         Move('arp_sha', 'arp_tha', 48), Move('arp_spa', 'arp_tpa', 32),
-         SetField('arp_sha', mac), SetField('arp_spa', ip),
-         Output(IN_PORT)],
-        cookie=object_key)
+        [*reply_actions(ip, mac), Output(IN_PORT)], cookie=object_key)
+
+
+def reply_actions(ip: str, mac: str) -> list:
+    """Turn an ARP request for ``ip`` into the reply in place: swap the addresses, fill in
+    the answer (``mac``). The floating IPs' answers are these too."""
+    return [Move('eth_src', 'eth_dst', 48), SetField('eth_src', mac),
+            SetField('arp_op', p.ARP_REPLY),
+            Move('arp_sha', 'arp_tha', 48), Move('arp_spa', 'arp_tpa', 32),
+            SetField('arp_sha', mac), SetField('arp_spa', ip)]
 
 
 def _own_address(network_key: int, ip: str, port_key: int):

@@ -1,5 +1,7 @@
 """Distributed floating IPs: DNAT in and SNAT out on the chassis of the port a floating IP is
-bound to, in the conntrack zone of its router (topology.nat_zone), with no network node.
+bound to, in the conntrack zone of its association (LocalFloatingIP.nat_zone: the chassis
+allocates one per floating IP, port and fixed IP, nat_zones.py), with no network node. A
+floating IP without a zone yet has no flows.
 
 In, from the external (physical) network, in provider_ingress: an ARP request for the floating
 IP is answered in place with the floating IP port's MAC, so only the chassis of the bound
@@ -20,8 +22,13 @@ learnt there is no flow out. Traffic between two floating IPs goes through the g
 
 A frame from the external network with a floating IP's MAC as source (our own gratuitous ARP
 flooded back, or a chassis that has not yet heard of a move) is dropped, never answered.
+
+A VM plugged on the external network itself sends to a floating IP of this chassis as to
+any host there; the physical network would not send it back out of the port it came in by,
+so l2_lookup takes the floating IP's MAC straight to provider_ingress, as if it had come in.
 """
 from dragonflow.controller import pipeline as p
+from dragonflow.controller.apps.arp_responder import reply_actions
 from dragonflow.controller.apps.provider import vlan_actions
 from dragonflow.controller.apps.units import unit
 from dragonflow.controller.flows import (
@@ -34,7 +41,6 @@ from dragonflow.controller.flows import (
     Conntrack,
     DecTTL,
     Match,
-    Move,
     Nat,
     Output,
     SetField,
@@ -42,12 +48,14 @@ from dragonflow.controller.flows import (
     ct_state,
     prefix_match,
 )
-from dragonflow.controller.topology import ip_network, nat_zone
+from dragonflow.controller.topology import ip_network
 
 NAME = 'floating_ips'
 # provider_ingress: above the provider app's flows for local MACs and broadcasts.
 OWN_FRAME_PRIORITY = 210
 INGRESS_PRIORITY = 200
+# l2_lookup: above the l2 app's flows for known MACs (a floating IP port's is none of them).
+LOCAL_FIP_PRIORITY = 110
 # l3: below every route (100 + prefix length); the router's own subnets above the diversion.
 OWN_SUBNET_PRIORITY = 95
 SNAT_PRIORITY = 90
@@ -65,7 +73,7 @@ def flows(topology):
         routers[fip.router.id] = fip.router
         yield from _floating_ip(fip.floating_ip, fip.port, fip.own_port, fip.interface.port,
                                 fip.router, fip.external_network, fip.external_subnet,
-                                topology.network_of(fip.port), fip.gateway_mac)
+                                topology.network_of(fip.port), fip.gateway_mac, fip.nat_zone)
     for router in routers.values():
         yield from _own_subnets(router, tuple(i.subnet for i in topology.router_interfaces(router)
                                               if i.subnet.ip_version == 4))
@@ -80,24 +88,26 @@ def _table_flows():
 
 @unit
 def _floating_ip(fip, port, own_port, interface_port, router, external, external_subnet,
-                 network, gateway_mac):
+                 network, gateway_mac, zone: int):
     key = own_port.key
     yield from _inbound(fip, port, own_port, interface_port, router, external,
-                        external_subnet, network, key)
-    yield from _outbound(fip, own_port, router, external, gateway_mac, key)
+                        external_subnet, network, key, zone)
+    yield from _outbound(fip, own_port, router, external, gateway_mac, key, zone)
 
 
 def _inbound(fip, port, own_port, interface_port, router, external, external_subnet,
-             network, key):
-    address, mac, zone = fip.floating_ip_address, own_port.mac_address, nat_zone(router)
+             network, key, zone):
+    address, mac = fip.floating_ip_address, own_port.mac_address
     on_external = dict(metadata=external.key)
+    yield p.L2_LOOKUP.flow(LOCAL_FIP_PRIORITY, Match(**on_external, eth_dst=mac),
+                           [p.PROVIDER_INGRESS.goto()], cookie=key)
     yield p.PROVIDER_INGRESS.flow(OWN_FRAME_PRIORITY, Match(**on_external, eth_src=mac), [],
                                   cookie=key)
     yield p.PROVIDER_INGRESS.flow(
         INGRESS_PRIORITY,
         Match(**on_external, eth_type=p.ETH_TYPE_ARP, arp_op=p.ARP_REQUEST, arp_tpa=address),
         # Back out with the tag classify popped.
-        [*arp_reply_actions(address, mac), *vlan_actions(external), Output(IN_PORT)],
+        [*reply_actions(address, mac), *vlan_actions(external), Output(IN_PORT)],
         cookie=key)
     yield p.PROVIDER_INGRESS.flow(
         INGRESS_PRIORITY,
@@ -125,8 +135,8 @@ def _inbound(fip, port, own_port, interface_port, router, external, external_sub
          SetField(p.DESTINATION_PORT_REG, port.key), p.EGRESS_DISPATCH.goto()], cookie=key)
 
 
-def _outbound(fip, own_port, router, external, gateway_mac, key):
-    zone, fixed = nat_zone(router), fip.fixed_ip_address
+def _outbound(fip, own_port, router, external, gateway_mac, key, zone):
+    fixed = fip.fixed_ip_address
     yield p.L3.flow(SNAT_PRIORITY,
                     Match(reg5=router.key, eth_type=p.ETH_TYPE_IPV4, ipv4_src=fixed),
                     [p.FIP_SNAT.goto()], cookie=key)
@@ -157,11 +167,3 @@ def _own_subnets(router, subnets: tuple):
                               **prefix_match('ipv4_dst', ip_network(subnet.cidr))),
                         [], cookie=router.key)
 
-
-def arp_reply_actions(ip: str, mac: str) -> list:
-    """Turn an ARP request for ``ip`` into the reply in place (arp_responder.reply's shape):
-    swap the addresses, fill in the answer."""
-    return [Move('eth_src', 'eth_dst', 48), SetField('eth_src', mac),
-            SetField('arp_op', p.ARP_REPLY),
-            Move('arp_sha', 'arp_tha', 48), Move('arp_spa', 'arp_tpa', 32),
-            SetField('arp_sha', mac), SetField('arp_spa', ip)]
