@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -39,6 +40,21 @@ try:
     print(s.recvfrom(100)[0].decode())
 except OSError:
     print("-")
+'''
+# One UDP "connection" (one socket, one source port) asking every 10 ms, printing each answer
+# with the monotonic time it came (the system's clock, the same in every namespace).
+WHO_STREAM = '''
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setblocking(False)
+while True:
+    s.sendto(b"?", (sys.argv[1], 7777))
+    time.sleep(0.01)
+    try:
+        while True:
+            print(f"{time.monotonic():.3f} {s.recv(100).decode()}", flush=True)
+    except BlockingIOError:
+        pass
 '''
 # A connected UDP socket learns of an ICMP port unreachable only if the error's quoted packet
 # is the one it sent (its own address and port): the NAT must have translated it back.
@@ -226,6 +242,79 @@ def test_the_fip_follows_its_reassociation_to_another_chassis(cloud, north, inte
     finally:
         for server in servers:
             server.kill()
+
+
+class WhoStream:
+    """WHO_STREAM from a host: ``answers`` as (time, name) as they come."""
+
+    def __init__(self, host, address):
+        self.process = host.popen(sys.executable, '-c', WHO_STREAM, address,
+                                  stdout=subprocess.PIPE, text=True)
+        self.answers: list[tuple[float, str]] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            at, name = line.split()
+            self.answers.append((float(at), name))
+
+    def names(self, since: float = 0.0) -> list[str]:
+        return [name for at, name in list(self.answers) if at >= since]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.process.kill()
+        self.process.wait(10)
+        self._reader.join(10)
+
+
+def nat_zones(chassis, fip) -> set[int]:
+    """The conntrack zones of the floating IP's DNAT flows on the chassis."""
+    return {int(zone, 0) for line in flows_for(chassis, fip) if 'table=50' in line
+            for zone in re.findall(r'zone=(\w+)', line)}
+
+
+def test_an_open_connection_follows_its_fip_reassociated_on_the_same_chassis(
+        cloud, north, internet):
+    """Re-associated, the floating IP has a NAT zone of its own (flushed first): the next
+    packet of a connection open to the old VM is a new connection to the new one."""
+    first, second = north.vm('ch1'), north.vm('ch1')
+    chassis = cloud.chassis['ch1']
+    servers = [serve_who(first, 'first'), serve_who(second, 'second')]
+    try:
+        fip = north.floating_ip(first)
+        with WhoStream(internet, fip.floating_ip_address) as stream:
+            wait_for(lambda: len(stream.names()) >= 20, 5, what='the first VM answering')
+            old_zones = nat_zones(chassis, fip)
+            start = time.monotonic()
+            north.net.update_ip(fip, port_id=second.port.id)
+            wait_for(lambda: 'second' in stream.names(start), 5,
+                     what='the second VM answering the open connection')
+            switched = next(at for at, name in stream.answers if at >= start
+                            and name == 'second')
+            wait_for(lambda: len(stream.names(switched)) >= 50, 5, what='50 answers more')
+            assert set(stream.names(start)) <= {'first', 'second'}
+            assert set(stream.names(switched)) == {'second'}, stream.names(switched)
+            assert stream.names(0)[:20] == ['first'] * 20
+        elapsed = switched - start
+        assert elapsed < FOLLOW_DEADLINE, f'the connection followed after {elapsed:.3f} s'
+        new_zones = nat_zones(chassis, fip)
+        assert len(new_zones) == 1 and not new_zones & old_zones, (old_zones, new_zones)
+        zone, = new_zones
+        entries = chassis.ovs.appctl('dpctl/dump-conntrack', f'zone={zone}')
+        assert _sources(entries) >= {second.ip} and first.ip not in _sources(entries), entries
+        print(f'the open connection followed the floating IP in {elapsed:.3f} s; zone '
+              f'{sorted(old_zones)} -> {zone}')
+    finally:
+        for server in servers:
+            server.kill()
+
+
+def _sources(conntrack: str) -> set[str]:
+    return set(re.findall(r'src=([\d.]+)', conntrack))
 
 
 def _arp_replies(lines, address) -> list[str]:
