@@ -76,6 +76,7 @@ class Neighbours:
         self._wake = threading.Event()
         # By gateway: (external network id, gateway IP).
         self._learnt: dict[tuple, str] = {}       # its MAC
+        self._unneeded: dict[tuple, float] = {}   # since when no local floating IP needs it
         self._sources: dict[tuple, Source] = {}  # where to ask it from
         self._ask_at: dict[tuple, float] = {}    # when to ask it next
         self._networks: dict[str, str] = {}      # local floating IP MAC -> external network
@@ -86,9 +87,9 @@ class Neighbours:
 
     # From the flow loop: building a topology, and its flows confirmed.
     def macs(self) -> dict[tuple, str]:
-        """Each needed gateway's MAC: learnt, or else as br-int's flows out have it (read
-        once, at the first call: the loop's first pass, br-int read back and the cache
-        loaded). Not called with the cache's lock held."""
+        """Each needed (or lately needed) gateway's MAC: learnt, or else as br-int's flows
+        out have it (read once, at the first call: the loop's first pass, br-int read back
+        and the cache loaded). Not called with the cache's lock held."""
         with self._lock:
             if self._remembered is None:
                 self._remembered = self._from_installed()
@@ -111,8 +112,16 @@ class Neighbours:
                 announce.append(source)
         with self._lock:
             for gone in self._sources.keys() - sources.keys():
-                self._learnt.pop(gone, None)
                 self._ask_at.pop(gone, None)
+                self._unneeded.setdefault(gone, now)
+            # A MAC no longer needed is kept for a refresh period: a floating IP associated
+            # again (a move, a swap) has its way out at once, asked again meanwhile.
+            for gateway in sources.keys() & self._unneeded.keys():
+                del self._unneeded[gateway]
+            for gateway, since in list(self._unneeded.items()):
+                if now - since >= self.refresh:
+                    self._learnt.pop(gateway, None)
+                    del self._unneeded[gateway]
             for gone in (self._remembered or {}).keys() - sources.keys():
                 del self._remembered[gone]
             for ip in sources.keys() - self._sources.keys():

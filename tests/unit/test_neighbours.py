@@ -147,14 +147,29 @@ def test_the_gateway_is_asked_again_sooner_while_unanswered_then_every_refresh(w
     assert world.neighbours.macs() == {GATEWAY: GATEWAY_MAC}  # kept while unanswered
 
 
-def test_a_gateway_no_longer_needed_is_forgotten_and_asked_again_when_needed(world):
+def test_a_gateway_no_longer_needed_is_kept_a_refresh_period_and_asked_again_when_needed(
+        world):
     world.confirm()
     world.at(1)
     world.neighbours.learn(arp_reply(GATEWAY_IP, GATEWAY_MAC, world.fip_mac))
     world.b.associate(world.fip)  # disassociated
     world.confirm()
+    assert world.at(REFRESH) == []  # not asked while unneeded
+    world.b.associate(world.fip, world.vm2, world.router)  # back within the period
+    world.confirm()
+    assert world.neighbours.macs() == {GATEWAY: GATEWAY_MAC}  # its way out at once
+    assert sorted(world.at(0)) == ANNOUNCE_AND_ASK  # and asked again meanwhile
+
+
+def test_a_gateway_unneeded_for_a_refresh_period_is_forgotten(world):
+    world.confirm()
+    world.at(1)
+    world.neighbours.learn(arp_reply(GATEWAY_IP, GATEWAY_MAC, world.fip_mac))
+    world.b.associate(world.fip)  # disassociated
+    world.confirm()
+    world.at(REFRESH)
+    world.confirm()
     assert world.neighbours.macs() == {}
-    assert world.at(REFRESH) == []
     world.b.associate(world.fip, world.vm2, world.router)
     world.confirm()
     assert sorted(world.at(0)) == ANNOUNCE_AND_ASK
