@@ -150,6 +150,28 @@ class Pinger:
             self.process.wait(10)
 
 
+RECONCILED = 'br-int read back and reconciled'
+
+
+def restart_under_ping(chassis, sender, ip: str) -> None:
+    """Kill and start the chassis' controller while ``sender`` pings ``ip`` every 10 ms:
+    no ping is lost, and the restarted controller's reconcile of br-int changes no flow."""
+    reconciles = log_count(chassis, RECONCILED)
+    with Pinger(sender, ip, interval=0.01) as ping:
+        wait_for(lambda: ping.replies >= 20, 5, what='the ping under way')
+        chassis.kill_controller()
+        chassis.start_controller()
+        wait_for(lambda: log_count(chassis, RECONCILED) > reconciles, 10,
+                 what='the restarted controller to read br-int back and reconcile')
+        replies = ping.replies
+        wait_for(lambda: ping.replies >= replies + 20, 5, what='the ping past the reconcile')
+        transmitted, received = ping.stop()
+    assert transmitted == received and transmitted >= 40
+    with open(chassis.controller.log_path, errors='replace') as log:
+        last = [line for line in log if RECONCILED in line][-1]
+    assert re.search(r', 0 deleted, 0 added', last), last
+
+
 def log_count(chassis, text: str) -> int:
     """How many lines of the chassis' controller log (every run of it) contain ``text``."""
     with open(chassis.controller.log_path, errors='replace') as log:

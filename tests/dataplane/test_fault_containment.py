@@ -5,10 +5,8 @@ import re
 import time
 
 from dragonflow.lab.cloud import wait_for
-from tests.dataplane.conftest import Pinger, log_count
+from tests.dataplane.conftest import log_count, restart_under_ping
 from tests.dataplane.test_routing import reachable_within
-
-RECONCILED = 'br-int read back and reconciled'
 
 
 def test_a_port_given_the_gateway_address_does_not_stop_the_chassis(cloud, topo):
@@ -56,20 +54,7 @@ def test_a_restart_under_traffic_loses_nothing_and_rewrites_no_flow(cloud, topo)
     assert reachable_within(a, b.ip, 3)
     chassis = cloud.chassis['ch1']
     before, at = _flow_ages(chassis), time.monotonic()
-    reconciles = log_count(chassis, RECONCILED)
-    with Pinger(a, b.ip, interval=0.01) as ping:
-        wait_for(lambda: ping.replies >= 20, 5, what='the ping under way')
-        chassis.kill_controller()
-        chassis.start_controller()
-        wait_for(lambda: log_count(chassis, RECONCILED) > reconciles, 10,
-                 what='the restarted controller to read br-int back and reconcile')
-        replies = ping.replies
-        wait_for(lambda: ping.replies >= replies + 20, 5, what='the ping past the reconcile')
-        transmitted, received = ping.stop()
-    assert transmitted == received and transmitted >= 40
-    with open(chassis.controller.log_path, errors='replace') as log:
-        last = [line for line in log if RECONCILED in line][-1]
-    assert re.search(r', 0 deleted, 0 added', last), last
+    restart_under_ping(chassis, a, b.ip)
     after, elapsed = _flow_ages(chassis), time.monotonic() - at
     assert after.keys() == before.keys()
     rewritten = [flow for flow, age in after.items() if age < before[flow] + elapsed - 1.0]

@@ -15,11 +15,10 @@ import pytest
 
 from dragonflow.lab import physical
 from dragonflow.lab.cloud import Cloud, wait_for
-from tests.dataplane.conftest import Pinger, log_count
+from tests.dataplane.conftest import restart_under_ping
 
 PHYSNET = 'physnet1'
 FOLLOW_DEADLINE = 1.0  # seconds from the API call to traffic on the new chassis
-RECONCILED = 'br-int read back and reconciled'
 _cidrs = itertools.count(1)
 
 # A UDP server answering each datagram with the VM's name: who holds the floating IP now?
@@ -399,20 +398,7 @@ def test_a_controller_restart_keeps_the_nat_and_rewrites_no_flow(cloud, north, i
     vm = north.vm('ch1')
     address = north.floating_ip(vm).floating_ip_address
     chassis = cloud.chassis['ch1']
-    reconciles = log_count(chassis, RECONCILED)
-    with Pinger(internet, address, interval=0.01) as ping:
-        wait_for(lambda: ping.replies >= 20, 5, what='the ping under way')
-        chassis.kill_controller()
-        chassis.start_controller()
-        wait_for(lambda: log_count(chassis, RECONCILED) > reconciles, 10,
-                 what='the restarted controller to read br-int back and reconcile')
-        replies = ping.replies
-        wait_for(lambda: ping.replies >= replies + 20, 5, what='the ping past the reconcile')
-        transmitted, received = ping.stop()
-    assert transmitted == received and transmitted >= 40
-    with open(chassis.controller.log_path, errors='replace') as log:
-        last = [line for line in log if RECONCILED in line][-1]
-    assert re.search(r', 0 deleted, 0 added', last), last
+    restart_under_ping(chassis, internet, address)
 
 
 def test_a_fip_becoming_local_is_announced_by_three_gratuitous_arps(cloud, north):
