@@ -34,6 +34,9 @@ df-api's PUT /v2.0/floatingips/<id> {port_id} (openstacksdk; it returns once the
 change, the flows follow) and OVN's `ovn-nbctl --wait=hv lr-nat-add ...` (it returns once the
 chassis has its flows). A pinger in the internet host (a raw socket, one echo request every
 --interval, silent until told to go) stops the clock at the first echo reply. Rows:
+  - (--ovn-call no-wait: OVN's call returns once NB has the change, as Neutron's OVN driver
+    returns, so both calls return before the chassis acts and "from the call's return"
+    compares like with like)
   - from the call's return / from the call's start: pinging starts once the call RETURNS
     (the issue's definition); from the start counts each control plane in full and is the
     fair comparison, OVN's call waiting for its chassis and Dragonflow's not;
@@ -461,8 +464,11 @@ class Ovn(_System):
             nbctl('--type=port-group', 'acl-add', 'pg_open', direction, str(priority),
                   f'{port} == @pg_open && {match}', verdict)
 
+    wait = True  # --ovn-call: the association waits for the chassis (--wait=hv), or not
+
     def _associate(self) -> None:
-        self.cloud.nbctl('--wait=hv', 'lr-nat-add', 'router', 'dnat_and_snat', self.address,
+        wait = ('--wait=hv',) if self.wait else ()
+        self.cloud.nbctl(*wait, 'lr-nat-add', 'router', 'dnat_and_snat', self.address,
                          self.vm_ip, 'vm', self.external_mac)
 
     def _disassociate(self) -> None:
@@ -650,6 +656,10 @@ def main() -> int:
     parser.add_argument('--upstream-arp', choices=('known', 'flushed'), default='known',
                         help='the upstream router knows the floating IP\'s MAC, or ARPs anew')
     parser.add_argument('--security', choices=('open', 'off'), default='open')
+    parser.add_argument('--ovn-call', choices=('wait', 'no-wait'), default='wait',
+                        help="OVN's association: ovn-nbctl --wait=hv (returns once the "
+                             'chassis has the flows) or without (returns once NB has it, as '
+                             "Neutron's OVN driver returns, like df-api)")
     parser.add_argument('--paths', default='flows,namespace,ovn',
                         help='which of flows, namespace, ovn to measure')
     parser.add_argument('--quick', action='store_true',
@@ -682,6 +692,7 @@ def main() -> int:
             log('OVN: starting')
             workdirs.append(tempfile.mkdtemp(prefix='df-bench-ns-ovn-'))
             systems['OVN'] = Ovn(workdirs[-1], secure)
+            systems['OVN'].wait = args.ovn_call == 'wait'
         paths = [path for system in systems.values() for path in system.paths]
         results = measure(paths, args.rounds, args.seconds)
         associations([s for s in systems.values() if s.address], args.samples)
