@@ -151,3 +151,30 @@ def test_port_security_stops_forged_packets_and_passes_allowed_pairs(topo, tmp_p
              what='the address pair flows')
     assert arrives('icmp', sender.mac, '10.22.1.252')
     assert arrives('arp', sender.mac, '10.22.1.252')
+
+
+def test_a_frame_to_an_allowed_address_pairs_mac_crosses_to_its_port(topo, tmp_path):
+    """A VRRP router's virtual MAC, given as an allowed address pair: frames to it reach the
+    port's VM on another chassis (its eth0 sees them: tcpdump), none before the pair."""
+    import sys
+    subnet = topo.subnet('10.22.2.0/24')
+    sender, receiver = topo.vm(subnet, 'ch1'), topo.vm(subnet, 'ch2')
+    assert reachable_within(sender, receiver.ip, 3)
+    script = tmp_path / 'send.py'
+    script.write_text(SEND)
+    virtual_mac, virtual_ip = 'fa:16:3e:aa:02:01', '10.22.2.100'
+
+    def arrives() -> bool:
+        with Capture(receiver.name, 'eth0', f'icmp and ether dst {virtual_mac}') as capture:
+            sender.exec(sys.executable, str(script), 'icmp', sender.mac, sender.ip,
+                        virtual_mac, virtual_ip)
+        return any(virtual_ip in line for line in capture.lines)
+
+    assert not arrives()
+    topo.sdk.network.update_port(receiver.port.id, allowed_address_pairs=[
+        {'ip_address': virtual_ip, 'mac_address': virtual_mac}])
+    wait_for(lambda: virtual_mac in topo.cloud.chassis['ch1'].dump_flows(), 5,
+             what='the pair MAC in ch1 l2_lookup')
+    wait_for(lambda: virtual_mac in topo.cloud.chassis['ch2'].dump_flows(), 5,
+             what='the pair MAC in ch2 remote_ingress')
+    assert arrives()

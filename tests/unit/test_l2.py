@@ -1,5 +1,6 @@
 """Table l2_lookup: unicast to a known MAC, broadcast/multicast within the network, isolation
 between networks even when they reuse addresses."""
+from dragonflow.model import AddressPair
 from tests.flowsim import Delivery
 from tests.unit.builders import (
     BROADCAST,
@@ -96,3 +97,29 @@ def test_same_ip_in_two_projects_is_answered_per_network():
         deliveries = sim.run(src, **arp_request(ports[project, 5], '10.0.0.6'))
         assert [d.port for d in deliveries] == [src]
         assert deliveries[0].packet['arp_sha'] == ports[project, 6].mac_address
+
+
+VIRTUAL_MAC = 'fa:16:3e:aa:00:01'  # a VRRP router's virtual MAC, as an allowed address pair
+
+
+def _with_pairs(*names):
+    b = TopologyBuilder()
+    subnet = b.subnet(b.network('blue'), '10.0.0.0/24')
+    ports = {name: b.port(subnet, f'10.0.0.{11 + i}', ofport=i + 1)
+             for i, name in enumerate(('a', 'b', 'c'))}
+    for name in names:
+        ports[name].allowed_address_pairs.append(
+            AddressPair(ip_address='10.0.0.100', mac_address=VIRTUAL_MAC))
+    return install(b.build()), ports
+
+
+def test_a_frame_to_an_allowed_address_pairs_mac_reaches_its_port():
+    sim, ports = _with_pairs('b')
+    packet = ipv4(ports['a'], VIRTUAL_MAC, '10.0.0.100')
+    assert sim.outputs(1, **packet) == [2]
+
+
+def test_a_mac_several_ports_pairs_name_reaches_each_of_them():
+    """Nothing is learned: which of the VRRP routers holds the address now, only they know."""
+    sim, ports = _with_pairs('b', 'c')
+    assert sorted(sim.outputs(1, **ipv4(ports['a'], VIRTUAL_MAC, '10.0.0.100'))) == [2, 3]

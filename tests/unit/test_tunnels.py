@@ -7,7 +7,7 @@ import pytest
 
 from dragonflow.controller.apps import tunnels
 from dragonflow.controller.flows import CONTROLLER
-from dragonflow.model import Chassis
+from dragonflow.model import AddressPair, Chassis
 from tests.unit.builders import (
     BROADCAST,
     TUNNEL_OFPORT,
@@ -247,3 +247,12 @@ def test_a_topology_that_knows_one_tunnel_port_only_uses_it_for_every_type():
     _, local, remote = _network_with_ports(b, 'n', network_type='vxlan', segmentation_id=77)
     [delivery] = install(b.build()).run(1, **ipv4(local, remote.mac_address, ip_of(remote)))
     assert delivery.port == TUNNEL_OFPORT and delivery.packet['tunnel_id'] == 77
+
+
+def test_from_a_tunnel_a_frame_to_a_local_ports_pair_mac_reaches_it():
+    b, net, _, local, _, remote, _, _ = two_chassis()
+    local.allowed_address_pairs.append(
+        AddressPair(ip_address='10.0.1.100', mac_address='fa:16:3e:aa:00:01'))
+    switch = install(b.build())
+    assert switch.outputs(TUNNEL_OFPORT, **frame(remote, 'fa:16:3e:aa:00:01',
+                                                  tunnel_id=net.key)) == [1]

@@ -23,7 +23,13 @@ talk to each other, nothing else (the error is logged once per network).
 import logging
 
 from dragonflow.controller import pipeline as p
-from dragonflow.controller.apps.l2 import MULTICAST, local_copies, local_vm_ports
+from dragonflow.controller.apps.l2 import (
+    MULTICAST,
+    by_mac,
+    local_copies,
+    local_vm_ports,
+    to_ports,
+)
 from dragonflow.controller.apps.units import unit
 from dragonflow.controller.flows import Match, Output, PopVlan, PushVlan, SetField
 
@@ -117,11 +123,9 @@ def _to_ports_elsewhere(elsewhere: tuple):
 @unit
 def _network(network, local: tuple):
     """A network with local ports: in to them, out for everything else."""
-    for port in local:
-        yield p.PROVIDER_INGRESS.flow(
-            100, Match(metadata=network.key, eth_dst=port.mac_address),
-            [SetField(p.DESTINATION_PORT_REG, port.key), p.EGRESS_DISPATCH.goto()],
-            cookie=port.key)
+    for mac, holders in by_mac(local):
+        yield p.PROVIDER_INGRESS.flow(100, Match(metadata=network.key, eth_dst=mac),
+                                      to_ports(holders), cookie=holders[0].key)
     yield p.PROVIDER_INGRESS.flow(50, Match(metadata=network.key, eth_dst=MULTICAST),
                                   local_copies(local), cookie=network.key)
     yield p.L2_LOOKUP.flow(UNKNOWN_UNICAST_PRIORITY, Match(metadata=network.key),

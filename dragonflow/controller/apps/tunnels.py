@@ -25,7 +25,13 @@ import logging
 from typing import Optional
 
 from dragonflow.controller import pipeline as p
-from dragonflow.controller.apps.l2 import MULTICAST, local_copies, local_vm_ports
+from dragonflow.controller.apps.l2 import (
+    MULTICAST,
+    by_mac,
+    local_copies,
+    local_vm_ports,
+    to_ports,
+)
 from dragonflow.controller.apps.units import unit
 from dragonflow.controller.flows import Match, Output, SetField, ToController
 
@@ -117,11 +123,9 @@ def _ingress(network_key: int, tunnel_key: int, local_ports: tuple, tunnel: int)
     yield p.CLASSIFY.flow(100, Match(in_port=tunnel, tunnel_id=tunnel_key),
                           [SetField(p.NETWORK_REG, network_key), p.REMOTE_INGRESS.goto()],
                           cookie=network_key)
-    for port in local_ports:
-        yield p.REMOTE_INGRESS.flow(
-            100, Match(metadata=network_key, eth_dst=port.mac_address),
-            [SetField(p.DESTINATION_PORT_REG, port.key), p.EGRESS_DISPATCH.goto()],
-            cookie=port.key)
+    for mac, holders in by_mac(local_ports):
+        yield p.REMOTE_INGRESS.flow(100, Match(metadata=network_key, eth_dst=mac),
+                                    to_ports(holders), cookie=holders[0].key)
     yield p.REMOTE_INGRESS.flow(1, Match(metadata=network_key), [ToController()],
                                 cookie=network_key)
     yield p.REMOTE_INGRESS.flow(50, Match(metadata=network_key, eth_dst=MULTICAST),
