@@ -233,6 +233,12 @@ def ip_of(port) -> str:
     return port.fixed_ips[0].ip_address
 
 
+def only(deliveries: list):
+    """The one delivery of a packet the test expects to come out exactly once."""
+    assert len(deliveries) == 1, deliveries
+    return deliveries[0]
+
+
 def frame(src_port, eth_dst, **fields) -> dict:
     """An Ethernet frame sent by a port (an IPv4 packet unless eth_type says otherwise)."""
     return {'eth_src': src_port.mac_address, 'eth_dst': eth_dst,

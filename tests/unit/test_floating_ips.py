@@ -9,7 +9,7 @@ from dragonflow.controller import pipeline as p
 from dragonflow.controller.flows import CONTROLLER
 from dragonflow.controller.reconciler import Reconciler
 from tests.flowsim import FlowTableSimulator
-from tests.unit.builders import PATCH_OFPORT, TopologyBuilder, install, ip_of, read_back
+from tests.unit.builders import PATCH_OFPORT, TopologyBuilder, install, ip_of, only, read_back
 
 GATEWAY_IP, GATEWAY_MAC = '172.24.4.1', 'fa:16:3e:ee:ee:01'
 INTERNET = '203.0.113.10'
@@ -105,11 +105,6 @@ TCP = dict(ip_proto=6, tcp_src=40000)
 @pytest.fixture
 def cloud():
     return Cloud()
-
-
-def only(deliveries):
-    assert len(deliveries) == 1, deliveries
-    return deliveries[0]
 
 
 def test_a_ping_from_outside_reaches_the_vm_and_its_reply_leaves_as_the_fip(cloud):

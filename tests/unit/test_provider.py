@@ -20,6 +20,7 @@ from tests.unit.builders import (
     install,
     ip_of,
     ipv4,
+    only,
     read_back,
 )
 
@@ -72,11 +73,6 @@ class Cloud:
 @pytest.fixture
 def cloud():
     return Cloud()
-
-
-def only(deliveries):
-    assert len(deliveries) == 1, deliveries
-    return deliveries[0]
 
 
 def test_a_tagged_frame_reaches_the_local_port_untagged(cloud):
