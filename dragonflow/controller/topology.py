@@ -50,10 +50,6 @@ class LocalFloatingIP:
         return self.own_port.mac_address
 
     @property
-    def gateway_ip(self) -> str:
-        return self.external_subnet.gateway_ip
-
-    @property
     def gateway(self) -> tuple[str, str]:
         """The gateway as Topology.gateway_macs names it: external network id, IP."""
         return self.external_network.id, self.external_subnet.gateway_ip
