@@ -75,7 +75,6 @@ removed at the end, after a failure or Ctrl-C too.
 """
 import argparse
 import concurrent.futures
-import contextlib
 import dataclasses
 import json
 import os
@@ -91,6 +90,7 @@ from typing import Optional
 
 from _ovn import OvnCloud
 from _probe import FlowMonitor, Guest, Pinger, log, percentile, ratio_interval
+from _stacked import Stacked
 from dataplane_local import ping_rtt
 
 from dragonflow.lab import netns
@@ -137,10 +137,10 @@ class Path:
     address: str
 
 
-class _System:
-    """A deployment built by _start() whose resources are on ``_stack``: up until close(),
-    cleaned up if starting fails half way. Association samples go to ``samples``, one list
-    per measurement, a None where no reply came (kept in place, to pair rounds)."""
+class _System(Stacked):
+    """A deployment built by _start() (Stacked: up until close()). Association samples go
+    to ``samples``, one list per measurement, a None where no reply came (kept in place, to
+    pair rounds)."""
 
     name = ''
     address = None  # the floating IP the association samples move
@@ -156,18 +156,7 @@ class _System:
         self.pinger: Optional[Pinger] = None
         self.mac = None  # the floating IP's, as the upstream router knows it
         self.upstream: Optional[Host] = None
-        self._stack = contextlib.ExitStack()
-        try:
-            self._start()
-        except BaseException:
-            self._stack.close()
-            raise
-
-    def close(self) -> None:
-        self._stack.close()
-
-    def _start(self) -> None:
-        raise NotImplementedError
+        super().__init__()
 
     def _associate(self) -> None:
         raise NotImplementedError

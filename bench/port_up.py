@@ -48,7 +48,6 @@ Run as root: .venv/bin/python bench/port_up.py [--samples 40] [--interval 0.005]
                                                 [--security default|off]
 """
 import argparse
-import contextlib
 import sys
 import tempfile
 import time
@@ -64,6 +63,7 @@ from _probe import (
     percentile,
     ratio_interval,
 )
+from _stacked import Stacked
 
 from dragonflow import store as nb
 from dragonflow.lab.cloud import Cloud
@@ -141,21 +141,12 @@ class Samples:
         return percentile(values, q) * 1000 if values else None
 
 
-class _System:
-    """A cloud started by _start(), its resources on ``_stack``: up until close(), and
-    cleaned up if starting fails half way."""
+class _System(Stacked):
+    """A cloud started by _start() (Stacked: up until close())."""
 
     def __init__(self, interval: float, secure: bool):
         self.interval, self.secure, self.result = interval, secure, Samples()
-        self._stack = contextlib.ExitStack()
-        try:
-            self._start()
-        except BaseException:
-            self._stack.close()
-            raise
-
-    def close(self) -> None:
-        self._stack.close()
+        super().__init__()
 
 
 class Dragonflow(_System):
