@@ -79,6 +79,21 @@ controller_opts = [
     cfg.HostAddressOpt('openflow_listen_host', default='127.0.0.1',
                        help='Address the OpenFlow controller listens on (OVS connects to it).'),
     cfg.PortOpt('openflow_listen_port', default=6653, help='OpenFlow controller TCP port.'),
+    cfg.BoolOpt('gateway', default=False,
+                help='This chassis may hold routers\' gateway addresses (answer ARP for them, '
+                     'SNAT to them) on the external networks of its bridge_mappings\' '
+                     'physnets. df-api lists each router\'s candidates in priority order; the '
+                     'first alive holds it, and liveness is decided by BFD between chassis, '
+                     'without the store.'),
+    cfg.IntOpt('bfd_interval', default=300, min=50, max=5000,
+               help='Milliseconds between the BFD packets of this chassis\' liveness sessions '
+                    'with gateway chassis (and, on a gateway, with the chassis it serves); a '
+                    'peer is down after 3 missed, so a gateway fails over in about 3 of '
+                    'these.'),
+    cfg.PortOpt('bfd_udp_port', default=4795,
+                help='UDP port of the VXLAN tunnel ports that carry the BFD sessions only '
+                     '(one per peer; data keeps the tunnel_types ports). Every chassis must '
+                     'use the same, and the underlay must let it through.'),
     cfg.FloatOpt('heartbeat_interval', default=2.0, min=0.1,
                  help='Seconds between chassis heartbeats. A heartbeat is a liveness record '
                       'that expires after three intervals, not a logged change.'),
@@ -90,6 +105,18 @@ l3_opts = [
                  help='Seconds between the ARP requests a chassis sends for the gateway of an '
                       'external subnet it NATs floating IPs on, to learn (and keep current) '
                       'the gateway\'s MAC.'),
+    cfg.StrOpt('snat_mode', default='gateway', choices=['gateway', 'distributed'],
+               help='Where routers without a floating IP SNAT to the outside (read by df-api, '
+                    'which records it in the topology): gateway = on the router\'s active '
+                    'gateway chassis, to the router\'s gateway address; distributed = on '
+                    'each chassis, to an address of the router\'s own there (a '
+                    'network:chassis_snat port per router and chassis, allocated by df-api): '
+                    'no tunnel to a gateway, capacity grows with the chassis, and the outside '
+                    'sees one address per chassis, not the router\'s.'),
+    cfg.FloatOpt('schedule_interval', default=10.0, min=0.5,
+                 help='Seconds between df-api\'s passes over every router with a gateway, '
+                      'besides the changes it follows: new gateway chassis appended to '
+                      'gateway_chassis lists, distributed SNAT ports made and removed.'),
 ]
 
 # Neutron's ML2 type driver options, with Neutron's group and option names, read by df-api.

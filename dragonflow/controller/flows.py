@@ -129,6 +129,24 @@ class PopVlan:
 
 
 @dataclasses.dataclass(frozen=True)
+class BundleLoad:
+    """Nicira bundle_load, active_backup: the first of ``members`` (OpenFlow port numbers)
+    that is live (a port with BFD: while its session says forwarding) is written to the
+    register ``dst``; OFPP_NONE (0xffff) when none is."""
+    members: tuple
+    dst: str = 'reg3'
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckPktLarger:
+    """OVS check_pkt_larger: bit ``bit`` of register ``dst`` = whether the packet (its whole
+    frame) is longer than ``length`` bytes."""
+    length: int
+    dst: str = 'reg0'
+    bit: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
 class Nat:
     """The nat() of a ct action. With no ``kind``, a packet of a connection that has NAT is
     translated as the connection says (and the inner headers of an ICMP error related to it);
@@ -177,7 +195,7 @@ class Conjunction:
 
 
 Action = Union[Output, SetField, Move, DecTTL, Resubmit, Goto, ToController, Conntrack,
-               Conjunction, PushVlan, PopVlan]
+               Conjunction, PushVlan, PopVlan, BundleLoad, CheckPktLarger]
 
 # ct_state bits (Nicira): match ("+trk+est") as (bits, mask).
 CT_NEW, CT_ESTABLISHED, CT_RELATED, CT_REPLY, CT_INVALID, CT_TRACKED = 1, 2, 4, 8, 16, 32

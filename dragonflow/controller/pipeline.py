@@ -5,7 +5,10 @@ number, and every flow is checked against its table's declaration when it is bui
 Registers: metadata = network key, reg6 = source port key, reg7 = destination port key,
 reg5 = router key, reg4 = the conntrack zone of the local port being filtered (set with the
 port in egress_conntrack and ingress_conntrack, so the security group tables' shared flows
-commit in it); tunnel_id = the network's tunnel key (its segmentation id: VNI or GRE key)
+commit in it); reg3 = the liveness port of the gateway chassis snat_redirect chose; reg0
+bit 0 = larger than the external network's MTU (check_pkt_larger, on the way out: the first
+table of each north-south path sends such packets to the controller, frag_needed.py);
+tunnel_id = the network's tunnel key (its segmentation id: VNI or GRE key)
 and tun_ipv4_dst = the peer chassis on tunnelled packets; vlan_vid = OFPVID_PRESENT | the
 VLAN id of a VLAN network's frames on its physnet's patch port (a flat network's: untagged).
 A miss in any table drops the packet (br-int is fail-mode secure and no table has a
@@ -22,6 +25,9 @@ SOURCE_PORT_REG = 'reg6'
 DESTINATION_PORT_REG = 'reg7'
 ROUTER_REG = 'reg5'
 CONNTRACK_ZONE_REG = 'reg4'
+GATEWAY_PORT_REG = 'reg3'  # snat_redirect: the liveness port of the gateway chosen (bundle)
+TOO_BIG_REG = 'reg0'  # bit 0: set by check_pkt_larger where traffic leaves for outside
+TOO_BIG = (1, 1)  # the match on it: larger than the external network's MTU
 
 ETH_TYPE_IPV4 = prerequisites.ETH_TYPE_IPV4
 ETH_TYPE_ARP = prerequisites.ETH_TYPE_ARP
@@ -42,6 +48,8 @@ class Table:
     purpose: str
     match_fields: frozenset
     next_tables: tuple = ()
+    # Tables before this one it may run the packet through (resubmit): goto only goes forward.
+    back_tables: tuple = ()
 
     def flow(self, priority: int, match: Match, actions=(), cookie: int = 0) -> Flow:
         """A flow in this table, refused if it matches or jumps where the table may not, or if
@@ -51,7 +59,9 @@ class Table:
             raise ValueError(f'table {self.name} does not match on {sorted(undeclared)}')
         for action in actions:
             table = action.table if isinstance(action, (Goto, Resubmit, Conntrack)) else None
-            if table is not None and _name(table) not in self.next_tables:
+            allowed = self.next_tables + (self.back_tables if isinstance(action, Resubmit)
+                                          else ())
+            if table is not None and _name(table) not in allowed:
                 raise ValueError(f'table {self.name} may not continue in table {table}')
         prerequisites.check(match, actions)
         return Flow(self.number, priority, match, tuple(actions), cookie)
@@ -95,18 +105,52 @@ L2_LOOKUP = Table(
     frozenset(_L2), ('l3', 'egress_dispatch', 'remote_flood', 'provider_ingress',
                      'provider_egress'))
 REMOTE_INGRESS = Table(
-    'remote_ingress', 35, 'packets from tunnels: destination MAC to a local port; any other '
-    'to the controller, to wait for a port about to be plugged here',
-    frozenset(_L2), ('egress_dispatch',))
+    'remote_ingress', 35, 'packets from tunnels: destination MAC to a local port; a router\'s '
+    'gateway MAC on the active gateway chassis: its reg5, to SNAT (or straight out without '
+    'it); any other to the controller, to wait for a port about to be plugged here',
+    frozenset(_L2), ('egress_dispatch', 'snat', 'snat_to_external'))
 PROVIDER_INGRESS = Table(
     'provider_ingress', 36, 'frames from a physical network: to a local port\'s MAC; a local '
     'floating IP\'s ARP answered and its traffic to DNAT; ARP replies to it to the controller '
     '(the gateway\'s MAC); broadcast to local ports only; anything else dropped',
-    frozenset(_ARP | {'ipv4_dst'}), ('egress_dispatch', 'fip_dnat'))
+    frozenset(_ARP | {'ipv4_dst', 'ip_proto', 'icmpv4_type'}),
+    ('egress_dispatch', 'fip_dnat', 'unsnat', 'l3'))
 L3 = Table(
     'l3', 40, 'route by destination IP: dec_ttl, rewrite MACs, set the destination network/port; '
-    'from a port with a floating IP to outside the router: to SNAT',
-    frozenset(_L3 | {ROUTER_REG}), ('egress_dispatch', 'fip_snat'))
+    'from a port with a floating IP to outside the router: to its SNAT; from the router\'s '
+    'other addresses to outside: to the router\'s SNAT, here or on its gateway chassis',
+    frozenset(_L3 | {ROUTER_REG}),
+    ('egress_dispatch', 'fip_snat', 'snat_redirect', 'snat', 'snat_to_external'))
+SNAT_REDIRECT = Table(
+    'snat_redirect', 42, 'to outside through the router\'s gateway on another chassis: '
+    'the first live one of its gateway_chassis (bundle active_backup over this chassis\' BFD '
+    'ports to them) in reg3; too big: to the controller',
+    frozenset({ROUTER_REG, TOO_BIG_REG, 'eth_type'}), ('snat_tunnel',))
+SNAT_TUNNEL = Table(
+    'snat_tunnel', 43, 'reg3 names a gateway chassis: through the tunnel to it, on the '
+    'network the packet came from (tunnel_id = its tunnel key), to the gateway MAC',
+    frozenset({GATEWAY_PORT_REG, NETWORK_REG}), ())
+SNAT = Table(
+    'snat', 44, 'where the router SNATs (its active gateway chassis; every chassis in '
+    'distributed mode): through the router\'s SNAT zone (nat: replies translated back); too '
+    'big: to the controller', frozenset({ROUTER_REG, TOO_BIG_REG, 'eth_type', 'ipv4_src'}),
+    ('snat_commit',))
+SNAT_COMMIT = Table(
+    'snat_commit', 45, 'a new connection: committed with SNAT to the router\'s address '
+    '(its gateway address, or its address on this chassis)',
+    frozenset({ROUTER_REG, 'ct_state', 'eth_type', 'ipv4_src'}), ('snat_to_external',))
+SNAT_TO_EXTERNAL = Table(
+    'snat_to_external', 46, 'to the external network: dec_ttl, the router\'s address\' MAC, '
+    'the upstream gateway\'s MAC, its network (enable_snat=false comes here unNATed); too '
+    'big: to the controller', frozenset({ROUTER_REG, TOO_BIG_REG, 'eth_type', 'ipv4_src'}),
+    ('provider_egress',))
+UNSNAT = Table(
+    'unsnat', 47, 'from the external network to a router\'s SNAT address: its reg5, through '
+    'its SNAT zone (nat)', frozenset({NETWORK_REG, 'eth_type', 'ipv4_dst'}), ('unsnat_route',))
+UNSNAT_ROUTE = Table(
+    'unsnat_route', 48, 'a reply translated back to the VM\'s address: routed by l3 '
+    '(resubmit); anything else dropped', frozenset({ROUTER_REG, 'ct_state', 'eth_type'}),
+    back_tables=('l3',))
 FIP_DNAT = Table(
     'fip_dnat', 50, 'to a local floating IP: the router\'s key in reg5, through conntrack '
     '(the floating IP\'s NAT zone, nat: replies and related errors translated back)',
@@ -118,8 +162,9 @@ FIP_TO_PORT = Table(
     'fip_to_port', 52, 'translated to the fixed IP: routed to the port (dec_ttl, MACs, its '
     'network and reg7)', frozenset({ROUTER_REG, 'eth_type', 'ipv4_dst'}), ('egress_dispatch',))
 FIP_SNAT = Table(
-    'fip_snat', 53, 'from a port with a floating IP to outside: through its NAT zone',
-    frozenset({ROUTER_REG, 'eth_type', 'ipv4_src'}), ('fip_snat_commit',))
+    'fip_snat', 53, 'from a port with a floating IP to outside: through its NAT zone; too '
+    'big: to the controller', frozenset({ROUTER_REG, TOO_BIG_REG, 'eth_type', 'ipv4_src'}),
+    ('fip_snat_commit',))
 FIP_SNAT_COMMIT = Table(
     'fip_snat_commit', 54, 'a new connection from it: committed with SNAT to the floating IP',
     frozenset({ROUTER_REG, 'ct_state', 'eth_type', 'ipv4_src'}), ('fip_to_external',))
@@ -150,11 +195,14 @@ OUTPUT = Table(
     frozenset({DESTINATION_PORT_REG}), ())
 
 TABLES = (CLASSIFY, PORT_SECURITY, EGRESS_CONNTRACK, EGRESS_SECURITY_GROUPS, SERVICES,
-          ARP_RESPONDER, DHCP, L2_LOOKUP, REMOTE_INGRESS, PROVIDER_INGRESS, L3, FIP_DNAT,
+          ARP_RESPONDER, DHCP, L2_LOOKUP, REMOTE_INGRESS, PROVIDER_INGRESS, L3, SNAT_REDIRECT,
+          SNAT_TUNNEL, SNAT, SNAT_COMMIT, SNAT_TO_EXTERNAL, UNSNAT, UNSNAT_ROUTE, FIP_DNAT,
           FIP_DNAT_COMMIT, FIP_TO_PORT, FIP_SNAT, FIP_SNAT_COMMIT, FIP_TO_EXTERNAL,
           EGRESS_DISPATCH, REMOTE_FLOOD, PROVIDER_EGRESS, INGRESS_CONNTRACK,
           INGRESS_SECURITY_GROUPS, OUTPUT)
 BY_NUMBER = {t.number: t for t in TABLES}
+# Where a too-big packet (TOO_BIG_REG) is sent to the controller, for frag_needed.py.
+TOO_BIG_TABLES = (SNAT_REDIRECT, SNAT, SNAT_TO_EXTERNAL, FIP_SNAT)
 BY_NAME = {t.name: t for t in TABLES}
 
 

@@ -82,6 +82,12 @@ class Topology:
     # (external network id, gateway IP) -> the gateway's MAC, learnt (neighbours.py)
     gateway_macs: dict = dataclasses.field(default_factory=dict)
     nat_zones: dict = dataclasses.field(default_factory=dict)  # floating IP id -> zone
+    # Gateway liveness (ovsdb.py, gateway_keeper.py): this chassis' BFD port to each peer it
+    # runs a session with, and the peers whose session says forwarding now.
+    liveness_ofports: dict = dataclasses.field(default_factory=dict)  # chassis id -> ofport
+    live_peers: frozenset = frozenset()
+    is_gateway: bool = False  # [controller] gateway
+    uplinks_down: frozenset = frozenset()  # physnets whose provider bridge lost every uplink
 
     @classmethod
     def from_objects(cls, chassis_id: str, objects: dict, ofports: dict[str, int],
@@ -196,6 +202,51 @@ class Topology:
                 result.append(RouterInterface(router, port, subnet, network))
         return result
 
+    def gateway_chassis(self, router: Router) -> tuple[str, ...]:
+        """The router's gateway chassis whose records are known, in priority order."""
+        return tuple(c for c in router.gateway_chassis if c in self.chassis)
+
+    def can_hold_gateway(self, router: Router) -> bool:
+        """Whether this chassis can hold the router's gateway now: it is configured as a
+        gateway, listed as one of the router's, and its external network is physical, on a
+        physnet patched here whose uplink is not down."""
+        gateway = router.external_gateway_info
+        network = self.networks.get(gateway.network_id) if gateway else None
+        return self.is_gateway and self.chassis_id in router.gateway_chassis and \
+            network is not None and network.is_physical and \
+            network.physical_network in self.patch_ofports and \
+            network.physical_network not in self.uplinks_down
+
+    def active_gateway(self, router: Router) -> Optional[str]:
+        """The chassis holding the router's gateway as this chassis sees it: the first of its
+        gateway_chassis that is this one (when it can hold it) or a live peer."""
+        for chassis_id in router.gateway_chassis:
+            if chassis_id == self.chassis_id:
+                if self.can_hold_gateway(router):
+                    return chassis_id
+            elif chassis_id in self.live_peers:
+                return chassis_id
+        return None
+
+    def liveness_peers(self) -> dict[str, str]:
+        """The chassis this one runs BFD with (id -> tunnel IP): the gateway chassis of every
+        router it knows with a gateway; and, for a router it is a gateway chassis of, the
+        other gateway chassis and every chassis hosting the router's VM ports (they send to
+        it, and see it alive only if it answers)."""
+        return self._liveness_peers
+
+    @functools.cached_property
+    def _liveness_peers(self) -> dict[str, str]:
+        peers: set[str] = set()
+        for router in self.routers.values():
+            if router.external_gateway_info is None:
+                continue
+            peers.update(router.gateway_chassis)
+            if self.chassis_id in router.gateway_chassis:
+                for interface in self.router_interfaces(router):
+                    peers.update(p.binding_host_id for p in self.vm_ports_on(interface.network.id))
+        peers.discard(self.chassis_id)
+        return {c: self.chassis[c].tunnel_ip for c in sorted(peers) if c in self.chassis}
 
     def local_floating_ips(self) -> list[LocalFloatingIP]:
         """The floating IPs NATed here: those of nat_associations() that have a NAT zone."""

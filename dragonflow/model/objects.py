@@ -14,10 +14,13 @@ DEVICE_OWNER_ROUTER_INTERFACE = 'network:router_interface'
 DEVICE_OWNER_DHCP = 'network:dhcp'
 DEVICE_OWNER_ROUTER_GATEWAY = 'network:router_gateway'
 DEVICE_OWNER_FLOATINGIP = 'network:floatingip'
+# Distributed SNAT (``[l3] snat_mode = distributed``): a router's address on its external
+# network on one chassis (device_id = the router, binding:host_id = the chassis).
+DEVICE_OWNER_CHASSIS_SNAT = 'network:chassis_snat'
 # Ports that stand for an address of the cloud's own, never plugged into any chassis: they
 # hold an address and a MAC, and their flows come from the object they belong to.
 NOT_PLUGGED_OWNERS = frozenset({'network:router_interface', DEVICE_OWNER_ROUTER_GATEWAY,
-                                DEVICE_OWNER_FLOATINGIP})
+                                DEVICE_OWNER_FLOATINGIP, DEVICE_OWNER_CHASSIS_SNAT})
 
 TUNNEL_NETWORK_TYPES = ('vxlan', 'geneve', 'gre')
 PHYSICAL_NETWORK_TYPES = ('flat', 'vlan')
@@ -181,6 +184,11 @@ class Router(Resource):
     gateway_port_id: Optional[str] = Field(
         default=None, description='Its network:router_gateway port on the external network, '
                                   'holding the external_fixed_ips and the gateway MAC.')
+    gateway_chassis: list[str] = Field(
+        default=[], description='The chassis that may hold its gateway address (answer ARP '
+                                'for it, SNAT to it), in priority order: the first one alive '
+                                'is active (api/l3_scheduler.py; a chassis that comes back '
+                                'moves itself to the end: controller/gateway_keeper.py).')
 
 
 class FloatingIP(Resource):
@@ -213,6 +221,10 @@ class Chassis(Model):
     router_mac: Optional[str] = Field(
         default=None, description='The source MAC of the frames its routers send on physical '
                                   'networks (one per chassis, so no MAC moves upstream).')
+    gateway: bool = Field(
+        default=False, description='Configured as a gateway chassis ([controller] gateway): '
+                                   'a candidate for routers\' gateway_chassis on the external '
+                                   'networks of its physical_networks.')
 
     def same_endpoint(self, other: 'Chassis') -> bool:
         """Whether the two records say the same to the data plane."""
@@ -227,6 +239,9 @@ class ChassisStatus(BaseModel):
                                'last confirmed.')
     networks: list[str] = Field(default=[], description='Networks its controller serves (caches).')
     routers: list[str] = Field(default=[], description='Routers its controller serves (caches).')
+    active_gateways: list[str] = Field(
+        default=[], description='Routers whose gateway this chassis holds now (as it sees its '
+                                'peers\' liveness).')
 
 
 # IP protocol names a security group rule may give, with their numbers (neutron-lib's

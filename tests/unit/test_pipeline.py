@@ -53,9 +53,11 @@ def test_declarations_are_consistent():
     assert len(p.BY_NUMBER) == len(p.BY_NAME) == len(p.TABLES)
     for table in p.TABLES:
         for name in table.next_tables:
-            # goto_table may only go forward in OpenFlow; resubmit could go back, but nothing
-            # in the pipeline needs to.
+            # goto_table may only go forward in OpenFlow; resubmit may go back, to what a
+            # table declares as back_tables.
             assert p.BY_NAME[name].number > table.number, (table.name, name)
+        for name in table.back_tables:
+            assert p.BY_NAME[name].number < table.number, (table.name, name)
 
 
 def test_every_app_flow_fits_its_table():
@@ -65,7 +67,8 @@ def test_every_app_flow_fits_its_table():
         assert flow.match.fields() <= table.match_fields, flow
         assert [a for a in flow.actions if isinstance(a, (Goto, Resubmit))] == \
             [a for a in flow.actions if isinstance(a, (Goto, Resubmit))
-             and p.BY_NUMBER[a.table].name in table.next_tables], flow
+             and p.BY_NUMBER[a.table].name in table.next_tables + (
+                 table.back_tables if isinstance(a, Resubmit) else ())], flow
     index(flows)  # no two flows share an identity with different actions
     FlowTableSimulator().apply([], flows)  # and the switch's own checks accept them
 

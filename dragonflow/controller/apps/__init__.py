@@ -30,6 +30,7 @@ from dragonflow.controller.apps import (
     port_security,
     provider,
     security_groups,
+    snat,
     tunnels,
 )
 
@@ -37,10 +38,10 @@ LOG = logging.getLogger(__name__)
 
 # Order is the cookie's app id: append, never reorder (ids are in switches and dumps).
 APPS = (classifier, arp_responder, l2, l3, output, tunnels, port_security, dhcp,
-        security_groups, provider, floating_ips)
+        security_groups, provider, floating_ips, snat)
 APP_IDS = {app.NAME: index + 1 for index, app in enumerate(APPS)}
 APP_NAMES = {index: name for name, index in APP_IDS.items()}
-PRECEDENCE = (port_security, security_groups, classifier, floating_ips, l3, l2, provider,
+PRECEDENCE = (port_security, security_groups, classifier, floating_ips, snat, l3, l2, provider,
               arp_responder, tunnels, output, dhcp)
 _RANKS = {APP_IDS[app.NAME]: rank for rank, app in enumerate(PRECEDENCE)}
 
