@@ -105,6 +105,7 @@ class Chassis:
         self.dir = os.path.join(cloud.workdir, name)
         self.ovs = ovs.Ovs(self.netns, os.path.join(self.dir, 'ovs'))
         self.config_path = os.path.join(self.dir, 'dragonflow.ini')
+        self.gateway = name in cloud.gateways  # [controller] gateway = true
         self.controller = Process(
             ['ip', 'netns', 'exec', self.netns, os.path.join(BIN, 'df-controller'),
              '--config-file', self.config_path], os.path.join(self.dir, 'df-controller.log'))
@@ -127,8 +128,12 @@ class Chassis:
         if self.cloud.physicals:
             controller['bridge_mappings'] = ','.join(
                 p.mapping for p in self.cloud.physicals.values())
+        if self.gateway:
+            controller['gateway'] = 'true'
+        sections = dict(self.cloud.extra_config)
+        controller.update(sections.pop('controller', {}))
         with open(self.config_path, 'w') as f:
-            f.write(self.cloud.config(controller=controller, **self.cloud.extra_config))
+            f.write(self.cloud.config(controller=controller, **sections))
         self.start_controller()
 
     def _join_underlay(self) -> None:
@@ -155,11 +160,39 @@ class Chassis:
         """ovs-vswitchd killed and started again; br-phy's tap is made anew, without the
         underlay address it held (an operator's network configuration puts it back)."""
         self.ovs.restart_switch()
+        self._restore_underlay_address()
+
+    def _restore_underlay_address(self) -> None:
         wait_for(lambda: 'br-phy' in netns.run('ip', '-o', 'link', netns=self.netns), 10,
                  what=f'{self.name} br-phy back')
         netns.run('ip', 'addr', 'replace', f'{self.tunnel_ip}/24', 'dev', 'br-phy',
                   netns=self.netns)
         netns.run('ip', 'link', 'set', 'br-phy', 'up', netns=self.netns)
+
+    def kill(self) -> None:
+        """The chassis dies as a machine would for its network: ovs-vswitchd and the
+        controller killed (SIGKILL); nothing forwards, no BFD leaves it. ``revive`` undoes it."""
+        self.kill_controller()
+        self.ovs.kill_switch()
+
+    def revive(self) -> None:
+        """ovs-vswitchd and the controller started again after ``kill``."""
+        self.ovs.start_switch()
+        self._restore_underlay_address()
+        self.start_controller()
+
+    def cut_uplink(self, physnet: Optional[str] = None) -> None:
+        """Its link to a physical network (the first by default) goes down, as a cable
+        pulled: the switch's port to it down, so its NIC there loses carrier."""
+        self._uplink(physnet, 'down')
+
+    def restore_uplink(self, physnet: Optional[str] = None) -> None:
+        self._uplink(physnet, 'up')
+
+    def _uplink(self, physnet: Optional[str], state: str) -> None:
+        physical = self.cloud.physicals[physnet] if physnet else self.cloud.physical
+        netns.run('ip', 'link', 'set', physical.port_of(self.name), state,
+                  netns=physical.netns)
 
     def close(self) -> None:
         self.controller.stop()
@@ -170,12 +203,16 @@ class Chassis:
 class Cloud:
     def __init__(self, workdir: str, prefix: Optional[str] = None, tunnel_type: str = 'vxlan',
                  store: str = 'sqlite', physical_networks: tuple = (),
-                 extra_config: Optional[dict] = None):
+                 extra_config: Optional[dict] = None, gateways: tuple = ()):
         """``physical_networks``: physnet names, each a physical network every chassis
         joins (the first through br-ex, the others through br-<name>), the first with the
         upstream router and internet host (lab/physical.py); ``cloud.physical`` is that
         first one. ``extra_config``: more INI sections (by name) for df-api and every
-        controller, e.g. {'ml2_type_vlan': {'network_vlan_ranges': 'physnet1:100:200'}}."""
+        controller, e.g. {'ml2_type_vlan': {'network_vlan_ranges': 'physnet1:100:200'}} or
+        {'l3': {'snat_mode': 'distributed'}} (physnets get VLAN ids 100-200 unless
+        'ml2_type_vlan' is given); its 'controller' section adds to the controllers' own.
+        ``gateways``: the chassis configured as gateway chassis (``[controller] gateway =
+        true``), by name, e.g. ('ch1', 'ch2')."""
         if store not in STORES:
             raise ValueError(f'store must be one of {STORES}')
         self.prefix = prefix or 'df' + secrets.token_hex(3)
@@ -183,10 +220,11 @@ class Cloud:
                                                 'br-ex' if i == 0 else f'br-{name}'[:15],
                                                 with_upstream=i == 0)
                           for i, name in enumerate(physical_networks)}
-        if extra_config is None and physical_networks:  # VLAN ids 100-200 on each physnet
-            extra_config = {'ml2_type_vlan': {'network_vlan_ranges': ','.join(
-                f'{name}:100:200' for name in physical_networks)}}
         self.extra_config = dict(extra_config or {})
+        if physical_networks and 'ml2_type_vlan' not in self.extra_config:
+            self.extra_config['ml2_type_vlan'] = {'network_vlan_ranges': ','.join(
+                f'{name}:100:200' for name in physical_networks)}
+        self.gateways = tuple(gateways)
         # Tenant networks in the chassis' tunnel type: a chassis has tunnel ports of its
         # [controller] tunnel_types only.
         self.extra_config['ml2'] = {'tenant_network_types': tunnel_type,
@@ -340,6 +378,22 @@ class Cloud:
         """ACTIVE: the chassis of its port has its flows in."""
         wait_for(lambda: self.sdk.network.get_ip(floating_ip_id).status == 'ACTIVE', timeout,
                  what=f'floating IP {floating_ip_id} ACTIVE')
+
+    def stop_store(self) -> None:
+        """A store outage: every store server killed (connections refused), data kept."""
+        if not self.store_servers:
+            raise ValueError('the embedded sqlite store has no server to stop: use a cloud '
+                             'with store="etcd" or "redis"')
+        for server in self.store_servers:
+            server.kill()
+
+    def start_store(self) -> None:
+        """The store servers back after ``stop_store`` (a cluster's members together)."""
+        stopped = [s for s in self.store_servers if s.proc is None or s.proc.poll() is not None]
+        for server in stopped:
+            server.start(wait=False)
+        for server in stopped:  # members elect a leader only once a quorum runs
+            server.wait_ready()
 
     def close(self) -> None:
         """Stop and remove everything this cloud made; never raises for what is already gone."""

@@ -43,12 +43,23 @@ class Ovs:
     def restart_switch(self) -> None:
         """Kill ovs-vswitchd and start it again: the datapath and every flow are lost; the
         bridges and ports come back from the database."""
+        self.kill_switch()
+        self.start_switch()
+
+    def kill_switch(self) -> None:
+        """ovs-vswitchd dies (SIGKILL, as in a crash): nothing forwards, no BFD is sent; the
+        database stays."""
         pid = self._pid('ovs-vswitchd')
         if pid:
-            _kill(pid, grace=0)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                return
             deadline = time.monotonic() + 5
             while not _is_zombie(pid) and time.monotonic() < deadline:
                 time.sleep(0.05)  # its pidfile is free once it is gone
+
+    def start_switch(self) -> None:
         self._daemon('ovs-vswitchd', self.ovsdb_connection)
 
     def stop(self) -> None:

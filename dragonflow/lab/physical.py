@@ -12,6 +12,7 @@ on a VLAN: tagged frames are seen with ``capture`` on the switch's ports.)
 tcpdump on the switch itself (br0) sees only what the switch floods to every port; a
 chassis' own port (``port_of``) sees every frame that chassis sends or receives.
 """
+import contextlib
 import dataclasses
 import subprocess
 import time
@@ -134,6 +135,17 @@ class PhysicalNetwork:
         if gateway:
             host.exec('ip', 'route', 'add', 'default', 'via', gateway)
         return host
+
+    @contextlib.contextmanager
+    def route_back(self, cidr: str, via: str):
+        """For the length of a with-block the upstream router routes ``cidr`` (a tenant
+        subnet behind a router without SNAT) through ``via`` (that router's gateway address),
+        as an operator would configure it; removed after, whatever happened."""
+        self.upstream.exec('ip', 'route', 'add', cidr, 'via', via)
+        try:
+            yield
+        finally:
+            self.upstream.exec('ip', 'route', 'del', cidr, 'via', via, check=False)
 
     def capture(self, bpf: str = '', interface: str = 'br0') -> Capture:
         """tcpdump -e (VLAN tags and MACs shown) on a port of the switch (``port_of``) or

@@ -3,14 +3,13 @@ namespaces). Resources are made through the API with openstacksdk; checks use re
 import itertools
 import os
 import re
-import signal
 import subprocess
-import threading
 import time
 
 import pytest
 
 from dragonflow.lab.cloud import Cloud, wait_for
+from dragonflow.lab.traffic import Pinger  # noqa: F401 - the tests' ping under faults
 
 _names = itertools.count(1)
 
@@ -112,42 +111,6 @@ class Capture:
         self.process.terminate()
         out, _ = self.process.communicate(timeout=10)
         self.lines = [line for line in out.splitlines() if line.strip()]
-
-
-class Pinger:
-    """A ping at ``interval`` from a VM, running until stopped: ``replies`` counts the echo
-    replies as they come; ``stop`` ends it (SIGINT, as a person would) and returns the
-    (transmitted, received) of its summary."""
-
-    def __init__(self, vm, ip: str, interval: float = 0.01):
-        self.process = vm.popen('ping', '-n', '-i', str(interval), ip, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
-        self.replies, self.lines = 0, []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.process.stdout:
-            self.lines.append(line)
-            self.replies += 'bytes from' in line
-
-    def stop(self) -> tuple[int, int]:
-        self.process.send_signal(signal.SIGINT)
-        self.process.wait(10)
-        self._reader.join(10)
-        for line in self.lines:
-            found = re.search(r'(\d+) packets transmitted, (\d+) received', line)
-            if found:
-                return int(found[1]), int(found[2])
-        raise AssertionError('no ping summary:\n' + ''.join(self.lines[-5:]))
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
 
 
 RECONCILED = 'br-int read back and reconciled'
