@@ -53,6 +53,20 @@ has no ``vlan_vid`` and matches vlan_vid=0 (OFPVID_NONE), as in OpenFlow 1.3. pu
 header with id 0, set_field vlan_vid sets its id, pop_vlan removes it; the prerequisites
 refuse a flow that pops or sets a header its packets do not have. One header at most (QinQ is
 not modelled).
+
+Lengths: a packet may carry ``frame_len``, the length in bytes of its whole frame as OVS's
+check_pkt_larger measures it: from the Ethernet header on, its 802.1Q header included
+(push_vlan adds 4 bytes, pop_vlan takes them off). A packet without one is a default ping's
+(DEFAULT_FRAME_LEN). check_pkt_larger(length) sets its destination bit when the frame is
+longer than ``length``.
+
+Liveness: bundle_load (active_backup) writes the first of its members that is live to its
+register, OFPP_NONE (0xffff) when none is. Every port is live unless ``live_ports`` (a set of
+port numbers, given to the constructor or set at any time) says which are, as BFD's
+forwarding state makes a port usable to a bundle in OVS.
+
+reg_move copies the low ``n_bits`` of its source into the low bits of its destination, as
+bits: a MAC or an address can go through a register and back.
 """
 import collections
 import concurrent.futures
@@ -73,8 +87,15 @@ ICMP_ERRORS = {3, 4, 5, 11, 12}
 # Bits of the maskable integer fields wider or narrower than 32 (registers, ct_state, ...).
 INT_WIDTHS = {'metadata': 64, 'tunnel_id': 64, 'pkt_mark': 32, 'tcp_src': 16, 'tcp_dst': 16,
               'udp_src': 16, 'udp_dst': 16, 'sctp_src': 16, 'sctp_dst': 16, 'tcp_flags': 12,
-              'vlan_vid': 13}
+              'vlan_vid': 13, 'eth_type': 16, 'ip_proto': 8, 'icmpv4_type': 8,
+              'icmpv4_code': 8, 'arp_op': 16, 'ct_zone': 16, **{f'xreg{i}': 64 for i in range(8)}}
 OFPVID_PRESENT = prerequisites.OFPVID_PRESENT
+VLAN_HEADER_LEN = 4
+# A packet's frame_len when it carries none: a default ping (ping -s 56): Ethernet 14 bytes,
+# IPv4 20, ICMP 8, 56 of data.
+DEFAULT_FRAME_LEN = 98
+OFPP_NONE = 0xffff  # what bundle_load writes when no member is live (lib/bundle.c)
+IP_FIELDS = {'ipv4_src', 'ipv4_dst', 'arp_spa', 'arp_tpa', 'tun_ipv4_src', 'tun_ipv4_dst'}
 
 
 class OverlapError(ValueError):
@@ -98,8 +119,10 @@ class Connection:
 
 
 class FlowTableSimulator:
-    def __init__(self):
+    def __init__(self, live_ports: Optional[set] = None):
+        """``live_ports``: the ports a bundle may choose; None: every port."""
         self.flows: dict[tuple, of.Flow] = {}
+        self.live_ports = live_ports
         self.bundles = 0
         # conntrack zone -> {5-tuple: (its Connection, whether it is the reply's)}
         self.connections: dict[int, dict[tuple, tuple[Connection, bool]]] = {}
@@ -189,11 +212,21 @@ class FlowTableSimulator:
                 if 'vlan_vid' in state:
                     raise NotImplementedError('a second 802.1Q header (QinQ)')
                 state['vlan_vid'] = OFPVID_PRESENT
+                _resize(state, VLAN_HEADER_LEN)
             elif isinstance(action, of.PopVlan):
                 if state.pop('vlan_vid', None) is None:
                     raise ValueError(f'pop_vlan of an untagged packet: {state}')
+                _resize(state, -VLAN_HEADER_LEN)
             elif isinstance(action, of.Move):
-                state[action.dst] = state.get(action.src)
+                _move(state, action)
+            elif isinstance(action, of.BundleLoad):
+                state[action.dst] = next(
+                    (port for port in action.members
+                     if self.live_ports is None or port in self.live_ports), OFPP_NONE)
+            elif isinstance(action, of.CheckPktLarger):
+                larger = state.get('frame_len', DEFAULT_FRAME_LEN) > action.length
+                state[action.dst] = state[action.dst] & ~(1 << action.bit) | \
+                    larger << action.bit
             elif isinstance(action, of.DecTTL):
                 state['ip_ttl'] -= 1
                 if state['ip_ttl'] <= 0:
@@ -244,6 +277,42 @@ class FlowTableSimulator:
         if action.table is not None:
             state.update(ct_state=of.CT_TRACKED | ct, ct_zone=number)
             self._table(action.table, state, out, depth + 1)
+
+
+def _resize(state: dict, change: int) -> None:
+    if 'frame_len' in state:
+        state['frame_len'] += change
+
+
+def _move(state: dict, move: of.Move) -> None:
+    """reg_move src[0..n_bits-1] -> dst[0..n_bits-1]."""
+    if state.get(move.src) is None:
+        raise ValueError(f'{move} of a packet without {move.src}: {state}')
+    mask = (1 << move.n_bits) - 1
+    bits = _bits(move.src, state[move.src]) & mask
+    old = state.get(move.dst)
+    old_bits = 0 if old is None else _bits(move.dst, old)
+    state[move.dst] = _as_field(move.dst, old_bits & ~mask | bits)
+
+
+def _width(field: str) -> int:
+    if field in MAC_FIELDS:
+        return 48
+    if field in IP_FIELDS:
+        return 32
+    if field.startswith('ipv6_') and field.endswith(('_src', '_dst', 'target')):
+        return 128
+    return INT_WIDTHS.get(field, 32)
+
+
+def _as_field(field: str, bits: int):
+    """``bits`` in the form a packet carries the field: a MAC or an address string, or an
+    int."""
+    if field in MAC_FIELDS:
+        return _text(field, bits, '')
+    if field in IP_FIELDS:
+        return str(ipaddress.IPv4Address(bits))
+    return bits
 
 
 def _committed(key: tuple, nat: Optional[of.Nat]) -> Connection:
@@ -330,12 +399,16 @@ def _text(field, bits: int, sample):
 
 
 def _check(flow: of.Flow) -> None:
-    """Refuse what OVS refuses (OFPBMC_BAD_PREREQ, OFPBAC_MATCH_INCONSISTENT,
+    """Refuse what OVS refuses (OFPBMC_BAD_PREREQ, OFPBAC_MATCH_INCONSISTENT, OFPBAC_BAD_SET_LEN,
     OFPBIC_BAD_TABLE_ID)."""
     prerequisites.check(flow.match, flow.actions)
     for action in flow.actions:
         if isinstance(action, of.Goto) and action.table <= flow.table:
             raise ValueError(f'goto_table must go forward: {flow}')
+        if isinstance(action, of.Move) and \
+                action.n_bits > min(_width(action.src), _width(action.dst)):
+            # lib/ofp-actions.c, check_REG_MOVE: mf_check_src/dst of the subfields
+            raise ValueError(f'{action}: more bits than its fields have')
 
 
 def _check_overlaps(flows, groups: set) -> None:
@@ -425,6 +498,9 @@ def _arriving(in_port: int, packet: dict) -> dict:
     if vlan is not None and not OFPVID_PRESENT <= vlan <= OFPVID_PRESENT | 0xfff:
         raise ValueError(f'a tagged packet has vlan_vid OFPVID_PRESENT | id, not {vlan}; an '
                          'untagged one none')
+    length = packet.get('frame_len')
+    if length is not None and length < 14 + (VLAN_HEADER_LEN if vlan is not None else 0):
+        raise ValueError(f'a frame_len of {length} has no room for its Ethernet header')
     return {'in_port': in_port, 'ip_ttl': 64, **dict.fromkeys(PIPELINE_FIELDS, 0), **packet}
 
 

@@ -136,7 +136,7 @@ def check(match: of.Match, actions=()) -> None:
 
 def _check_action(action, fields: dict, match: of.Match) -> None:
     for field, role in _fields_of(action):
-        needed = unmet(field, fields)
+        needed = unmet(field, fields) if role != 'marking' else None
         if needed:
             raise PrerequisiteError(f'{role} {field} without {needed} in {match}')
         if role != 'reading' and field in READ_ONLY:
@@ -198,6 +198,12 @@ def _fields_of(action) -> list:
         return [(action.src, 'reading'), (action.dst, 'writing')]
     if isinstance(action, of.Conntrack) and isinstance(action.zone, str):
         return [(action.zone, 'reading')]
+    if isinstance(action, of.BundleLoad):
+        return [(action.dst, 'writing')]
+    if isinstance(action, of.CheckPktLarger):
+        # OVS checks only that its destination is writable (decode_NXAST_RAW_CHECK_PKT_LARGER
+        # calls mf_check_dst without the match; check_CHECK_PKT_LARGER accepts any).
+        return [(action.dst, 'marking')]
     return []
 
 

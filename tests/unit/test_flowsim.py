@@ -1,6 +1,7 @@
 """The simulated switch is as strict as Open vSwitch where a lenient model would hide an app's
 bug: overlapping flows, flows kept in OVS's form, registers zero on entry, conntrack's
-related and invalid states, VLAN headers, and NAT as conntrack does it (ICMP errors too)."""
+related and invalid states, VLAN headers, and NAT as conntrack does it (ICMP errors too);
+bundles choose by liveness, check_pkt_larger measures the frame, reg_move copies bits."""
 import pytest
 
 from dragonflow.controller.flows import (
@@ -10,11 +11,15 @@ from dragonflow.controller.flows import (
     CT_RELATED,
     CT_REPLY,
     CT_TRACKED,
+    IN_PORT,
+    BundleLoad,
+    CheckPktLarger,
     Conjunction,
     Conntrack,
     Flow,
     Goto,
     Match,
+    Move,
     Nat,
     Output,
     PopVlan,
@@ -22,7 +27,7 @@ from dragonflow.controller.flows import (
     SetField,
     ct_state,
 )
-from tests.flowsim import FlowTableSimulator, OverlapError, as_kept
+from tests.flowsim import DEFAULT_FRAME_LEN, FlowTableSimulator, OverlapError, as_kept
 
 IP = 0x0800
 A, B = 'fa:16:3e:00:00:01', 'fa:16:3e:00:00:02'
@@ -324,3 +329,102 @@ def test_conntrack_without_nat_leaves_a_natted_connection_alone():
 def _headers(packet: dict) -> dict:
     """A delivered packet as the next hop sends it on (its ip_ttl is the pipeline's)."""
     return {k: v for k, v in packet.items() if k not in ('in_port', 'ip_ttl')}
+
+
+# bundle_load active_backup: the first live member into the register, OFPP_NONE if none is.
+def _bundled(**live) -> FlowTableSimulator:
+    """Table 0 loads reg3 from members 7, 8, 9; table 1 outputs to the port reg3 names, and
+    to port 99 when it holds OFPP_NONE."""
+    sim = FlowTableSimulator(**live)
+    sim.apply([], [Flow(0, 100, Match(), (BundleLoad((7, 8, 9)), Goto(1))),
+                   *(Flow(1, 100, Match(reg3=port), (Output(port),)) for port in (7, 8, 9)),
+                   Flow(1, 100, Match(reg3=0xffff), (Output(99),))])
+    return sim
+
+
+def test_a_bundle_loads_its_first_live_member():
+    assert _bundled().outputs(1, eth_dst=A) == [7]  # every port live unless told
+    sim = _bundled(live_ports={8, 9})
+    assert sim.outputs(1, eth_dst=A) == [8]
+    sim.live_ports = {9, 7}
+    assert sim.outputs(1, eth_dst=A) == [7]         # the members' order, not the set's
+    sim.live_ports = {1, 2}
+    assert sim.outputs(1, eth_dst=A) == [99]        # none live: OFPP_NONE
+
+
+# check_pkt_larger: the whole frame's length against the limit, into one bit.
+def _measured(limit: int) -> FlowTableSimulator:
+    """Frames longer than ``limit`` to port 2 (reg0 bit 0), others to port 3; reg0's other
+    bits are kept (bit 4 set before)."""
+    sim = FlowTableSimulator()
+    sim.apply([], [Flow(0, 100, Match(), (SetField('reg0', 0x10), CheckPktLarger(limit),
+                                          Goto(1))),
+                   Flow(1, 100, Match(reg0=0x11), (Output(2),)),
+                   Flow(1, 100, Match(reg0=0x10), (Output(3),))])
+    return sim
+
+
+def test_check_pkt_larger_sets_its_bit_for_a_frame_longer_than_its_length():
+    sim = _measured(1514)
+    assert sim.outputs(1, eth_dst=A, frame_len=1514) == [3]  # not larger: equal
+    assert sim.outputs(1, eth_dst=A, frame_len=1515) == [2]
+    assert sim.outputs(1, eth_dst=A) == [3]                  # a default ping's frame
+    assert _measured(DEFAULT_FRAME_LEN - 1).outputs(1, eth_dst=A) == [2]
+
+
+def test_check_pkt_larger_counts_the_vlan_header():
+    """A tag pushed before the check counts; one popped does not."""
+    sim = FlowTableSimulator()
+    sim.apply([], [Flow(0, 100, Match(in_port=1),
+                        (PushVlan(), SetField('vlan_vid', TAG | 5), CheckPktLarger(1514),
+                         Goto(1))),
+                   Flow(0, 100, Match(in_port=2, vlan_vid=TAG | 5),
+                        (PopVlan(), CheckPktLarger(1514), Goto(1))),
+                   Flow(1, 100, Match(reg0=1), (Output(8),)),
+                   Flow(1, 100, Match(reg0=0), (Output(9),))])
+    assert sim.outputs(1, eth_dst=A, frame_len=1511) == [8]
+    assert sim.outputs(1, eth_dst=A, frame_len=1510) == [9]
+    assert sim.outputs(2, eth_dst=A, vlan_vid=TAG | 5, frame_len=1518) == [9]
+    [out] = sim.run(2, eth_dst=A, vlan_vid=TAG | 5, frame_len=1519)
+    assert out.port == 8 and out.packet['frame_len'] == 1515
+
+
+def test_a_frame_len_has_room_for_its_headers():
+    with pytest.raises(ValueError, match='no room'):
+        FlowTableSimulator().run(1, eth_dst=A, frame_len=13)
+
+
+# reg_move copies bits, so an echo request can be answered in place.
+G, GW_MAC = '172.24.4.20', 'fa:16:3e:99:00:01'
+ECHO = dict(eth_src=A, eth_dst=GW_MAC, eth_type=IP, ipv4_src=OUTSIDE, ipv4_dst=G, ip_proto=1,
+            icmpv4_type=8, icmpv4_code=0)
+
+
+def test_an_echo_request_is_answered_in_place():
+    sim = FlowTableSimulator()
+    sim.apply([], [Flow(0, 100, Match(eth_type=IP, ip_proto=1, icmpv4_type=8, ipv4_dst=G),
+                        (Move('eth_src', 'eth_dst', 48), SetField('eth_src', GW_MAC),
+                         Move('ipv4_src', 'ipv4_dst', 32), SetField('ipv4_src', G),
+                         SetField('icmpv4_type', 0), Output(IN_PORT)))])
+    [reply] = sim.run(4, **ECHO)
+    assert reply.port == 4
+    assert {k: reply.packet[k] for k in ('eth_src', 'eth_dst', 'ipv4_src', 'ipv4_dst',
+                                         'icmpv4_type')} == {
+        'eth_src': GW_MAC, 'eth_dst': A, 'ipv4_src': G, 'ipv4_dst': OUTSIDE,
+        'icmpv4_type': 0}
+
+
+def test_a_reg_move_copies_bits_through_a_register_and_keeps_the_others():
+    sim = FlowTableSimulator()
+    sim.apply([], [Flow(0, 100, Match(eth_type=IP),
+                        (SetField('reg1', 0xabcd0000), Move('ipv4_src', 'reg1', 16),
+                         Move('ipv4_dst', 'ipv4_src', 32), Move('reg2', 'ipv4_dst', 32),
+                         Goto(1))),
+                   Flow(1, 100, Match(reg1=0xabcd000a, eth_type=IP, ipv4_src=G,
+                                      ipv4_dst='0.0.0.0'), (Output(2),))])
+    assert sim.outputs(4, **dict(ECHO, ipv4_src='10.0.0.10')) == [2]
+
+
+def test_a_reg_move_of_more_bits_than_a_field_has_is_refused():
+    with pytest.raises(ValueError, match='more bits'):
+        FlowTableSimulator().apply([], [Flow(0, 100, Match(), (Move('eth_src', 'reg1', 48),))])

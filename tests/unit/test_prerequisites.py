@@ -6,6 +6,8 @@ from dragonflow.controller import pipeline as p
 from dragonflow.controller.flows import (
     CT_INVALID,
     CT_TRACKED,
+    BundleLoad,
+    CheckPktLarger,
     Conntrack,
     DecTTL,
     Flow,
@@ -100,6 +102,15 @@ CASES = {
     'nat without IP': (
         (Match(reg5=1), (Conntrack(1, nat=Nat(), table=51),)),
         (Match(reg5=1, eth_type=0x86dd), (Conntrack(1, nat=Nat(), table=51),))),
+    'bundle_load into a read-only field': (
+        (Match(reg5=1), (BundleLoad((1, 2), dst='ct_zone'),)),
+        (Match(reg5=1), (BundleLoad((1, 2), dst='reg3'),))),
+    'bundle_load into an IP field without IP': (
+        (Match(reg5=1), (BundleLoad((1, 2), dst='ipv4_dst'),)),
+        (Match(reg5=1, eth_type=IP), (BundleLoad((1, 2), dst='ipv4_dst'),))),
+    'check_pkt_larger into a read-only field (any other, even without its prerequisites)': (
+        (Match(reg5=1), (CheckPktLarger(1514, dst='ct_state'),)),
+        (Match(reg5=1), (CheckPktLarger(1514, dst='ipv4_dst'),))),
     'a field nobody knows the prerequisites of': (
         (Match(nw_tos_shifted=1), ()),
         (Match(eth_type=IP, ip_dscp=1), ())),
