@@ -1,8 +1,9 @@
 """`dfctl demo` (behind `make demo`): an all-in-one deployment on this machine, a demo topology
 made through the API, and proof that it works: a connectivity matrix measured with real pings,
-per VM and per chassis pair, north-south through distributed floating IPs (an internet host
-behind an upstream router on the physical network), and the flows that do the work, grouped
-by app."""
+per VM and per chassis pair, north-south through distributed floating IPs and, for VMs
+without one, SNAT to the router's gateway address on its active gateway chassis (an internet
+host behind an upstream router on the physical network says which source address it saw),
+and the flows that do the work, grouped by app."""
 import signal
 import tempfile
 import threading
@@ -10,10 +11,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 from dragonflow.cli.dfctl import format_flows
 from dragonflow.lab import physical
-from dragonflow.lab.cloud import Cloud
+from dragonflow.lab.cloud import Cloud, wait_for
+from dragonflow.lab.traffic import PeerServer, seen_as
 
 CHASSIS = 3
 PHYSNET = 'physnet1'
+GATEWAYS = ('ch1', 'ch2')  # [controller] gateway = true: they may hold routers' gateways
 # name -> (project, CIDR, on alpha's router?). Beta reuses net-a's CIDR: projects are isolated
 # even with overlapping addresses; net-c is alpha's but off the router; net-v is a VLAN
 # network the operator made for alpha on the physical network, routed like the others.
@@ -33,16 +36,17 @@ FLOATING = ('vm1', 'vm3', 'vm8')  # the VMs given a floating IP
 
 def run(once: bool, workdir=None) -> int:
     workdir = workdir or tempfile.mkdtemp(prefix='dragonflow-demo-')
-    cloud = Cloud(workdir, physical_networks=(PHYSNET,))
+    cloud = Cloud(workdir, physical_networks=(PHYSNET,), gateways=GATEWAYS)
     try:
-        print(f'Starting the store, df-api on {cloud.api_url}, {CHASSIS} chassis and a '
-              f'physical network with an upstream router (files in {workdir}) ...', flush=True)
+        print(f'Starting the store, df-api on {cloud.api_url}, {CHASSIS} chassis (gateway '
+              f'chassis: {", ".join(GATEWAYS)}) and a physical network with an upstream router '
+              f'(files in {workdir}) ...', flush=True)
         cloud.start(chassis=CHASSIS)
         vms, routers = build_topology(cloud)
         floating = build_north_south(cloud, vms, routers['alpha'])
         results = ping_all(vms)
         ok = print_matrix(vms, results) & print_chassis_pairs(vms, results)
-        ok &= print_north_south(cloud, vms, floating)
+        ok &= print_north_south(cloud, vms, floating, routers['alpha'])
         for name, chassis in cloud.chassis.items():
             print(f'\nFlows on {name} by app (dfctl flows --rundir {chassis.ovs.rundir}):')
             print(_summary(format_flows(chassis.dump_flows())))
@@ -117,10 +121,25 @@ def build_north_south(cloud, vms: dict, router) -> dict:
     for fip in fips.values():
         cloud.wait_floating_ip_active(fip.id)
     floating = {name: fip.floating_ip_address for name, fip in fips.items()}
+    # df-api lists the router's gateway chassis; the first alive holds its gateway address.
+    candidates = wait_for(lambda: gateway_chassis(cloud, router), 15,
+                          what='alpha-router scheduled on the gateway chassis')
     print(f'North-south: external network public (flat on {PHYSNET}, '
-          f'{physical.EXTERNAL_CIDR}), alpha-router\'s gateway on it, floating IPs '
-          + ', '.join(f'{name} {ip}' for name, ip in floating.items()) + '.')
+          f'{physical.EXTERNAL_CIDR}), alpha-router\'s gateway on it '
+          f'({gateway_address(cloud, router)}, gateway chassis {" > ".join(candidates)}), '
+          'floating IPs ' + ', '.join(f'{name} {ip}' for name, ip in floating.items()) + '.')
     return floating
+
+
+def gateway_chassis(cloud, router) -> list[str]:
+    """The router's gateway chassis in priority order (admin only)."""
+    return cloud.sdk.network.get(f'/v2.0/routers/{router.id}').json()['router'][
+        'gateway_chassis']
+
+
+def gateway_address(cloud, router) -> str:
+    router = cloud.sdk.network.get_router(router.id)
+    return router.external_gateway_info['external_fixed_ips'][0]['ip_address']
 
 
 def should_reach(a, b) -> bool:
@@ -176,9 +195,11 @@ def print_chassis_pairs(vms: dict, results: dict) -> bool:
     return all_good
 
 
-def print_north_south(cloud, vms: dict, floating: dict) -> bool:
+def print_north_south(cloud, vms: dict, floating: dict, router) -> bool:
     """The internet host pings each floating IP; each VM of alpha-router pings the internet
-    host, which only those with a floating IP reach (SNAT for the others: issue #15)."""
+    host and opens a TCP connection to it, which says which source address it saw: the
+    VM's floating IP, or else the router's gateway address (SNAT on the active gateway
+    chassis)."""
     internet = cloud.physical.internet
     print(f'\nNorth-south (real pings; the internet host {physical.INTERNET_IP} is behind the '
           f'upstream router {physical.GATEWAY_IP}):')
@@ -189,13 +210,18 @@ def print_north_south(cloud, vms: dict, floating: dict) -> bool:
         print(f'  internet -> {address:<15} ({name}'
               f'@{vms[name].chassis_name}): {"ok" if reached else "FAIL"}')
     routed = [vm for vm in vms.values() if NETWORKS[vm.network][2]]
-    for vm in routed:
-        reached = vm.ping(physical.INTERNET_IP, count=2, timeout=1)
-        expected = vm.label in floating
-        wrong += reached != expected
-        verdict = ('ok' if reached else '--') if reached == expected else 'FAIL'
-        how = f'as {floating[vm.label]}' if expected else 'no floating IP'
-        print(f'  {vm.label}@{vm.chassis_name} -> internet ({how}): {verdict}')
+    gateway = gateway_address(cloud, router)
+    active = gateway_chassis(cloud, router)[0]
+    with PeerServer(internet):
+        for vm in routed:
+            expected = floating.get(vm.label, gateway)
+            reached = vm.ping(physical.INTERNET_IP, count=2, timeout=1)
+            seen = seen_as(vm, physical.INTERNET_IP)
+            good = reached and seen == expected
+            wrong += not good
+            how = 'floating IP' if vm.label in floating else f'SNAT on {active}'
+            print(f'  {vm.label}@{vm.chassis_name} -> internet ({how}, expected as '
+                  f'{expected}): seen as {seen}: {"ok" if good else "FAIL"}')
     print(f'{len(floating) + len(routed) - wrong} of {len(floating) + len(routed)} '
           'north-south paths as expected.')
     return wrong == 0

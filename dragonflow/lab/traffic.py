@@ -3,6 +3,7 @@ so a test can say how long the traffic stopped (the longest gap between two repl
 import re
 import signal
 import subprocess
+import sys
 import threading
 from typing import Optional
 
@@ -70,3 +71,52 @@ class Pinger:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
+
+
+# Answers each TCP connection with the source address it came from, then closes it.
+_PEER_SERVER = '''
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+s.listen(16)
+while True:
+    c, peer = s.accept()
+    c.sendall(peer[0].encode())
+    c.close()
+'''
+_PEER_ASK = '''
+import socket, sys
+try:
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[3]))
+    print(s.recv(100).decode() or "-")
+except OSError:
+    print("-")
+'''
+PEER_PORT = 8000
+
+
+class PeerServer:
+    """A TCP server on a machine (the internet host, say) that tells each client the source
+    address it saw: what the outside makes of a VM behind NAT. A with-block runs it."""
+
+    def __init__(self, machine, port: int = PEER_PORT):
+        self.machine, self.port = machine, port
+
+    def __enter__(self):
+        from dragonflow.lab.cloud import wait_for
+        self.process = self.machine.popen(sys.executable, '-c', _PEER_SERVER, str(self.port))
+        wait_for(lambda: f':{self.port} ' in self.machine.exec('ss', '-ltnH'), 5,
+                 what='the peer address server listening')
+        return self
+
+    def __exit__(self, *exc):
+        self.process.kill()
+        self.process.wait(10)
+
+
+def seen_as(machine, address: str, timeout: float = 2.0, port: int = PEER_PORT) -> str:
+    """The source address a PeerServer at ``address`` saw for a new TCP connection from
+    ``machine``; '-' if none was made."""
+    return machine.exec(sys.executable, '-c', _PEER_ASK, address, str(port),
+                        str(timeout)).strip()
