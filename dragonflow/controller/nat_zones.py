@@ -1,8 +1,10 @@
-"""The conntrack zones of the floating IPs' NAT, allocated by this chassis and owned by the
-flow loop: one per floating IP *association* (the floating IP, the port and the fixed IP it
-is associated with), the lowest free of 0x8000..0xffff, well above the security groups'
-zones (the VMs' OpenFlow port numbers). Topology.nat_zones is what this module assigned, so
-the floating_ips app stays pure.
+"""The conntrack zones of NAT, allocated by this chassis and owned by the flow loop: one per
+floating IP *association* (the floating IP, the port and the fixed IP it is associated
+with), and one per router SNATing here (the router, its address and the port holding it:
+its gateway port on the chassis holding its gateway, its chassis_snat port in distributed
+mode), the lowest free of 0x8000..0xffff, well above the security groups' zones (the VMs'
+OpenFlow port numbers). Topology.nat_zones is what this module assigned (by floating IP id
+and by router id), so the floating_ips and snat apps stay pure.
 
 A zone per association, not per router: router keys grow without bound, so any 15 bits of
 them collide (two projects' overlapping fixed IPs would meet in one zone), and a floating
@@ -14,11 +16,16 @@ no longer local, and is not taken again in the pass that freed it: the zones sti
 allocated around, so the flows that used it are gone (an earlier bundle on the same
 connection) before it is flushed for its next holder.
 
+A router's zone goes the same way: a chassis that stops holding a router's gateway (a peer
+ahead of it came back, its uplink went down) frees it, and holding it again takes a zone
+flushed of the connections it had before: they are the next holder's now.
+
 A restarted controller keeps the zones br-int's flows have: the first assignment takes them
 from the installed flows (fip_dnat_commit: the floating IP, its fixed IP and the zone;
-fip_to_port: the port of that fixed IP), for the associations they still describe, so a
-restart flushes nothing and rewrites no flow. If no zone is free, the floating IP gets none,
-hence no flows, and an error is logged once.
+fip_to_port: the port of that fixed IP; snat_commit: the router, its address and the zone),
+for the associations they still describe, so a restart flushes nothing and rewrites no flow.
+If no zone is free, the floating IP or router gets none, hence no flows, and an error is
+logged once.
 """
 import heapq
 import logging
@@ -26,11 +33,13 @@ from typing import Callable, Optional
 
 from dragonflow.controller import flows as of
 from dragonflow.controller import pipeline as p
-from dragonflow.controller.topology import LocalFloatingIP
+from dragonflow.controller.topology import LocalFloatingIP, LocalGateway
 
 LOG = logging.getLogger(__name__)
 FIRST, LAST = 0x8000, 0xffff
-Association = tuple[str, str, str]  # floating IP id, port id, fixed IP
+# floating IP id, port id, fixed IP; or router id, port id, address (.association)
+Association = tuple[str, str, str]
+Holder = LocalFloatingIP | LocalGateway
 
 
 class NatZones:
@@ -44,12 +53,13 @@ class NatZones:
         self._taken: set[int] = set()
         self._zones = zones
         self._unflushed: set[int] = set()
-        self._remembered: Optional[dict] = None  # (FIP, fixed IP, port key) -> zone
+        self._remembered: Optional[dict] = None  # _installed_key -> zone
         self._refused: set[Association] = set()  # logged as without a zone
 
-    def assign(self, floating_ips: list[LocalFloatingIP]) -> dict[str, int]:
-        """The zone of each floating IP (by id) for its association, allocating for the new
-        ones and freeing those of the associations gone."""
+    def assign(self, holders: list[Holder]) -> dict[str, int]:
+        """The zone of each floating IP and router (by its zone_key: its id) for its
+        association, allocating for the new ones and freeing those of the associations
+        gone."""
         reserved = set()
         if self._remembered is None:
             self._remembered = _from_installed(self.installed())
@@ -57,17 +67,17 @@ class NatZones:
             # zones of the associations gone are.
             reserved = {zone for zone in self._remembered.values() if zone in self._zones}
             self._taken |= reserved
-        wanted = {fip.association: fip for fip in floating_ips}
-        for association, fip in wanted.items():
+        wanted = {holder.association: holder for holder in holders}
+        for association, holder in wanted.items():
             if association not in self._held:
-                self._allocate(association, fip, reserved)
+                self._allocate(association, holder, reserved)
         for gone in self._held.keys() - wanted.keys():
             self._release(self._held.pop(gone))
         for zone in reserved:  # no association of br-int's flows is still local
             self._release(zone)
         self._remembered = {}
         self._refused &= wanted.keys()
-        return {fip.floating_ip.id: self._held[a] for a, fip in wanted.items()
+        return {holder.zone_key: self._held[a] for a, holder in wanted.items()
                 if a in self._held}
 
     def unflushed(self) -> list[int]:
@@ -78,9 +88,8 @@ class NatZones:
     def flushed(self, zones) -> None:
         self._unflushed.difference_update(zones)
 
-    def _allocate(self, association: Association, fip: LocalFloatingIP,
-                  reserved: set) -> None:
-        zone = self._remembered.pop((fip.address, fip.fixed_ip, fip.port.key), None)
+    def _allocate(self, association: Association, holder: Holder, reserved: set) -> None:
+        zone = self._remembered.pop(_installed_key(holder), None)
         if zone in reserved:
             reserved.discard(zone)
             self._held[association] = zone  # br-int's flows have it: nothing to flush
@@ -90,8 +99,8 @@ class NatZones:
         if not self._free:
             if association not in self._refused:
                 self._refused.add(association)
-                LOG.error('no NAT zone left for floating IP %s (%s): it gets no flows',
-                          fip.floating_ip.id, fip.address)
+                LOG.error('no NAT zone left for %s (%s): it gets no flows',
+                          _described(holder), holder.address)
             return
         zone = heapq.heappop(self._free)
         self._take(association, zone)
@@ -107,11 +116,30 @@ class NatZones:
         heapq.heappush(self._free, zone)
 
 
+def _installed_key(holder: Holder) -> tuple:
+    """How br-int's flows name a holder's zone (_from_installed)."""
+    if isinstance(holder, LocalFloatingIP):
+        return holder.address, holder.fixed_ip, holder.port.key
+    return holder.router.key, holder.address
+
+
+def _described(holder: Holder) -> str:
+    if isinstance(holder, LocalFloatingIP):
+        return f'floating IP {holder.floating_ip.id}'
+    return f'router {holder.router.id}'
+
+
 def _from_installed(flows: dict) -> dict:
-    """(FIP address, fixed IP, port key) -> zone, as br-int's floating IP flows say."""
-    commits, ports = {}, {}
+    """(FIP address, fixed IP, port key) -> zone, as br-int's floating IP flows say, and
+    (router key, address) -> zone, as its SNAT flows say."""
+    commits, ports, routers = {}, {}, {}
     for flow in flows.values():
-        if flow.table == p.FIP_DNAT_COMMIT.number and 'ipv4_dst' in flow.match.fields():
+        if flow.table == p.SNAT_COMMIT.number:
+            for action in flow.actions:
+                if isinstance(action, of.Conntrack) and isinstance(action.zone, int) and \
+                        action.nat is not None and action.nat.kind == 'src':
+                    routers[flow.match.get('reg5'), action.nat.address] = action.zone
+        elif flow.table == p.FIP_DNAT_COMMIT.number and 'ipv4_dst' in flow.match.fields():
             for action in flow.actions:
                 if isinstance(action, of.Conntrack) and isinstance(action.zone, int) and \
                         action.nat is not None and action.nat.kind == 'dst':
@@ -122,5 +150,7 @@ def _from_installed(flows: dict) -> dict:
                              and a.field == p.DESTINATION_PORT_REG), None)
             if port_key is not None:
                 ports[flow.match.get('reg5'), flow.match.get('ipv4_dst')] = port_key
-    return {(address, fixed, ports[router, fixed]): zone
-            for (router, fixed), (address, zone) in commits.items() if (router, fixed) in ports}
+    return {**routers,
+            **{(address, fixed, ports[router, fixed]): zone
+               for (router, fixed), (address, zone) in commits.items()
+               if (router, fixed) in ports}}

@@ -7,6 +7,7 @@ from typing import Optional
 
 from dragonflow.controller.cache import is_local
 from dragonflow.model import Chassis, FloatingIP, Network, Port, Router, Subnet
+from dragonflow.model.objects import DEVICE_OWNER_CHASSIS_SNAT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +61,89 @@ class LocalFloatingIP:
         associated with (a move to another port is a new association)."""
         return self.floating_ip.id, self.port.id, self.fixed_ip
 
+    @property
+    def zone_key(self) -> str:
+        """Its NAT zone's key in Topology.nat_zones."""
+        return self.floating_ip.id
+
+
+@dataclasses.dataclass(frozen=True)
+class RouterGateway:
+    """A router's gateway as any chassis sees it: its network:router_gateway port (the
+    gateway address and MAC), on an IPv4 subnet with a gateway of its external network."""
+    router: Router
+    port: Port
+    external_network: Network
+    external_subnet: Subnet
+    interfaces: tuple  # the router's IPv4 interfaces (RouterInterface): what it SNATs
+
+    @property
+    def address(self) -> str:
+        return _address_on(self.port, self.external_subnet)
+
+    @property
+    def mac(self) -> str:
+        return self.port.mac_address
+
+    @property
+    def enable_snat(self) -> bool:
+        return self.router.external_gateway_info.enable_snat
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalGateway:
+    """A router whose traffic out without a floating IP leaves from this chassis: it holds
+    the router's gateway (Topology.active_gateway), or, in distributed mode, has the router's
+    network:chassis_snat port; with everything its SNAT (or its routing without NAT, for
+    enable_snat=false) needs."""
+    router_gateway: RouterGateway
+    own_port: Port           # the gateway port, or this chassis' chassis_snat port
+    external_subnet: Subnet  # the own port's address'; its gateway is the next hop out
+    gateway_mac: Optional[str]  # the upstream gateway's, once this chassis has learnt it
+    nat_zone: Optional[int]  # the router's SNAT zone here (nat_zones.py), once it has one
+
+    @property
+    def router(self) -> Router:
+        return self.router_gateway.router
+
+    @property
+    def external_network(self) -> Network:
+        return self.router_gateway.external_network
+
+    @property
+    def distributed(self) -> bool:
+        """SNAT to this chassis' own address of the router's, for its own VMs only."""
+        return self.own_port.id != self.router_gateway.port.id
+
+    @property
+    def enable_snat(self) -> bool:
+        return self.router_gateway.enable_snat
+
+    @property
+    def address(self) -> str:
+        """What the router's traffic leaves from: the gateway address or this chassis'."""
+        return _address_on(self.own_port, self.external_subnet)
+
+    @property
+    def mac(self) -> str:
+        return self.own_port.mac_address
+
+    @property
+    def gateway(self) -> tuple[str, str]:
+        """The upstream gateway as Topology.gateway_macs names it: external network id, IP."""
+        return self.external_network.id, self.external_subnet.gateway_ip
+
+    @property
+    def association(self) -> tuple[str, str, str]:
+        """What a NAT zone is allocated for: the router, its address here and the port holding
+        it (holding the gateway again after losing it, or another address, is a new one)."""
+        return self.router.id, self.own_port.id, self.address
+
+    @property
+    def zone_key(self) -> str:
+        """Its NAT zone's key in Topology.nat_zones (router and floating IP ids never meet)."""
+        return self.router.id
+
 
 @dataclasses.dataclass(frozen=True)
 class Topology:
@@ -81,7 +165,8 @@ class Topology:
     router_mac: Optional[str] = None  # source MAC of routed frames sent on physical networks
     # (external network id, gateway IP) -> the gateway's MAC, learnt (neighbours.py)
     gateway_macs: dict = dataclasses.field(default_factory=dict)
-    nat_zones: dict = dataclasses.field(default_factory=dict)  # floating IP id -> zone
+    # floating IP id (an association's) or router id (its SNAT here) -> conntrack zone
+    nat_zones: dict = dataclasses.field(default_factory=dict)
     # Gateway liveness (ovsdb.py, gateway_keeper.py): this chassis' BFD port to each peer it
     # runs a session with, and the peers whose session says forwarding now.
     liveness_ofports: dict = dataclasses.field(default_factory=dict)  # chassis id -> ofport
@@ -248,19 +333,133 @@ class Topology:
         peers.discard(self.chassis_id)
         return {c: self.chassis[c].tunnel_ip for c in sorted(peers) if c in self.chassis}
 
+    def router_gateway(self, router: Router) -> Optional[RouterGateway]:
+        """The router's gateway, if its port, the external network and an IPv4 subnet of it
+        with a gateway IP holding the port's address are all known."""
+        return self._router_gateways.get(router.id)
+
+    @functools.cached_property
+    def _router_gateways(self) -> dict[str, RouterGateway]:
+        result = {}
+        for router in self.routers.values():
+            info = router.external_gateway_info
+            port = self.ports.get(router.gateway_port_id) if info else None
+            network = self.networks.get(info.network_id) if info else None
+            subnet = self._external_subnet(port, network) if port and network else None
+            if subnet is not None:
+                interfaces = tuple(i for i in self.router_interfaces(router)
+                                   if i.subnet.ip_version == 4)
+                result[router.id] = RouterGateway(router, port, network, subnet, interfaces)
+        return result
+
+    def _external_subnet(self, port: Port, network: Network) -> Optional[Subnet]:
+        """The IPv4 subnet with a gateway IP of ``network`` that holds the port's address."""
+        for fixed in port.fixed_ips:
+            subnet = self.subnets.get(fixed.subnet_id)
+            if subnet is not None and subnet.network_id == network.id == port.network_id \
+                    and subnet.ip_version == 4 and subnet.gateway_ip:
+                return subnet
+        return None
+
+    def gateway_networks(self) -> set[str]:
+        """The networks of the routers this chassis is a gateway chassis of: it may hold
+        their gateway, so their VMs' traffic out may come to it through a tunnel."""
+        return {i.network.id for router in self.routers.values()
+                if router.external_gateway_info is not None
+                and self.chassis_id in router.gateway_chassis
+                for i in self.router_interfaces(router)}
+
+    def chassis_snat_port(self, router: Router) -> Optional[Port]:
+        """This chassis' network:chassis_snat port of the router (distributed mode), on the
+        router's external network."""
+        return self._chassis_snat_ports.get(router.id)
+
+    @functools.cached_property
+    def _chassis_snat_ports(self) -> dict[str, Port]:
+        result = {}
+        for port in sorted(self.ports.values(), key=lambda p: p.key):
+            router = self.routers.get(port.device_id)
+            if port.device_owner == DEVICE_OWNER_CHASSIS_SNAT and router is not None and \
+                    port.binding_host_id == self.chassis_id and \
+                    router.external_gateway_info is not None and \
+                    port.network_id == router.external_gateway_info.network_id:
+                result.setdefault(router.id, port)
+        return result
+
+    def held_gateways(self) -> list[str]:
+        """The routers whose gateway this chassis holds now (ChassisStatus.active_gateways),
+        in id order."""
+        return [g.router.id for g in self.local_gateways() if not g.distributed]
+
+    def local_gateway(self, router: Router) -> Optional[LocalGateway]:
+        """The router's way out on this chassis, if it is here and ready: with its SNAT zone
+        (none is needed for enable_snat=false)."""
+        return self._local_gateways.get(router.id)
+
+    def local_gateways(self) -> list[LocalGateway]:
+        """Every router's way out on this chassis that is ready (local_gateway), in router
+        id order."""
+        return list(self._local_gateways.values())
+
+    @functools.cached_property
+    def _local_gateways(self) -> dict[str, LocalGateway]:
+        return {g.router.id: g for g in self.gateway_associations()
+                if g.nat_zone is not None or not g.enable_snat}
+
+    def gateway_associations(self) -> list[LocalGateway]:
+        """The routers whose traffic out leaves from this chassis, with or without a zone
+        yet, in router id order: those it holds the gateway of (the first live of their
+        gateway_chassis, as this chassis sees it), and, SNATing, those it has its own
+        chassis_snat port of (distributed mode) on a physnet patched here. Holding the
+        gateway wins: the gateway serves every chassis, its own VMs included."""
+        return self._gateway_associations
+
+    @functools.cached_property
+    def _gateway_associations(self) -> list[LocalGateway]:
+        result = []
+        for router_id in sorted(self._router_gateways):
+            found = self._local_gateway(self._router_gateways[router_id])
+            if found is not None:
+                result.append(found)
+        return result
+
+    def _local_gateway(self, gateway: RouterGateway) -> Optional[LocalGateway]:
+        router, network = gateway.router, gateway.external_network
+        own_port, subnet = None, None
+        if self.active_gateway(router) == self.chassis_id:
+            own_port, subnet = gateway.port, gateway.external_subnet
+        elif gateway.enable_snat and self.chassis_snat_port(router) is not None and \
+                network.is_physical and network.physical_network in self.patch_ofports and \
+                network.physical_network not in self.uplinks_down:
+            own_port = self.chassis_snat_port(router)
+            subnet = self._external_subnet(own_port, network)
+        if own_port is None or subnet is None:
+            return None
+        return LocalGateway(gateway, own_port, subnet,
+                            self.gateway_macs.get((network.id, subnet.gateway_ip)),
+                            self.nat_zones.get(router.id))
+
     def local_floating_ips(self) -> list[LocalFloatingIP]:
-        """The floating IPs NATed here: those of nat_associations() that have a NAT zone."""
+        """The floating IPs NATed here: those of floating_ip_associations() that have a NAT
+        zone."""
         return self._local_floating_ips
 
     @functools.cached_property
     def _local_floating_ips(self) -> list[LocalFloatingIP]:
-        return [fip for fip in self.nat_associations() if fip.nat_zone is not None]
+        return [fip for fip in self.floating_ip_associations() if fip.nat_zone is not None]
 
-    def nat_associations(self) -> list[LocalFloatingIP]:
+    def nat_associations(self) -> list:
+        """What needs a conntrack zone of this chassis' (nat_zones.py allocates them), with
+        or without one yet: the floating IP associations (floating_ip_associations), then
+        the routers SNATing here (gateway_associations with enable_snat)."""
+        return self.floating_ip_associations() + [
+            g for g in self.gateway_associations() if g.enable_snat]
+
+    def floating_ip_associations(self) -> list[LocalFloatingIP]:
         """The floating IPs of the ports plugged here and bound nowhere else whose router,
         its interface on the fixed IP's subnet, the external network (physical, on a physnet
         this chassis is patched to) and subnet (with a gateway) are all known, with or
-        without a NAT zone yet (nat_zones.py allocates them); in id order."""
+        without a NAT zone yet; in id order."""
         return self._nat_associations
 
     @functools.cached_property
@@ -299,6 +498,10 @@ class Topology:
         return LocalFloatingIP(fip, port, own_port, interface, network, subnet,
                                self.gateway_macs.get((network.id, subnet.gateway_ip)),
                                self.nat_zones.get(fip.id))
+
+
+def _address_on(port: Port, subnet: Subnet) -> str:
+    return next(f.ip_address for f in port.fixed_ips if f.subnet_id == subnet.id)
 
 
 def ipv4_addresses(port: Port) -> list[str]:

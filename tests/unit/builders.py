@@ -29,6 +29,7 @@ from dragonflow.model import (
     Subnet,
 )
 from dragonflow.model.objects import (
+    DEVICE_OWNER_CHASSIS_SNAT,
     DEVICE_OWNER_FLOATINGIP,
     DEVICE_OWNER_ROUTER_GATEWAY,
     DEVICE_OWNER_ROUTER_INTERFACE,
@@ -40,6 +41,7 @@ TUNNEL_OFPORT = 1000
 TUNNEL_OFPORTS = {'vxlan': 1000, 'geneve': 1001, 'gre': 1002}  # tunnel_types, in that order
 ROUTER_MAC = 'fa:16:3f:00:00:01'  # this chassis' (Chassis.router_mac)
 PATCH_OFPORT = 2000  # br-int's patch port to the first physnet's bridge (bridge_mappings)
+LIVENESS_OFPORT = 3000  # this chassis' BFD port to the first peer it runs a session with
 
 
 class TopologyBuilder:
@@ -64,6 +66,12 @@ class TopologyBuilder:
         self.nat_zones = NatZones()  # the chassis' allocator, as the flow loop has it
         self.tunnel_ofports: dict[str, int] = {}  # none: tunnel_ofport, of no type known
         self.router_mac = ROUTER_MAC
+        # Gateway liveness, as ovsdb.py reads it: this chassis' BFD ports by peer, the peers
+        # whose session says forwarding; [controller] gateway; physnets whose uplink is lost.
+        self.liveness_ofports: dict[str, int] = {}
+        self.live_peers: set[str] = set()
+        self.is_gateway = False
+        self.uplinks_down: set[str] = set()
         # Ports belong to a group that lets everything in and out unless a test says
         # otherwise: the other apps' tests do not depend on security groups.
         self.security_group('open', ('egress', {}), ('ingress', {}))
@@ -81,10 +89,30 @@ class TopologyBuilder:
                                  security_group_id=group.id, direction=direction, **attrs)
         return _add(self.rules, rule)
 
-    def remote_chassis(self, name, tunnel_ip):
-        """Another chassis; this one gets its tunnel port (TUNNEL_OFPORT) with the first."""
+    def remote_chassis(self, name, tunnel_ip, **attrs):
+        """Another chassis; this one gets its tunnel port (TUNNEL_OFPORT) with the first.
+        ``attrs``: the record's other fields (gateway, tunnel_types, ...)."""
         self.tunnel_ofport = TUNNEL_OFPORT
-        return _add(self.chassis, Chassis(id=name, tunnel_ip=tunnel_ip))
+        return _add(self.chassis, Chassis(id=name, tunnel_ip=tunnel_ip, **attrs))
+
+    def liveness(self, chassis_id, live=True) -> int:
+        """This chassis' BFD port to a peer (kept if it has one), forwarding if ``live``."""
+        ofport = self.liveness_ofports.setdefault(
+            chassis_id, LIVENESS_OFPORT + len(self.liveness_ofports))
+        if live:
+            self.live_peers.add(chassis_id)
+        else:
+            self.live_peers.discard(chassis_id)
+        return ofport
+
+    def gateway_chassis(self, router, *chassis_ids):
+        """The router's gateway chassis, in priority order; this chassis gets a live BFD
+        port to each other one."""
+        router.gateway_chassis = list(chassis_ids)
+        for chassis_id in chassis_ids:
+            if chassis_id != self.chassis_id:
+                self.liveness(chassis_id)
+        return router
 
     def network(self, name, project='p1', **provider):
         """``provider``: network_type, physical_network, segmentation_id (Network's names)."""
@@ -162,14 +190,23 @@ class TopologyBuilder:
         self.patch_ofports.setdefault(physnet, PATCH_OFPORT + len(self.patch_ofports))
         return net, self.subnet(net, cidr)
 
-    def router_gateway(self, router, external_subnet, ip):
+    def router_gateway(self, router, external_subnet, ip, enable_snat=True):
         """The router's external gateway: its network:router_gateway port takes ``ip``."""
         port = self.port(external_subnet, ip, name=f'{router.name}-gateway',
                          device_owner=DEVICE_OWNER_ROUTER_GATEWAY, device_id=router.id,
                          security_groups=[])
-        router.external_gateway_info = ExternalGateway(network_id=external_subnet.network_id)
+        router.external_gateway_info = ExternalGateway(network_id=external_subnet.network_id,
+                                                       enable_snat=enable_snat)
         router.gateway_port_id = port.id
         return port
+
+    def chassis_snat(self, router, external_subnet, ip, host=None):
+        """Distributed SNAT: the router's network:chassis_snat port on ``host`` (this
+        chassis unless given)."""
+        host = host or self.chassis_id
+        return self.port(external_subnet, ip, name=f'{router.name}-snat-{host}',
+                         device_owner=DEVICE_OWNER_CHASSIS_SNAT, device_id=router.id,
+                         security_groups=[], **{'binding:host_id': host})
 
     def floating_ip(self, external_subnet, address, port=None, router=None, name=None):
         """A floating IP (its network:floatingip port holds the address and the MAC),
@@ -201,7 +238,10 @@ class TopologyBuilder:
                         _copy(self.rules), floating_ips=_copy(self.floating_ips),
                         patch_ofports=dict(self.patch_ofports),
                         gateway_macs=dict(self.gateway_macs),
-                        tunnel_ofports=dict(self.tunnel_ofports), router_mac=self.router_mac)
+                        tunnel_ofports=dict(self.tunnel_ofports), router_mac=self.router_mac,
+                        liveness_ofports=dict(self.liveness_ofports),
+                        live_peers=frozenset(self.live_peers), is_gateway=self.is_gateway,
+                        uplinks_down=frozenset(self.uplinks_down))
         return dataclasses.replace(
             topology, nat_zones=self.nat_zones.assign(topology.nat_associations()))
 
@@ -266,7 +306,8 @@ def rich_topology() -> TopologyBuilder:
     """Everything the apps know about at once: two projects reusing a CIDR and MACs, local,
     remote and disabled ports, a dual-stack port, an IPv6 subnet, two routers (one of them
     with extra routes, a default route and two routes to one prefix), a network nobody
-    routes."""
+    routes; north-south, p1's router with a floating IP and its gateway held here, p2's
+    with its gateway on the other chassis."""
     b = TopologyBuilder()
     b.remote_chassis('chassis-2', '172.31.0.12')
     for project, first in (('p1', 1), ('p2', 20)):
@@ -293,6 +334,7 @@ def rich_topology() -> TopologyBuilder:
     b.port(lonely, '10.9.0.5', ofport=40)
     add_floating_ip(b)
     add_vlan_network(b)
+    add_gateways(b)
     return b
 
 
@@ -319,6 +361,17 @@ def add_floating_ip(b: TopologyBuilder):
     b.router_gateway(router, external, '172.24.4.10')
     b.floating_ip(external, '172.24.4.100', b.ports['port-net-p1-a-10.0.1.5'], router)
     b.gateway_macs[external.network_id, GATEWAY_IP] = GATEWAY_MAC
+    return b
+
+
+def add_gateways(b: TopologyBuilder):
+    """SNAT: this chassis is a gateway chassis; it holds p1's router's gateway (first of
+    its gateway_chassis), p2's router has its gateway on chassis-2 (live)."""
+    b.is_gateway = True
+    b.gateway_chassis(b.routers['router-p1'], b.chassis_id, 'chassis-2')
+    router = b.routers['router-p2']
+    b.router_gateway(router, b.subnets['subnet-public-172.24.4.0/24'], '172.24.4.11')
+    b.gateway_chassis(router, 'chassis-2', b.chassis_id)
     return b
 
 

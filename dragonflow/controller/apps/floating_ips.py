@@ -13,12 +13,15 @@ new connection with DNAT to the fixed IP; fip_to_port routes it to the port as l
 egress_dispatch and the port's ingress security groups see the fixed IP.
 
 Out, in l3: a packet from the fixed IP that no route of the router takes (east-west traffic
-stays unNATed: the routes have higher priorities, and the router's own subnets are kept off
-the external network) goes to fip_snat, ct(nat) again in the same zone, fip_snat_commit
-commits a new connection with SNAT to the floating IP, and fip_to_external sends it to the
-gateway's MAC on the external network through provider_egress. Until the gateway's MAC is
-learnt there is no flow out. Traffic between two floating IPs goes through the gateway
-(hairpin), as it would between two Neutron routers.
+stays unNATed: the routes have higher priorities, and the snat app keeps the router's own
+subnets off the external network) is measured against the external network's MTU
+(check_pkt_larger: too big, fip_snat sends it to the controller, which answers
+"fragmentation needed" from the router) and goes to fip_snat, ct(nat) again in the same
+zone, fip_snat_commit commits a new connection with SNAT to the floating IP, and
+fip_to_external sends it to the gateway's MAC on the external network through
+provider_egress. Until the gateway's MAC is learnt there is no flow out. Traffic between two
+floating IPs goes through the gateway (hairpin), as it would between two Neutron routers.
+The fixed IP's diversion (90) is above the router's SNAT (snat.py, 80): a floating IP wins.
 
 A frame from the external network with a floating IP's MAC as source (our own gratuitous ARP
 flooded back, or a chassis that has not yet heard of a move) is dropped, never answered.
@@ -30,6 +33,7 @@ so l2_lookup takes the floating IP's MAC straight to provider_ingress, as if it 
 from dragonflow.controller import pipeline as p
 from dragonflow.controller.apps.arp_responder import reply_actions
 from dragonflow.controller.apps.provider import vlan_actions
+from dragonflow.controller.apps.snat import ETHERNET_HEADER, too_big_flow
 from dragonflow.controller.apps.units import unit
 from dragonflow.controller.flows import (
     CT_ESTABLISHED,
@@ -38,6 +42,7 @@ from dragonflow.controller.flows import (
     CT_RELATED,
     CT_TRACKED,
     IN_PORT,
+    CheckPktLarger,
     Conntrack,
     DecTTL,
     Match,
@@ -46,9 +51,7 @@ from dragonflow.controller.flows import (
     SetField,
     ToController,
     ct_state,
-    prefix_match,
 )
-from dragonflow.controller.topology import ip_network
 
 NAME = 'floating_ips'
 # provider_ingress: above the provider app's flows for local MACs and broadcasts.
@@ -56,8 +59,8 @@ OWN_FRAME_PRIORITY = 210
 INGRESS_PRIORITY = 200
 # l2_lookup: above the l2 app's flows for known MACs (a floating IP port's is none of them).
 LOCAL_FIP_PRIORITY = 110
-# l3: below every route (100 + prefix length); the router's own subnets above the diversion.
-OWN_SUBNET_PRIORITY = 95
+# l3: below every route (100 + prefix length) and the router's own subnets (snat.py: 95),
+# above the router's SNAT (snat.py: 80).
 SNAT_PRIORITY = 90
 NAT_PRIORITY = 100
 NEW = ct_state(set_bits=CT_TRACKED | CT_NEW, clear_bits=CT_ESTABLISHED | CT_RELATED | CT_INVALID)
@@ -75,8 +78,7 @@ def flows(topology):
                                 fip.router, fip.external_network, fip.external_subnet,
                                 topology.network_of(fip.port), fip.gateway_mac, fip.nat_zone)
     for router in routers.values():
-        yield from _own_subnets(router, tuple(i.subnet for i in topology.router_interfaces(router)
-                                              if i.subnet.ip_version == 4))
+        yield from _router(router)
 
 
 @unit
@@ -139,7 +141,8 @@ def _outbound(fip, own_port, router, external, gateway_mac, key, zone):
     fixed = fip.fixed_ip_address
     yield p.L3.flow(SNAT_PRIORITY,
                     Match(reg5=router.key, eth_type=p.ETH_TYPE_IPV4, ipv4_src=fixed),
-                    [p.FIP_SNAT.goto()], cookie=key)
+                    [CheckPktLarger(external.mtu + ETHERNET_HEADER, p.TOO_BIG_REG),
+                     p.FIP_SNAT.goto()], cookie=key)
     yield p.FIP_SNAT.flow(
         NAT_PRIORITY, Match(reg5=router.key, eth_type=p.ETH_TYPE_IPV4, ipv4_src=fixed),
         [Conntrack(zone, nat=Nat(), table=p.FIP_SNAT_COMMIT.number)], cookie=key)
@@ -158,12 +161,6 @@ def _outbound(fip, own_port, router, external, gateway_mac, key, zone):
 
 
 @unit
-def _own_subnets(router, subnets: tuple):
-    """What no route takes to one of the router's own subnets (its interfaces' addresses, an
-    address no port holds) is dropped as before, never sent out through a floating IP."""
-    for subnet in subnets:
-        yield p.L3.flow(OWN_SUBNET_PRIORITY,
-                        Match(reg5=router.key, eth_type=p.ETH_TYPE_IPV4,
-                              **prefix_match('ipv4_dst', ip_network(subnet.cidr))),
-                        [], cookie=router.key)
-
+def _router(router):
+    """A frame too big for the external network goes to the controller (frag_needed.py)."""
+    yield too_big_flow(p.FIP_SNAT, router)

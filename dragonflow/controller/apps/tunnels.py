@@ -20,6 +20,11 @@ port is being plugged here (held_packets.py): the sender may know the port befor
 does, or before its flows are in here. A drop would be cached by the datapath, and Open
 vSwitch revalidates its cache at most every 5 ms, so a dropped first packet would keep a new
 port unreachable for up to 5 ms after its flows are in.
+
+A gateway chassis of a router (in its gateway_chassis) has the ingress flows of the router's
+networks without a local port too: the router's traffic out comes to it through the tunnels
+while it holds the gateway (snat.py adds the flow for the gateway MAC), and, until it does,
+what comes waits in the controller like any packet for a MAC not here yet.
 """
 import logging
 from typing import Optional
@@ -40,7 +45,9 @@ LOG = logging.getLogger(__name__)
 
 
 def flows(topology):
-    local_networks = topology.local_network_ids()
+    # A gateway chassis of a router gets the router's VMs' traffic out through the tunnels
+    # (snat.py), local ports or not.
+    served = topology.local_network_ids() | topology.gateway_networks()
     own_types = _own_types(topology)
     for network in topology.networks.values():
         if network.is_physical:
@@ -53,11 +60,10 @@ def flows(topology):
             yield from _crossing_in_another_type(network.id, network.network_type,
                                                  encapsulation)
         remote = tuple((port, chassis) for port, chassis in topology.remote_ports_on(network.id)
-                       if not own_types  # one untyped port, as before tunnel types: any peer
-                       or crossing(network, chassis.tunnel_types) == encapsulation)
+                       if _same_crossing(network, own_types, chassis))
         yield from _egress(network.key, network.tunnel_key, remote,
                            tuple(topology.unbound_ports_on(network.id)), tunnel)
-        if network.id in local_networks:
+        if network.id in served:
             yield from _ingress(network.key, network.tunnel_key,
                                 local_vm_ports(topology, network.id), tunnel)
 
@@ -72,6 +78,18 @@ def crossing(network, tunnel_types) -> Optional[str]:
     if network.network_type in tunnel_types:
         return network.network_type
     return tunnel_types[0] if tunnel_types else None
+
+
+def crosses_to(topology, network, chassis) -> bool:
+    """Whether this chassis tunnels the network to ``chassis``: it crosses in the same type
+    for both."""
+    return _same_crossing(network, _own_types(topology), chassis)
+
+
+def _same_crossing(network, own_types: list, chassis) -> bool:
+    """No own types: one untyped port, as before tunnel types, reaching any peer."""
+    return not own_types or \
+        crossing(network, chassis.tunnel_types) == crossing(network, own_types)
 
 
 def _own_types(topology) -> list:
