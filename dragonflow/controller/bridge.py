@@ -7,14 +7,28 @@ database and one meter request: nothing is written while nothing drifted.
 
 A provider bridge is the operator's to make (with its NIC in it), as with Neutron's OVS agent
 and OVN: while it is missing, its physnet has no patch port here, an error says so (once),
-and every check looks again."""
+and every check looks again.
+
+The BFD ports (ovsdb.py) follow the liveness peers of the topology whose flows the flow loop
+last sent: one port per peer, removed when the peer leaves. The loop wakes the keeper when
+that set changes and never waits for it; the gateway keeper wakes it when it withdraws this
+chassis or comes back (bfd:cpath_down, gateway_keeper.py). Before the first topology the
+ports of an earlier run stay (only withdrawn if so decided): a restarted controller keeps its
+sessions up."""
 import logging
 import threading
+import time
+from typing import Callable, Optional
 
 from dragonflow.controller.openflow import SwitchError
 
 LOG = logging.getLogger(__name__)
 CHECK_SECONDS = 2.0
+
+
+def keep_cpath_down(peer: str, current: Optional[bool]) -> bool:
+    """The default for a chassis without a gateway keeper: never withdrawn."""
+    return False
 
 
 def parse_bridge_mappings(entries: list[str]) -> dict[str, str]:
@@ -32,17 +46,38 @@ def parse_bridge_mappings(entries: list[str]) -> dict[str, str]:
     return mappings
 
 
+def _holds(port: dict, options: dict, bfd: dict) -> bool:
+    """Whether a BFD port has these settings (others, an operator's, may be there too: a
+    write merges into the maps)."""
+    return all(port['options'].get(k) == v for k, v in options.items()) and \
+        all(port['bfd'].get(k) == v for k, v in bfd.items())
+
+
 class BridgeKeeper:
     def __init__(self, ovs, switch, datapath_type: str, controller: str,
                  tunnel_types: list[str], tunnel_ip: str, packet_in_limit: tuple[int, int],
-                 stop: threading.Event, bridge_mappings: dict[str, str] | None = None):
+                 stop: threading.Event, bridge_mappings: dict[str, str] | None = None,
+                 topology: Callable[[], object] = lambda: None, bfd_udp_port: int = 4795,
+                 bfd_interval: int = 300,
+                 cpath_down: Callable[[str, Optional[bool]], bool] = keep_cpath_down):
+        """``topology``: the one whose flows were last sent (None before the first), whose
+        liveness_peers() the BFD ports follow; ``cpath_down(peer, current)``: whether the BFD
+        port to that peer holds bfd:cpath_down (``current``: what it holds now, None for a
+        port to make) - the gateway keeper's decision."""
         self.ovs, self.switch, self.stop = ovs, switch, stop
         self.datapath_type, self.controller = datapath_type, controller
         self.tunnel_types, self.tunnel_ip = list(tunnel_types), tunnel_ip
         self.bridge_mappings = dict(bridge_mappings or {})
         self.packet_in_limit = packet_in_limit
+        self.topology, self.cpath_down = topology, cpath_down
+        self.bfd_udp_port, self.bfd_interval = bfd_udp_port, bfd_interval
         self._meter_refused = False
         self._missing: set[str] = set()  # provider bridges said missing, until they appear
+        self._wake = threading.Event()
+
+    def wake(self) -> None:
+        """Bring the BFD ports in line soon (from any thread; returns at once)."""
+        self._wake.set()
 
     def ensure(self) -> None:
         """Make br-int, its tunnel ports and its patch ports as they should be."""
@@ -56,11 +91,58 @@ class BridgeKeeper:
         self.ovs.remove_stale_patch_ports(self.bridge_mappings)
 
     def keep_forever(self) -> None:
-        while not self.stop.wait(CHECK_SECONDS):
+        next_check = time.monotonic() + CHECK_SECONDS
+        while not self.stop.is_set():
+            self._wake.wait(timeout=max(next_check - time.monotonic(), 0.0))
+            self._wake.clear()
+            if self.stop.is_set():
+                return
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + CHECK_SECONDS
+                try:
+                    self.check()
+                except Exception:  # noqa: BLE001 - the next check tries again
+                    LOG.exception('cannot check br-int')
             try:
-                self.check()
-            except Exception:  # noqa: BLE001 - the next check tries again
-                LOG.exception('cannot check br-int')
+                self.keep_liveness()
+            except Exception:  # noqa: BLE001 - the next wake or check tries again
+                LOG.exception('cannot keep the BFD ports')
+
+    def keep_liveness(self) -> None:
+        """One BFD port per liveness peer of the last topology sent, as it should be; the
+        others removed. Nothing is written while nothing differs."""
+        topology = self.topology()
+        current = self.ovs.liveness_ports()
+        if topology is None:  # the ports of an earlier run stay, withdrawn or not as decided
+            peers = {peer: port['options'].get('remote_ip') for peer, port in current.items()}
+        else:
+            peers = topology.liveness_peers()
+        wanted = {}
+        for peer, tunnel_ip in peers.items():
+            port = current.get(peer)
+            held = port['bfd'].get('cpath_down') == 'true' if port else None
+            settings = (self._bfd_options(tunnel_ip), self._bfd(self.cpath_down(peer, held)))
+            if port is None or not port['on_bridge'] or not _holds(port, *settings):
+                wanted[peer] = settings
+        stale = sorted(set(current) - set(peers))
+        if not wanted and not stale:
+            return
+        self.ovs.set_liveness_ports(wanted, stale)
+        for peer, (_, bfd) in sorted(wanted.items()):
+            LOG.info('BFD port to %s (%s): %s%s', peer, peers[peer],
+                     'made' if peer not in current else 'set',
+                     ', withdrawn (cpath_down)' if bfd['cpath_down'] == 'true' else '')
+        for peer in stale:
+            LOG.info('BFD port to %s removed: no longer a liveness peer', peer)
+
+    def _bfd_options(self, tunnel_ip: str) -> dict:
+        return {'remote_ip': tunnel_ip, 'local_ip': self.tunnel_ip,
+                'dst_port': str(self.bfd_udp_port), 'key': '0'}
+
+    def _bfd(self, cpath_down: bool) -> dict:
+        interval = str(self.bfd_interval)
+        return {'enable': 'true', 'min_tx': interval, 'min_rx': interval,
+                'cpath_down': 'true' if cpath_down else 'false'}
 
     def check(self) -> None:
         before = set(self._missing)

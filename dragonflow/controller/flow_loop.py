@@ -8,6 +8,13 @@ never waits on the store: a scope to reload is asked of the store watcher, repor
 reporter's worker. It owns the floating IPs' NAT zones (nat_zones.py): each pass assigns
 them into the topology, and a zone newly allocated is flushed before the bundle that uses it.
 
+Liveness is local too: each topology carries this chassis' BFD ports and the peers their
+sessions say alive, and the physnets whose uplinks are all down (ovsdb.py), as the local OVSDB
+has them now; a change of either wakes the loop like a plug. When the liveness peers of the
+topology sent change, the bridge keeper is woken to make or remove BFD ports; after each
+read-back the gateway keeper hears whether br-int still held flows (an empty one, after
+ovs-vswitchd restarted, cannot serve until its flows are in again).
+
 No input stops it. Conflicting flows are resolved by precedence and a failing app or unit is
 contained (apps/). Any other error in a pass is logged with what the pass was doing, and the
 pass is retried with backoff; after a few failures in a row the controller starts again from
@@ -25,6 +32,7 @@ from dragonflow.controller.cache import Cache
 from dragonflow.controller.confirmations import Unconfirmed
 from dragonflow.controller.nat_zones import NatZones
 from dragonflow.controller.openflow import SwitchError
+from dragonflow.controller.ovsdb import uplinks_down
 from dragonflow.controller.reconciler import Reconciler
 from dragonflow.controller.topology import Topology
 
@@ -42,14 +50,24 @@ class FlowLoop:
     def __init__(self, chassis_id: str, cache: Cache, ovs, switch, tunnel_types: list[str],
                  reporter, watcher, packet_ins, supervisor,
                  clock: Callable[[], float] = time.monotonic,
-                 gateway_macs: Callable[[], dict] = dict, router_mac: Optional[str] = None):
+                 gateway_macs: Callable[[], dict] = dict, router_mac: Optional[str] = None,
+                 bridge_mappings: Optional[dict] = None, is_gateway: bool = False,
+                 liveness_peers_changed: Callable[[], None] = lambda: None,
+                 read_back: Callable[[bool], None] = lambda had_flows: None):
         """``gateway_macs``: the external gateways' MACs learnt (neighbours.py).
         ``tunnel_types`` in the order configured (a network of no type crosses in the first
-        one's tunnel); ``router_mac``: this chassis' (Chassis.router_mac)."""
+        one's tunnel); ``router_mac``: this chassis' (Chassis.router_mac);
+        ``is_gateway``: [controller] gateway. ``liveness_peers_changed`` (the bridge keeper)
+        and ``read_back`` (the gateway keeper) are called in the loop's thread and must
+        return at once."""
         self.chassis_id, self.cache, self.ovs, self.switch = chassis_id, cache, ovs, switch
         self.gateway_macs = gateway_macs
         self.tunnel_types = list(tunnel_types)
         self.router_mac = router_mac
+        self.bridge_mappings = dict(bridge_mappings or {})
+        self.is_gateway = is_gateway
+        self.liveness_peers_changed, self.read_back = liveness_peers_changed, read_back
+        self._live_peers: Optional[frozenset] = None  # as last logged
         self.reporter, self.watcher, self.packet_ins = reporter, watcher, packet_ins
         self.supervisor, self.stop = supervisor, supervisor.stop
         self.reconciler = Reconciler(switch, rank=apps.precedence, owner=apps.owner)
@@ -61,6 +79,7 @@ class FlowLoop:
         self._recompute = True
         self._recompute_lock = threading.Lock()  # wake() sets it as the loop takes it
         self._switch_resync = True
+        self._read_unreconciled = False  # read back before the cache loaded: reconcile next
         self._failures = 0  # passes failed in a row
         self._stage = 'starting'
 
@@ -117,25 +136,24 @@ class FlowLoop:
     def _pass(self, recompute: bool) -> None:
         """Recompute the flows when something woke us (a change of the cache, of the
         interfaces or of the connection) and the cache holds a first snapshot: before it,
-        the switch's flows are the best there is, and they stay."""
+        the switch's flows are the best there is, and they stay. A gateway chassis reads
+        br-int back even before: an empty one (ovs-vswitchd restarted, the machine
+        rebooted) cannot serve, and the gateway keeper withdraws it, store or no store."""
         with self.cache.lock:
             loaded = self.cache.loaded
-        if not loaded or not self.switch.connected or not (recompute or self._switch_resync):
+        if not self.switch.connected:
             return
-        read_back = self._switch_resync
-        if read_back:
-            # Cleared first: a reconnection while reading back asks again. If reading back
-            # fails, the mirror still holds what was sent, perhaps refused: never reconcile
-            # against it.
-            self._switch_resync = False
-            self._stage = 'reading br-int back'
-            try:
-                self.unconfirmed.forget()
-                self.reconciler.resync()
-                self._limit_packet_ins()
-            except SwitchError:
-                self._switch_resync = True
-                raise
+        if not loaded:
+            if self.is_gateway and self._switch_resync:
+                self._read_switch()
+                self._read_unreconciled = True
+            return
+        read_back = self._switch_resync or self._read_unreconciled
+        if not (recompute or read_back):
+            return
+        if self._switch_resync:
+            self._read_switch()
+        self._read_unreconciled = False
         self._stage = 'building the topology'
         topology = self.topology()
         self._stage = 'computing the flows'
@@ -147,7 +165,9 @@ class FlowLoop:
         read = self.reconciler.installed
         change = self.reconciler.reconcile(
             desired, then=lambda: self.packet_ins.release_held(topology))
-        self.sent = topology
+        sent, self.sent = self.sent, topology
+        if sent is None or sent.liveness_peers() != topology.liveness_peers():
+            self.liveness_peers_changed()
         if read_back:
             LOG.info('br-int read back and reconciled: %d flows wanted, %d deleted, %d added',
                      len(self.reconciler.installed), len(change.deletes), len(change.adds))
@@ -162,8 +182,24 @@ class FlowLoop:
             self.reporter.ports_confirmed(topology)
         self.reporter.wake()  # what this chassis serves may have changed
 
+    def _read_switch(self) -> None:
+        # Cleared first: a reconnection while reading back asks again. If reading back
+        # fails, the mirror still holds what was sent, perhaps refused: never reconcile
+        # against it.
+        self._switch_resync = False
+        self._stage = 'reading br-int back'
+        try:
+            self.unconfirmed.forget()
+            self.reconciler.resync()
+            self.read_back(bool(self.reconciler.installed))
+            self._limit_packet_ins()
+        except SwitchError:
+            self._switch_resync = True
+            raise
+
     def topology(self) -> Topology:
-        ofports, found, patches = self.ovs.interfaces()
+        interfaces = self.ovs.interfaces()
+        ofports, found, patches = interfaces.vms, interfaces.tunnels, interfaces.patches
         tunnels = {kind: found[kind] for kind in self.tunnel_types if kind in found}
         gateway_macs = self.gateway_macs()  # outside the cache's lock: it may take it
         with self.cache.lock:
@@ -172,11 +208,32 @@ class FlowLoop:
             topology = Topology.from_objects(
                 self.chassis_id, self.cache.objects, ofports, tunnels.get(self.tunnel_types[0]),
                 self.cache.revision, gateway_macs=gateway_macs, tunnel_ofports=tunnels,
-                patch_ofports=dict(patches), router_mac=self.router_mac)
+                patch_ofports=dict(patches), router_mac=self.router_mac,
+                **self._liveness(interfaces))
         if refill:  # a VM plugged for a port or network not cached: the watcher wakes us
             self.watcher.ask_refill()
         zones = self.nat_zones.assign(topology.nat_associations())
         return dataclasses.replace(topology, nat_zones=zones)
+
+    def _liveness(self, interfaces) -> dict:
+        """The topology's liveness fields, from the local OVSDB's view of now."""
+        live = frozenset(peer for peer, port in interfaces.liveness.items() if port.alive)
+        if live != self._live_peers:
+            self._log_liveness(live)
+        return {'liveness_ofports': {peer: port.ofport
+                                     for peer, port in interfaces.liveness.items()},
+                'live_peers': live, 'is_gateway': self.is_gateway,
+                'uplinks_down': uplinks_down(interfaces.uplinks, self.bridge_mappings)}
+
+    def _log_liveness(self, live: frozenset) -> None:
+        before, self._live_peers = self._live_peers, live
+        if before is None:
+            LOG.info('BFD: peers alive: %s', ', '.join(sorted(live)) or 'none')
+            return
+        for peer in sorted(before - live):
+            LOG.warning('BFD: peer %s is down', peer)
+        for peer in sorted(live - before):
+            LOG.info('BFD: peer %s is alive', peer)
 
     def _flush_new_nat_zones(self) -> None:
         """Before the bundle whose flows first use a NAT zone (on the same connection, so

@@ -1,9 +1,21 @@
 """The local Open vSwitch database, through ovsdbapp: br-int's set-up (its tunnel ports, one
-per encapsulation, and its patch ports to the provider bridges of bridge_mappings), and the VM
-interfaces plugged into it the way Nova/os-vif plugs them (external_ids:iface-id = the
-Neutron port id)."""
+per encapsulation, its patch ports to the provider bridges of bridge_mappings, and its BFD
+ports, one per liveness peer), the VM interfaces plugged into it the way Nova/os-vif plugs
+them (external_ids:iface-id = the Neutron port id), what each BFD session says of its peer,
+and whether the provider bridges' uplinks have carrier.
+
+Liveness (see docs/north-south.md): a BFD port is a VXLAN port to one peer
+(options:remote_ip=<its tunnel IP>, dst_port=[controller] bfd_udp_port, key=0), so the
+flow-based tunnel ports carry the data and no data ever arrives on a BFD port. A peer is
+alive while its session says forwarding. Checked on OVS 3.1 (netdev datapath): holding
+bfd:cpath_down=true on our side sets our diagnostic to "Concatenated Path Down" and the
+PEER's forwarding to false, while OUR forwarding stays true (it depends on the session's
+state and the remote's diagnostic only): a gateway that withdraws itself still sees which
+peers are alive. Two chassis that both hold it see each other down."""
+import hashlib
 import logging
-from typing import Callable, NamedTuple, Optional
+from types import MappingProxyType
+from typing import Callable, Mapping, NamedTuple, Optional
 
 from ovsdbapp.backend.ovs_idl import connection
 from ovsdbapp.schema.open_vswitch import impl_idl
@@ -12,16 +24,36 @@ LOG = logging.getLogger(__name__)
 TABLES = ('Open_vSwitch', 'Bridge', 'Port', 'Controller')
 # Only what we read or write of Interface: its statistics change every few seconds and would
 # wake the controller for nothing.
-INTERFACE_COLUMNS = ('name', 'type', 'options', 'external_ids', 'ofport')
+# bfd_status changes only when a session changes state, link_state when a NIC gains or loses
+# carrier: both are what a failover waits for, and wake the flow loop.
+INTERFACE_COLUMNS = ('name', 'type', 'options', 'external_ids', 'ofport', 'bfd', 'bfd_status',
+                     'link_state')
 # On br-int's side of a patch port we made: the physnet it leads to.
 PHYSNET_ID = 'dragonflow-physical-network'
+# On a BFD port we made: the chassis id of the peer it runs a session with.
+LIVENESS_PEER = 'dragonflow-liveness-peer'
+BFD_PORT_TYPE = 'vxlan'
+# Interfaces of a provider bridge that are not uplinks: its own internal port, our patches.
+NOT_UPLINKS = ('internal', 'patch')
+_EMPTY: Mapping = MappingProxyType({})
+
+
+class LivenessPort(NamedTuple):
+    """This chassis' BFD port to one peer, as the switch has it."""
+    ofport: int
+    alive: bool  # its session says the peer forwards (bfd_status:forwarding)
+    held: bool   # we hold bfd:cpath_down on it: the peer sees us not forwarding
 
 
 class Interfaces(NamedTuple):
-    """br-int's OpenFlow ports that the flows need, by what they stand for."""
+    """br-int's OpenFlow ports that the flows need, by what they stand for, and the state of
+    the links that liveness is made of."""
     vms: dict  # Neutron port id -> ofport of its plugged interface
     tunnels: dict  # tunnel type -> ofport of our tunnel port of that type
     patches: dict  # physnet -> ofport of br-int's side of the patch port to its bridge
+    liveness: Mapping = _EMPTY  # peer chassis id -> LivenessPort
+    # bridge name -> whether each of its uplinks (interfaces not NOT_UPLINKS) has carrier
+    uplinks: Mapping = _EMPTY
 
 
 NO_INTERFACES = Interfaces({}, {}, {})
@@ -53,7 +85,8 @@ class _NotifyingIdl(connection.OvsdbIdl):
         changed = super().run()
         if self._interfaces_touched:
             self._interfaces_touched = False
-            interfaces = _plugged(self.tables['Interface'].rows.values())
+            interfaces = _plugged(self.tables['Interface'].rows.values(),
+                                  self.tables['Bridge'].rows.values())
             # An interface is plugged once it has its OpenFlow port: its row appears earlier,
             # and a pass for nothing then would hold the GIL while the port number arrives.
             if interfaces != self.interfaces:
@@ -196,15 +229,44 @@ class LocalOvs:
                                           if_exists=True))
 
     def interfaces(self) -> Interfaces:
-        """br-int's VM, tunnel and patch ports, as of the last change seen."""
+        """br-int's VM, tunnel, patch and BFD ports and the bridges' uplinks, as of the last
+        change seen."""
         return self._idl.interfaces
+
+    def liveness_ports(self) -> dict[str, dict]:
+        """The BFD ports we made, on br-int or not: peer id -> {'name', 'options', 'bfd',
+        'on_bridge'} (read from the local copy of the database)."""
+        rows = self.api.db_find_rows('Interface', ('type', '=', BFD_PORT_TYPE)).execute(
+            check_error=True)
+        ports = set(self.api.list_ports(self.bridge).execute(check_error=True)) \
+            if self.api.br_exists(self.bridge).execute(check_error=True) else set()
+        return {row.external_ids[LIVENESS_PEER]: {
+                    'name': row.name, 'options': dict(row.options), 'bfd': dict(row.bfd),
+                    'on_bridge': row.name in ports}
+                for row in rows if LIVENESS_PEER in row.external_ids}
+
+    def set_liveness_ports(self, ports: dict[str, tuple[dict, dict]],
+                           stale: list[str]) -> None:
+        """In one transaction: for each peer, its BFD port on br-int with these
+        (options, bfd) settings, made if missing; the BFD ports of the ``stale`` peers
+        removed."""
+        api = self.api
+        with api.transaction(check_error=True) as txn:
+            for peer, (options, bfd) in sorted(ports.items()):
+                name = liveness_port_name(peer)
+                txn.add(api.add_port(self.bridge, name, may_exist=True))
+                txn.add(api.db_set('Interface', name, ('type', BFD_PORT_TYPE),
+                                   ('options', options), ('bfd', bfd),
+                                   ('external_ids', {LIVENESS_PEER: peer})))
+            for peer in stale:
+                txn.add(api.del_port(liveness_port_name(peer), if_exists=True))
 
     def stop(self) -> None:
         self.api.ovsdb_connection.stop()
 
 
-def _plugged(rows) -> Interfaces:
-    found = Interfaces({}, {}, {})
+def _plugged(rows, bridges=()) -> Interfaces:
+    found = Interfaces({}, {}, {}, {}, _uplinks(bridges))
     for row in rows:
         if not row.ofport or row.ofport[0] <= 0:
             continue  # not in the datapath (yet, or any more)
@@ -213,9 +275,37 @@ def _plugged(rows) -> Interfaces:
             found.vms[port_id] = row.ofport[0]
         elif row.type == 'patch' and PHYSNET_ID in row.external_ids:
             found.patches[row.external_ids[PHYSNET_ID]] = row.ofport[0]
+        elif LIVENESS_PEER in row.external_ids:
+            found.liveness[row.external_ids[LIVENESS_PEER]] = LivenessPort(
+                row.ofport[0], peer_alive(row.bfd_status), row.bfd.get('cpath_down') == 'true')
         elif row.name == tunnel_port_name(row.type):
             found.tunnels[row.type] = row.ofport[0]
     return found
+
+
+def peer_alive(bfd_status: Mapping[str, str]) -> bool:
+    """Whether a BFD session says its peer forwards. OVS's own verdict: the session is up and
+    the peer's diagnostic is no path-down one; our own diagnostic (our cpath_down) does not
+    enter it (see the module docstring)."""
+    return bfd_status.get('forwarding') == 'true'
+
+
+def _uplinks(bridges) -> dict[str, tuple[bool, ...]]:
+    """bridge name -> carrier of each of its uplinks, in name order."""
+    found = {}
+    for bridge in bridges:
+        interfaces = sorted((i for port in bridge.ports for i in port.interfaces
+                             if i.type not in NOT_UPLINKS), key=lambda i: i.name)
+        found[bridge.name] = tuple(list(i.link_state) == ['up'] for i in interfaces)
+    return found
+
+
+def uplinks_down(uplinks: Mapping[str, tuple[bool, ...]],
+                 bridge_mappings: Mapping[str, str]) -> frozenset:
+    """The physnets whose provider bridge has uplinks and none with carrier. A bridge with no
+    uplink at all (a lab's, or one being made) is not down: nothing says it lost anything."""
+    return frozenset(physnet for physnet, bridge in bridge_mappings.items()
+                     if uplinks.get(bridge) and not any(uplinks[bridge]))
 
 
 def _tunnel_options(local_ip: str) -> dict:
@@ -224,6 +314,13 @@ def _tunnel_options(local_ip: str) -> dict:
 
 def tunnel_port_name(tunnel_type: str) -> str:
     return 'tun-' + tunnel_type
+
+
+def liveness_port_name(peer: str) -> str:
+    """The BFD port to a peer: short enough for an interface name (15 characters), stable
+    across restarts, and distinct for distinct peers (a hash: chassis ids are host names,
+    longer than that and alike at the start)."""
+    return 'bfd-' + hashlib.sha256(peer.encode()).hexdigest()[:10]
 
 
 _INSIDE, _OUTSIDE = '-int', '-ex'

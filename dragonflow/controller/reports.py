@@ -2,8 +2,9 @@
 loop never waits on the store:
 - the chassis record (the tunnel endpoint), when the store's is missing or differs;
 - a heartbeat (Store.heartbeat: a liveness record that expires, not a logged change) every
-  interval, and at once when the networks or routers this chassis serves change; it names
-  the store revision whose flows br-int last confirmed;
+  interval, and at once when the networks or routers this chassis serves change, or the
+  routers whose gateway it holds (as it sees its peers' liveness, in the topology whose flows
+  br-int last confirmed); it names the store revision whose flows br-int last confirmed;
 - its ports' binding and status: bound here and ACTIVE once the switch has confirmed their
   flows, DOWN and unbound once unplugged;
 - the status of the floating IPs of its ports: ACTIVE once the switch has confirmed all their
@@ -46,14 +47,18 @@ class Reporter:
         self._next_heartbeat = 0.0
         self._retry_ports_at = float('inf')  # ports whose version changed, to report again
         self._retry_pause = BACKOFF[0]
-        self._published: Optional[tuple] = None  # (networks, routers) of the last heartbeat
+        # (networks, routers, active gateways) of the last heartbeat
+        self._published: Optional[tuple] = None
+        self._active_gateways: list[str] = []  # of the newest confirmed topology
         self._registered = False
 
     def ports_confirmed(self, topology) -> None:
         """From the loop: the switch has the flows of ``topology``; report its ports."""
+        active = active_gateways(topology)
         with self._lock:
             self._confirmed = topology
             self._applied = max(self._applied, topology.revision)
+            self._active_gateways = active
         self._wake.set()
         for listener in self.on_confirmed:
             listener(topology)
@@ -91,7 +96,7 @@ class Reporter:
                     self._confirmed = self._confirmed or topology
                 raise
         served = self._served()
-        if self.clock() >= self._next_heartbeat or served[:2] != self._published:
+        if self.clock() >= self._next_heartbeat or served[:3] != self._published:
             self._heartbeat(served)
 
     def _register(self) -> None:
@@ -113,20 +118,21 @@ class Reporter:
 
     def _served(self) -> tuple:
         with self._lock:
-            applied = self._applied
+            applied, active = self._applied, self._active_gateways
         with self.cache.lock:
             networks, routers = (sorted(self.cache.objects['networks']),
                                  sorted(self.cache.objects['routers']))
             if self.cache.relevant_revision <= applied:  # nothing since changed the flows
                 applied = max(applied, self.cache.revision)
-        return networks, routers, applied
+        return networks, routers, active, applied
 
     def _heartbeat(self, served: tuple) -> None:
-        networks, routers, revision = served
-        status = ChassisStatus(revision_seen=revision, networks=networks, routers=routers)
+        networks, routers, active, revision = served
+        status = ChassisStatus(revision_seen=revision, networks=networks, routers=routers,
+                               active_gateways=active)
         self.store.heartbeat(self.chassis.id, status.model_dump(),
                              ttl=HEARTBEATS_TO_EXPIRE * self.interval)
-        self._published = served[:2]
+        self._published = served[:3]
         self._next_heartbeat = self.clock() + self.interval
 
     def _report_ports(self, topology) -> None:
@@ -208,6 +214,12 @@ class Reporter:
             self.wake_loop()
         return len(written) == len(puts)
 
+
+
+def active_gateways(topology) -> list[str]:
+    """The routers whose gateway this chassis holds, as it sees its peers' liveness."""
+    return sorted(router.id for router in topology.routers.values()
+                  if topology.active_gateway(router) == topology.chassis_id)
 
 
 def _association(fip: FloatingIP) -> tuple:

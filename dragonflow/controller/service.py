@@ -8,11 +8,13 @@ job in a thread of its own (supervisor.py says what happens when one dies):
 | reporter | chassis record, heartbeats, port status to the store | reports.py |
 | dhcp | answer DHCP requests from local ports | packet_ins.py |
 | neighbours | external gateways' MACs by ARP; gratuitous ARPs of floating IPs | neighbours.py |
-| bridge-keeper | keep br-int's settings, tunnel and patch ports, meter | bridge.py |
+| bridge-keeper | keep br-int's settings, tunnel, patch and BFD ports, meter | bridge.py |
+| gateway-keeper | withdraw a gateway chassis (BFD) while it cannot serve | gateway_keeper.py |
 | os-ken's, ovsdbapp's | the OpenFlow connection, the local OVSDB | openflow.py, ovsdb.py |
 
 While the store is unreachable the data plane stays as it is, and still follows the VM
-interfaces plugged and unplugged for the ports the cache knows; reports wait for the store.
+interfaces plugged and unplugged for the ports the cache knows, and the gateway chassis'
+liveness (BFD, in the data plane); reports and failback records wait for the store.
 """
 import hashlib
 import logging
@@ -29,6 +31,7 @@ from dragonflow.controller.apps import dhcp, units
 from dragonflow.controller.bridge import BridgeKeeper, parse_bridge_mappings
 from dragonflow.controller.cache import Cache
 from dragonflow.controller.flow_loop import FlowLoop
+from dragonflow.controller.gateway_keeper import GatewayKeeper
 from dragonflow.controller.neighbours import Neighbours
 from dragonflow.controller.openflow import OpenFlowSwitch, PacketIn
 from dragonflow.controller.ovsdb import LocalOvs
@@ -53,6 +56,10 @@ class Controller:
         self.cache = Cache(self.chassis_id)
         self.bridge_mappings = parse_bridge_mappings(c.bridge_mappings)
         self.router_mac = router_mac(self.chassis_id)
+        self.gateways = GatewayKeeper(
+            self.chassis_id, store, c.gateway, self.stop_event,
+            wake_bridge=lambda: self.bridge.wake(), liveness=lambda: ovs.interfaces().liveness,
+            clock=clock)
         self.watcher = StoreWatcher(store, self.cache, self.stop_event,
                                     on_change=lambda: self.wake())
         self.neighbours = Neighbours(
@@ -63,9 +70,9 @@ class Controller:
             store, self.cache, Chassis(id=self.chassis_id, tunnel_ip=c.tunnel_ip,
                                        tunnel_types=c.tunnel_types,
                                        physical_networks=sorted(self.bridge_mappings),
-                                       router_mac=self.router_mac),
+                                       router_mac=self.router_mac, gateway=c.gateway),
             c.heartbeat_interval, self.stop_event, wake_loop=lambda: self.wake(), clock=clock,
-            on_confirmed=(self.neighbours.confirmed,))
+            on_confirmed=(self.neighbours.confirmed, self.gateways.confirmed))
         self.packet_ins = PacketIns(
             switch, dhcp.Settings(lease_time=conf.dhcp.lease_time,
                                   metadata_ip=conf.dhcp.metadata_ip),
@@ -74,12 +81,17 @@ class Controller:
         self.loop = FlowLoop(self.chassis_id, self.cache, ovs, switch, c.tunnel_types,
                              self.reporter, self.watcher, self.packet_ins, self.supervisor,
                              clock=clock, gateway_macs=self.neighbours.macs,
-                             router_mac=self.router_mac)
+                             router_mac=self.router_mac, bridge_mappings=self.bridge_mappings,
+                             is_gateway=c.gateway,
+                             liveness_peers_changed=lambda: self.bridge.wake(),
+                             read_back=self.gateways.switch_read)
         self.bridge = BridgeKeeper(
             ovs, switch, c.datapath_type, f'tcp:{c.openflow_listen_host}:{c.openflow_listen_port}',
             c.tunnel_types, c.tunnel_ip,
             (flow_loop.PACKET_IN_RATE, flow_loop.PACKET_IN_BURST), self.stop_event,
-            self.bridge_mappings)
+            self.bridge_mappings, topology=lambda: self.loop.sent,
+            bfd_udp_port=c.bfd_udp_port, bfd_interval=c.bfd_interval,
+            cpath_down=self.gateways.cpath_down)
 
     def wake(self) -> None:
         self.loop.wake()
@@ -99,6 +111,7 @@ class Controller:
         start('dhcp', self.packet_ins.serve_dhcp_forever)
         start('neighbours', self.neighbours.run)
         start('bridge-keeper', self.bridge.keep_forever)
+        start('gateway-keeper', self.gateways.run)
         loop = start('flow-loop', self.loop.run)
         while not self.stop_event.wait(0.5):  # the main thread takes the signals
             pass
