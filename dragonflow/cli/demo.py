@@ -133,7 +133,7 @@ def build_north_south(cloud, vms: dict, router) -> dict:
 
 def gateway_chassis(cloud, router) -> list[str]:
     """The router's gateway chassis in priority order (admin only)."""
-    return cloud.sdk.network.get(f'/v2.0/routers/{router.id}').json()['router'][
+    return cloud.sdk.network.get(f'/routers/{router.id}').json()['router'][
         'gateway_chassis']
 
 

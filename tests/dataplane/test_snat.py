@@ -98,7 +98,7 @@ class South:
 
     def gateway_chassis(self) -> list[str]:
         """The router's gateway chassis in priority order, as the admin sees them."""
-        reply = self.net.get(f'/v2.0/routers/{self.router.id}')
+        reply = self.net.get(f'/routers/{self.router.id}')
         assert reply.status_code == 200, reply.text
         return reply.json()['router']['gateway_chassis']
 
