@@ -44,6 +44,10 @@ class OvnChassis:
                        'external_ids:ovn-encap-type=geneve',
                        f'external_ids:ovn-encap-ip={self.tunnel_ip}',
                        'external_ids:ovn-bridge-datapath-type=netdev')
+        self.start_controller()
+
+    def start_controller(self) -> None:
+        """ovn-controller, detached (also to start it again after it was killed)."""
         # No --unixctl in ovn-controller 23.03: OVN_RUNDIR places its control socket, and
         # OVS_RUNDIR tells it where br-int.mgmt is.
         subprocess.run(['ip', 'netns', 'exec', self.netns, 'ovn-controller',

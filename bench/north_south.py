@@ -14,8 +14,8 @@ upstream router of a physical network, lab/physical.py) to a VM through its floa
                  physnet1:br-ex, a distributed gateway port), its chassis' br-ex on a physical
                  network of its own built as Dragonflow's (same upstream router, same internet
                  host), on the same machine.
-Every system has one chassis (a namespace with its own ovs-vswitchd, netdev datapath), all up
-for the whole run.
+Every floating IP system has one chassis (a namespace with its own ovs-vswitchd, netdev
+datapath); every system is up for the whole run.
 
 Throughput and RTT: TCP (iperf3, internet host -> VM, --seconds a run) and ping RTT (20 echo
 requests 50 ms apart, their mean), in rounds: every path once a round, a different one first
@@ -67,15 +67,36 @@ group allowing ingress ICMP and TCP from anywhere (stateful), as one opens a VM 
 floating IP: Dragonflow's from df-api, OVN's as the Neutron OVN driver writes it
 (port_security, a port group with allow-related ACLs above drop ACLs); "off": none anywhere.
 
+SNAT (the snat-* paths; the deployments are bench/_snat.py's, its docstring says how each
+is built): a VM without a floating IP to the internet host, side by side in the same rounds
+as the floating IP paths (iperf3 VM -> internet host, ping RTT from the VM):
+  - "DF gateway":     Dragonflow's SNAT on the router's active gateway chassis, the VM on a
+                      chassis of its own (through the tunnel);
+  - "DF distributed": [l3] snat_mode = distributed, on the VM's chassis (no tunnel);
+  - "namespace SNAT": the legacy L3 agent's router on a network node (iptables MASQUERADE;
+                      the VM's chassis reaches it through a Dragonflow tunnel, as for
+                      "DF gateway"); target: DF gateway and DF distributed >= 1.15 x it;
+  - "OVN gateway":    OVN's router with its gateway port on an HA chassis group and an snat
+                      rule, the VM on a chassis of its own.
+Failover (DF gateway against OVN gateway, both with two gateway chassis and BFD every
+--ovn-bfd-interval = Dragonflow's bfd_interval, 300 ms): --failovers times each, the systems
+alternated, the forwarding gateway (the one whose switch port takes the VM's pings) has its
+controller and ovs-vswitchd SIGKILLed; from the kill, a ping every 10 ms from the VM stops
+the clock at its first reply: p50 / max, the ratio of p50s (target <= 1) with its interval,
+and the p50 with its interval against 3 s. Then the killed gateway starts again, under a
+steady ping: the longest gap between replies while it comes back (until its BFD sessions
+have been up a few seconds) shows whether it took the traffic back.
+
 Run as root: .venv/bin/python bench/north_south.py [--rounds 5] [--seconds 4] [--samples 20]
              [--interval 0.005] [--upstream-arp known|flushed] [--security open|off]
-             [--paths flows,namespace,ovn] [--quick] [--keep-logs]
+             [--failovers 5] [--ovn-bfd-interval 300]
+             [--paths flows,namespace,ovn,snat-gateway,snat-distributed,snat-namespace,snat-ovn]
+             [--quick] [--keep-logs] [--json FILE]
 Everything it starts (namespaces, daemons, its temporary directories unless --keep-logs) is
 removed at the end, after a failure or Ctrl-C too.
 """
 import argparse
 import concurrent.futures
-import dataclasses
 import json
 import os
 import re
@@ -90,22 +111,44 @@ from typing import Optional
 
 from _ovn import OvnCloud
 from _probe import FlowMonitor, Guest, Pinger, log, percentile, ratio_interval
+from _snat import (
+    BFD_INTERVAL,
+    COMEBACK_WATCH,
+    DF_DISTRIBUTED,
+    DF_GATEWAY,
+    FAILOVER_TIMEOUT,
+    NS_FLOATING_IP,
+    NS_SNAT,
+    OVN_SNAT,
+    PHYSNET,
+    PROBE_INTERVAL,
+    DragonflowDistributed,
+    DragonflowGateways,
+    Gateways,
+    OvnGateways,
+    Path,
+    external_network,
+    namespace_router,
+    open_port_options,
+    reach,
+)
 from _stacked import Stacked
 from dataplane_local import ping_rtt
 
 from dragonflow.lab import netns
 from dragonflow.lab.cloud import Cloud, wait_for
-from dragonflow.lab.physical import EXTERNAL_CIDR, GATEWAY_IP, Host
-from dragonflow.lab.vm import MTU
+from dragonflow.lab.physical import GATEWAY_IP, Host
 
-ROUNDS, SECONDS, SAMPLES = 5, 4, 20
-QUICK = {'rounds': 1, 'seconds': 1, 'samples': 3}
-PHYSNET = 'physnet1'
+ROUNDS, SECONDS, SAMPLES, FAILOVERS = 5, 4, 20, 5
+QUICK = {'rounds': 1, 'seconds': 1, 'samples': 3, 'failovers': 1}
 FLOWS, NAMESPACE, OVN = 'Dragonflow flows', 'namespace router', 'OVN'
-PATHS = {'flows': FLOWS, 'namespace': NAMESPACE, 'ovn': OVN}
-SHORT = {FLOWS: 'flows', NAMESPACE: 'namespace', OVN: 'OVN'}
-DF_POOL = ('172.24.4.10', '172.24.4.99')           # df-api's floating IPs and gateway ports
-NS_GATEWAY_IP, NS_FLOATING_IP = '172.24.4.150', '172.24.4.151'  # the namespace router's: apart
+PATHS = {'flows': FLOWS, 'namespace': NAMESPACE, 'ovn': OVN, 'snat-gateway': DF_GATEWAY,
+         'snat-distributed': DF_DISTRIBUTED, 'snat-namespace': NS_SNAT, 'snat-ovn': OVN_SNAT}
+FIP_PATHS = (FLOWS, NAMESPACE, OVN)
+SNAT_PATHS = (DF_GATEWAY, DF_DISTRIBUTED, NS_SNAT, OVN_SNAT)
+SHORT = {FLOWS: 'flows', NAMESPACE: 'namespace', OVN: 'OVN', DF_GATEWAY: 'gateway',
+         DF_DISTRIBUTED: 'distributed', NS_SNAT: 'namespace', OVN_SNAT: 'OVN'}
+FAILOVER_TARGET = 3.0  # s, kill -> first reply, p50
 REPLY_TIMEOUT = 5.0
 FLOW_QUIET = 0.5   # no more flow for the floating IP this long: the last one is in
 SETTLE = 0.5       # after a disassociation, before the next sample
@@ -126,15 +169,6 @@ PINGED = (FROM_RETURN, FROM_START, CALL)
 WAITED = (AFTER_ACTIVE, ACTIVE_SEEN)  # Dragonflow's: OVN's call waits for its chassis
 MONITORED = (FIRST_FLOW, LAST_FLOW)
 TARGETED = (FROM_RETURN, FROM_START, AFTER_ACTIVE)  # ours <= OVN's
-
-
-@dataclasses.dataclass
-class Path:
-    """What a throughput/RTT sample needs: the client, the VM's namespace, the address."""
-    name: str
-    internet: Host
-    vm_netns: str
-    address: str
 
 
 class _System(Stacked):
@@ -263,29 +297,19 @@ class Dragonflow(_System):
         self.cloud, self.sdk = cloud, cloud.sdk.network
         self.chassis = cloud.chassis['ch1']
         self.upstream, internet = cloud.physical.upstream, cloud.physical.internet
-        self.port_options = ({'security_group_ids': [self._open_group().id]} if self.secure
-                             else {'port_security_enabled': False, 'security_group_ids': []})
+        self.port_options = open_port_options(self.sdk, self.secure)
         if self.with_namespace:
             log('Dragonflow: the namespace router')
             self.paths.append(Path(NAMESPACE, internet, self._namespace_vm(), NS_FLOATING_IP))
         if self.with_flows:
             log('Dragonflow: external network, router gateway, floating IP')
-            vm_netns = self._floating_ip_vm()
-            self.paths.append(Path(FLOWS, internet, vm_netns, self.address))
+            self.paths.append(Path(FLOWS, internet, self._floating_ip_vm(), self.address))
             self.start_pinger(internet)
         for path in self.paths:
             reach(internet, path.address, f'{path.name}: the internet host reaches '
                   f'{path.address}')
         if self.with_flows:
             self.learn_mac()
-
-    def _open_group(self):
-        group = self.sdk.create_security_group(name='open')
-        for protocol in ('icmp', 'tcp'):
-            self.sdk.create_security_group_rule(
-                security_group_id=group.id, direction='ingress', ethertype='IPv4',
-                protocol=protocol, remote_ip_prefix='0.0.0.0/0')
-        return group
 
     def _tenant(self, name: str, cidr: str):
         network = self.sdk.create_network(name=name)
@@ -297,14 +321,9 @@ class Dragonflow(_System):
         self.cloud.wait_port_active(port.id)
         return vm
 
-    def _floating_ip_vm(self) -> str:
+    def _floating_ip_vm(self):
         sdk = self.sdk
-        public = sdk.create_network(name='public', is_router_external=True,
-                                    provider_network_type='flat',
-                                    provider_physical_network=PHYSNET)
-        sdk.create_subnet(network_id=public.id, ip_version=4, cidr=EXTERNAL_CIDR,
-                          gateway_ip=GATEWAY_IP, enable_dhcp=False,
-                          allocation_pools=[{'start': DF_POOL[0], 'end': DF_POOL[1]}])
+        public = external_network(sdk)
         subnet = self._tenant('tenant', '10.50.1.0/24')
         router = sdk.create_router(name='router',
                                    external_gateway_info={'network_id': public.id})
@@ -316,15 +335,15 @@ class Dragonflow(_System):
         self.baseline = self._fip_flows()  # flows naming the address while unassociated
         sdk.update_ip(self.fip, port_id=self.port_id)
         self.cloud.wait_floating_ip_active(self.fip.id)
-        return vm.name
+        return vm
 
-    def _namespace_vm(self) -> str:
+    def _namespace_vm(self):
         """The legacy router and its VM: a network of their own on the same chassis."""
         subnet = self._tenant('legacy', '10.51.1.0/24')
         vm = self._vm(subnet, 'vm-ns', gateway=False)
-        gateway = namespace_router(self.cloud, subnet, vm.ip)
+        gateway = namespace_router(self.cloud, subnet, vm_ip=vm.ip)
         vm.exec('ip', 'route', 'replace', 'default', 'via', gateway)
-        return vm.name
+        return vm
 
     def _fip_flows(self) -> int:
         pattern = re.compile(re.escape(self.address) + r'(?![\d])')
@@ -347,47 +366,6 @@ class Dragonflow(_System):
             if self.sdk.get_ip(self.fip.id).status == 'ACTIVE':
                 return time.monotonic()
         return None
-
-
-def namespace_router(cloud, subnet, vm_ip: str) -> str:
-    """A qrouter-like namespace on ch1 floating ``vm_ip`` as NS_FLOATING_IP: qr-0 on br-int
-    (a Dragonflow port on ``subnet``), qg-0 on br-ex, iptables DNAT in and SNAT out as the
-    legacy L3 agent writes them. Named with the cloud's prefix: Cloud.close() removes it.
-    Returns qr-0's address (the VM's gateway)."""
-    sdk, chassis = cloud.sdk.network, cloud.chassis['ch1']
-    name = f'{cloud.prefix}-qrouter'
-    netns.add(name)
-
-    def run(*args):
-        netns.run(*args, netns=name)
-
-    for scope in ('all', 'default'):
-        run('sysctl', '-q', '-w', f'net.ipv6.conf.{scope}.disable_ipv6=1')
-    # Neutron's router ports have no port security: they forward other hosts' packets.
-    port = sdk.create_port(network_id=subnet.network_id, name='qr-0',
-                           port_security_enabled=False)
-    qr_ip, tap = port.fixed_ips[0]['ip_address'], 'qr' + port.id[:11]
-    netns.veth('qr-0', name, tap, chassis.netns)
-    run('ip', 'link', 'set', 'qr-0', 'address', port.mac_address)
-    run('ip', 'link', 'set', 'qr-0', 'mtu', MTU)
-    run('ip', 'addr', 'add', f'{qr_ip}/{subnet.cidr.split("/")[1]}', 'dev', 'qr-0')
-    chassis.ovs.vsctl('add-port', 'br-int', tap, '--', 'set', 'Interface', tap,
-                      f'external_ids:iface-id={port.id}',
-                      f'external_ids:attached-mac={port.mac_address}')
-    netns.veth('qg-0', name, 'qg-peer', chassis.netns)
-    run('ip', 'addr', 'add', f'{NS_GATEWAY_IP}/{EXTERNAL_CIDR.split("/")[1]}', 'dev', 'qg-0')
-    run('ip', 'addr', 'add', f'{NS_FLOATING_IP}/32', 'dev', 'qg-0')
-    chassis.ovs.vsctl('add-port', 'br-ex', 'qg-peer')
-    for leg in ('qr-0', 'qg-0'):  # partial checksums are not completed on the AF_PACKET path
-        run('ethtool', '-K', leg, 'tx', 'off')
-    run('ip', 'route', 'replace', 'default', 'via', GATEWAY_IP)
-    run('sysctl', '-q', '-w', 'net.ipv4.ip_forward=1')
-    run('iptables', '-t', 'nat', '-A', 'PREROUTING', '-d', f'{NS_FLOATING_IP}/32', '-j', 'DNAT',
-        '--to-destination', vm_ip)
-    run('iptables', '-t', 'nat', '-A', 'POSTROUTING', '-s', f'{vm_ip}/32', '-j', 'SNAT',
-        '--to-source', NS_FLOATING_IP)
-    cloud.wait_port_active(port.id)
-    return qr_ip
 
 
 class Ovn(_System):
@@ -425,7 +403,7 @@ class Ovn(_System):
         vm.attach('vm')
         nbctl('--wait=hv', 'sync')
         self._associate()
-        self.paths.append(Path(OVN, internet, vm.name, self.address))
+        self.paths.append(Path(OVN, internet, vm, self.address))
         self.start_pinger(internet)
         reach(internet, self.address, f'OVN: the internet host reaches {self.address}')
         self.learn_mac()
@@ -467,33 +445,28 @@ class Ovn(_System):
         return self.chassis.ovs
 
 
-def reach(host: Host, address: str, what: str) -> None:
-    """Wait until ``host`` pings ``address`` (ARP and the datapath warmed), or fail."""
-    wait_for(lambda: host.ping(address, count=1, timeout=0.5), 30, interval=0.2, what=what)
-    host.ping(address, count=3)
-
-
 def measure(paths: list[Path], rounds: int, seconds: int) -> dict:
     """{path name: {'gbps': [one per round], 'rtt_ms': [...]}}, every path once a round, the
-    first path of a round moving one place each round."""
+    first path of a round moving one place each round. Each path's client sends (iperf3 -c)
+    to its server (one iperf3 -s per namespace: paths sharing one take their turns)."""
     results = {path.name: {'gbps': [], 'rtt_ms': []} for path in paths}
     servers = []
     try:
-        for path in paths:
-            servers.append(subprocess.Popen(['ip', 'netns', 'exec', path.vm_netns, 'iperf3',
-                                             '-s'], stdout=subprocess.DEVNULL))
-            wait_for(lambda path=path: ':5201' in netns.run('ss', '-ltn', netns=path.vm_netns),
+        for name in dict.fromkeys(path.server.name for path in paths):
+            servers.append(subprocess.Popen(['ip', 'netns', 'exec', name, 'iperf3', '-s'],
+                                            stdout=subprocess.DEVNULL))
+            wait_for(lambda name=name: ':5201' in netns.run('ss', '-ltn', netns=name),
                      5, what='iperf3 server')
         for r in range(rounds):
             log(f'throughput and RTT, round {r + 1}/{rounds}')
             for path in paths[r % len(paths):] + paths[:r % len(paths)]:
-                out = json.loads(path.internet.exec('iperf3', '-c', path.address, '-t',
-                                                    seconds, '-J', timeout=seconds + 30))
+                out = json.loads(path.client.exec('iperf3', '-c', path.address, '-t',
+                                                  seconds, '-J', timeout=seconds + 30))
                 gbps = out['end']['sum_received']['bits_per_second'] / 1e9
                 results[path.name]['gbps'].append(gbps)
                 log(f'  {path.name}: {gbps:.3f} Gbit/s, '
                     f'{out["end"]["sum_sent"].get("retransmits", "?")} TCP retransmissions')
-                results[path.name]['rtt_ms'].append(ping_rtt(path.internet, path.address))
+                results[path.name]['rtt_ms'].append(ping_rtt(path.client, path.address))
     finally:
         for server in servers:
             server.kill()
@@ -501,9 +474,20 @@ def measure(paths: list[Path], rounds: int, seconds: int) -> dict:
     return results
 
 
+def failovers(systems: list[Gateways], kills: int) -> None:
+    """``kills`` failover samples per system, the systems alternated, who goes first
+    swapped each round."""
+    for i in range(kills):
+        log(f'failover, kill {i + 1}/{kills}')
+        for system in systems if i % 2 == 0 else systems[::-1]:
+            system.failover_sample()
+
+
 def associations(systems: list[_System], samples: int) -> None:
     """``samples`` pinged association samples per system, then as many monitored ones, the
     systems alternated, who goes first swapped each round."""
+    if not systems:
+        return
     for system in systems:
         system.reset()
     for i in range(samples):
@@ -540,10 +524,39 @@ def verdict(interval, target: float, above: bool, samples: int) -> str:
     return 'met' if high <= target else 'NOT met' if low > target else 'undecided'
 
 
+def ratio(a: list, b: list, target=None, above=True, **kwargs) -> str:
+    """A table cell: ratio_interval(a, b, **kwargs) as "r [low, high]", with the target and
+    its verdict when given."""
+    r = ratio_interval(a, b, **kwargs)
+    if not r:
+        return '-'
+    cell = f'{r[0]:.2f} [{r[1]:.2f}, {r[2]:.2f}]'
+    if target is not None:
+        cell += f' {">=" if above else "<="}{target:g} {verdict(r, target, above, len(a))}'
+    return cell
+
+
+def throughput_rows(results: dict, names: list, columns: list, targets: dict,
+                    width: int) -> None:
+    """Throughput and RTT per path (median, range), and the ratios of ``columns``."""
+    for key, label in (('gbps', 'TCP throughput, Gbit/s, median (range)'),
+                       ('rtt_ms', 'ping RTT, ms, median (range)')):
+        line = f'{label:<50}' + ''.join(
+            f'{statistics.median(results[n][key]):>9.3f} ({min(results[n][key]):.3f}-'
+            f'{max(results[n][key]):.3f})' for n in names)
+        for a, b in columns:
+            cell = ratio(results[a][key], results[b][key], statistic=statistics.median,
+                         target=targets.get((a, b)) if key == 'gbps' else None)
+            line += f'  {cell:>{width}}'
+        print(line)
+
+
 def report(results: dict, systems: dict, args) -> None:
     """One table: throughput and RTT per path (median, range), the association rows
     (p50 / p99), and the ratios with their intervals and the targets."""
-    names = [name for name in (FLOWS, NAMESPACE, OVN) if name in results]
+    names = [name for name in FIP_PATHS if name in results]
+    if not names:
+        return
     columns = [(a, b) for a, b in ((FLOWS, NAMESPACE), (FLOWS, OVN))
                if a in results and b in results]
     df, ovn = systems.get('Dragonflow'), systems.get('OVN')
@@ -554,27 +567,7 @@ def report(results: dict, systems: dict, args) -> None:
           f'security: {args.security}; upstream ARP: {args.upstream_arp}')
     print(f'{"":<50}' + ''.join(f'{name:>22}' for name in names)
           + ''.join(f'  {f"{SHORT[a]} / {SHORT[b]}":>38}' for a, b in columns))
-
-    def ratio(a: list, b: list, target=None, above=True, **kwargs) -> str:
-        r = ratio_interval(a, b, **kwargs)
-        if not r:
-            return '-'
-        cell = f'{r[0]:.2f} [{r[1]:.2f}, {r[2]:.2f}]'
-        if target is not None:
-            cell += f' {">=" if above else "<="}{target:g} {verdict(r, target, above, len(a))}'
-        return cell
-
-    targets = {(FLOWS, NAMESPACE): 1.15, (FLOWS, OVN): 1.0}
-    for key, label in (('gbps', 'TCP throughput, Gbit/s, median (range)'),
-                       ('rtt_ms', 'ping RTT, ms, median (range)')):
-        line = f'{label:<50}' + ''.join(
-            f'{statistics.median(results[n][key]):>9.3f} ({min(results[n][key]):.3f}-'
-            f'{max(results[n][key]):.3f})' for n in names)
-        for a, b in columns:
-            cell = ratio(results[a][key], results[b][key], statistic=statistics.median,
-                         target=targets[(a, b)] if key == 'gbps' else None)
-            line += f'  {cell:>38}'
-        print(line)
+    throughput_rows(results, names, columns, {(FLOWS, NAMESPACE): 1.15, (FLOWS, OVN): 1.0}, 38)
     if not any(fips.values()) or not args.samples:
         return
     print(f'floating IP associated, ms, p50 / p99 (pings every {args.interval * 1000:g} ms, '
@@ -619,12 +612,82 @@ def report(results: dict, systems: dict, args) -> None:
                   f'{sent}')
 
 
+def report_snat(results: dict, systems: dict, args) -> None:
+    """The SNAT table: throughput and RTT per path, the ratios (target: 1.15 x the namespace
+    router), and the failover rows (kill -> first reply, p50 / max; Dragonflow / OVN)."""
+    names = [name for name in SNAT_PATHS if name in results]
+    if not names:
+        return
+    columns = [(a, b) for a, b in ((DF_GATEWAY, NS_SNAT), (DF_DISTRIBUTED, NS_SNAT),
+                                   (DF_GATEWAY, OVN_SNAT), (DF_DISTRIBUTED, OVN_SNAT))
+               if a in results and b in results]
+    print(f'\nNorth-south through SNAT, VM -> internet host, no floating IP: {DF_GATEWAY} and '
+          f'{OVN_SNAT} with the VM on ch1 and the router\'s gateway on ch2/ch3 (through the '
+          f'tunnel), {NS_SNAT} on ch2 (the VM on ch1, through the tunnel), {DF_DISTRIBUTED} on '
+          f'the VM\'s chassis; {args.rounds} rounds of iperf3 ({args.seconds} s) + 20 pings '
+          f'per path, paths alternated; security: {args.security}')
+    print(f'{"":<50}' + ''.join(f'{name:>22}' for name in names)
+          + ''.join(f'  {f"{SHORT[a]} / {SHORT[b]}":>30}' for a, b in columns))
+    throughput_rows(results, names, columns, {(DF_GATEWAY, NS_SNAT): 1.15,
+                                              (DF_DISTRIBUTED, NS_SNAT): 1.15}, 30)
+    df, ovn = systems.get('Dragonflow SNAT'), systems.get('OVN SNAT')
+    sampled = {DF_GATEWAY: df, OVN_SNAT: ovn}
+    sampled = {name: s for name, s in sampled.items() if s and s.failovers}
+    if sampled:
+        label = 'gateway killed -> first reply, ms, p50 / max'
+        cells = {name: failover_cell(s.failovers) for name, s in sampled.items()}
+        line = f'{label:<50}' + ''.join(f'{cells.get(n, "-"):>22}' for n in names)
+        for a, b in columns:
+            cell = ''
+            if (a, b) == (DF_GATEWAY, OVN_SNAT) and len(sampled) == 2:
+                cell = ratio(df.failovers, ovn.failovers, target=1.0, above=False)
+            line += f'  {cell:>30}'
+        print(line)
+        label = 'gateway back: longest reply gap, ms, p50 / max'
+        cells = {name: failover_cell([gap for gap, _ in s.comebacks])
+                 for name, s in sampled.items()}
+        print(f'{label:<50}' + ''.join(f'{cells.get(n, "-"):>22}' for n in names))
+        label = '  echo requests lost, p50 / max'
+        cells = {name: '{} / {}'.format(percentile(lost, 50), max(lost)) for name, lost in
+                 ((name, [n for _, n in s.comebacks]) for name, s in sampled.items())}
+        print(f'{label:<50}' + ''.join(f'{cells.get(n, "-"):>22}' for n in names))
+    print(f'(throughput, RTT: median over the rounds (min-max); ratio of medians [95 % bootstrap '
+          f'interval, rounds resampled paired]. Failover: the forwarding gateway\'s '
+          f'ovs-vswitchd and controller SIGKILLed, a ping every {PROBE_INTERVAL * 1000:g} ms '
+          f'from the VM from then on; BFD every {BFD_INTERVAL} ms in both (OVN: '
+          f'{args.ovn_bfd_interval or "OVS default"}), 3 missed; nearest-rank p50, ratio of '
+          f'p50s [95 % bootstrap interval, kills paired by round]. Gateway back: a steady '
+          f'ping from the VM while the killed gateway starts again and until every BFD '
+          f'session has been up {COMEBACK_WATCH:g} s; a gap there: the traffic moved to it. '
+          f'A target is met when the whole interval is on its side.)')
+    for name, system in sampled.items():
+        values = system.failovers
+        p50 = ratio_interval(values, [1.0] * len(values))  # p50 / 1 s: the p50's interval
+        cell = '-' if not p50 else (
+            f'{p50[0] * 1000:.0f} ms [{p50[1] * 1000:.0f}, {p50[2] * 1000:.0f}] '
+            f'<= {FAILOVER_TARGET:g} s {verdict(p50, FAILOVER_TARGET, False, len(values))}')
+        kills = ', '.join(f'{g} {v * 1000:.0f}' if v is not None else f'{g} none'
+                          for g, v in zip(system.killed, values, strict=True))
+        print(f'{name} failover p50 {cell}; each kill, ms: {kills}')
+
+
+def failover_cell(values: list) -> str:
+    replied = [v for v in values if v is not None]
+    if not replied:
+        return f'none in {FAILOVER_TIMEOUT:g} s'
+    cell = f'{percentile(replied, 50) * 1000:.0f} / {max(replied) * 1000:.0f}'
+    lost = len(values) - len(replied)
+    return cell + (f' ({lost} none)' if lost else '') + f' n={len(values)}'
+
+
 def preflight(paths: set) -> None:
     if os.geteuid() != 0:
         sys.exit('north_south.py: run as root (namespaces, OVS)')
     needs = {'iperf3': 'iperf3', 'ovs-vswitchd': 'openvswitch-switch'}
-    if 'namespace' in paths:
+    if paths & {'namespace', 'snat-namespace'}:
         needs['iptables'] = 'iptables'
+    if paths & {'ovn', 'snat-ovn'}:
+        needs.update({'ovn-northd': 'ovn-central', 'ovn-controller': 'ovn-host'})
     missing = [package for binary, package in needs.items() if not shutil.which(binary)]
     if missing:
         sys.exit(f'north_south.py: missing here: apt-get install {" ".join(missing)}')
@@ -649,8 +712,13 @@ def main() -> int:
                         help="OVN's association: ovn-nbctl --wait=hv (returns once the "
                              'chassis has the flows) or without (returns once NB has it, as '
                              "Neutron's OVN driver returns, like df-api)")
-    parser.add_argument('--paths', default='flows,namespace,ovn',
-                        help='which of flows, namespace, ovn to measure')
+    parser.add_argument('--failovers', type=int, default=FAILOVERS,
+                        help='gateway kills per system (with snat-gateway and snat-ovn)')
+    parser.add_argument('--ovn-bfd-interval', type=int, default=BFD_INTERVAL,
+                        help="OVN's BFD min_rx/min_tx, ms (0: OVS's defaults, 1000 ms "
+                             "min_rx); Dragonflow's bfd_interval by default")
+    parser.add_argument('--paths', default=','.join(PATHS),
+                        help=f'which of {", ".join(PATHS)} to measure')
     parser.add_argument('--quick', action='store_true',
                         help='a smoke run: ' + ', '.join(f'--{k} {v}' for k, v in QUICK.items()))
     parser.add_argument('--json', metavar='FILE',
@@ -682,9 +750,25 @@ def main() -> int:
             workdirs.append(tempfile.mkdtemp(prefix='df-bench-ns-ovn-'))
             systems['OVN'] = Ovn(workdirs[-1], secure)
             systems['OVN'].wait = args.ovn_call == 'wait'
+        if wanted & {'snat-gateway', 'snat-namespace'}:
+            log('Dragonflow SNAT: starting (ch1 and gateway chassis ch2, ch3)')
+            workdirs.append(tempfile.mkdtemp(prefix='df-bench-snat-'))
+            systems['Dragonflow SNAT'] = DragonflowGateways(
+                workdirs[-1], secure, 'snat-gateway' in wanted, 'snat-namespace' in wanted)
+        if 'snat-distributed' in wanted:
+            log('Dragonflow distributed SNAT: starting')
+            workdirs.append(tempfile.mkdtemp(prefix='df-bench-dsnat-'))
+            systems['Dragonflow distributed'] = DragonflowDistributed(workdirs[-1], secure)
+        if 'snat-ovn' in wanted:
+            log('OVN SNAT: starting (ch1 and an HA chassis group of ch2, ch3)')
+            workdirs.append(tempfile.mkdtemp(prefix='df-bench-snat-ovn-'))
+            systems['OVN SNAT'] = OvnGateways(workdirs[-1], secure, args.ovn_bfd_interval)
         paths = [path for system in systems.values() for path in system.paths]
         results = measure(paths, args.rounds, args.seconds)
-        associations([s for s in systems.values() if s.address], args.samples)
+        associations([s for s in systems.values() if getattr(s, 'address', None)],
+                     args.samples)
+        failovers([s for s in systems.values() if isinstance(s, Gateways) and s.pinger],
+                  args.failovers)
     except BaseException:
         if not args.keep_logs and workdirs:
             log('failed: --keep-logs keeps the daemons\' logs for a look')
@@ -698,10 +782,15 @@ def main() -> int:
             else:
                 shutil.rmtree(workdir, ignore_errors=True)
     report(results, systems, args)
+    report_snat(results, systems, args)
     if args.json:
         with open(args.json, 'w') as f:
             json.dump({'args': vars(args), 'paths': results,
-                       'associations': {name: s.samples for name, s in systems.items()}},
+                       'associations': {name: s.samples for name, s in systems.items()
+                                        if isinstance(s, _System)},
+                       'failovers': {name: {'killed': s.killed, 'seconds': s.failovers}
+                                     for name, s in systems.items()
+                                     if isinstance(s, Gateways)}},
                       f, indent=1)
     return 0
 
