@@ -24,6 +24,8 @@ from os_ken.controller.handler import (
     MAIN_DISPATCHER,
     set_ev_cls,
 )
+from os_ken.lib.pack_utils import msg_pack_into
+from os_ken.ofproto import nicira_ext
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
@@ -45,6 +47,13 @@ NAT_KINDS = {flag: kind for kind, flag in NAT_FLAGS.items()}
 NX_EXPERIMENTER = 0x00002320
 NXT_CT_FLUSH_ZONE = 29
 CT_FLUSH_ZONE_BODY = struct.Struct('!6xH')
+# bundle_load as BundleLoad writes it: active_backup over OpenFlow ports (the hash fields
+# and basis mean nothing to active_backup; eth_src and 0 are ovs-ofctl's usual), into the
+# whole 32-bit register.
+BUNDLE_LOAD_FORM = dict(algorithm=nicira_ext.NX_BD_ALG_ACTIVE_BACKUP,
+                        fields=nicira_ext.NX_HASH_FIELDS_ETH_SRC, basis=0,
+                        slave_type=nicira_ext.NXM_OF_IN_PORT,
+                        ofs_nbits=nicira_ext.ofs_nbits(0, 31))
 
 
 class PacketIn(NamedTuple):
@@ -477,6 +486,11 @@ def _action(action):
     if isinstance(action, of.Conjunction):  # the wire counts clauses from 0
         return parser.NXActionConjunction(clause=action.clause - 1, n_clauses=action.n_clauses,
                                           id_=action.id)
+    if isinstance(action, of.BundleLoad):
+        return parser.NXActionBundleLoad(n_slaves=len(action.members), dst=action.dst,
+                                         slaves=list(action.members), **BUNDLE_LOAD_FORM)
+    if isinstance(action, of.CheckPktLarger):
+        return NXActionCheckPktLarger(action.length, action.dst, action.bit)
     raise ValueError(f'no OpenFlow form for {action!r}')
 
 
@@ -497,6 +511,42 @@ class _PaddedNat(parser.NXActionNAT):
         data = super().serialize_body()
         header = ofp.OFP_ACTION_EXPERIMENTER_HEADER_SIZE + 2  # and the subtype
         return data + bytes(-(header + len(data)) % 8)
+
+
+class NXActionCheckPktLarger(parser.NXAction):
+    """Open vSwitch's check_pkt_larger(pkt_len)->dst[offset], which os-ken has no class for
+    (NXAST_CHECK_PKT_LARGER, lib/ofp-actions.c, struct nx_action_check_pkt_larger): after the
+    subtype, pkt_len and the bit's offset (16 bits each), the destination field's NXM/OXM
+    header, zeros to 24 bytes. Registered with os-ken's Nicira actions below, so a flow dump
+    parses it back into this class."""
+    _subtype = 49  # NXAST_RAW_CHECK_PKT_LARGER
+    _fmt_str = '!HH'
+    SIZE = 24
+
+    def __init__(self, pkt_len: int, dst: str, offset: int = 0,
+                 type_=None, len_=None, experimenter=None, subtype=None):
+        super().__init__()
+        self.pkt_len, self.dst, self.offset = pkt_len, dst, offset
+        self.len = self.SIZE
+
+    @classmethod
+    def parser(cls, buf):
+        pkt_len, offset = struct.unpack_from(cls._fmt_str, buf, 0)
+        number, _ = ofp.oxm_parse_header(buf, struct.calcsize(cls._fmt_str))
+        return cls(pkt_len, ofp.oxm_to_user_header(number), offset)
+
+    def serialize_body(self):
+        data = bytearray()
+        msg_pack_into(self._fmt_str, data, 0, self.pkt_len, self.offset)
+        ofp.oxm_serialize_header(ofp.oxm_from_user_header(self.dst), data, len(data))
+        header = ofp.OFP_ACTION_EXPERIMENTER_HEADER_SIZE + 2  # and the subtype
+        return bytes(data) + bytes(self.SIZE - header - len(data))
+
+
+# os-ken's parser looks Nicira subtypes up in a table its own classes register in; without
+# this one, a dump would read our flows' check_pkt_larger as NXActionUnknown, never equal
+# to the flow made, and the reconciler would rewrite them at every resync.
+parser.NXAction.register(NXActionCheckPktLarger)
 
 
 def flow_from_stats(stats) -> of.Flow:
@@ -546,7 +596,19 @@ def _parse_action(action):
         return of.PopVlan()
     if isinstance(action, parser.NXActionConjunction):
         return of.Conjunction(action.id, action.clause + 1, action.n_clauses)
+    if isinstance(action, parser.NXActionBundleLoad):
+        return _parse_bundle_load(action)
+    if isinstance(action, NXActionCheckPktLarger):
+        return of.CheckPktLarger(action.pkt_len, action.dst, action.offset)
     return action  # unknown to us: never equal to a desired action, so it gets replaced
+
+
+def _parse_bundle_load(action):
+    """A BundleLoad, or the action itself in any form we never write."""
+    form = {key: getattr(action, key) for key in BUNDLE_LOAD_FORM}
+    if form != BUNDLE_LOAD_FORM or not isinstance(action.dst, str):
+        return action
+    return of.BundleLoad(tuple(action.slaves), action.dst)
 
 
 def _parse_nat(actions: list):

@@ -14,6 +14,8 @@ from os_ken.ofproto import ofproto_v1_3_parser as parser
 
 from dragonflow.controller import openflow
 from dragonflow.controller.flows import (
+    BundleLoad,
+    CheckPktLarger,
     Conntrack,
     Flow,
     Goto,
@@ -269,3 +271,48 @@ def test_a_conntrack_zone_flush_is_nicira_ct_flush_zone_then_a_barrier(switch):
     refused.start()
     with pytest.raises(SwitchError, match='type 1 code 2'):
         switch.flush_conntrack_zones([0x8002])
+
+
+# The switch primitives of SNAT: the bytes are the structs of Open vSwitch's
+# lib/ofp-actions.c, and read back equal (checked against Open vSwitch 3.1 in
+# tests/dataplane/test_openflow_switch.py).
+SNAT_FLOWS = [
+    Flow(40, 80, Match(reg5=3, eth_type=0x0800, ipv4_src=('10.0.0.0', '255.255.255.0')),
+         (CheckPktLarger(1514), SetField('eth_dst', 'fa:16:3e:00:00:09'), Goto(42))),
+    Flow(42, 100, Match(reg5=3), (BundleLoad((5, 7, 6)), Goto(43))),
+    Flow(42, 90, Match(reg5=4), (BundleLoad((9,), dst='reg2'), CheckPktLarger(1000, 'reg1', 7),
+                                 Goto(43))),
+]
+
+
+@pytest.mark.parametrize('flow', SNAT_FLOWS, ids=lambda f: repr(f.actions[0])[:40])
+def test_bundle_load_and_check_pkt_larger_read_back_equal(flow):
+    assert read_back(flow) == flow
+
+
+def test_check_pkt_larger_is_nicira_subtype_49_with_its_destination_header():
+    """struct nx_action_check_pkt_larger: OFPAT_VENDOR, 24 bytes, NX_VENDOR_ID, subtype 49,
+    pkt_len, offset, then NXM_NX_REG0's header (class 1, field 0, 4 bytes) and zeros."""
+    assert openflow._action_bytes(CheckPktLarger(1514)) == bytes.fromhex(
+        'ffff0018' '00002320' '0031' '05ea' '0000' '00010004' '000000000000')
+    assert openflow._action_bytes(CheckPktLarger(1514, 'reg3', 5))[12:18] == bytes.fromhex(
+        '0005' '00010604')
+
+
+def test_bundle_load_is_active_backup_over_ports_into_the_whole_register():
+    """struct nx_action_bundle (subtype 13, NXAST_BUNDLE_LOAD): algorithm 0 (active_backup),
+    fields 0 (eth_src), basis 0, member type NXM_OF_IN_PORT, n_members, ofs_nbits 0..31,
+    the register's NXM header, 4 zero bytes, then the members padded to 8 bytes."""
+    assert openflow._action_bytes(BundleLoad((5, 7, 6))) == bytes.fromhex(
+        'ffff0028' '00002320' '000d' '0000' '0000' '0000' '00000002' '0003' '001f' '00010604'
+        '00000000' '0005' '0007' '0006' '0000')
+
+
+@pytest.mark.parametrize('bundle', [
+    parser.NXActionBundleLoad(algorithm=1, fields=0, basis=0, slave_type=2, n_slaves=1,
+                              ofs_nbits=31, dst='reg3', slaves=[5]),        # hrw
+    parser.NXActionBundleLoad(algorithm=0, fields=0, basis=0, slave_type=2, n_slaves=1,
+                              ofs_nbits=15, dst='reg3', slaves=[5]),        # reg3[0..15]
+])
+def test_a_bundle_load_we_never_write_reads_back_as_something_else(bundle):
+    assert openflow._parse_action(bundle) is bundle
