@@ -180,13 +180,13 @@ class TopologyBuilder:
         del self.ports[interface.port_id]
 
     def external_network(self, name, cidr, physnet='physnet1', network_type='flat',
-                         segmentation_id=None):
+                         segmentation_id=None, **attrs):
         """An external (router:external) physical network and its subnet; this chassis gets
-        a patch port to its physnet."""
+        a patch port to its physnet. ``attrs``: the network's other fields (mtu, ...)."""
         net = _add(self.networks, Network(
             id=f'net-{name}', name=name, key=next(self._keys), project_id='admin',
             external=True, network_type=network_type, physical_network=physnet,
-            segmentation_id=segmentation_id))
+            segmentation_id=segmentation_id, **attrs))
         self.patch_ofports.setdefault(physnet, PATCH_OFPORT + len(self.patch_ofports))
         return net, self.subnet(net, cidr)
 

@@ -181,13 +181,13 @@ def _redirect_members(topology, router) -> tuple:
     packet may go to from here, in their order: all but this chassis, or, if this chassis
     could hold the gateway, those ahead of it."""
     members = []
-    for chassis_id in topology.gateway_chassis(router):
+    for chassis_id in router.gateway_chassis:
         if chassis_id == topology.chassis_id:
             if topology.can_hold_gateway(router):
                 break
             continue
         ofport = topology.liveness_ofports.get(chassis_id)
-        if ofport is not None:
+        if ofport is not None and chassis_id in topology.chassis:  # its tunnel IP known
             members.append((chassis_id, ofport))
     return tuple(members)
 

@@ -1,0 +1,414 @@
+"""SNAT through the simulator, one switch per chassis: a VM without a floating IP goes out
+through its router's first live gateway chassis (bundle over BFD ports, so a dead one is
+skipped in the datapath) and comes back un-NATed wherever it is; only the active gateway
+answers for the gateway address; floating IPs and east-west traffic are untouched;
+enable_snat=false is routed both ways; distributed mode NATs on each chassis to its own
+address; a frame too big for the external network goes to the controller."""
+import pytest
+
+from dragonflow.controller import apps
+from dragonflow.controller import pipeline as p
+from dragonflow.controller.apps import snat
+from dragonflow.controller.flows import CONTROLLER
+from dragonflow.controller.reconciler import Reconciler
+from tests.flowsim import FlowTableSimulator
+from tests.unit.builders import (
+    PATCH_OFPORT,
+    TUNNEL_OFPORT,
+    TopologyBuilder,
+    install,
+    ip_of,
+    only,
+    read_back,
+)
+
+A, G1, G2 = 'chassis-a', 'chassis-g1', 'chassis-g2'
+TUNNEL_IPS = {A: '172.31.0.1', G1: '172.31.0.2', G2: '172.31.0.3'}
+GW_IP, FIP, A_ADDRESS = '172.24.4.10', '172.24.4.100', '172.24.4.50'
+UPSTREAM_IP, UPSTREAM_MAC = '172.24.4.1', 'fa:16:3e:ee:ee:01'
+INTERNET = '203.0.113.10'
+MTU = 1500
+TCP = dict(ip_proto=6, tcp_src=40000, tcp_dst=443)
+REPLY = dict(ip_proto=6, tcp_src=443, tcp_dst=40000)
+
+
+class Chassis:
+    """One chassis' view of the cloud (its own builder: the same objects, its own ports
+    plugged, its BFD ports to the others) and its br-int.
+
+    Router r joins private (10.0.0.0/24: vm on A at ofport 1, fip_vm on A at 4 with the
+    floating IP FIP, local_vm on G1 at 2) and other (10.0.1.0/24: peer on A at 3) to the
+    flat external network public (172.24.4.0/24, MTU 1500, the upstream gateway's MAC
+    learnt); its gateway 172.24.4.10 on G1 then G2."""
+
+    def __init__(self, me, enable_snat=True, distributed=False, network_type='flat',
+                 segmentation_id=None):
+        self.me = me
+        self.b = b = TopologyBuilder(me)
+        for name, ip in TUNNEL_IPS.items():
+            b.remote_chassis(name, ip, gateway=name in (G1, G2))
+            if name != me:
+                b.liveness(name)
+        b.is_gateway = me in (G1, G2)
+        self.private = b.subnet(b.network('private'), '10.0.0.0/24')
+        self.other = b.subnet(b.network('other'), '10.0.1.0/24')
+
+        def vm(subnet, ip, host, ofport):
+            return b.port(subnet, ip, ofport=ofport if host == me else None,
+                          **{'binding:host_id': host})
+        self.vm = vm(self.private, '10.0.0.5', A, 1)
+        self.local_vm = vm(self.private, '10.0.0.6', G1, 2)
+        self.peer = vm(self.other, '10.0.1.5', A, 3)
+        self.fip_vm = vm(self.private, '10.0.0.7', A, 4)
+        self.external_network, self.external = b.external_network(
+            'public', '172.24.4.0/24', network_type=network_type,
+            segmentation_id=segmentation_id, mtu=MTU)
+        self.router = b.router('r', self.private, self.other)
+        self.gateway_port = b.router_gateway(self.router, self.external, GW_IP,
+                                             enable_snat=enable_snat)
+        b.gateway_chassis(self.router, G1, G2)
+        b.floating_ip(self.external, FIP, self.fip_vm, self.router)
+        if distributed:
+            for host, ip in ((A, A_ADDRESS), (G2, '172.24.4.52')):
+                b.chassis_snat(self.router, self.external, ip, host)
+        b.gateway_macs[self.external_network.id, UPSTREAM_IP] = UPSTREAM_MAC
+        self.reconciler = Reconciler(FlowTableSimulator())
+        self.sync()
+
+    def sync(self):
+        """As the flow loop sends a pass: new NAT zones flushed, then the flows."""
+        topology = self.b.build()
+        self.b.flush_new_nat_zones(self.switch)
+        install(topology, self.reconciler)
+        return topology
+
+    @property
+    def switch(self) -> FlowTableSimulator:
+        return self.reconciler.switch
+
+    # Liveness: what BFD says in the datapath, and what the controller has read of it.
+    def bfd_down(self, *peers):
+        """Their sessions stop forwarding: br-int's bundles skip them at once."""
+        live = self.switch.live_ports
+        live = set(self.b.liveness_ofports.values()) if live is None else live
+        self.switch.live_ports = live - {self.b.liveness_ofports[c] for c in peers}
+
+    def sees_down(self, *peers):
+        """The controller has read the sessions' state (live_peers) and sent a pass."""
+        self.bfd_down(*peers)
+        self.b.live_peers -= set(peers)
+        self.sync()
+
+    # Packets.
+    def router_mac(self, subnet):
+        interface = next(i for i in self.router.interfaces if i.subnet_id == subnet.id)
+        return self.b.ports[interface.port_id].mac_address
+
+    def from_vm(self, port, ofport, ipv4_dst=INTERNET, **fields):
+        """An IPv4 packet the port sends through its router, ICMP echo unless said."""
+        subnet = self.private if port.network_id == self.private.network_id else self.other
+        packet = dict(eth_src=port.mac_address, eth_dst=self.router_mac(subnet),
+                      eth_type=p.ETH_TYPE_IPV4, ipv4_src=ip_of(port), ipv4_dst=ipv4_dst,
+                      **_transport(fields))
+        return self.switch.run(ofport, **packet)
+
+    def from_tunnel(self, delivery):
+        """What another chassis sent through its tunnel port, arriving in ours."""
+        assert delivery.port == TUNNEL_OFPORT, delivery
+        assert delivery.packet['tun_ipv4_dst'] == TUNNEL_IPS[self.me], delivery
+        return self.switch.run(TUNNEL_OFPORT, **_hop(delivery))
+
+    def tagged(self, packet):
+        vlan = self.external_network.segmentation_id
+        return dict(packet, vlan_vid=0x1000 | vlan) if vlan else packet
+
+    def from_outside(self, ipv4_dst=GW_IP, eth_dst=None, ipv4_src=INTERNET, **fields):
+        """An IPv4 packet from the upstream gateway, to the gateway MAC unless said."""
+        packet = dict(eth_src=UPSTREAM_MAC, eth_dst=eth_dst or self.gateway_port.mac_address,
+                      eth_type=p.ETH_TYPE_IPV4, ipv4_src=ipv4_src, ipv4_dst=ipv4_dst,
+                      **_transport(fields))
+        return self.switch.run(PATCH_OFPORT, **self.tagged(packet))
+
+    def arp_for(self, address, op=p.ARP_REQUEST, eth_dst='ff:ff:ff:ff:ff:ff'):
+        return self.switch.run(PATCH_OFPORT, **self.tagged(dict(
+            eth_src=UPSTREAM_MAC, eth_dst=eth_dst, eth_type=p.ETH_TYPE_ARP, arp_op=op,
+            arp_sha=UPSTREAM_MAC, arp_spa=UPSTREAM_IP, arp_tha='00:00:00:00:00:00',
+            arp_tpa=address)))
+
+
+def _transport(fields: dict) -> dict:
+    """An ICMP echo request unless the fields say another protocol."""
+    if 'ip_proto' in fields:
+        return fields
+    return {'ip_proto': 1, 'icmpv4_type': 8, 'icmpv4_code': 0, **fields}
+
+
+def _hop(delivery) -> dict:
+    """The packet as the next switch gets it: its headers, TTL included."""
+    return {k: v for k, v in delivery.packet.items() if k != 'in_port'}
+
+
+class Cloud(dict):
+    """The three chassis, by id."""
+
+    def __init__(self, **options):
+        super().__init__({me: Chassis(me, **options) for me in TUNNEL_IPS})
+
+
+@pytest.fixture
+def cloud():
+    return Cloud()
+
+
+def test_a_vm_without_a_fip_goes_to_the_first_gateway_chassis_through_the_tunnel(cloud):
+    a = cloud[A]
+    sent = only(a.from_vm(a.vm, 1))
+    assert sent.port == TUNNEL_OFPORT
+    assert sent.packet['tun_ipv4_dst'] == TUNNEL_IPS[G1]
+    assert sent.packet['tunnel_id'] == a.b.networks[a.vm.network_id].tunnel_key
+    assert sent.packet['eth_dst'] == a.gateway_port.mac_address
+    assert (sent.packet['ipv4_src'], sent.packet['ip_ttl']) == (ip_of(a.vm), 64)  # not routed
+
+
+def test_the_gateway_snats_to_its_address_and_routes_the_reply_back_to_the_vm(cloud):
+    a, g1 = cloud[A], cloud[G1]
+    out = only(g1.from_tunnel(only(a.from_vm(a.vm, 1, **TCP))))
+    assert out.port == PATCH_OFPORT
+    assert (out.packet['ipv4_src'], out.packet['ipv4_dst']) == (GW_IP, INTERNET)
+    assert (out.packet['eth_src'], out.packet['eth_dst']) == \
+        (g1.gateway_port.mac_address, UPSTREAM_MAC)
+    assert out.packet['ip_ttl'] == 63
+    back = only(g1.from_outside(**REPLY))
+    assert back.port == TUNNEL_OFPORT and back.packet['tun_ipv4_dst'] == TUNNEL_IPS[A]
+    assert (back.packet['ipv4_src'], back.packet['ipv4_dst']) == (INTERNET, ip_of(a.vm))
+    assert (back.packet['eth_src'], back.packet['eth_dst']) == \
+        (g1.router_mac(g1.private), a.vm.mac_address)
+    arrived = only(a.from_tunnel(back))
+    assert (arrived.port, arrived.packet['ipv4_dst']) == (1, ip_of(a.vm))
+
+
+def test_a_vm_on_the_gateway_chassis_is_snatted_there_and_gets_its_reply(cloud):
+    g1 = cloud[G1]
+    out = only(g1.from_vm(g1.local_vm, 2, **TCP))
+    assert (out.port, out.packet['ipv4_src']) == (PATCH_OFPORT, GW_IP)
+    back = only(g1.from_outside(**REPLY))
+    assert (back.port, back.packet['ipv4_dst']) == (2, ip_of(g1.local_vm))
+
+
+def test_a_network_with_no_port_on_the_gateway_still_gets_out_through_it(cloud):
+    """G1 has no port on other: the tunnels app keeps its ingress there all the same."""
+    a, g1 = cloud[A], cloud[G1]
+    assert not [port for port, _ in g1.b.build().local_ports()
+                if port.network_id == g1.other.network_id]
+    out = only(g1.from_tunnel(only(a.from_vm(a.peer, 3, **TCP))))
+    assert (out.port, out.packet['ipv4_src']) == (PATCH_OFPORT, GW_IP)
+    back = only(g1.from_outside(**REPLY))
+    assert back.packet['ipv4_dst'] == ip_of(a.peer)
+    assert only(a.from_tunnel(back)).port == 3
+
+
+def test_a_dead_gateway_is_skipped_in_the_datapath_before_the_controller_knows(cloud):
+    a, g2 = cloud[A], cloud[G2]
+    a.bfd_down(G1)
+    sent = only(a.from_vm(a.vm, 1, **TCP))
+    assert sent.packet['tun_ipv4_dst'] == TUNNEL_IPS[G2]
+    # G2's controller has not seen G1 go yet: the packet waits there, never leaves NATed.
+    assert [d.port for d in g2.from_tunnel(sent)] == [CONTROLLER]
+    g2.sees_down(G1)
+    out = only(g2.from_tunnel(only(a.from_vm(a.vm, 1, **TCP))))
+    assert (out.port, out.packet['ipv4_src']) == (PATCH_OFPORT, GW_IP)
+    back = only(g2.from_outside(**REPLY))
+    assert only(a.from_tunnel(back)).port == 1
+    a.sees_down(G1)  # and once A's controller knows, the same
+    assert only(a.from_vm(a.vm, 1)).packet['tun_ipv4_dst'] == TUNNEL_IPS[G2]
+
+
+def test_with_no_gateway_alive_nothing_leaves(cloud):
+    a = cloud[A]
+    a.bfd_down(G1, G2)
+    assert a.from_vm(a.vm, 1) == []
+    a.sees_down(G1, G2)
+    assert a.from_vm(a.vm, 1) == []
+
+
+def test_only_the_active_gateway_answers_arp_and_ping_for_the_gateway_address(cloud):
+    g1 = cloud[G1]
+    answer = only(g1.arp_for(GW_IP))
+    mac = g1.gateway_port.mac_address
+    assert answer.port == PATCH_OFPORT and answer.packet['in_port'] == PATCH_OFPORT
+    assert {k: answer.packet[k] for k in ('eth_src', 'eth_dst', 'arp_op', 'arp_sha',
+                                         'arp_spa', 'arp_tha', 'arp_tpa')} == \
+        dict(eth_src=mac, eth_dst=UPSTREAM_MAC, arp_op=p.ARP_REPLY, arp_sha=mac, arp_spa=GW_IP,
+             arp_tha=UPSTREAM_MAC, arp_tpa=UPSTREAM_IP)
+    pong = only(g1.from_outside())
+    assert pong.port == PATCH_OFPORT and pong.packet['in_port'] == PATCH_OFPORT
+    assert {k: pong.packet[k] for k in ('eth_src', 'eth_dst', 'ipv4_src', 'ipv4_dst',
+                                       'icmpv4_type')} == \
+        dict(eth_src=mac, eth_dst=UPSTREAM_MAC, ipv4_src=GW_IP, ipv4_dst=INTERNET,
+             icmpv4_type=0)
+    for other in (cloud[A], cloud[G2]):
+        assert other.arp_for(GW_IP) == []
+        assert other.from_outside() == []
+
+
+def test_the_next_gateway_answers_once_it_has_seen_the_first_go(cloud):
+    g2 = cloud[G2]
+    g2.sees_down(G1)
+    assert only(g2.arp_for(GW_IP)).packet['arp_spa'] == GW_IP
+    assert only(g2.from_outside()).packet['icmpv4_type'] == 0
+
+
+def test_a_gateway_chassis_sends_only_to_those_ahead_of_it(cloud):
+    """G2 holds nothing while G1 lives: its VMs go to G1; when G1's BFD goes, to no one
+    behind G2 (A, last here) until G2's controller takes the gateway."""
+    g2 = cloud[G2]
+    port = g2.b.port(g2.private, '10.0.0.9', ofport=9, **{'binding:host_id': G2})
+    g2.b.gateway_chassis(g2.router, G1, G2, A)
+    g2.sync()
+    assert only(g2.from_vm(port, 9)).packet['tun_ipv4_dst'] == TUNNEL_IPS[G1]
+    g2.bfd_down(G1)
+    assert g2.from_vm(port, 9) == []
+    g2.sees_down(G1)
+    out = only(g2.from_vm(port, 9))
+    assert (out.port, out.packet['ipv4_src']) == (PATCH_OFPORT, GW_IP)
+
+
+def test_a_gateway_that_lost_its_uplink_sends_its_vms_to_the_next(cloud):
+    g1 = cloud[G1]
+    g1.b.uplinks_down.add('physnet1')
+    g1.sync()
+    assert g1.arp_for(GW_IP) == []
+    assert only(g1.from_vm(g1.local_vm, 2)).packet['tun_ipv4_dst'] == TUNNEL_IPS[G2]
+
+
+def test_a_floating_ip_wins_over_snat_and_never_touches_a_gateway(cloud):
+    a = cloud[A]
+    out = only(a.from_vm(a.fip_vm, 4))
+    assert (out.port, out.packet['ipv4_src']) == (PATCH_OFPORT, FIP)
+
+
+def test_east_west_traffic_is_not_touched(cloud):
+    a = cloud[A]
+    routed = only(a.from_vm(a.vm, 1, ipv4_dst=ip_of(a.peer)))
+    assert (routed.port, routed.packet['ipv4_src']) == (3, ip_of(a.vm))
+    remote = only(a.from_vm(a.vm, 1, ipv4_dst=ip_of(a.local_vm)))
+    assert remote.port == TUNNEL_OFPORT and remote.packet['eth_dst'] == a.local_vm.mac_address
+    assert remote.packet['ipv4_src'] == ip_of(a.vm)
+
+
+def test_the_routers_own_subnets_never_leave(cloud):
+    for chassis, port, ofport in ((cloud[A], cloud[A].vm, 1), (cloud[G1], cloud[G1].local_vm, 2)):
+        assert chassis.from_vm(port, ofport, ipv4_dst='10.0.0.1') == []   # the router's
+        assert chassis.from_vm(port, ofport, ipv4_dst='10.0.1.77') == []  # nobody's
+
+
+def test_what_outside_sends_to_the_gateway_address_unasked_goes_nowhere(cloud):
+    assert cloud[G1].from_outside(**REPLY) == []
+
+
+def test_an_icmp_error_about_what_a_vm_sent_comes_back_to_it(cloud):
+    a, g1 = cloud[A], cloud[G1]
+    udp = dict(ip_proto=17, udp_src=5000, udp_dst=33434)
+    sent = only(g1.from_tunnel(only(a.from_vm(a.vm, 1, **udp)))).packet
+    quoted = {k: sent[k] for k in ('eth_type', 'ipv4_src', 'ipv4_dst', 'ip_proto', 'udp_src',
+                                   'udp_dst')}
+    error = only(g1.from_outside(ipv4_src=UPSTREAM_IP, icmpv4_type=11, quoted=quoted))
+    assert error.packet['ipv4_dst'] == ip_of(a.vm)
+    assert error.packet['quoted']['ipv4_src'] == ip_of(a.vm)
+    assert only(a.from_tunnel(error)).port == 1
+
+
+def test_nothing_goes_out_before_the_upstream_mac_is_learnt_and_its_reply_goes_up(cloud):
+    g1 = cloud[G1]
+    g1.b.gateway_macs.clear()
+    g1.sync()
+    assert g1.from_vm(g1.local_vm, 2) == []
+    reply = g1.arp_for(GW_IP, op=p.ARP_REPLY, eth_dst=g1.gateway_port.mac_address)
+    assert [d.port for d in reply] == [CONTROLLER]
+    g1.b.gateway_macs[g1.external_network.id, UPSTREAM_IP] = UPSTREAM_MAC
+    g1.sync()
+    assert only(g1.from_vm(g1.local_vm, 2)).port == PATCH_OFPORT
+
+
+def test_on_a_vlan_external_network_the_answers_and_the_traffic_are_tagged():
+    cloud = Cloud(network_type='vlan', segmentation_id=300)
+    g1 = cloud[G1]
+    assert only(g1.arp_for(GW_IP)).packet['vlan_vid'] == 0x1000 | 300
+    assert only(g1.from_outside()).packet['vlan_vid'] == 0x1000 | 300
+    out = only(g1.from_vm(g1.local_vm, 2, **TCP))
+    assert (out.port, out.packet['vlan_vid'], out.packet['ipv4_src']) == \
+        (PATCH_OFPORT, 0x1000 | 300, GW_IP)
+    assert only(g1.from_outside(**REPLY)).port == 2
+
+
+def test_without_snat_the_router_routes_out_and_in_through_its_gateway():
+    cloud = Cloud(enable_snat=False)
+    a, g1 = cloud[A], cloud[G1]
+    out = only(g1.from_tunnel(only(a.from_vm(a.vm, 1, **TCP))))
+    assert (out.port, out.packet['ipv4_src'], out.packet['eth_dst']) == \
+        (PATCH_OFPORT, ip_of(a.vm), UPSTREAM_MAC)
+    assert out.packet['ip_ttl'] == 63
+    back = only(g1.from_outside(ipv4_dst=ip_of(a.vm), **REPLY))  # the upstream's route back
+    assert (back.port, back.packet['ipv4_dst']) == (TUNNEL_OFPORT, ip_of(a.vm))
+    assert only(a.from_tunnel(back)).port == 1
+    local = only(g1.from_vm(g1.local_vm, 2))
+    assert (local.port, local.packet['ipv4_src']) == (PATCH_OFPORT, ip_of(g1.local_vm))
+    assert only(g1.from_outside(ipv4_dst=ip_of(g1.local_vm), icmpv4_type=0)).port == 2
+    assert only(g1.arp_for(GW_IP)).packet['arp_spa'] == GW_IP
+    assert g1.from_outside(ipv4_dst='10.0.0.77') == []  # nobody's, on the router's subnet
+    assert cloud[G2].from_outside(ipv4_dst=ip_of(a.vm)) == []  # only the active gateway
+
+
+def test_distributed_each_chassis_snats_its_own_vms_to_its_own_address():
+    cloud = Cloud(distributed=True)
+    a = cloud[A]
+    out = only(a.from_vm(a.vm, 1, **TCP))
+    assert (out.port, out.packet['ipv4_src']) == (PATCH_OFPORT, A_ADDRESS)
+    own_mac = a.b.ports[f'port-r-snat-{A}'].mac_address
+    assert out.packet['eth_src'] == own_mac
+    assert only(a.from_outside(A_ADDRESS, eth_dst=own_mac, **REPLY)).port == 1
+    assert only(a.arp_for(A_ADDRESS)).packet['arp_sha'] == own_mac
+    assert only(a.from_outside(A_ADDRESS, eth_dst=own_mac)).packet['icmpv4_type'] == 0
+    assert not a.switch.table(p.SNAT_REDIRECT.number)  # nothing through a tunnel
+    for other in (cloud[G1], cloud[G2]):  # the address is A's alone
+        assert other.arp_for(A_ADDRESS) == []
+    assert only(a.from_vm(a.fip_vm, 4)).packet['ipv4_src'] == FIP  # a FIP still wins
+
+
+def test_distributed_the_gateway_holder_serves_as_the_gateway():
+    """G1 holds the gateway (it has no address of its own here): the others' traffic that
+    comes to it, and its own, leave as the gateway address."""
+    cloud = Cloud(distributed=True)
+    g1 = cloud[G1]
+    assert only(g1.from_vm(g1.local_vm, 2)).packet['ipv4_src'] == GW_IP
+
+
+def test_too_big_for_the_external_network_goes_to_the_controller_on_every_way_out(cloud):
+    a, g1 = cloud[A], cloud[G1]
+    largest = MTU + snat.ETHERNET_HEADER
+    assert only(a.from_vm(a.vm, 1, frame_len=largest)).port == TUNNEL_OFPORT
+    assert [d.port for d in a.from_vm(a.vm, 1, frame_len=largest + 1)] == [CONTROLLER]
+    assert only(g1.from_vm(g1.local_vm, 2, frame_len=largest)).port == PATCH_OFPORT
+    assert [d.port for d in g1.from_vm(g1.local_vm, 2, frame_len=largest + 1)] == [CONTROLLER]
+    assert [d.port for d in a.from_vm(a.fip_vm, 4, frame_len=largest + 1)] == [CONTROLLER]
+    unnatted = Cloud(enable_snat=False)[G1]
+    assert [d.port for d in unnatted.from_vm(unnatted.local_vm, 2, frame_len=largest + 1)] \
+        == [CONTROLLER]
+
+
+def test_the_punts_of_too_big_frames_are_in_the_tables_frag_needed_knows(cloud):
+    tables = {f.table for chassis in cloud.values() for f in chassis.switch.flows.values()
+              if f.match.get('reg0') == p.TOO_BIG}
+    assert tables == {t.number for t in p.TOO_BIG_TABLES}
+
+
+def test_the_flows_read_back_as_they_were_made(cloud):
+    for chassis in cloud.values():
+        flows = [f for f in chassis.switch.flows.values() if apps.app_name(f.cookie) == 'snat']
+        assert flows
+        for flow in flows:
+            assert read_back(flow) == flow, flow
+        restarted = Reconciler(chassis.switch)
+        restarted.resync()
+        change = restarted.reconcile(apps.desired_flows(chassis.b.build()))
+        assert (change.deletes, change.adds) == ([], [])
