@@ -4,15 +4,16 @@ flows, not when they are sent; a refused change makes the controller read the sw
 loop never waits on the store, and no error of a pass stops it."""
 import concurrent.futures
 import threading
+import types
 
 import pytest
 
 from dragonflow import conf as df_conf
 from dragonflow import store as df_store
-from dragonflow.controller import flow_loop
+from dragonflow.controller import flow_loop, ovsdb
 from dragonflow.controller.bridge import BridgeKeeper, parse_bridge_mappings
 from dragonflow.controller.openflow import SwitchError
-from dragonflow.controller.ovsdb import Interfaces
+from dragonflow.controller.ovsdb import LIVENESS_PEER, Interfaces, LivenessPort, liveness_port_name
 from dragonflow.controller.service import Controller, router_mac
 from dragonflow.model import FixedIP, Network, Port, Subnet
 from dragonflow.store import api
@@ -71,9 +72,11 @@ class Switch(FlowTableSimulator):
 class Ovs:
     def __init__(self):
         self.plugged: dict[str, int] = {}
+        self.liveness: dict = {}  # peer -> LivenessPort
+        self.uplinks: dict = {}  # bridge -> carrier of each uplink
 
     def interfaces(self):
-        return Interfaces(dict(self.plugged), {}, {})
+        return Interfaces(dict(self.plugged), {}, {}, dict(self.liveness), dict(self.uplinks))
 
 
 class Outage:
@@ -387,3 +390,138 @@ def test_a_missing_provider_bridge_is_said_once_and_patched_once_it_exists(caplo
     made = len(ovs.made)
     keeper.check()
     assert len(ovs.made) == made  # nothing drifted: nothing written
+
+
+class LivenessOvs:
+    """The BFD ports of the local OVSDB as the bridge keeper reads and writes them."""
+
+    def __init__(self, ports=None):
+        self.ports = dict(ports or {})  # peer -> {'name', 'options', 'bfd', 'on_bridge'}
+        self.writes = 0
+
+    def liveness_ports(self):
+        return {peer: dict(port) for peer, port in self.ports.items()}
+
+    def set_liveness_ports(self, ports, stale):
+        self.writes += 1
+        for peer, (options, bfd) in ports.items():
+            self.ports[peer] = {'name': liveness_port_name(peer), 'options': options,
+                                'bfd': bfd, 'on_bridge': True}
+        for peer in stale:
+            del self.ports[peer]
+
+
+class Peers:
+    """The topology the flow loop sent, as far as the bridge keeper reads it."""
+
+    def __init__(self, **peers):
+        self.peers = peers
+
+    def liveness_peers(self):
+        return dict(self.peers)
+
+
+def liveness_keeper(ovs, topology, cpath_down=lambda peer, current: False):
+    return BridgeKeeper(ovs, Switch(), 'netdev', 'tcp:127.0.0.1:6653', ['vxlan'],
+                        '172.31.0.11', (500, 100), threading.Event(), {},
+                        topology=lambda: topology[0], bfd_udp_port=4795, bfd_interval=300,
+                        cpath_down=cpath_down)
+
+
+def test_one_bfd_port_per_liveness_peer_made_once_and_removed_when_it_leaves():
+    ovs, sent = LivenessOvs(), [Peers(**{'gw-2': '172.31.0.12', 'compute-3': '172.31.0.13'})]
+    keeper = liveness_keeper(ovs, sent)
+    keeper.keep_liveness()
+    assert ovs.ports['gw-2']['options'] == {'remote_ip': '172.31.0.12',
+                                            'local_ip': '172.31.0.11', 'dst_port': '4795',
+                                            'key': '0'}
+    assert ovs.ports['gw-2']['bfd'] == {'enable': 'true', 'min_tx': '300', 'min_rx': '300',
+                                        'cpath_down': 'false'}
+    assert set(ovs.ports) == {'gw-2', 'compute-3'}
+    keeper.keep_liveness()
+    assert ovs.writes == 1  # nothing differs: nothing written
+    ovs.ports['gw-2']['bfd'] = {**ovs.ports['gw-2']['bfd'], 'forwarding_if_rx': 'true'}
+    keeper.keep_liveness()
+    assert ovs.writes == 1  # an operator's own setting is no drift
+    sent[0] = Peers(**{'gw-2': '172.31.0.12'})
+    keeper.keep_liveness()
+    assert set(ovs.ports) == {'gw-2'}
+
+
+def test_bfd_ports_of_an_earlier_run_stay_until_the_first_topology_but_follow_cpath_down():
+    earlier = {'name': liveness_port_name('gw-2'),
+               'options': {'remote_ip': '172.31.0.12', 'local_ip': '172.31.0.11',
+                           'dst_port': '4795', 'key': '0'},
+               'bfd': {'enable': 'true', 'min_tx': '300', 'min_rx': '300',
+                       'cpath_down': 'false'}, 'on_bridge': True}
+    ovs, sent, held = LivenessOvs({'gw-2': earlier}), [None], [False]
+    keeper = liveness_keeper(ovs, sent, cpath_down=lambda peer, current: held[0])
+    keeper.keep_liveness()
+    assert ovs.writes == 0 and set(ovs.ports) == {'gw-2'}
+    held[0] = True  # the gateway keeper withdraws this chassis (br-int came back empty)
+    keeper.keep_liveness()
+    assert ovs.ports['gw-2']['bfd']['cpath_down'] == 'true'
+    assert ovs.ports['gw-2']['options']['remote_ip'] == '172.31.0.12'
+
+
+def test_a_bfd_port_name_is_short_stable_and_distinct():
+    names = {liveness_port_name(f'compute-node-{i}.example.org') for i in range(1000)}
+    assert len(names) == 1000 and all(len(name) <= 15 for name in names)
+    assert liveness_port_name('gw-2') == liveness_port_name('gw-2')
+
+
+def _row(name, type='', ofport=1, external_ids=None, bfd=None, bfd_status=None,
+         link_state=('up',)):
+    return types.SimpleNamespace(name=name, type=type, ofport=[ofport],
+                                 external_ids=external_ids or {}, bfd=bfd or {},
+                                 bfd_status=bfd_status or {}, link_state=list(link_state),
+                                 options={})
+
+
+def test_the_local_ovsdb_says_which_peers_are_alive_and_which_uplinks_have_carrier():
+    bfd = [_row('bfd-a', 'vxlan', 7, {LIVENESS_PEER: 'gw-2'}, {'cpath_down': 'true'},
+                {'forwarding': 'true', 'state': 'up', 'diagnostic': 'Concatenated Path Down'}),
+           _row('bfd-b', 'vxlan', 8, {LIVENESS_PEER: 'gw-3'}, {},
+                {'forwarding': 'false', 'state': 'up',
+                 'remote_diagnostic': 'Concatenated Path Down'})]
+    ex = types.SimpleNamespace(name='br-ex', ports=[
+        types.SimpleNamespace(interfaces=[_row('br-ex', 'internal', link_state=('down',))]),
+        types.SimpleNamespace(interfaces=[_row('ex0', link_state=('down',))]),
+        types.SimpleNamespace(interfaces=[_row('patch-physnet1-ex', 'patch')])])
+    vlan = types.SimpleNamespace(name='br-vlan', ports=[
+        types.SimpleNamespace(interfaces=[_row('eth1', link_state=('down',))]),
+        types.SimpleNamespace(interfaces=[_row('eth2')])])
+    lab = types.SimpleNamespace(name='br-lab', ports=[])
+    found = ovsdb._plugged(bfd, [ex, vlan, lab])
+    # Held by us (cpath_down), our session to gw-2 still says forwarding: gw-2 is alive.
+    assert found.liveness == {'gw-2': LivenessPort(7, True, True),
+                              'gw-3': LivenessPort(8, False, False)}
+    assert found.tunnels == {}  # a BFD port is no tunnel port for the flows
+    assert ovsdb.uplinks_down(found.uplinks, {'physnet1': 'br-ex', 'physnet2': 'br-vlan',
+                                              'physnet3': 'br-lab'}) == {'physnet1'}
+
+
+def test_the_topology_has_this_chassis_liveness_and_the_bfd_ports_follow_its_peers(tmp_path):
+    store = df_store.connect(f'sqlite:///{tmp_path}/nb.db')
+    conf = df_conf.load([])
+    conf.set_override('chassis_id', ME, 'controller')
+    conf.set_override('gateway', True, 'controller')
+    conf.set_override('bridge_mappings', ['physnet1:br-ex'], 'controller')
+    ovs = Ovs()
+    ovs.liveness = {'gw-2': LivenessPort(7, True, False), 'gw-3': LivenessPort(8, False, False)}
+    ovs.uplinks = {'br-ex': (False,)}
+    controller = Controller(conf, store, ovs, Switch(), clock=Clock())
+    woken = []
+    controller.bridge.wake = lambda: woken.append(1)
+    controller.watcher.refill()
+    step(controller)
+    sent = controller.loop.sent
+    assert sent.liveness_ofports == {'gw-2': 7, 'gw-3': 8}
+    assert sent.live_peers == {'gw-2'} and sent.is_gateway
+    assert sent.uplinks_down == {'physnet1'}
+    assert woken  # the first topology: the BFD ports follow its liveness peers
+    woken.clear()
+    controller.wake()
+    step(controller)
+    assert not woken  # the same peers: nothing to do
+    assert store.get('chassis', ME).value['gateway'] is True

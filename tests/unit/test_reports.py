@@ -1,6 +1,7 @@
 """What the reporter writes about floating IPs: ACTIVE from the chassis of their port once
 br-int has confirmed all their flows, only on the version those flows are for, and after a
 store outage as soon as the store is back."""
+import dataclasses
 import threading
 
 import pytest
@@ -158,3 +159,18 @@ def test_a_floating_ip_goes_down_with_its_port_unplugged_here(world):
     world.reporter.report()
     assert world.status() == 'DOWN'
     assert world.store.get('ports', 'vm').value['status'] == 'DOWN'
+
+
+def test_the_heartbeat_names_the_routers_whose_gateway_this_chassis_holds(world):
+    router = world.cache.objects['routers']['r']
+    world.put(router.model_copy(update={'gateway_chassis': [ME, 'gw-2']}))
+    world.follow()
+    holding = dataclasses.replace(world.topology(), is_gateway=True)
+    world.reporter.ports_confirmed(holding)
+    world.reporter.report()
+    assert world.store.heartbeats()[ME]['active_gateways'] == ['r']
+    # Its uplink lost, the next gateway chassis alive: said at once, not an interval later.
+    world.reporter.ports_confirmed(dataclasses.replace(
+        holding, uplinks_down=frozenset({'physnet1'}), live_peers=frozenset({'gw-2'})))
+    world.reporter.report()
+    assert world.store.heartbeats()[ME]['active_gateways'] == []
