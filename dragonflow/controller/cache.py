@@ -10,6 +10,13 @@ North-south: the floating IPs of its local ports (with their own network:floatin
 and the external networks of its routers that have a gateway, with their subnets (the
 gateway IP) and those routers' gateway ports, but not the rest of the external networks'
 ports: an external network is shared by every project, its ports grow with the deployment.
+SNAT: the routers this chassis is a gateway chassis of (in their gateway_chassis), local
+VMs or not, with everything they connect as above (it may hold their gateway, and route
+the replies to their VMs wherever they are); the chassis records of the gateway chassis of
+every router in scope (where their traffic out goes, and whom to run BFD with); and this
+chassis' own network:chassis_snat ports (distributed mode), not their whole network: a port
+that is never plugged (NOT_PLUGGED_OWNERS) does not make its network local by being bound
+here.
 
 The store's change log brings every change; ``apply`` keeps those in scope and drops the rest.
 When a change, or a VM plugged here, widens the scope to objects the cache never kept (a new
@@ -33,6 +40,7 @@ from dragonflow.model import (
     SecurityGroupRule,
     Subnet,
 )
+from dragonflow.model.objects import DEVICE_OWNER_CHASSIS_SNAT
 from dragonflow.store import api
 
 
@@ -66,8 +74,15 @@ def _same_for_data_plane(old: Model, new: Model) -> bool:
 def is_local(port: Port, chassis_id: str, local_port_ids: set[str]) -> bool:
     """Plugged here, or bound here: by Nova, which binds a port before it plugs the VM (so
     the port's network is served, and its packets held, before the plug), or still after an
-    unplug, until this controller reports the port DOWN and unbound."""
-    return port.id in local_port_ids or port.binding_host_id == chassis_id
+    unplug, until this controller reports the port DOWN and unbound. A port no VM is ever
+    plugged into (a chassis_snat port is bound to its chassis) is not local."""
+    return port.id in local_port_ids or \
+        port.binding_host_id == chassis_id and port.is_plugged_kind
+
+
+def is_own_address(port: Port, chassis_id: str) -> bool:
+    """This chassis' own address on an external network (distributed SNAT)."""
+    return port.device_owner == DEVICE_OWNER_CHASSIS_SNAT and port.binding_host_id == chassis_id
 
 
 def scope_of(objects: dict[str, dict[str, Model]], chassis_id: str,
@@ -87,7 +102,7 @@ def scope_of(objects: dict[str, dict[str, Model]], chassis_id: str,
     networks = set(local)
     for router in objects[Router.table].values():
         interface_subnets = [subnets.get(i.subnet_id) for i in router.interfaces]
-        if router.id in fip_routers or \
+        if router.id in fip_routers or chassis_id in router.gateway_chassis or \
                 any(s is not None and s.network_id in local for s in interface_subnets):
             routers.add(router.id)
             missing |= None in interface_subnets
@@ -96,7 +111,9 @@ def scope_of(objects: dict[str, dict[str, Model]], chassis_id: str,
     external, extra_ports = _north_south(objects, routers, floating_ips)
     missing |= any(n not in objects[Network.table] for n in networks | external)
     missing |= any(p not in ports for p in extra_ports)
+    extra_ports |= {p.id for p in ports.values() if is_own_address(p, chassis_id)}
     hosts = {p.binding_host_id for p in ports.values() if p.network_id in networks}
+    hosts |= {c for r in routers for c in objects[Router.table][r].gateway_chassis}
     local_groups = {g for p in local_ports for g in ports[p].security_groups}
     remote_groups = {r.remote_group_id for r in objects[SecurityGroupRule.table].values()
                      if r.security_group_id in local_groups and r.remote_group_id}
@@ -246,12 +263,15 @@ class Cache:
             self._kept_scope = None
 
     def _widens(self, table: str, obj: Model) -> bool:
-        """A new object that may pull more into scope: a port that is ours, a router with an
-        interface on a subnet we have, a floating IP of a port of ours."""
+        """A new object that may pull more into scope: a port that is ours (or our own
+        address), a router with an interface on a subnet we have or with this chassis among
+        its gateway chassis, a floating IP of a port of ours."""
         if table == Port.table:
-            return is_local(obj, self.chassis_id, self.local_port_ids)
+            return is_local(obj, self.chassis_id, self.local_port_ids) or \
+                is_own_address(obj, self.chassis_id)
         if table == Router.table:
-            return any(i.subnet_id in self.objects[Subnet.table] for i in obj.interfaces)
+            return self.chassis_id in obj.gateway_chassis or \
+                any(i.subnet_id in self.objects[Subnet.table] for i in obj.interfaces)
         if table == FloatingIP.table:
             port = self.objects[Port.table].get(obj.port_id)
             return port is not None and is_local(port, self.chassis_id, self.local_port_ids)

@@ -3,7 +3,7 @@ what those routers connect, and nothing of the rest of the deployment."""
 import pytest
 
 from dragonflow import store as df_store
-from dragonflow.controller.cache import Cache, scope_of
+from dragonflow.controller.cache import Cache, is_local, scope_of
 from dragonflow.model import (
     Chassis,
     ExternalGateway,
@@ -15,7 +15,11 @@ from dragonflow.model import (
     RouterInterface,
     Subnet,
 )
-from dragonflow.model.objects import DEVICE_OWNER_FLOATINGIP, DEVICE_OWNER_ROUTER_GATEWAY
+from dragonflow.model.objects import (
+    DEVICE_OWNER_CHASSIS_SNAT,
+    DEVICE_OWNER_FLOATINGIP,
+    DEVICE_OWNER_ROUTER_GATEWAY,
+)
 
 ME, OTHER = 'chassis-1', 'chassis-2'
 
@@ -220,13 +224,14 @@ class NorthSouth:
                                  ('r-elsewhere', ())):
             self.gateway(router, *networks)
 
-    def gateway(self, router, *networks):
+    def gateway(self, router, *networks, gateway_chassis=()):
         w = self.world
         w.put(Port(id=f'{router}-gw', key=next(w.keys), network_id='ext',
                    mac_address='fa:16:3e:00:01:01', device_owner=DEVICE_OWNER_ROUTER_GATEWAY,
                    fixed_ips=[FixedIP(subnet_id='ext-subnet', ip_address='172.24.4.2')]))
         w.put(Router(id=router, key=next(w.keys), gateway_port_id=f'{router}-gw',
                      external_gateway_info=ExternalGateway(network_id='ext'),
+                     gateway_chassis=list(gateway_chassis),
                      interfaces=[RouterInterface(port_id=f'{router}-{n}', subnet_id=f'{n}-subnet')
                                  for n in networks]))
 
@@ -302,3 +307,58 @@ def test_the_last_local_port_going_takes_its_floating_ip(world, north_south):
     world.cache.set_local_ports(set())
     assert world.cached('floatingips') == set()
     assert world.cached('networks') == set()
+
+
+def test_a_router_this_chassis_may_hold_the_gateway_of_is_kept_with_what_it_connects(
+        world, north_south):
+    """No VM here behind r-bd: its gateway may be here all the same, and the replies go to
+    its VMs wherever they are."""
+    north_south.gateway('r-bd', 'b', 'd', gateway_chassis=(OTHER, ME))
+    world.follow()
+    assert {'r-ac', 'r-bd'} <= world.cached('routers')
+    assert world.cached('networks') == {'a', 'b', 'c', 'd', 'ext'}
+    assert {'vm-b', 'vm-d', 'r-bd-gw'} <= world.cached('ports')
+    assert 'r-elsewhere-gw' not in world.cached('ports')
+    north_south.gateway('r-bd', 'b', 'd', gateway_chassis=(OTHER,))
+    world.follow()
+    assert 'r-bd' not in world.cached('routers')
+    assert world.cached('networks') == {'a', 'c', 'ext'}
+
+
+def test_the_gateway_chassis_of_a_router_in_scope_are_kept(world, north_south):
+    for name, ip in (('gw-1', '172.31.0.21'), ('gw-2', '172.31.0.22'), ('gw-9', '172.31.0.29')):
+        world.put(Chassis(id=name, tunnel_ip=ip, gateway=True))
+    north_south.gateway('r-ac', 'a', 'c', gateway_chassis=('gw-1', 'gw-2'))
+    north_south.gateway('r-bd', 'b', 'd', gateway_chassis=('gw-9',))  # not in scope
+    world.follow()
+    wanted = world.cached('chassis') | world.cache.missing_chassis()  # fetched one by one
+    assert {'gw-1', 'gw-2'} <= wanted and 'gw-9' not in wanted
+    world.refill()
+    assert {'gw-1', 'gw-2'} <= world.cached('chassis')
+    assert 'gw-9' not in world.cached('chassis')
+
+
+def chassis_snat(world, name, host):
+    return world.put(Port(id=name, key=next(world.keys), network_id='ext',
+                          mac_address='fa:16:3e:00:03:01', device_owner=DEVICE_OWNER_CHASSIS_SNAT,
+                          device_id='r-ac', fixed_ips=[FixedIP(subnet_id='ext-subnet',
+                                                               ip_address='172.24.4.30')],
+                          **{'binding:host_id': host}))
+
+
+def test_this_chassis_snat_port_is_kept_and_does_not_bring_its_network(world, north_south):
+    chassis_snat(world, 'snat-here', ME)
+    chassis_snat(world, 'snat-there', OTHER)
+    world.follow()
+    assert 'snat-here' in world.cached('ports')
+    assert 'snat-there' not in world.cached('ports')
+    assert 'r-elsewhere-gw' not in world.cached('ports')  # ext is no local network
+    world.refill()
+    assert 'snat-here' in world.cached('ports')
+    assert world.cached('ports') == {'vm-a', 'vm-c', 'r-ac-gw', 'snat-here'}
+
+
+def test_a_chassis_snat_port_bound_here_is_not_local(world):
+    port = chassis_snat(world, 'snat-here', ME)
+    assert not is_local(port, ME, set())
+    assert is_local(port, ME, {'snat-here'})  # plugged: whatever its owner says
