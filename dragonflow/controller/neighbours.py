@@ -1,27 +1,31 @@
 """The neighbours of this chassis on external networks, in a thread of its own: the MAC of each
 external subnet's gateway, learnt by ARP, and the gratuitous ARPs that tell the physical
-network where a floating IP now is.
+network where a floating IP, or a router's gateway address, now is.
 
-No MAC is configured: for every external subnet a local floating IP is NATed on, the
-controller asks the gateway (an ARP request sent from that floating IP's address and MAC
-straight out of the physnet's patch port), at once when one is newly needed, again every
-[l3] external_gateway_refresh seconds (sooner while unanswered). provider_ingress sends the
-gateway's ARP replies to that MAC to the controller (packet_ins.py), and ``learn`` keeps the
-sender's MAC, for the external network of the floating IP it answered (two external
-networks may well both have their gateway at 192.168.0.1). ``macs()`` is
-Topology.gateway_macs, by (external network id, gateway IP): the flow loop is woken when it changes,
-and only then has floating_ips a flow out to the gateway. A MAC is kept while it is needed,
-unanswered refreshes included (the gateway may be busy; a stale MAC is corrected by the next
-answer), and forgotten when no local floating IP uses its subnet any more.
+The addresses this chassis answers for on external networks are its *sources*: the local
+floating IPs, the gateway addresses of the routers whose gateway it holds, and its own
+addresses of routers in distributed SNAT mode (Topology.local_gateways). No MAC is
+configured: for every external subnet a source is on, the controller asks the gateway (an
+ARP request sent from that source's address and MAC straight out of the physnet's patch
+port), at once when one is newly needed, again every [l3] external_gateway_refresh seconds
+(sooner while unanswered). provider_ingress sends the gateway's ARP replies to that MAC to
+the controller (packet_ins.py), and ``learn`` keeps the sender's MAC, for the external
+network of the source it answered (two external networks may well both have their gateway
+at 192.168.0.1). ``macs()`` is Topology.gateway_macs, by (external network id, gateway IP):
+the flow loop is woken when it changes, and only then have floating_ips and snat a flow out
+to the gateway. A MAC is kept while it is needed, unanswered refreshes included (the gateway
+may be busy; a stale MAC is corrected by the next answer), and forgotten when no source uses
+its subnet any more.
 
-When a floating IP becomes local (associated with a port plugged here, its port moved here,
-or this controller started), once br-int has its flows, three gratuitous ARP requests go out
-spaced apart, from its address and MAC: the physical network's switches learn the MAC on this
-chassis' port, and the gateway, if it had the address, refreshes its entry.
+When a source becomes local (a floating IP associated with a port plugged here, its port
+moved here, a router's gateway taken over from a chassis that died, a distributed address
+new here, or this controller started), once br-int has its flows, three gratuitous ARP
+requests go out spaced apart, from its address and MAC: the physical network's switches learn
+the MAC on this chassis' port, and the gateway, if it had the address, refreshes its entry.
 
 A controller restarted knows no MAC yet, while br-int still has the flows out it made with
-them: until learnt again, ``macs()`` takes them from those flows (``installed``), so the
-restart sends nothing different to br-int.
+them: until learnt again, ``macs()`` takes them from those flows (``installed``:
+fip_to_external's and snat_to_external's), so the restart sends nothing different to br-int.
 """
 import dataclasses
 import heapq
@@ -35,33 +39,41 @@ from typing import Callable, Optional
 from dragonflow.controller import flows as of
 from dragonflow.controller import pipeline as p
 from dragonflow.controller.openflow import SwitchError
-from dragonflow.controller.topology import LocalFloatingIP, Topology
+from dragonflow.controller.topology import LocalFloatingIP, LocalGateway, Topology
 from dragonflow.model import Port, Subnet
-from dragonflow.model.objects import DEVICE_OWNER_FLOATINGIP
+from dragonflow.model.objects import (
+    DEVICE_OWNER_CHASSIS_SNAT,
+    DEVICE_OWNER_FLOATINGIP,
+    DEVICE_OWNER_ROUTER_GATEWAY,
+)
 
 LOG = logging.getLogger(__name__)
 GARPS = 3
-GARP_SPACING = 0.3  # seconds between the gratuitous ARPs of one floating IP
+GARP_SPACING = 0.3  # seconds between the gratuitous ARPs of one source
 UNANSWERED_RETRY = 1.0  # seconds before asking again a gateway that has not answered
 BROADCAST = b'\xff' * 6
 ETH_TYPE_ARP, ETH_TYPE_VLAN = 0x0806, 0x8100
 ARP_HEADER = struct.Struct('!HHBBH6s4s6s4s')  # htype, ptype, hlen, plen, op, sha, spa, tha, tpa
+# The ports whose MAC is in the flows out (their cookie's object): what a source holds.
+SOURCE_OWNERS = frozenset({DEVICE_OWNER_FLOATINGIP, DEVICE_OWNER_ROUTER_GATEWAY,
+                           DEVICE_OWNER_CHASSIS_SNAT})
 
 
 @dataclasses.dataclass(frozen=True)
 class Source:
-    """Where an ARP for an external subnet goes out from: a local floating IP on it."""
+    """Where an ARP for an external subnet goes out from: an address this chassis answers
+    for on it (a local floating IP, a router's gateway or distributed address)."""
     ofport: int               # br-int's patch port to the external network's physnet
     vlan: Optional[int]       # the VLAN id of a VLAN external network
     ip: str
     mac: str
 
     @classmethod
-    def of(cls, fip: LocalFloatingIP, topology: Topology) -> 'Source':
-        network = fip.external_network
+    def of(cls, holder: LocalFloatingIP | LocalGateway, topology: Topology) -> 'Source':
+        network = holder.external_network
         return cls(topology.patch_ofports[network.physical_network],
                    network.segmentation_id if network.network_type == 'vlan' else None,
-                   fip.address, fip.mac)
+                   holder.address, holder.mac)
 
 
 class Neighbours:
@@ -76,11 +88,11 @@ class Neighbours:
         self._wake = threading.Event()
         # By gateway: (external network id, gateway IP).
         self._learnt: dict[tuple, str] = {}       # its MAC
-        self._unneeded: dict[tuple, float] = {}   # since when no local floating IP needs it
+        self._unneeded: dict[tuple, float] = {}   # since when no source needs it
         self._sources: dict[tuple, Source] = {}  # where to ask it from
         self._ask_at: dict[tuple, float] = {}    # when to ask it next
-        self._networks: dict[str, str] = {}      # local floating IP MAC -> external network
-        self._local: set = set()                 # (floating IP, port) confirmed local
+        self._networks: dict[str, str] = {}      # a source's MAC -> its external network
+        self._local: set = set()                 # the sources confirmed local (_identity)
         self._garps: list = []                 # heap of (when, n, Source)
         self._order = itertools.count()
         self._remembered: Optional[dict] = None  # gateway -> MAC from br-int's flows
@@ -97,16 +109,16 @@ class Neighbours:
 
     def confirmed(self, topology: Topology) -> None:
         """br-int has the flows of ``topology``: ask for the gateways newly needed, announce
-        the floating IPs newly local, forget the gateways no longer needed."""
+        the sources newly local, forget the gateways no longer needed."""
         now = self.clock()
         sources, local, announce, networks = {}, set(), [], {}
-        for fip in topology.local_floating_ips():
-            if fip.external_network.physical_network not in topology.patch_ofports:
+        for holder in [*topology.local_floating_ips(), *topology.local_gateways()]:
+            if holder.external_network.physical_network not in topology.patch_ofports:
                 continue
-            source = Source.of(fip, topology)
-            sources.setdefault(fip.gateway, source)
-            networks[fip.mac] = fip.external_network.id
-            identity = (fip.floating_ip.id, fip.port.id, fip.address, fip.mac)
+            source = Source.of(holder, topology)
+            sources.setdefault(holder.gateway, source)
+            networks[holder.mac] = holder.external_network.id
+            identity = _identity(holder)
             local.add(identity)
             if identity not in self._local:
                 announce.append(source)
@@ -139,8 +151,8 @@ class Neighbours:
     # From os-ken's receiving thread (packet_ins.py).
     def learn(self, data: bytes) -> None:
         """An ARP reply provider_ingress sent up: the sender's MAC, if it is a gateway we
-        ask, on the external network of the floating IP it is addressed to. A change wakes
-        the flow loop."""
+        ask, on the external network of the source it is addressed to. A change wakes the
+        flow loop."""
         parsed = parse_arp(data)
         if parsed is None:
             return
@@ -205,11 +217,12 @@ class Neighbours:
 
     def _from_installed(self) -> dict[tuple, str]:
         """The gateway MACs of the flows out that br-int has (a restarted controller's):
-        each flow of fip_to_external names the gateway's MAC, and its cookie the floating
-        IP port whose subnet's gateway that is."""
+        each flow of fip_to_external and snat_to_external names the gateway's MAC, and its
+        cookie the port (floating IP, router gateway or chassis_snat) whose subnet's
+        gateway that is."""
         by_port_key = {}
         for flow in self.installed().values():
-            if flow.table == p.FIP_TO_EXTERNAL.number:
+            if flow.table in (p.FIP_TO_EXTERNAL.number, p.SNAT_TO_EXTERNAL.number):
                 mac = next((a.value for a in flow.actions
                             if isinstance(a, of.SetField) and a.field == 'eth_dst'), None)
                 if mac:
@@ -220,13 +233,21 @@ class Neighbours:
         with self.cache.lock:
             subnets = self.cache.objects[Subnet.table]
             for port in self.cache.objects[Port.table].values():
-                if port.key in by_port_key and port.device_owner == DEVICE_OWNER_FLOATINGIP:
+                if port.key in by_port_key and port.device_owner in SOURCE_OWNERS:
                     for fixed in port.fixed_ips:
                         subnet = subnets.get(fixed.subnet_id)
                         if subnet is not None and subnet.gateway_ip:
                             remembered[subnet.network_id, subnet.gateway_ip] = \
                                 by_port_key[port.key]
         return remembered
+
+
+def _identity(holder: LocalFloatingIP | LocalGateway) -> tuple:
+    """What a source is announced again for: a floating IP on another port, a router's
+    address held again (the holder of its gateway, or its address, changed)."""
+    if isinstance(holder, LocalFloatingIP):
+        return holder.floating_ip.id, holder.port.id, holder.address, holder.mac
+    return holder.router.id, holder.own_port.id, holder.address, holder.mac
 
 
 def _out(source: Source, frame: bytes) -> tuple[list, bytes]:
@@ -245,7 +266,7 @@ def _arp(op: int, sha: str, spa: str, tha: str, tpa: str) -> bytes:
 
 
 def arp_request(source: Source, target_ip: str) -> bytes:
-    """Who has ``target_ip``? Tell the floating IP."""
+    """Who has ``target_ip``? Tell the source."""
     return _ethernet(source, _arp(1, source.mac, source.ip, '00:00:00:00:00:00', target_ip))
 
 

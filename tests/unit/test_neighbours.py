@@ -1,5 +1,6 @@
-"""The external gateways' MACs learnt by ARP, and the gratuitous ARPs of floating IPs that
-become local: what goes out of br-int's patch port, and when."""
+"""The external gateways' MACs learnt by ARP, and the gratuitous ARPs of floating IPs and
+routers' addresses (a gateway taken over, a distributed address) that become local: what
+goes out of br-int's patch port, and when."""
 import threading
 
 import pytest
@@ -277,3 +278,75 @@ def test_two_external_networks_with_one_gateway_ip_each_learn_their_own_mac(worl
     topology = world.b.build()
     assert {f.address: f.gateway_mac for f in topology.local_floating_ips()} == \
         {FIP: GATEWAY_MAC, '192.168.0.100': OTHER_MAC}
+
+
+GW_IP = '172.24.4.10'  # the router's gateway address (World's)
+
+
+def gateway_world() -> World:
+    """No floating IP: this chassis is the router's second gateway chassis, the first
+    (chassis-2) alive."""
+    world = World()
+    b = world.b
+    b.associate(world.fip)
+    b.remote_chassis('chassis-2', '172.31.0.12', gateway=True)
+    b.is_gateway = True
+    b.gateway_chassis(world.router, 'chassis-2', b.chassis_id)
+    world.gateway_mac = b.ports[world.router.gateway_port_id].mac_address
+    return world
+
+
+def test_a_chassis_that_takes_a_routers_gateway_announces_its_address_and_asks_upstream():
+    world = gateway_world()
+    world.confirm()
+    assert world.at(0) == []  # chassis-2 holds it
+    world.b.liveness('chassis-2', live=False)
+    world.confirm()
+    assert sorted(world.at(0)) == [(1, GW_IP, GATEWAY_IP, PATCH_OFPORT),
+                                   (1, GW_IP, GW_IP, PATCH_OFPORT)]
+    assert world.at(GARP_SPACING) == [(1, GW_IP, GW_IP, PATCH_OFPORT)]
+    assert world.at(GARP_SPACING) == [(1, GW_IP, GW_IP, PATCH_OFPORT)]
+    world.neighbours.learn(arp_reply(GATEWAY_IP, GATEWAY_MAC, world.gateway_mac, GW_IP))
+    assert world.neighbours.macs() == {GATEWAY: GATEWAY_MAC}
+    world.confirm()
+    assert world.b.build().local_gateway(world.router).gateway_mac == GATEWAY_MAC
+    assert world.at(GARP_SPACING) == []  # still held: announced once
+
+
+def test_a_gateway_given_back_and_taken_again_is_announced_again():
+    world = gateway_world()
+    world.b.liveness('chassis-2', live=False)
+    world.confirm()
+    world.at(1)
+    world.b.liveness('chassis-2', live=True)
+    world.confirm()
+    world.b.liveness('chassis-2', live=False)
+    world.confirm()
+    assert (1, GW_IP, GW_IP, PATCH_OFPORT) in world.at(0)
+
+
+def test_a_distributed_address_new_here_is_announced_and_asks_from_itself():
+    world = World()
+    b = world.b
+    b.associate(world.fip)
+    port = b.chassis_snat(world.router, world.external, '172.24.4.50')
+    world.confirm()
+    assert sorted(world.at(0)) == [(1, '172.24.4.50', GATEWAY_IP, PATCH_OFPORT),
+                                   (1, '172.24.4.50', '172.24.4.50', PATCH_OFPORT)]
+    world.neighbours.learn(arp_reply(GATEWAY_IP, GATEWAY_MAC, port.mac_address, '172.24.4.50'))
+    assert world.neighbours.macs() == {GATEWAY: GATEWAY_MAC}
+
+
+def test_a_restarted_gateway_keeps_the_mac_its_snat_flows_have():
+    world = gateway_world()
+    world.b.liveness('chassis-2', live=False)
+    world.b.gateway_macs[GATEWAY] = GATEWAY_MAC
+    topology = world.b.build()
+    reconciler = Reconciler(FlowTableSimulator())
+    install(topology, reconciler)
+    assert reconciler.installed and not [f for f in reconciler.installed.values()
+                                         if f.table == p.FIP_TO_EXTERNAL.number]
+    cache = Cache('chassis-1')
+    cache.objects['ports'], cache.objects['subnets'] = topology.ports, topology.subnets
+    restarted = world.make(installed=lambda: reconciler.installed, cache=cache)
+    assert restarted.macs() == {GATEWAY: GATEWAY_MAC}
