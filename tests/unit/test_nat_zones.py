@@ -1,7 +1,8 @@
-"""The NAT zones of floating IP associations: the lowest free, one each, a new one flushed
-before the bundle whose flows first use it, freed with its association, kept across a
-restart from br-int's flows (nothing flushed, no flow rewritten), none left: no flows and
-one error."""
+"""The NAT zones of floating IP associations and of routers SNATing here: the lowest free,
+one each, a new one flushed before the bundle whose flows first use it, freed with its
+association (a gateway given up), kept across a restart from br-int's flows (nothing
+flushed, no flow rewritten), none left: no flows and one error."""
+import dataclasses
 import logging
 import threading
 import types
@@ -14,8 +15,9 @@ from dragonflow.controller import pipeline as p
 from dragonflow.controller.flow_loop import FlowLoop
 from dragonflow.controller.nat_zones import FIRST, NatZones
 from dragonflow.controller.ovsdb import Interfaces
+from dragonflow.controller.reconciler import Reconciler
 from tests.flowsim import FlowTableSimulator
-from tests.unit.builders import TopologyBuilder
+from tests.unit.builders import TopologyBuilder, install
 
 FIP, FIP2, FIP3 = '172.24.4.100', '172.24.4.101', '172.24.4.102'
 NAT_TABLES = {t.number for t in (p.PROVIDER_INGRESS, p.L3, p.FIP_DNAT, p.FIP_DNAT_COMMIT,
@@ -193,3 +195,52 @@ def test_a_fip_moved_while_the_controller_was_down_gets_a_new_zone_flushed(world
     assert calls[0] == ('flush', [FIRST + 2])
     assert restarted.sent.nat_zones == {world.fips[0].id: FIRST + 2,
                                         world.fips[1].id: FIRST + 1}
+
+
+# Routers SNATing here: a zone each, as a floating IP association has.
+
+def holding(world) -> World:
+    """This chassis holds the router's gateway (the first of its gateway_chassis)."""
+    world.b.is_gateway = True
+    world.b.remote_chassis('chassis-2', '172.31.0.12', gateway=True)
+    world.b.gateway_chassis(world.router, 'chassis-1', 'chassis-2')
+    return world
+
+
+def test_a_router_snatting_here_gets_a_zone_keyed_by_its_id(world):
+    zones = NatZones()
+    assigned = zones.assign(holding(world).associations())
+    assert assigned == {world.fips[0].id: FIRST, world.fips[1].id: FIRST + 1,
+                        world.router.id: FIRST + 2}
+    assert zones.unflushed() == [FIRST, FIRST + 1, FIRST + 2]
+    topology = dataclasses.replace(world.b.build(), nat_zones=assigned)
+    assert topology.local_gateway(world.router).nat_zone == FIRST + 2
+
+
+def test_a_router_without_snat_needs_no_zone(world):
+    holding(world)
+    world.router.external_gateway_info.enable_snat = False
+    topology = world.b.build()
+    assert world.router.id not in topology.nat_zones
+    assert topology.local_gateway(world.router) is not None  # routed out all the same
+
+
+def test_a_gateway_given_up_frees_its_zone_and_taken_again_gets_one_flushed(world):
+    zones = NatZones()
+    holding(world)
+    zones.flushed(zones.assign(world.associations()).values())
+    world.b.gateway_chassis(world.router, 'chassis-2', 'chassis-1')  # chassis-2 ahead, alive
+    assert world.router.id not in zones.assign(world.associations())
+    world.b.liveness('chassis-2', live=False)
+    again = zones.assign(world.associations())[world.router.id]
+    assert zones.unflushed() == [again]  # the connections it had are the next holder's
+
+
+def test_a_restart_keeps_the_routers_zone_from_its_snat_flows(world):
+    holding(world)
+    topology = world.b.build()
+    reconciler = Reconciler(FlowTableSimulator())
+    install(topology, reconciler)
+    restarted = NatZones(installed=lambda: reconciler.installed)
+    assert restarted.assign(world.associations()) == topology.nat_zones
+    assert restarted.unflushed() == []
