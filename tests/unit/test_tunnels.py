@@ -256,3 +256,19 @@ def test_from_a_tunnel_a_frame_to_a_local_ports_pair_mac_reaches_it():
     switch = install(b.build())
     assert switch.outputs(TUNNEL_OFPORT, **frame(remote, 'fa:16:3e:aa:00:01',
                                                   tunnel_id=net.key)) == [1]
+
+
+def test_a_gateway_chassis_takes_its_routers_networks_from_tunnels_without_a_local_port():
+    """Their traffic out comes to it while it holds the router's gateway (snat.py); until
+    then what comes waits in the controller."""
+    b, _, _, _, _, _, _, _ = two_chassis()
+    elsewhere = b.subnet(b.network('elsewhere'), '10.0.9.0/24')
+    stranger = b.port(elsewhere, '10.0.9.5', **REMOTE_HOST)
+    _, external = b.external_network('public', '172.24.4.0/24')
+    router = b.router('r', elsewhere)
+    b.router_gateway(router, external, '172.24.4.10')
+    vni = b.networks[elsewhere.network_id].key
+    to_gateway = frame(stranger, b.ports[router.gateway_port_id].mac_address, tunnel_id=vni)
+    assert install(b.build()).outputs(TUNNEL_OFPORT, **to_gateway) == []
+    b.gateway_chassis(router, 'chassis-2', b.chassis_id)
+    assert install(b.build()).outputs(TUNNEL_OFPORT, **to_gateway) == [CONTROLLER]
