@@ -108,6 +108,18 @@ class South:
                         self.gateway_chassis(), 15, what='the router scheduled on both '
                                                          'gateway chassis')
 
+    def settled(self) -> tuple[str, str]:
+        """(active, standby) once the first of the router's list holds its gateway and no
+        other chassis does, as their heartbeats say."""
+        store = df_store.connect(self.cloud.store_url)
+
+        def holders():
+            order = self.gateway_chassis()
+            holding = sorted(c for c, beat in store.heartbeats().items()
+                             if self.router.id in beat.get('active_gateways', []))
+            return len(order) == len(GATEWAYS) and holding == order[:1] and tuple(order)
+        return wait_for(holders, 15, what='the first gateway chassis holding the router')
+
 
 @pytest.fixture
 def south(cloud, public):
@@ -135,6 +147,26 @@ def wait_out(vm, deadline=15.0) -> None:
         f'{vm.name} never reached the internet host'
 
 
+def test_two_routers_leave_through_different_gateway_chassis(cloud, public):
+    """The module's first routers (the loads even): each new router's list starts with the
+    chassis first in the fewest lists, so the second starts with the other gateway chassis,
+    and the lists stay as df-api made them; each router's traffic leaves through its own."""
+    first, second = South(cloud, public), South(cloud, public)
+    made = [first.wait_scheduled(), second.wait_scheduled()]
+    assert made[0][0] != made[1][0], made
+    net = cloud.physical
+    for south, order in zip((first, second), made, strict=True):
+        vm = south.vm(COMPUTE)
+        wait_out(vm)
+        active, standby = south.settled()
+        assert [active, standby] == order, 'the list changed with nothing failed'
+        with net.capture('icmp', net.port_of(active)) as there, \
+                net.capture('icmp', net.port_of(standby)) as elsewhere:
+            assert vm.ping(INTERNET_IP, count=3, interval=0.05)
+        assert len(echo_requests(there.lines, south.gateway_ip)) == 3, there.lines
+        assert not echo_requests(elsewhere.lines, south.gateway_ip), elsewhere.lines
+
+
 def test_a_vm_without_a_fip_goes_out_as_its_routers_gateway_address(
         cloud, south, peer_server):
     assert set(south.wait_scheduled()) == set(GATEWAYS)  # never the compute chassis
@@ -153,8 +185,8 @@ def test_a_vm_without_a_fip_goes_out_as_its_routers_gateway_address(
 
 def test_the_gateway_address_answers_arp_and_ping_from_the_active_gateway_only(
         cloud, south):
-    active, standby = south.wait_scheduled()
     wait_out(south.vm(COMPUTE))
+    active, standby = south.settled()
     upstream, net = cloud.physical.upstream, cloud.physical
     upstream.exec('ip', 'neigh', 'flush', 'dev', 'eth0')
     with net.capture('arp', net.port_of(active)) as one, \
@@ -165,39 +197,15 @@ def test_the_gateway_address_answers_arp_and_ping_from_the_active_gateway_only(
     assert not [line for line in other.lines if is_at in line], other.lines
 
 
-def test_two_routers_leave_through_different_gateway_chassis(cloud, public):
-    """Each new router's list starts with the chassis first in the fewest lists: the
-    second router made after the first (or, should earlier tests' failovers have left the
-    loads uneven, a later one) starts with the other gateway chassis; each router's traffic
-    leaves through its own."""
-    first = South(cloud, public)
-    head = first.wait_scheduled()[0]
-    for _ in range(6):
-        second = South(cloud, public)
-        if second.wait_scheduled()[0] != head:
-            break
-    assert second.gateway_chassis()[0] != head, 'every new router on the same chassis'
-    net = cloud.physical
-    for south in (first, second):
-        vm = south.vm(COMPUTE)
-        wait_out(vm)
-        active, standby = south.gateway_chassis()
-        with net.capture('icmp', net.port_of(active)) as there, \
-                net.capture('icmp', net.port_of(standby)) as elsewhere:
-            assert vm.ping(INTERNET_IP, count=3, interval=0.05)
-        assert len(echo_requests(there.lines, south.gateway_ip)) == 3, there.lines
-        assert not echo_requests(elsewhere.lines, south.gateway_ip), elsewhere.lines
-
-
 def _failover_under_ping(cloud, south, fault, repair, store_down=False):
     """A VM on the compute chassis pings the internet host every 10 ms; the router's active
     gateway suffers ``fault`` (the store stopped at the same moment with ``store_down``):
     the replies resume within FAILOVER_DEADLINE through the next gateway chassis. Then
     ``repair``, and until the failed chassis has moved itself to the end of the router's
     list (it takes no traffic back). Returns (active, standby)."""
-    active, standby = south.wait_scheduled()
     vm = south.vm(COMPUTE)
     wait_out(vm)
+    active, standby = south.settled()
     net = cloud.physical
     try:
         with Pinger(vm, INTERNET_IP, interval=0.01) as ping:
@@ -246,9 +254,9 @@ def test_a_gateway_back_takes_no_traffic_back_and_new_connections_work(
     """The killed gateway revived during the ping: it moves itself to the end of the
     router's list before it says it is alive, so no reply is lost to its return and no
     packet of the router leaves through it; new connections still go out."""
-    active, standby = south.wait_scheduled()
     vm = south.vm(COMPUTE)
     wait_out(vm)
+    active, standby = south.settled()
     net, chassis = cloud.physical, cloud.chassis[active]
     with Pinger(vm, INTERNET_IP, interval=0.01) as ping:
         wait_for(lambda: ping.replies >= 50, 5, what='the ping under way')
@@ -383,7 +391,8 @@ def _chassis_snat_addresses(cloud, router_id) -> dict[str, str]:
 
 def test_the_active_gateway_snats_its_own_vms_in_place(cloud, south):
     """A VM on the active gateway chassis goes out there, through no tunnel."""
-    active, _ = south.wait_scheduled()
+    wait_out(south.vm(COMPUTE))
+    active, _ = south.settled()
     vm = south.vm(active)
     wait_out(vm)
     with underlay_port(cloud, active) as tunnel:
