@@ -94,3 +94,11 @@ def test_each_flows_cookie_names_its_app():
 def test_unknown_app_id():
     assert apps.app_name(0) == 'unknown'
     assert apps.app_name(0x7f << 56) == 'unknown'
+
+
+def test_each_table_a_way_out_starts_in_sends_too_big_frames_to_the_controller():
+    """frag_needed.py answers what these tables send up: nothing else may punt there on
+    reg0, and each of them does (the rich topology has every way out)."""
+    punts = {f.table for f in apps.desired_flows(rich_topology().build())
+             if f.match.get(p.TOO_BIG_REG) == p.TOO_BIG}
+    assert punts == {t.number for t in p.TOO_BIG_TABLES}
