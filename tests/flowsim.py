@@ -4,7 +4,8 @@ It is a Switch for the reconciler (apply/dump_flows) and runs a packet, given as
 fields, through the installed flows: highest-priority match per table, actions applied in order,
 goto_table, Nicira resubmit and reg_move, dec_ttl, conntrack (in a zone given as a number or
 by a register), and conjunctive matches as OVS's classifier finds them. The result is every
-copy that leaves the switch: the output port and the headers it leaves with.
+copy that leaves the switch: the output port and the headers it leaves with (a packet-in
+also with the table, cookie and non-zero registers OVS gives with it).
 
 It is as strict as Open vSwitch where a lenient model would let an app's bug through:
 
@@ -104,8 +105,15 @@ class OverlapError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Delivery:
+    """A copy that leaves the switch. One to the controller (a packet-in) also says what a
+    packet-in says besides the packet: the table and cookie of the flow that sent it, and
+    the pipeline fields that are not zero (OVS puts them in the packet-in's match). They
+    are left out of comparisons."""
     port: int
     packet: dict
+    table: Optional[int] = dataclasses.field(default=None, compare=False)
+    cookie: int = dataclasses.field(default=0, compare=False)
+    pipeline: dict = dataclasses.field(default_factory=dict, compare=False)
 
 
 @dataclasses.dataclass(eq=False)
@@ -180,7 +188,7 @@ class FlowTableSimulator:
             raise RuntimeError('resubmit loop')
         flow = self._lookup(number, state)
         if flow is not None:
-            self._actions(flow.actions, state, out, depth)
+            self._actions(flow.actions, state, out, depth, flow)
         # A table miss drops the packet.
 
     def _lookup(self, number, state):
@@ -202,7 +210,7 @@ class FlowTableSimulator:
                     return found
         return hard
 
-    def _actions(self, actions, state, out, depth):
+    def _actions(self, actions, state, out, depth, flow=None):
         for action in actions:
             if isinstance(action, of.SetField):
                 if action.field == 'vlan_vid' and 'vlan_vid' not in state:
@@ -240,7 +248,9 @@ class FlowTableSimulator:
             elif isinstance(action, of.Goto):
                 self._table(action.table, state, out, depth + 1)
             elif isinstance(action, of.ToController):
-                out.append(Delivery(of.CONTROLLER, _headers(state)))
+                out.append(Delivery(of.CONTROLLER, _headers(state),
+                                    flow.table if flow else None, flow.cookie if flow else 0,
+                                    {k: state[k] for k in PIPELINE_FIELDS if state[k]}))
             elif isinstance(action, of.Conntrack):
                 self._conntrack(action, state, out, depth)
             else:

@@ -13,7 +13,8 @@ import logging
 import socket
 import struct
 import threading
-from typing import Callable, NamedTuple, Optional
+import types
+from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 from os_ken import cfg as os_ken_cfg
 from os_ken.base import app_manager  # before os_ken.controller: import cycle
@@ -57,12 +58,16 @@ BUNDLE_LOAD_FORM = dict(algorithm=nicira_ext.NX_BD_ALG_ACTIVE_BACKUP,
 
 
 class PacketIn(NamedTuple):
-    """A packet the switch sent us: where it came in, and the table and cookie of the flow
-    that sent it."""
+    """A packet the switch sent us: where it came in, the table and cookie of the flow that
+    sent it, and ``match``: the pipeline fields the switch gives with it (OXM names as
+    os-ken's: in_port, and metadata, registers, tunnel and conntrack fields where they are
+    not zero: reg5=3).
+    """
     in_port: int
     table: int
     cookie: int
     data: bytes
+    match: Mapping[str, Any] = types.MappingProxyType({})
 
 
 class SwitchError(Exception):
@@ -343,7 +348,7 @@ def _inline_handlers(switch: OpenFlowSwitch):
         if switch.on_packet_in:
             msg = ev.msg
             switch.on_packet_in(PacketIn(msg.match['in_port'], msg.table_id, msg.cookie,
-                                         bytes(msg.data)))
+                                         bytes(msg.data), dict(msg.match.items())))
 
     def bundle(ev):
         if ev.msg.type == ofp.ONF_BCT_COMMIT_REPLY:

@@ -1,7 +1,8 @@
 """The OpenFlow adapter against a real Open vSwitch (one ovs-vswitchd, userspace datapath, in a
 namespace of its own, as the lab starts it): flows installed through OpenFlowSwitch read back
 from br-int equal to the flows made (else the reconciler would rewrite them at every resync),
-and check_pkt_larger measures what the SNAT flows assume it measures.
+check_pkt_larger measures what the SNAT flows assume it measures, and a packet-in's match
+carries the registers.
 
 OpenFlowSwitch runs in a small agent process inside the namespace (br-int reaches its
 controller over the namespace's loopback); the agent takes its work and gives back what it
@@ -36,9 +37,11 @@ OPENFLOW_PORT = 6653
 # check_pkt_larger(LIMIT) in table MEASURE, then LARGER or NOT_LARGER sends the packet to
 # the controller (the packet-in's table says which); TAGGED pushes a VLAN header first.
 LIMIT, TAGGED, MEASURE, SPLIT, LARGER, NOT_LARGER = 200, 5, 10, 11, 12, 13
+ROUTER_KEY = 7  # in reg5, which a packet-in's match carries (frag_needed.py reads it)
 MEASURING_FLOWS = [
     Flow(TAGGED, 100, Match(), (PushVlan(), SetField('vlan_vid', 0x1000 | 5), Goto(MEASURE))),
-    Flow(MEASURE, 100, Match(), (CheckPktLarger(LIMIT), Goto(SPLIT))),
+    Flow(MEASURE, 100, Match(), (SetField('reg5', ROUTER_KEY), CheckPktLarger(LIMIT),
+                                 Goto(SPLIT))),
     Flow(SPLIT, 100, Match(reg0=(1, 1)), (Goto(LARGER),)),
     Flow(SPLIT, 100, Match(reg0=(0, 1)), (Goto(NOT_LARGER),)),
     Flow(LARGER, 100, Match(), (ToController(),)),
@@ -143,5 +146,7 @@ def test_check_pkt_larger_counts_the_frame_and_its_vlan_header_not_its_padding(b
                for tagged, length, padding in sent]
     _, packet_ins = through_br_int(br_int, MEASURING_FLOWS, packets)
     assert [p.table == LARGER for p in packet_ins] == list(sent.values())
+    assert [(p.match.get('reg0', 0), p.match['reg5']) for p in packet_ins] == [
+        (int(larger), ROUTER_KEY) for larger in sent.values()]
     assert [len(p.data) for p in packet_ins] == [
         length + 4 * tagged for tagged, length, _ in sent]
