@@ -129,6 +129,9 @@ ROUTER = ResourceDef('router', 'routers', _standard(
                                convert=v.to_external_gateway_info,
                                validate=v.external_gateway_info),
     routes=Attr(allow_put=True, default=[], convert=v.to_list, validate=v.hostroutes),
+    # Dragonflow's: the chassis that may hold its gateway, in priority order (l3_scheduler).
+    # Read-only, and shown to admins only, as provider:* are: it says where traffic goes.
+    gateway_chassis=Attr(default=None, admin_only_visible=True),
 ))
 
 # The body of PUT /routers/{id}/add_extraroutes and remove_extraroutes (extraroute-atomic).

@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dragonflow import conf as df_conf
 from dragonflow import store as nb
-from dragonflow.api import definitions, errors, extensions, wire
+from dragonflow.api import definitions, errors, extensions, l3_scheduler, wire
 from dragonflow.api.context import Context
 from dragonflow.api.service import Service
 from dragonflow.store import api as store_api
@@ -43,7 +43,7 @@ def create_app(conf_or_store, conf=None) -> FastAPI:
         conf = conf_or_store
         store = nb.connect(conf.store.url, timeout=conf.store.timeout)
     app = FastAPI(title='Dragonflow API', openapi_url=None, docs_url=None, redoc_url=None,
-                  lifespan=functools.partial(_compacting, store, conf))
+                  lifespan=functools.partial(_background, store, conf))
     # Outermost last: a failure anywhere inside, the size limit included, is answered.
     app.add_middleware(_StripJsonSuffix)
     app.add_middleware(wire.BodyLimit, max_size=conf.api.max_request_body_size)
@@ -56,16 +56,18 @@ def create_app(conf_or_store, conf=None) -> FastAPI:
 
 
 @contextlib.asynccontextmanager
-async def _compacting(store, conf, app):
-    """While the app serves, it compacts the store's change log by the [store] policy: any
-    number of df-api processes may, compaction is idempotent."""
+async def _background(store, conf, app):
+    """While the app serves, it compacts the store's change log by the [store] policy and
+    schedules routers' gateway chassis and SNAT ports by the [l3] options: any number of
+    df-api processes may, compaction is idempotent and every scheduling write conditional."""
     stop = threading.Event()
-    thread = compaction.run(store, conf, stop)
+    threads = [compaction.run(store, conf, stop), l3_scheduler.run(store, conf, stop)]
     try:
         yield
     finally:
         stop.set()
-        await asyncio.to_thread(thread.join, 5)  # a tick on a hung store may take its timeout
+        for thread in threads:  # a round on a hung store may take its timeout
+            await asyncio.to_thread(thread.join, 5)
 
 
 class _StripJsonSuffix:

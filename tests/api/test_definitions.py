@@ -65,7 +65,7 @@ def test_responses_show_exactly_the_visible_attributes(client):
     subnet = client.post('/v2.0/subnets', json={'subnet': {
         'network_id': net['id'], 'cidr': '10.0.0.0/24', 'ip_version': 4}}).json()['subnet']
     port = client.post('/v2.0/ports', json={'port': {'network_id': net['id']}}).json()['port']
-    router = client.post('/v2.0/routers', json={'router': {}}).json()['router']
+    router = client.post('/v2.0/routers', json={'router': {}}, headers=ADMIN).json()['router']
     group, = client.get('/v2.0/security-groups').json()['security_groups']  # the default
     rule = group['security_group_rules'][0]
     fip = client.post('/v2.0/floatingips', json={'floatingip': {

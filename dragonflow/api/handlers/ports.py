@@ -14,10 +14,15 @@ from dragonflow.api.handlers.networks import NetworkHandler, subnets_of
 from dragonflow.api.validators import normalize_mac
 from dragonflow.model import FloatingIP, Network, Port, Router
 from dragonflow.model.objects import (
+    DEVICE_OWNER_CHASSIS_SNAT,
     DEVICE_OWNER_FLOATINGIP,
     DEVICE_OWNER_ROUTER_GATEWAY,
     DEVICE_OWNER_ROUTER_INTERFACE,
 )
+
+# Ports a router holds for itself besides its interfaces (its gateway, its distributed SNAT
+# addresses): changed through the router (or df-api's scheduler), never through the port API.
+ROUTER_SERVICE_OWNERS = (DEVICE_OWNER_ROUTER_GATEWAY, DEVICE_OWNER_CHASSIS_SNAT)
 
 VIF_DETAILS = {'port_filter': True, 'connectivity': 'l2', 'bridge_name': 'br-int',
                'datapath_type': 'system', 'ovs_hybrid_plug': False}
@@ -102,6 +107,11 @@ class PortHandler(Handler):
         if any(key in changes and changes[key] != getattr(port, key)
                for key in ('fixed_ips', 'device_id', 'device_owner')):
             self._check_not_router_interface(txn, port)
+        if changes.get('binding:host_id', port.binding_host_id) != port.binding_host_id and \
+                port.device_owner == DEVICE_OWNER_CHASSIS_SNAT:
+            # Its chassis is what the port is for (its id is derived from it).
+            self._check_not_router_interface(txn, port, 'fixed_ips, device_id, device_owner '
+                                                        'and binding:host_id')
         owner = changes.get('device_owner', port.device_owner)
         device = changes.get('device_id', port.device_id)
         if (owner, device) != (port.device_owner, port.device_id):
@@ -143,20 +153,20 @@ class PortHandler(Handler):
                     txn, ctx, port.project_id, requested)
 
     @staticmethod
-    def _check_not_router_interface(txn, port):
+    def _check_not_router_interface(txn, port, kept='fixed_ips, device_id and device_owner'):
         """A router interface changes through the router, which routes by it."""
         if port.device_owner == DEVICE_OWNER_ROUTER_INTERFACE and \
                 txn.get(Router, port.device_id) is not None:
             raise errors.BadRequest(resource='port', msg=(
                 f'router interface port {port.id} keeps its fixed_ips, device_id and '
                 'device_owner; remove the interface from the router instead'))
-        if port.device_owner == DEVICE_OWNER_ROUTER_GATEWAY and \
+        if port.device_owner in ROUTER_SERVICE_OWNERS and \
                 txn.get(Router, port.device_id) is not None or \
                 port.device_owner == DEVICE_OWNER_FLOATINGIP and \
                 txn.get(FloatingIP, port.device_id) is not None:
             raise errors.BadRequest(resource='port', msg=(
-                f'{port.device_owner} port {port.id} keeps its fixed_ips, device_id and '
-                'device_owner; change the router or floating IP it serves instead'))
+                f'{port.device_owner} port {port.id} keeps its {kept}; change the router or '
+                'floating IP it serves instead'))
 
     @staticmethod
     def _check_unbound(port, mac):
@@ -172,7 +182,7 @@ class PortHandler(Handler):
     def delete(self, txn, ctx, port):
         """Neutron's prevent_l3_port_deletion, then disassociate_floatingips."""
         owner = port.device_owner
-        if owner in (DEVICE_OWNER_ROUTER_INTERFACE, DEVICE_OWNER_ROUTER_GATEWAY) and \
+        if owner in (DEVICE_OWNER_ROUTER_INTERFACE, *ROUTER_SERVICE_OWNERS) and \
                 txn.get(Router, port.device_id) is not None or \
                 owner == DEVICE_OWNER_FLOATINGIP and txn.get(FloatingIP, port.device_id):
             raise errors.ServicePortInUse(port_id=port.id, reason=f'has device owner {owner}')
@@ -196,21 +206,27 @@ class PortHandler(Handler):
 
 
 def create_service_port(txn, keys, conf, network: Network, owner: str, device_id: str,
-                        fixed_ips=UNSET, status: str = 'DOWN') -> Port:
+                        fixed_ips=UNSET, status: str = 'DOWN', port_id: str = '',
+                        subnets=None, host: str = '') -> Port:
     """A port Neutron makes for itself (a router gateway, a floating IP): no project (hidden
     from users, as Neutron leaves it unset), no security group, a MAC and addresses like any
-    port's, on a network that must stay until the port goes."""
+    port's, on a network that must stay until the port goes.
+
+    ``port_id``: a given id (created only if absent: the commit fails if it exists), else a
+    new one; ``subnets``: those of the network its addresses may come from (all by default);
+    ``host``: its binding:host_id."""
     txn.require(network)
     txns.require_unfenced(txn, Network, network.id)
-    port_id = txns.new_id()
+    port_id = port_id or txns.new_id()
     addresses = ipam.Ipam(txn)
     mac = addresses.reserve_mac(network.id, None, port_id, conf.api.base_mac)
-    request = ipam.FixedIPRequest(addresses, network.id, subnets_of(txn, network.id), port_id,
-                                  mac, conf.api.max_fixed_ips_per_port)
+    subnets = subnets_of(txn, network.id) if subnets is None else subnets
+    request = ipam.FixedIPRequest(addresses, network.id, subnets, port_id, mac,
+                                  conf.api.max_fixed_ips_per_port)
     stamp = now()
     port = Port(id=port_id, key=keys.next('port'), network_id=network.id, mac_address=mac,
                 fixed_ips=request.assign(fixed_ips, []), device_owner=owner,
-                device_id=device_id, status=status,
+                device_id=device_id, status=status, binding_host_id=host,
                 port_security_enabled=network.port_security_enabled,
                 created_at=stamp, updated_at=stamp)
     txn.create(port)

@@ -10,10 +10,17 @@ makes it) holding the router's addresses on an external network, recorded in
 Router.gateway_port_id, with Router.external_gateway_info as the API shows it; port and
 router change in one commit. A floating IP association writes the router it goes through,
 so a gateway or interface removal and an association cannot both pass each other's checks.
+
+Setting a gateway on a network also lists the chassis that may hold it
+(Router.gateway_chassis, least-loaded first, see l3_scheduler); the list is cleared with the
+gateway and kept while the gateway stays on its network (reordering it would move traffic).
+Clearing or moving the gateway, turning enable_snat off or deleting the router removes the
+router's network:chassis_snat ports (distributed SNAT) in the same commit; l3_scheduler makes
+and removes the others.
 """
 import ipaddress
 
-from dragonflow.api import definitions, errors, ipam
+from dragonflow.api import definitions, errors, ipam, l3_scheduler
 from dragonflow.api import txn as txns
 from dragonflow.api.attributes import UNSET
 from dragonflow.api.handlers.base import Handler
@@ -21,8 +28,21 @@ from dragonflow.api.handlers.networks import NetworkHandler, subnets_of
 from dragonflow.api.handlers.ports import PortHandler, create_service_port, release
 from dragonflow.api.handlers.subnets import SubnetHandler
 from dragonflow.api.validators import GATEWAY_KEYS, uuid
-from dragonflow.model import ExternalGateway, FloatingIP, Port, Router, RouterInterface, Subnet
-from dragonflow.model.objects import DEVICE_OWNER_ROUTER_GATEWAY, DEVICE_OWNER_ROUTER_INTERFACE
+from dragonflow.model import (
+    Chassis,
+    ExternalGateway,
+    FloatingIP,
+    Network,
+    Port,
+    Router,
+    RouterInterface,
+    Subnet,
+)
+from dragonflow.model.objects import (
+    DEVICE_OWNER_CHASSIS_SNAT,
+    DEVICE_OWNER_ROUTER_GATEWAY,
+    DEVICE_OWNER_ROUTER_INTERFACE,
+)
 
 
 def _bad(msg: str) -> errors.BadRequest:
@@ -58,6 +78,7 @@ class RouterHandler(Handler):
         if router.interfaces:
             raise errors.RouterInUse(router_id=router.id)
         self._remove_gateway_port(txn, router)
+        _remove_snat_ports(txn, router)
         txn.delete(router)
 
     # External gateway (router, ext-gw-mode)
@@ -68,7 +89,9 @@ class RouterHandler(Handler):
         current = txn.get(Port, router.gateway_port_id) if router.gateway_port_id else None
         if not info:
             self._remove_gateway_port(txn, router)
-            cleared = {'external_gateway_info': None, 'gateway_port_id': None}
+            _remove_snat_ports(txn, router)
+            cleared = {'external_gateway_info': None, 'gateway_port_id': None,
+                       'gateway_chassis': []}
             if router.routes:
                 self._check_routes(txn, router.model_copy(update=cleared),
                                    [r.model_dump() for r in router.routes])
@@ -82,20 +105,26 @@ class RouterHandler(Handler):
                 if subnet.gateway_ip and fixed.get('ip_address') == subnet.gateway_ip:
                     raise _bad(f"External IP {fixed['ip_address']} is the same as the "
                                'gateway IP')
+        enable_snat = info.get('enable_snat', True)
         if current is not None and current.network_id == network.id:
-            port = current
+            port, chassis = current, router.gateway_chassis
             if requested and _addresses_change(current, requested):
                 port = self._readdress(txn, current, requested)
+            if not enable_snat:
+                _remove_snat_ports(txn, router)
         else:
             self._remove_gateway_port(txn, router)
+            _remove_snat_ports(txn, router)
             _check_new_subnets(txn, router.model_copy(update={'gateway_port_id': None}),
                                subnets_of(txn, network.id))
             port = create_service_port(txn, keys, self.conf, network,
                                        DEVICE_OWNER_ROUTER_GATEWAY, router.id,
                                        requested or UNSET)
-        gateway = ExternalGateway(network_id=network.id, enable_snat=info.get('enable_snat', True),
+            chassis = _gateway_candidates(txn, router, network)
+        gateway = ExternalGateway(network_id=network.id, enable_snat=enable_snat,
                                   external_fixed_ips=[f.model_dump() for f in port.fixed_ips])
-        return {'external_gateway_info': gateway, 'gateway_port_id': port.id}
+        return {'external_gateway_info': gateway, 'gateway_port_id': port.id,
+                'gateway_chassis': chassis}
 
     def _readdress(self, txn, port, requested) -> Port:
         addresses = ipam.Ipam(txn)
@@ -266,6 +295,21 @@ def _check_no_floating_ips(txn, router, subnet_ids: set[str]) -> None:
             if port is not None and any(f.subnet_id == subnet_id for f in port.fixed_ips):
                 raise errors.RouterInterfaceInUseByFloatingIP(router_id=router.id,
                                                               subnet_id=subnet_id)
+
+
+def _gateway_candidates(txn, router, network: Network) -> list[str]:
+    """Every chassis that may hold the router's gateway on ``network``, least-loaded first
+    (the other routers' lists make the load)."""
+    load = l3_scheduler.Load(r for r in txn.all(Router) if r.id != router.id)
+    return l3_scheduler.candidates(txn.all(Chassis), l3_scheduler.physnet_of(network), load,
+                                   set(txn.store.heartbeats()))
+
+
+def _remove_snat_ports(txn, router) -> None:
+    """The router's distributed SNAT addresses go with its gateway (or its SNAT)."""
+    for port in txn.all(Port):
+        if port.device_owner == DEVICE_OWNER_CHASSIS_SNAT and port.device_id == router.id:
+            release(txn, port)
 
 
 def _admin(ctx):
