@@ -7,7 +7,8 @@ import sys
 from dragonflow import conf as df_conf
 from dragonflow import store as df_store
 from dragonflow.controller import apps
-from dragonflow.model import Chassis, ChassisStatus, Port
+from dragonflow.model import Chassis, ChassisStatus, Port, Router
+from dragonflow.model.objects import DEVICE_OWNER_CHASSIS_SNAT
 from dragonflow.store import api
 
 
@@ -17,7 +18,8 @@ def main(argv=None) -> int:
                         help='Dragonflow INI file(s) naming the store ([store] url).')
     commands = parser.add_subparsers(dest='command', required=True)
 
-    status = commands.add_parser('status', help='chassis, ports bound, store revision seen')
+    status = commands.add_parser('status', help='chassis, ports bound, store revision seen; '
+                                                'routers\' gateway chassis')
     status.set_defaults(run=cmd_status)
 
     flows = commands.add_parser('flows', help="the switch's flows grouped by owning app")
@@ -62,7 +64,34 @@ def cmd_status(args, conf) -> int:
             rows.append((chassis.id, chassis.tunnel_ip, 'DOWN', str(bound), '-', '-',
                          f'- / {revision}'))
     print(_table(rows))
+    routers = _gateway_rows(store, ports, beats)
+    if len(routers) > 1:
+        print()
+        print(_table(routers))
     return 0
+
+
+def _gateway_rows(store, ports, beats) -> list[tuple]:
+    """Per router with a gateway: its gateway chassis in priority order, the chassis whose
+    heartbeat says they hold it now (more than one: they disagree on who is alive), and how
+    many chassis SNAT it themselves (distributed mode)."""
+    holding: dict[str, list[str]] = {}
+    for chassis_id, value in sorted(beats.items()):
+        for router_id in ChassisStatus.model_validate(value).active_gateways:
+            holding.setdefault(router_id, []).append(chassis_id)
+    snat = {}
+    for port in ports:
+        if port.device_owner == DEVICE_OWNER_CHASSIS_SNAT:
+            snat[port.device_id] = snat.get(port.device_id, 0) + 1
+    rows = [('ROUTER', 'NAME', 'GATEWAY CHASSIS', 'ACTIVE ON', 'CHASSIS SNAT')]
+    for record in store.list(Router.table):
+        router = Router.from_doc(record.value, record.revision)
+        if router.external_gateway_info is None:
+            continue
+        rows.append((router.id, router.name or '-', ','.join(router.gateway_chassis) or '-',
+                     ','.join(holding.get(router.id, [])) or '-',
+                     str(snat.get(router.id, 0))))
+    return rows
 
 
 def cmd_flows(args, conf) -> int:
