@@ -116,7 +116,8 @@ l3_opts = [
     cfg.FloatOpt('schedule_interval', default=10.0, min=0.5,
                  help='Seconds between df-api\'s passes over every router with a gateway, '
                       'besides the changes it follows: new gateway chassis appended to '
-                      'gateway_chassis lists, distributed SNAT ports made and removed.'),
+                      'gateway_chassis lists (never reordered; chassis that can no longer '
+                      'hold the gateway dropped), distributed SNAT ports made and removed.'),
 ]
 
 # Neutron's ML2 type driver options, with Neutron's group and option names, read by df-api.
