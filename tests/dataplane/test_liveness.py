@@ -182,3 +182,21 @@ def test_a_withdrawn_gateway_is_down_for_its_peers_and_still_sees_them(cloud, ro
              what=f'{first} moved to the end of the router\'s gateway chassis')
     all_up(cloud, EXPECTED_PEERS)
     assert all(port['bfd']['cpath_down'] == 'false' for port in bfd_ports(gateway).values())
+
+
+def test_a_gateway_whose_controller_restarts_stays_alive_for_its_peers(cloud, router):
+    """Its switch keeps its flows: the restarted controller finds them in br-int and leaves
+    the BFD ports as they were, so no peer moves a router away from it."""
+    store, router_id = router
+    all_up(cloud, EXPECTED_PEERS)
+    first = gateway_chassis(store, router_id)[0]
+    gateway = cloud.chassis[first]
+    restarted = time.time()
+    gateway.kill_controller()
+    gateway.start_controller()
+    wait_for(lambda: [t for t in log_times(gateway, 'gateway chassis serving') if t >= restarted],
+             15, what=f'the restarted controller of {first} to decide')
+    for observer in EXPECTED_PEERS[first]:
+        assert not [t for t in log_times(cloud.chassis[observer], f'BFD: peer {first} is down')
+                    if t >= restarted], f'{observer} saw {first} down'
+    assert all(port['bfd']['cpath_down'] == 'false' for port in bfd_ports(gateway).values())
