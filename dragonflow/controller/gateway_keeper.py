@@ -25,6 +25,9 @@ cpath_down and stays the backup. Routers with no live peer have nothing to distu
 comes back for them at once. While the store cannot be reached it stays withdrawn where a
 peer serves (the peer keeps serving; data-plane liveness does not depend on the store),
 except from the peers of routers with no live gateway at all: serving those matters more.
+A router served by a peer that shares such a peer (a chassis hosting VMs of both) then comes
+back too, from all its peers at once: withdrawn from some and not others, two chassis would
+hold its gateway.
 
 Withdrawal is per BFD port (per peer), not per router: the peers that would move a router
 back to this chassis are the router's other gateway chassis and the chassis hosting its VMs;
@@ -88,7 +91,7 @@ def decide(topology, liveness: Mapping[str, LivenessPort], ready: bool,
                   if _physnet(topology, r) in topology.uplinks_down)
     if down:
         return Decision(hold_all=True, why=f'{", ".join(down)}: every uplink is down')
-    held, orphaned, failback, dues = set(), set(), [], []
+    held, orphaned, failback, dues = set(), set(), {}, []
     peers = topology.liveness_peers()
     for router in mine:
         senders = _senders(topology, router) & set(peers)
@@ -100,7 +103,7 @@ def decide(topology, liveness: Mapping[str, LivenessPort], ready: bool,
         if active is not None:
             order = router.gateway_chassis
             if order.index(active) > order.index(me):
-                failback.append(router.id)
+                failback[router.id] = senders
                 held |= senders
             continue  # else the peer ahead keeps it whether we come back or not
         settling = [first_seen.get(c) for c in router.gateway_chassis
@@ -112,11 +115,24 @@ def decide(topology, liveness: Mapping[str, LivenessPort], ready: bool,
         else:
             orphaned |= senders
     if store_down:
-        held -= orphaned
+        held -= _coming_back(orphaned, failback)
     return Decision(hold_all=False, held=frozenset(held), failback=tuple(failback),
                     due=min(dues, default=None),
                     why='until the failback of ' + ', '.join(failback) if failback else
                     'until its peers\' sessions settle' if held else '')
+
+
+def _coming_back(orphaned: set[str], failback: dict[str, set]) -> set[str]:
+    """The peers to clear with the store unreachable: those of routers with no live gateway,
+    and then every peer of a router one of those peers also sends (it moves back here from
+    them anyway: held from its other peers, its active peer would hold it too)."""
+    cleared, pending = set(orphaned), dict(failback)
+    while True:
+        joined = [r for r, senders in pending.items() if senders & cleared]
+        if not joined:
+            return cleared
+        for router_id in joined:
+            cleared |= pending.pop(router_id)
 
 
 def _physnet(topology, router: Router) -> Optional[str]:

@@ -315,3 +315,18 @@ def test_conflicts_without_end_are_retried_later(withdrawn):
     world.confirmed()
     assert world.ports.held() == {PEER, COMPUTE}
     assert world.order('r1') == [ME, PEER]
+
+
+def test_with_the_store_unreachable_a_peer_a_router_without_gateway_needs_sees_it_back(world):
+    world.router('r1', [ME, PEER], COMPUTE)   # gw-2 serves r1 meanwhile
+    world.router('r2', [ME, OTHER], COMPUTE)  # gw-3 dead; compute-1 sends r2's traffic too
+    world.ports.add(PEER, held=True)
+    world.ports.add(COMPUTE, held=True)
+    world.ports.add(OTHER, alive=False, held=True)
+    world.store.down = True
+    world.confirmed()
+    world.clock.now += SETTLE_SECONDS
+    world.turn()
+    # r2 has no gateway at all: compute-1 gets one, so r1's traffic from it moves here too,
+    # and gw-2 must see it back as well, or both would hold r1.
+    assert world.ports.held() == set()
