@@ -152,9 +152,9 @@ class Gateways(Stacked):
         self.failovers: list[Optional[float]] = []  # kill -> first reply, s; None: no reply
         self.killed: list[str] = []                 # which gateway, per sample
         # While the killed gateway comes back: the longest gap between two replies of a
-        # steady ping (s) and the echo requests lost; a gateway that took its traffic back
-        # shows here.
-        self.comebacks: list[tuple[float, int]] = []
+        # steady ping (s), when it began (s after the revival started) and the echo
+        # requests lost; a gateway that took its traffic back shows here.
+        self.comebacks: list[tuple[float, float, int]] = []
         self.pinger: Optional[Pinger] = None
         self.bfd_seen: list[str] = []  # the BFD timers found, once
         super().__init__()
@@ -190,7 +190,7 @@ class Gateways(Stacked):
             wait_for(self._bfd_up, READY_TIMEOUT, interval=0.2, what=f'{self.name}: BFD up')
             time.sleep(COMEBACK_WATCH)
             steady.stop()
-        self.comebacks.append((steady.longest_gap(since), steady.lost()))
+        self.comebacks.append(comeback(steady, since))
 
     def wait_ready(self) -> str:
         """Every BFD session of every chassis up, then the gateway forwarding now."""
@@ -220,6 +220,16 @@ class Gateways(Stacked):
         out = netns.run('ip', '-s', '-j', 'link', 'show', 'dev',
                         self.physical.port_of(gateway), netns=self.physical.netns)
         return json.loads(out)[0]['stats64']['rx']['packets']
+
+
+def comeback(ping: traffic.Pinger, since: float) -> tuple[float, float, int]:
+    """(longest gap between two replies ending after ``since``, its start - ``since``,
+    echo requests lost) of a stopped steady ping."""
+    times = [at for at, _ in ping.reply_times]
+    gaps = [(b - a, a - since) for a, b in zip(times[:-1], times[1:], strict=True)
+            if b >= since]
+    gap, start = max(gaps, default=(0.0, 0.0))
+    return gap, start, ping.lost()
 
 
 @dataclasses.dataclass

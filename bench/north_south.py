@@ -477,7 +477,7 @@ def measure(paths: list[Path], rounds: int, seconds: int) -> dict:
 def failovers(systems: list[Gateways], kills: int) -> None:
     """``kills`` failover samples per system, the systems alternated, who goes first
     swapped each round."""
-    for i in range(kills):
+    for i in range(kills if systems else 0):
         log(f'failover, kill {i + 1}/{kills}')
         for system in systems if i % 2 == 0 else systems[::-1]:
             system.failover_sample()
@@ -644,12 +644,12 @@ def report_snat(results: dict, systems: dict, args) -> None:
             line += f'  {cell:>30}'
         print(line)
         label = 'gateway back: longest reply gap, ms, p50 / max'
-        cells = {name: failover_cell([gap for gap, _ in s.comebacks])
+        cells = {name: failover_cell([gap for gap, _, _ in s.comebacks])
                  for name, s in sampled.items()}
         print(f'{label:<50}' + ''.join(f'{cells.get(n, "-"):>22}' for n in names))
         label = '  echo requests lost, p50 / max'
         cells = {name: '{} / {}'.format(percentile(lost, 50), max(lost)) for name, lost in
-                 ((name, [n for _, n in s.comebacks]) for name, s in sampled.items())}
+                 ((name, [n for _, _, n in s.comebacks]) for name, s in sampled.items())}
         print(f'{label:<50}' + ''.join(f'{cells.get(n, "-"):>22}' for n in names))
     print(f'(throughput, RTT: median over the rounds (min-max); ratio of medians [95 % bootstrap '
           f'interval, rounds resampled paired]. Failover: the forwarding gateway\'s '
@@ -668,7 +668,10 @@ def report_snat(results: dict, systems: dict, args) -> None:
             f'<= {FAILOVER_TARGET:g} s {verdict(p50, FAILOVER_TARGET, False, len(values))}')
         kills = ', '.join(f'{g} {v * 1000:.0f}' if v is not None else f'{g} none'
                           for g, v in zip(system.killed, values, strict=True))
-        print(f'{name} failover p50 {cell}; each kill, ms: {kills}')
+        backs = ', '.join(f'{gap * 1000:.0f} at +{start:.1f} s' for gap, start, _ in
+                          system.comebacks)
+        print(f'{name} failover p50 {cell}; each kill, ms: {kills}; its longest gap coming '
+              f'back, ms, at s after its revival began: {backs}')
 
 
 def failover_cell(values: list) -> str:
