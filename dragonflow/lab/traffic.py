@@ -45,6 +45,12 @@ class Pinger:
         gaps = (b - a for a, b in zip(times[:-1], times[1:], strict=True) if b >= since)
         return max(gaps, default=0.0)
 
+    def gap_end(self, since: float = 0.0) -> float:
+        """When the reply that ended the longest gap (``longest_gap``) came."""
+        times = [at for at, _ in self.reply_times]
+        ends = [(b - a, b) for a, b in zip(times[:-1], times[1:], strict=True) if b >= since]
+        return max(ends, default=(0.0, 0.0))[1]
+
     def replies_since(self, since: float) -> int:
         return sum(at >= since for at, _ in self.reply_times)
 
