@@ -180,15 +180,20 @@ class View:
 
     def _index_port(self, port: Port, sign: int) -> None:
         if port.device_owner == DEVICE_OWNER_CHASSIS_SNAT:
+            ports = self.snat_ports[port.device_id]
             if sign > 0:
-                self.snat_ports[port.device_id][port.id] = port
+                ports[port.id] = port
             else:
-                self.snat_ports[port.device_id].pop(port.id, None)
+                ports.pop(port.id, None)
+            if not ports:
+                del self.snat_ports[port.device_id]
         elif port.is_plugged_kind and port.binding_host_id:
             hosts = self.hosts[port.network_id]
             hosts[port.binding_host_id] += sign
             if hosts[port.binding_host_id] <= 0:
                 del hosts[port.binding_host_id]
+            if not hosts:
+                del self.hosts[port.network_id]
 
     def apply(self, events: list[api.Event]) -> set[str]:
         """Apply changes; the ids of the routers they may concern."""
@@ -257,6 +262,7 @@ class Scheduler:
         self.interval = conf.l3.schedule_interval
         self.view: Optional[View] = None
         self.writes = 0  # commits this scheduler made (tests, logs)
+        self._failing: dict[str, str] = {}  # what failed last time -> why
 
     # One round
 
@@ -293,8 +299,7 @@ class Scheduler:
 
     def everything(self) -> set[str]:
         """Every router, and the routers of every chassis SNAT port (gone ones included)."""
-        return set(self.view.routers) | {r for r, ports in self.view.snat_ports.items()
-                                         if ports}
+        return set(self.view.routers) | set(self.view.snat_ports)
 
     # Gateway chassis
 
@@ -349,13 +354,17 @@ class Scheduler:
             self._guarded(f'a SNAT port of router {router_id} on chassis {chassis_id}',
                           self._create_snat_port, router_id, chassis_id, network_id)
 
-    @staticmethod
-    def _guarded(what: str, write, *args) -> None:
-        """One port's write: its failure is logged and the others go on."""
+    def _guarded(self, what: str, write, *args) -> None:
+        """One port's write: its failure is logged (again only when it changes: each pass
+        tries again) and the others go on."""
         try:
             write(*args)
         except (api.StoreError, errors.NeutronError) as e:
-            LOG.warning('%s: not now: %s', what, e)
+            if self._failing.get(what) != str(e):
+                LOG.warning('%s: not now: %s', what, e)
+            self._failing[what] = str(e)
+        else:
+            self._failing.pop(what, None)
 
     def _create_snat_port(self, router_id: str, chassis_id: str, network_id: str) -> None:
         port_id = snat_port_id(router_id, chassis_id)

@@ -340,3 +340,21 @@ def _offline_router_with_vms(cloud, hosts) -> str:
         service.create('ports', admin, {'port': {'network_id': inside['id'],
                                                  'binding:host_id': host}})
     return router['id']
+
+
+def test_one_router_that_cannot_be_served_stops_no_other(distributed):
+    """No address left for a SNAT port, an unreadable router: logged, the others served."""
+    cloud = distributed
+    cloud.chassis('c1', physnets=('physnet1', 'physnet3'), gateway=False)
+    full = cloud.router(cloud.external(cidr='192.0.2.0/30'))   # the gateway took the last one
+    served = cloud.router(cloud.external('physnet3'))
+    cloud.store.put('routers', 'unreadable', {'id': 'unreadable', 'gateway_chassis': 'c1'})
+    for router in (full, served):
+        net, _ = _inside(cloud, router)
+        _vm(cloud, net, 'c1')
+    wait_for(lambda: cloud.snat_ports(served.id), WAIT, what='the other router served')
+    wait_for(lambda: f'a SNAT port of router {full.id} on chassis c1: not now' in
+             cloud.server.log.read_text(), WAIT, what='the full one logged')
+    assert 'routers/unreadable is unreadable' in cloud.server.log.read_text()
+    assert cloud.snat_ports(full.id) == {}
+    cloud.store.delete('routers', 'unreadable')
