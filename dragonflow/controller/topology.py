@@ -173,6 +173,9 @@ class Topology:
     live_peers: frozenset = frozenset()
     is_gateway: bool = False  # [controller] gateway
     uplinks_down: frozenset = frozenset()  # physnets whose provider bridge lost every uplink
+    # The peers this chassis' BFD ports hold bfd:cpath_down towards (gateway_keeper.py):
+    # they see it dead, so it must not act as alive for what they send.
+    withdrawn_from: frozenset = frozenset()
 
     @classmethod
     def from_objects(cls, chassis_id: str, objects: dict, ofports: dict[str, int],
@@ -293,14 +296,26 @@ class Topology:
 
     def can_hold_gateway(self, router: Router) -> bool:
         """Whether this chassis can hold the router's gateway now: it is configured as a
-        gateway, listed as one of the router's, and its external network is physical, on a
-        physnet patched here whose uplink is not down."""
+        gateway, listed as one of the router's, its external network is physical, on a
+        physnet patched here whose uplink is not down, and it is not withdrawn from any of
+        the router's senders (not ready yet, or waiting for its failback): those send to
+        another gateway, and holding it here too (its ARP answers and gratuitous ARPs
+        taking the address' MAC upstream) would take the replies of their connections."""
         gateway = router.external_gateway_info
         network = self.networks.get(gateway.network_id) if gateway else None
         return self.is_gateway and self.chassis_id in router.gateway_chassis and \
             network is not None and network.is_physical and \
             network.physical_network in self.patch_ofports and \
-            network.physical_network not in self.uplinks_down
+            network.physical_network not in self.uplinks_down and \
+            self.withdrawn_from.isdisjoint(self.senders(router))
+
+    def senders(self, router: Router) -> set[str]:
+        """The peers that send the router's traffic out to its gateway chassis: its other
+        gateway chassis and the chassis hosting its VMs."""
+        peers = set(router.gateway_chassis)
+        for interface in self.router_interfaces(router):
+            peers.update(p.binding_host_id for p in self.vm_ports_on(interface.network.id))
+        return peers - {self.chassis_id, '', None}
 
     def active_gateway(self, router: Router) -> Optional[str]:
         """The chassis holding the router's gateway as this chassis sees it: the first of its

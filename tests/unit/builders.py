@@ -72,6 +72,7 @@ class TopologyBuilder:
         self.live_peers: set[str] = set()
         self.is_gateway = False
         self.uplinks_down: set[str] = set()
+        self.withdrawn_from: set[str] = set()  # peers whose BFD port holds cpath_down
         # Ports belong to a group that lets everything in and out unless a test says
         # otherwise: the other apps' tests do not depend on security groups.
         self.security_group('open', ('egress', {}), ('ingress', {}))
@@ -241,7 +242,8 @@ class TopologyBuilder:
                         tunnel_ofports=dict(self.tunnel_ofports), router_mac=self.router_mac,
                         liveness_ofports=dict(self.liveness_ofports),
                         live_peers=frozenset(self.live_peers), is_gateway=self.is_gateway,
-                        uplinks_down=frozenset(self.uplinks_down))
+                        uplinks_down=frozenset(self.uplinks_down),
+                        withdrawn_from=frozenset(self.withdrawn_from))
         return dataclasses.replace(
             topology, nat_zones=self.nat_zones.assign(topology.nat_associations()))
 

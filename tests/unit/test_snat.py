@@ -412,3 +412,19 @@ def test_the_flows_read_back_as_they_were_made(cloud):
         restarted.resync()
         change = restarted.reconcile(apps.desired_flows(chassis.b.build()))
         assert (change.deletes, change.adds) == ([], [])
+
+
+def test_a_gateway_withdrawn_from_its_peers_holds_nothing_even_first_in_the_list(cloud):
+    """Come back first of the list (before its failback has moved it to the end), its
+    peers see it dead and go on through G2: answering for the address here too would take
+    the replies of their connections."""
+    g1 = cloud[G1]
+    g1.b.withdrawn_from |= {A, G2}
+    g1.sync()
+    assert g1.arp_for(GW_IP) == []
+    assert g1.from_outside() == []
+    assert only(g1.from_vm(g1.local_vm, 2)).packet['tun_ipv4_dst'] == TUNNEL_IPS[G2]
+    assert g1.b.build().held_gateways() == []
+    g1.b.withdrawn_from.clear()
+    g1.sync()
+    assert only(g1.arp_for(GW_IP)).packet['arp_spa'] == GW_IP
