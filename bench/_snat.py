@@ -21,7 +21,11 @@ Each deployment is a Stacked (up until close()) with ``paths``; the ones with tw
 physical switch's counters, its ovs-vswitchd and controller are killed (SIGKILL, as a crash;
 the netdev datapath dies with vswitchd), and the VM's pinger (one echo request every 10 ms,
 from right after the kill) stops the clock at the first reply; then the gateway is started
-again and the next sample waits until every BFD session of the deployment is up again.
+again (ovs-vswitchd, then its controller, as lab.cloud.Chassis.revive) under a steady ping
+from the VM, watched until its BFD sessions have been up COMEBACK_WATCH: the longest gap
+between two replies there, and when it began, says whether the traffic went to it (OVN
+preempts: the higher priority takes the gateway back; Dragonflow should not), and the next
+sample waits until every BFD session of the deployment is up again.
 """
 import dataclasses
 import json

@@ -107,6 +107,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from typing import Optional
 
 from _ovn import OvnCloud
@@ -773,12 +774,17 @@ def main() -> int:
         failovers([s for s in systems.values() if isinstance(s, Gateways) and s.pinger],
                   args.failovers)
     except BaseException:
+        # Printed now: a teardown that fails too would hide it (ExitStack re-chains).
+        traceback.print_exc()
         if not args.keep_logs and workdirs:
             log('failed: --keep-logs keeps the daemons\' logs for a look')
         raise
     finally:
-        for system in systems.values():
-            system.close()
+        for name, system in systems.items():
+            try:
+                system.close()
+            except Exception as e:  # noqa: BLE001 - close the others all the same
+                log(f'{name}: teardown failed: {e}')
         for workdir in workdirs:
             if args.keep_logs:
                 log(f'logs kept in {workdir}')
@@ -791,7 +797,10 @@ def main() -> int:
             json.dump({'args': vars(args), 'paths': results,
                        'associations': {name: s.samples for name, s in systems.items()
                                         if isinstance(s, _System)},
-                       'failovers': {name: {'killed': s.killed, 'seconds': s.failovers}
+                       'failovers': {name: {'killed': s.killed, 'seconds': s.failovers,
+                                            'comebacks': [dict(zip(('gap', 'at', 'lost'), c,
+                                                                   strict=True))
+                                                          for c in s.comebacks]}
                                      for name, s in systems.items()
                                      if isinstance(s, Gateways)}},
                       f, indent=1)
