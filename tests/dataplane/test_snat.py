@@ -29,6 +29,7 @@ GATEWAYS = ('ch1', 'ch2')
 COMPUTE = 'ch3'
 FAILOVER_DEADLINE = 3.0  # seconds without replies at most, from the fault to the next gateway
 EXTERNAL_MTU = 1200      # the external network's, for the frag-needed test
+VLAN_ID = 120  # in the lab's network_vlan_ranges (physnet1:100:200)
 _cidrs = itertools.count(1)
 
 def _require_root():
@@ -352,6 +353,29 @@ def test_a_vm_with_a_fip_goes_out_with_it_and_no_tunnel(cloud, public, south):
     assert not echo_requests(seen.lines, south.gateway_ip), seen.lines
     assert len(echo_requests(wire.lines, fip.floating_ip_address)) == 3, wire.lines
     assert not [line for line in tunnel.lines if INTERNET_IP in line], tunnel.lines
+
+
+def test_a_vm_on_a_vlan_network_goes_out_through_snat(cloud, public):
+    """The router's interface network is a VLAN network of the operator's: from the compute
+    chassis its traffic to outside still reaches the active gateway (through the tunnel,
+    as the design has it) and leaves as the gateway address."""
+    admin = cloud.sdk.network
+    network = admin.create_network(name='snat-vlan', provider_network_type='vlan',
+                                   provider_physical_network=PHYSNET,
+                                   provider_segmentation_id=VLAN_ID)
+    subnet = admin.create_subnet(network_id=network.id, ip_version=4, cidr='10.81.0.0/24')
+    router = admin.create_router(name='snat-vlan-router')
+    admin.add_interface_to_router(router, subnet=subnet.id)
+    router = admin.update_router(router, external_gateway_info={'network_id': public.id})
+    gateway_ip = router.external_gateway_info['external_fixed_ips'][0]['ip_address']
+    port = admin.create_port(network_id=network.id, fixed_ips=[{'subnet_id': subnet.id}])
+    vm = cloud.vm(COMPUTE, port)
+    cloud.wait_port_active(port.id)
+    wait_out(vm)
+    internet = cloud.physical.internet
+    with Capture(internet.name, 'eth0', 'icmp') as seen:
+        assert vm.ping(INTERNET_IP, count=3, interval=0.05)
+    assert len(echo_requests(seen.lines, gateway_ip)) == 3, seen.lines
 
 
 @pytest.fixture(scope='module')
