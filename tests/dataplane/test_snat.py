@@ -5,7 +5,8 @@ during a 100 pps ping from a VM on a third chassis (with the store stopped too):
 resumes within 3 s through the next gateway, and the failed one back does not take the
 traffic back; distributed mode, where each chassis SNATs its own VMs to an address of its
 own with no tunnel; enable_snat=false, routed with a route back upstream; frag-needed from the
-router for a packet too big for the external network; a floating IP keeps precedence.
+router for a packet too big for the external network; a floating IP keeps precedence; a VM
+on a VLAN network behind the router goes out too.
 
 The cloud: ch1 and ch2 are gateway chassis, ch3 a compute chassis; all three map physnet1
 (as every lab chassis does), so ch3 could reach the outside itself and sends there only what
@@ -31,6 +32,7 @@ FAILOVER_DEADLINE = 3.0  # seconds without replies at most, from the fault to th
 EXTERNAL_MTU = 1200      # the external network's, for the frag-needed test
 VLAN_ID = 120  # in the lab's network_vlan_ranges (physnet1:100:200)
 _cidrs = itertools.count(1)
+
 
 def _require_root():
     if os.geteuid() != 0:
