@@ -263,6 +263,7 @@ class Scheduler:
         self.view: Optional[View] = None
         self.writes = 0  # commits this scheduler made (tests, logs)
         self._failing: dict[str, str] = {}  # what failed last time -> why
+        self.busy = threading.Lock()  # held by a round (see run)
 
     # One round
 
@@ -270,14 +271,11 @@ class Scheduler:
         """A fresh view from a snapshot (at start, and after the log was compacted past it)."""
         self.view = View.of(*self.store.snapshot())
 
-    def follow(self, timeout: float) -> set[str]:
-        """The changes after the view's revision, waiting up to ``timeout`` for one; the
-        routers they may concern."""
+    def follow(self) -> Optional[set[str]]:
+        """The routers the changes after the view's revision may concern; None when there
+        is no change yet (then wait for one: ``store.wait(view.revision, ...)``)."""
         events = self.store.changes(self.view.revision)
-        if not events:
-            self.store.wait(self.view.revision, timeout)
-            return set()
-        return self.view.apply(events)
+        return self.view.apply(events) if events else None
 
     def schedule(self, router_ids: Iterable[str]) -> None:
         """Reconsider these routers (ids of routers gone included: their ports go)."""
@@ -409,38 +407,75 @@ class Scheduler:
 
     def run(self, stop: threading.Event) -> None:
         """Rounds until ``stop`` is set: a full pass at start and every interval, the routers
-        the changes concern in between. A failed round is logged and tried again."""
+        the changes concern in between. A failed round is logged and tried again. Rounds run
+        under ``busy``, the waits for news outside it (see SchedulerThread.join)."""
         pause, due = BACKOFF[0], 0.0
         while not stop.is_set():
+            idle = False
             try:
-                if self.view is None:
-                    self.resync()
-                    due = 0.0
-                if self.clock() >= due:
-                    dirty = self.everything()
-                    due = self.clock() + self.interval
-                else:
-                    dirty = self.follow(min(POLL, max(due - self.clock(), 0.0)))
-                if dirty:
-                    self.schedule(dirty)
+                with self.busy:
+                    if stop.is_set():
+                        return
+                    due, idle = self._round(due)
+                if idle:
+                    self.store.wait(self.view.revision, min(POLL, max(due - self.clock(), 0)))
                 pause = BACKOFF[0]
-            except api.Compacted:
-                LOG.info('the change log was compacted past the scheduler: resyncing')
-                self.view = None
+            except api.Compacted as e:
+                if self.view is not None:  # behind the log: resync at once
+                    LOG.info('the change log was compacted past the scheduler: resyncing')
+                    self.view = None
+                    continue
+                pause = self._pause(stop, pause, e)   # even a snapshot: the store is unwell
             except Exception as e:
-                if isinstance(e, api.StoreError):
-                    LOG.warning('L3 scheduling paused %.1f s: %s', pause, e)
-                else:
-                    LOG.exception('L3 scheduling paused %.1f s', pause)
-                stop.wait(pause)
-                pause = min(pause * 2, BACKOFF[1])
+                pause = self._pause(stop, pause, e)
+
+    def _round(self, due: float) -> tuple[float, bool]:
+        """One round: the next full pass' time, and whether there was nothing to do."""
+        if self.view is None:
+            self.resync()
+            due = 0.0
+        if self.clock() >= due:
+            dirty = self.everything()
+            due = self.clock() + self.interval
+        else:
+            dirty = self.follow()
+            if dirty is None:
+                return due, True
+        if dirty:
+            self.schedule(dirty)
+        return due, False
+
+    @staticmethod
+    def _pause(stop: threading.Event, pause: float, error: Exception) -> float:
+        """After a failed round: log, wait, and the next pause."""
+        if stop.is_set():
+            return pause   # the app stopped (a store closed under a wait, say): say nothing
+        if isinstance(error, api.StoreError):
+            LOG.warning('L3 scheduling paused %.1f s: %s', pause, error)
+        else:
+            LOG.error('L3 scheduling paused %.1f s', pause, exc_info=error)
+        stop.wait(pause)
+        return min(pause * 2, BACKOFF[1])
 
 
-def run(store: api.Store, conf, stop: threading.Event) -> threading.Thread:
+class SchedulerThread(threading.Thread):
+    """The thread of one Scheduler, started at once."""
+
+    def __init__(self, store: api.Store, conf, stop: threading.Event):
+        self.scheduler = Scheduler(store, conf)
+        super().__init__(target=self.scheduler.run, args=(stop,), name='l3-scheduler',
+                         daemon=True)
+        self.start()
+
+    def join(self, timeout: Optional[float] = None) -> None:
+        """Once ``stop`` is set: return when no round runs and none will start. The thread
+        may still sit in a wait for news (up to POLL seconds), which writes nothing: an app
+        stops without waiting for it."""
+        if self.scheduler.busy.acquire(timeout=-1 if timeout is None else timeout):
+            self.scheduler.busy.release()
+
+
+def run(store: api.Store, conf, stop: threading.Event) -> SchedulerThread:
     """Start a thread scheduling routers' gateway chassis and chassis SNAT ports by the [l3]
     options until ``stop`` is set; return it (join it after setting ``stop``)."""
-    scheduler = Scheduler(store, conf)
-    thread = threading.Thread(target=scheduler.run, args=(stop,), name='l3-scheduler',
-                              daemon=True)
-    thread.start()
-    return thread
+    return SchedulerThread(store, conf, stop)
