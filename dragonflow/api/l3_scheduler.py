@@ -284,6 +284,8 @@ class Scheduler:
         for router_id in sorted(set(router_ids)):
             try:
                 self.schedule_router(router_id, live, load)
+            except api.Unavailable:
+                raise  # not this router's trouble: the round is retried after a pause
             except (api.StoreError, errors.NeutronError) as e:
                 LOG.warning('router %s not scheduled now: %s', router_id, e)
             except Exception:
@@ -357,6 +359,8 @@ class Scheduler:
         tries again) and the others go on."""
         try:
             write(*args)
+        except api.Unavailable:
+            raise
         except (api.StoreError, errors.NeutronError) as e:
             if self._failing.get(what) != str(e):
                 LOG.warning('%s: not now: %s', what, e)
@@ -425,9 +429,10 @@ class Scheduler:
                     LOG.info('the change log was compacted past the scheduler: resyncing')
                     self.view = None
                     continue
-                pause = self._pause(stop, pause, e)   # even a snapshot: the store is unwell
+                pause, due = self._pause(stop, pause, e), 0.0  # even a snapshot failed
             except Exception as e:
-                pause = self._pause(stop, pause, e)
+                # The routers of the changes read are not done: a full pass next.
+                pause, due = self._pause(stop, pause, e), 0.0
 
     def _round(self, due: float) -> tuple[float, bool]:
         """One round: the next full pass' time, and whether there was nothing to do."""

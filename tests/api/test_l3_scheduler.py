@@ -358,3 +358,45 @@ def test_one_router_that_cannot_be_served_stops_no_other(distributed):
     assert 'routers/unreadable is unreadable' in cloud.server.log.read_text()
     assert cloud.snat_ports(full.id) == {}
     cloud.store.delete('routers', 'unreadable')
+
+
+def test_a_store_outage_pauses_the_scheduler_and_it_catches_up(distributed, tmp_path,
+                                                               monkeypatch):
+    """The store fails the first rounds' reads: the scheduler pauses, then does everything the
+    changes it had read asked for (with a full pass)."""
+    cloud = distributed
+    cloud.server.stop()
+    router = _offline_router_with_vms(cloud, ['c1'])
+    store = df_store.connect(f'sqlite://{cloud.server.config.parent / "nb.sqlite"}')
+    failures = iter(range(3))
+
+    class Flaky:
+        """The store, whose heartbeats() (read by every pass) fails three times."""
+        def __getattr__(self, name):
+            return getattr(store, name)
+
+        def heartbeats(self):
+            if next(failures, None) is not None:
+                raise df_store.api.Unavailable('the store is down')
+            return store.heartbeats()
+    conf_file = tmp_path / 'l3.ini'
+    conf_file.write_text('[l3]\nsnat_mode = distributed\n')
+    stop = threading.Event()
+    scheduler = l3_scheduler.Scheduler(Flaky(), df_conf.load(['--config-file', str(conf_file)]))
+    monkeypatch.setattr(l3_scheduler, 'BACKOFF', (0.01, 0.01))
+    thread = threading.Thread(target=scheduler.run, args=(stop,))
+    thread.start()
+    try:
+        wait_for(lambda: [p.binding_host_id for p in _snat_ports_in(cloud.store, router)] ==
+                 ['c1'], WAIT, what='the SNAT port made after the outage')
+        assert next(failures, None) is None   # it did fail
+        assert cloud.store.get('routers', router).value['gateway_chassis'] == ['gw-a']
+    finally:
+        stop.set()
+        thread.join(10)
+        store.close()
+
+
+def _snat_ports_in(store, router_id):
+    return [p for p in (Port.from_doc(r.value) for r in store.list(Port.table))
+            if p.device_owner == DEVICE_OWNER_CHASSIS_SNAT and p.device_id == router_id]
