@@ -22,6 +22,12 @@ moved here, a router's gateway taken over from a chassis that died, a distribute
 new here, or this controller started), once br-int has its flows, three gratuitous ARP
 requests go out spaced apart, from its address and MAC: the physical network's switches learn
 the MAC on this chassis' port, and the gateway, if it had the address, refreshes its entry.
+A router's gateway is announced so on each flat or VLAN network behind the router too
+(tagged for it; also when such a network joins the router later): the router's VMs there on
+other chassis send their traffic out to the gateway MAC over that network (snat.py), and
+its switches must learn the new gateway chassis' port for it on that VLAN. Our chassis
+drop these frames there (snat.py), and a machine on that network ignores an ARP for an
+address on none of its subnets.
 
 A controller restarted knows no MAC yet, while br-int still has the flows out it made with
 them: until learnt again, ``macs()`` takes them from those flows (``installed``:
@@ -70,7 +76,12 @@ class Source:
 
     @classmethod
     def of(cls, holder: LocalFloatingIP | LocalGateway, topology: Topology) -> 'Source':
-        network = holder.external_network
+        return cls.on(holder.external_network, holder, topology)
+
+    @classmethod
+    def on(cls, network, holder: LocalFloatingIP | LocalGateway,
+           topology: Topology) -> 'Source':
+        """The holder's address and MAC on ``network`` (its physnet patched here)."""
         return cls(topology.patch_ofports[network.physical_network],
                    network.segmentation_id if network.network_type == 'vlan' else None,
                    holder.address, holder.mac)
@@ -118,10 +129,10 @@ class Neighbours:
             source = Source.of(holder, topology)
             sources.setdefault(holder.gateway, source)
             networks[holder.mac] = holder.external_network.id
-            identity = _identity(holder)
-            local.add(identity)
-            if identity not in self._local:
-                announce.append(source)
+            for identity, announced in _announcements(holder, source, topology):
+                local.add(identity)
+                if identity not in self._local:
+                    announce.append(announced)
         with self._lock:
             for gone in self._sources.keys() - sources.keys():
                 self._ask_at.pop(gone, None)
@@ -240,6 +251,22 @@ class Neighbours:
                             remembered[subnet.network_id, subnet.gateway_ip] = \
                                 by_port_key[port.key]
         return remembered
+
+
+def _announcements(holder: LocalFloatingIP | LocalGateway, source: Source,
+                   topology: Topology) -> list[tuple[tuple, Source]]:
+    """(identity, source) of each gratuitous ARP the holder sends when it becomes local:
+    on its external network; for a router's gateway, also on each physical network behind
+    the router, where the router's other chassis send its traffic out to the gateway MAC
+    (snat.py): the switches there learn it on this chassis' port too. (A new such network
+    is announced on when it comes.)"""
+    identity = _identity(holder)
+    result = [(identity, source)]
+    if isinstance(holder, LocalGateway) and not holder.distributed:
+        for network in holder.router_gateway.physical_networks:
+            if network.physical_network in topology.patch_ofports:
+                result.append(((*identity, network.id), Source.on(network, holder, topology)))
+    return result
 
 
 def _identity(holder: LocalFloatingIP | LocalGateway) -> tuple:

@@ -112,9 +112,11 @@ REMOTE_INGRESS = Table(
 PROVIDER_INGRESS = Table(
     'provider_ingress', 36, 'frames from a physical network: to a local port\'s MAC; a local '
     'floating IP\'s ARP answered and its traffic to DNAT; ARP replies to it to the controller '
-    '(the gateway\'s MAC); broadcast to local ports only; anything else dropped',
+    '(the gateway\'s MAC); on the active gateway chassis, a router\'s gateway MAC on a '
+    'physical network behind it: its reg5, to SNAT (or straight out without it); broadcast '
+    'to local ports only; anything else dropped',
     frozenset(_ARP | {'ipv4_dst', 'ip_proto', 'icmpv4_type'}),
-    ('egress_dispatch', 'fip_dnat', 'unsnat', 'l3'))
+    ('egress_dispatch', 'fip_dnat', 'unsnat', 'l3', 'snat', 'snat_to_external'))
 L3 = Table(
     'l3', 40, 'route by destination IP: dec_ttl, rewrite MACs, set the destination network/port; '
     'from a port with a floating IP to outside the router: to its SNAT; from the router\'s '
@@ -123,9 +125,11 @@ L3 = Table(
     ('egress_dispatch', 'fip_snat', 'snat_redirect', 'snat', 'snat_to_external'))
 SNAT_REDIRECT = Table(
     'snat_redirect', 42, 'to outside through the router\'s gateway on another chassis: '
-    'the first live one of its gateway_chassis (bundle active_backup over this chassis\' BFD '
-    'ports to them) in reg3; too big: to the controller',
-    frozenset({ROUTER_REG, TOO_BIG_REG, 'eth_type'}), ('snat_tunnel',))
+    'from a tunnel network, the first live one of its gateway_chassis (bundle active_backup '
+    'over this chassis\' BFD ports to them) in reg3; from a physical network, out on it to '
+    'the gateway MAC (the physical network knows where that is); too big: to the controller',
+    frozenset({ROUTER_REG, TOO_BIG_REG, NETWORK_REG, 'eth_type'}),
+    ('snat_tunnel', 'provider_egress'))
 SNAT_TUNNEL = Table(
     'snat_tunnel', 43, 'reg3 names a gateway chassis: through the tunnel to it, on the '
     'network the packet came from (tunnel_id = its tunnel key), to the gateway MAC',
@@ -182,8 +186,8 @@ REMOTE_FLOOD = Table(
     frozenset({NETWORK_REG}), ('provider_egress',))
 PROVIDER_EGRESS = Table(
     'provider_egress', 64, 'to a physical network: a routed frame gets this chassis\' router '
-    'MAC as source; VLAN tag pushed; out of the physnet\'s patch port',
-    frozenset({NETWORK_REG, 'eth_src'}), ())
+    'MAC as source; VLAN tag pushed; out of the physnet\'s patch port (IN_PORT when it came '
+    'in by it)', frozenset({NETWORK_REG, 'eth_src', 'in_port'}), ())
 INGRESS_CONNTRACK = Table(
     'ingress_conntrack', 70, 'IPv4 to a port with security groups through conntrack (its zone)',
     frozenset({DESTINATION_PORT_REG, 'eth_type'}), ('ingress_security_groups', 'output'))

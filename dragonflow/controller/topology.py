@@ -89,6 +89,13 @@ class RouterGateway:
     def enable_snat(self) -> bool:
         return self.router.external_gateway_info.enable_snat
 
+    @property
+    def physical_networks(self) -> tuple:
+        """The flat and VLAN networks behind the router, once each, in key order: their
+        VMs reach the gateway over them (to its MAC), never through a tunnel."""
+        networks = {i.network.id: i.network for i in self.interfaces if i.network.is_physical}
+        return tuple(sorted(networks.values(), key=lambda n: n.key))
+
 
 @dataclasses.dataclass(frozen=True)
 class LocalGateway:

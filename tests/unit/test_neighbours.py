@@ -1,6 +1,7 @@
 """The external gateways' MACs learnt by ARP, and the gratuitous ARPs of floating IPs and
 routers' addresses (a gateway taken over, a distributed address) that become local: what
 goes out of br-int's patch port, and when."""
+import struct
 import threading
 
 import pytest
@@ -350,3 +351,48 @@ def test_a_restarted_gateway_keeps_the_mac_its_snat_flows_have():
     cache.objects['ports'], cache.objects['subnets'] = topology.ports, topology.subnets
     restarted = world.make(installed=lambda: reconciler.installed, cache=cache)
     assert restarted.macs() == {GATEWAY: GATEWAY_MAC}
+
+
+def _tags(switch: Switch) -> list:
+    """(VLAN id or 0: untagged, source MAC, sender IP, target IP) of each ARP sent since the
+    last take."""
+    sent, switch.sent = switch.sent, []
+    return sorted(((struct.unpack('!H', data[14:16])[0] if data[12:14] == b'\x81\x00' else 0),
+                   ':'.join(f'{b:02x}' for b in data[6:12]), *_described(actions, data)[1:3])
+                  for actions, data in sent)
+
+
+def test_a_gateway_taken_is_announced_on_each_vlan_network_behind_the_router_too():
+    """The router's other chassis send its VMs' traffic out over a VLAN network behind it
+    to the gateway MAC: the switches must learn it on this chassis' port there too. A
+    tunnel network gets nothing, and one joining the router later is announced on then."""
+    world = gateway_world()
+    b = world.b
+    vlan = b.subnet(b.provider_network('tenant-vlan', 150), '10.0.2.0/24')
+    b.add_interface(world.router, vlan)
+    b.liveness('chassis-2', live=False)
+    world.confirm()
+    world.neighbours.send_due()
+    mac = world.gateway_mac
+    assert _tags(world.switch) == [(0, mac, GW_IP, GATEWAY_IP), (0, mac, GW_IP, GW_IP),
+                                   (150, mac, GW_IP, GW_IP)]
+    assert sorted(world.at(GARP_SPACING)) == [(1, GW_IP, GW_IP, PATCH_OFPORT)] * 2
+    world.at(GARP_SPACING)
+    b.add_interface(world.router, b.subnet(b.provider_network('late', 160), '10.0.3.0/24'))
+    world.confirm()
+    world.neighbours.send_due()
+    assert _tags(world.switch) == [(160, mac, GW_IP, GW_IP)]
+
+
+def test_a_distributed_address_is_announced_on_its_external_network_only():
+    """Distributed, the VMs of the VLAN network are SNATed where they are: nothing goes
+    over it to the address."""
+    world = World()
+    b = world.b
+    b.associate(world.fip)
+    vlan = b.subnet(b.provider_network('tenant-vlan', 150), '10.0.2.0/24')
+    b.add_interface(world.router, vlan)
+    b.chassis_snat(world.router, world.external, '172.24.4.50')
+    world.confirm()
+    world.neighbours.send_due()
+    assert [tag for tag, *_ in _tags(world.switch)] == [0, 0]

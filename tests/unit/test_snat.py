@@ -3,13 +3,19 @@ through its router's first live gateway chassis (bundle over BFD ports, so a dea
 skipped in the datapath) and comes back un-NATed wherever it is; only the active gateway
 answers for the gateway address; floating IPs and east-west traffic are untouched;
 enable_snat=false is routed both ways; distributed mode NATs on each chassis to its own
-address; a frame too big for the external network goes to the controller."""
+address; a frame too big for the external network goes to the controller. A VM on a VLAN
+network behind the router sends over that network to the gateway MAC, never into a tunnel,
+and the physical network (a learning switch here) takes it to the chassis whose gratuitous
+ARPs it learnt the MAC from last: the active gateway, also after a failover."""
+import struct
+
 import pytest
 
 from dragonflow.controller import apps
 from dragonflow.controller import pipeline as p
 from dragonflow.controller.apps import snat
 from dragonflow.controller.flows import CONTROLLER, COOKIE_OBJECT_MASK
+from dragonflow.controller.neighbours import GARP_SPACING, Neighbours
 from dragonflow.controller.reconciler import Reconciler
 from tests.flowsim import FlowTableSimulator
 from tests.unit.builders import (
@@ -21,6 +27,7 @@ from tests.unit.builders import (
     only,
     read_back,
 )
+from tests.unit.clock import Clock
 
 A, G1, G2 = 'chassis-a', 'chassis-g1', 'chassis-g2'
 TUNNEL_IPS = {A: '172.31.0.1', G1: '172.31.0.2', G2: '172.31.0.3'}
@@ -30,6 +37,9 @@ INTERNET = '203.0.113.10'
 MTU = 1500
 TCP = dict(ip_proto=6, tcp_src=40000, tcp_dst=443)
 REPLY = dict(ip_proto=6, tcp_src=443, tcp_dst=40000)
+VLAN = 150  # the tenant VLAN network behind the router
+TAGGED = 0x1000 | VLAN
+ROUTER_MACS = {A: 'fa:16:3f:00:00:0a', G1: 'fa:16:3f:00:00:01', G2: 'fa:16:3f:00:00:02'}
 
 
 class Chassis:
@@ -37,9 +47,11 @@ class Chassis:
     plugged, its BFD ports to the others) and its br-int.
 
     Router r joins private (10.0.0.0/24: vm on A at ofport 1, fip_vm on A at 4 with the
-    floating IP FIP, local_vm on G1 at 2) and other (10.0.1.0/24: peer on A at 3) to the
+    floating IP FIP, local_vm on G1 at 2), other (10.0.1.0/24: peer on A at 3) and the
+    VLAN network tenant-vlan (VLAN 150 on physnet1, 10.0.2.0/24: vlan_vm on A at 5) to the
     flat external network public (172.24.4.0/24, MTU 1500, the upstream gateway's MAC
-    learnt); its gateway 172.24.4.10 on G1 then G2."""
+    learnt); its gateway 172.24.4.10 on G1 then G2. Each chassis has its own router MAC
+    and neighbours (gratuitous ARPs)."""
 
     def __init__(self, me, enable_snat=True, distributed=False, network_type='flat',
                  segmentation_id=None):
@@ -50,8 +62,10 @@ class Chassis:
             if name != me:
                 b.liveness(name)
         b.is_gateway = me in (G1, G2)
+        b.router_mac = ROUTER_MACS[me]
         self.private = b.subnet(b.network('private'), '10.0.0.0/24')
         self.other = b.subnet(b.network('other'), '10.0.1.0/24')
+        self.vlan = b.subnet(b.provider_network('tenant-vlan', VLAN), '10.0.2.0/24')
 
         def vm(subnet, ip, host, ofport):
             return b.port(subnet, ip, ofport=ofport if host == me else None,
@@ -60,10 +74,11 @@ class Chassis:
         self.local_vm = vm(self.private, '10.0.0.6', G1, 2)
         self.peer = vm(self.other, '10.0.1.5', A, 3)
         self.fip_vm = vm(self.private, '10.0.0.7', A, 4)
+        self.vlan_vm = vm(self.vlan, '10.0.2.5', A, 5)
         self.external_network, self.external = b.external_network(
             'public', '172.24.4.0/24', network_type=network_type,
             segmentation_id=segmentation_id, mtu=MTU)
-        self.router = b.router('r', self.private, self.other)
+        self.router = b.router('r', self.private, self.other, self.vlan)
         self.gateway_port = b.router_gateway(self.router, self.external, GW_IP,
                                              enable_snat=enable_snat)
         b.gateway_chassis(self.router, G1, G2)
@@ -73,14 +88,27 @@ class Chassis:
                 b.chassis_snat(self.router, self.external, ip, host)
         b.gateway_macs[self.external_network.id, UPSTREAM_IP] = UPSTREAM_MAC
         self.reconciler = Reconciler(FlowTableSimulator())
+        self.clock, self.packet_outs = Clock(), PacketOuts()
+        self.neighbours = Neighbours(self.packet_outs, 30.0, None, wake_loop=lambda: None,
+                                     clock=self.clock)
         self.sync()
 
     def sync(self):
-        """As the flow loop sends a pass: new NAT zones flushed, then the flows."""
+        """As the flow loop sends a pass: new NAT zones flushed, then the flows; once they
+        are in, the neighbours hear of it (they send nothing yet: ``announced``)."""
         topology = self.b.build()
         self.b.flush_new_nat_zones(self.switch)
         install(topology, self.reconciler)
+        self.neighbours.confirmed(topology)
         return topology
+
+    def announced(self) -> list[dict]:
+        """The frames the neighbours send out of the patch port, their gratuitous ARPs all
+        spaced out."""
+        for _ in range(3):
+            self.neighbours.send_due()
+            self.clock.now += GARP_SPACING
+        return [_frame(data) for _, data in self.packet_outs.take()]
 
     @property
     def switch(self) -> FlowTableSimulator:
@@ -106,7 +134,8 @@ class Chassis:
 
     def from_vm(self, port, ofport, ipv4_dst=INTERNET, **fields):
         """An IPv4 packet the port sends through its router, ICMP echo unless said."""
-        subnet = self.private if port.network_id == self.private.network_id else self.other
+        subnet = next(s for s in (self.private, self.other, self.vlan)
+                      if s.network_id == port.network_id)
         packet = dict(eth_src=port.mac_address, eth_dst=self.router_mac(subnet),
                       eth_type=p.ETH_TYPE_IPV4, ipv4_src=ip_of(port), ipv4_dst=ipv4_dst,
                       **_transport(fields))
@@ -148,11 +177,83 @@ def _hop(delivery) -> dict:
     return {k: v for k, v in delivery.packet.items() if k != 'in_port'}
 
 
+class PacketOuts:
+    """br-int as the neighbours see it: it takes their packet-outs."""
+
+    def __init__(self):
+        self.sent = []
+
+    def send_packets(self, packets):
+        self.sent.extend(packets)
+
+    def take(self) -> list:
+        sent, self.sent = self.sent, []
+        return sent
+
+
+def _frame(data: bytes) -> dict:
+    """An ARP frame the neighbours send, as the simulator's packets are written."""
+    def mac(raw):
+        return ':'.join(f'{b:02x}' for b in raw)
+
+    def ip(raw):
+        return '.'.join(str(b) for b in raw)
+    frame = dict(eth_dst=mac(data[:6]), eth_src=mac(data[6:12]))
+    offset = 12
+    if data[12:14] == b'\x81\x00':
+        frame['vlan_vid'] = 0x1000 | struct.unpack('!H', data[14:16])[0] & 0xfff
+        offset = 16
+    assert struct.unpack('!H', data[offset:offset + 2])[0] == p.ETH_TYPE_ARP, data
+    arp = data[offset + 2:]
+    return dict(frame, eth_type=p.ETH_TYPE_ARP, arp_op=struct.unpack('!H', arp[6:8])[0],
+                arp_sha=mac(arp[8:14]), arp_spa=ip(arp[14:18]), arp_tha=mac(arp[18:24]),
+                arp_tpa=ip(arp[24:28]))
+
+
 class Cloud(dict):
-    """The three chassis, by id."""
+    """The three chassis, by id, and physnet1 between their patch ports."""
 
     def __init__(self, **options):
         super().__init__({me: Chassis(me, **options) for me in TUNNEL_IPS})
+        self.physical = PhysicalSwitch(self)
+
+
+class PhysicalSwitch:
+    """physnet1: a learning switch with a port to each chassis' patch port. It learns each
+    frame's source MAC on the port it came in by, per VLAN (as an 802.1Q switch does: where
+    a MAC is on one VLAN says nothing of where it is on another), sends a frame to the port
+    its destination MAC was learnt on (never back out of the one it came in by), and floods
+    a broadcast, or an unknown destination, to every other port. A chassis unplugged
+    (``down``) gets nothing. The upstream router is not on it here: what leaves for it is
+    looked at where it leaves."""
+
+    def __init__(self, cloud):
+        self.cloud = cloud
+        self.learnt: dict[tuple, str] = {}  # (VLAN id or 0, MAC) -> chassis id
+        self.down: set = set()
+
+    def send(self, sender: str, packet: dict) -> dict:
+        """A frame out of the sender's patch port: what each chassis it reaches does with
+        it (their deliveries, by chassis id)."""
+        packet = {k: v for k, v in packet.items() if k != 'in_port'}
+        vlan = packet.get('vlan_vid', 0)
+        self.learnt[vlan, packet['eth_src']] = sender
+        to = self.learnt.get((vlan, packet['eth_dst']))
+        if to is None or packet['eth_dst'] == 'ff:ff:ff:ff:ff:ff':
+            reached = [c for c in self.cloud if c != sender]
+        else:
+            reached = [to] if to != sender else []
+        return {c: self.cloud[c].switch.run(PATCH_OFPORT, **packet)
+                for c in reached if c not in self.down}
+
+    def announce(self, sender: str) -> dict:
+        """The sender's neighbours send what is due (its gratuitous ARPs): what the
+        others do with it, by chassis id (every delivery of every frame)."""
+        reached: dict = {}
+        for frame in self.cloud[sender].announced():
+            for chassis, deliveries in self.send(sender, frame).items():
+                reached.setdefault(chassis, []).extend(deliveries)
+        return reached
 
 
 @pytest.fixture
@@ -436,3 +537,124 @@ def test_a_gateway_withdrawn_from_its_peers_holds_nothing_even_first_in_the_list
     g1.b.withdrawn_from.clear()
     g1.sync()
     assert only(g1.arp_for(GW_IP)).packet['arp_spa'] == GW_IP
+
+
+# A VM on a physical network behind the router (tenant-vlan, VLAN 150): over that network to
+# the gateway MAC, never into a tunnel; the physical network finds the active gateway.
+def test_a_vm_on_a_vlan_network_sends_out_over_it_to_the_gateway_mac(cloud):
+    a = cloud[A]
+    sent = only(a.from_vm(a.vlan_vm, 5, **TCP))
+    assert (sent.port, sent.packet['vlan_vid']) == (PATCH_OFPORT, TAGGED)
+    assert (sent.packet['eth_src'], sent.packet['eth_dst']) == \
+        (a.vlan_vm.mac_address, a.gateway_port.mac_address)  # its own MAC: not routed here
+    assert (sent.packet['ipv4_src'], sent.packet['ip_ttl']) == (ip_of(a.vlan_vm), 64)
+    assert not [f for f in a.switch.table(p.SNAT_TUNNEL.number)
+                if f.match.get('metadata') == a.b.networks[a.vlan.network_id].key]
+
+
+def test_the_active_gateway_snats_what_comes_over_the_vlan_and_routes_the_reply_back(cloud):
+    a, g1 = cloud[A], cloud[G1]
+    cloud.physical.announce(G1)
+    reached = cloud.physical.send(A, only(a.from_vm(a.vlan_vm, 5, **TCP)).packet)
+    assert list(reached) == [G1]  # the switch learnt the gateway MAC there, on VLAN 150
+    out = only(reached[G1])
+    assert (out.port, out.packet['ipv4_src'], out.packet['ipv4_dst']) == \
+        (PATCH_OFPORT, GW_IP, INTERNET)
+    assert (out.packet['eth_src'], out.packet['eth_dst']) == \
+        (g1.gateway_port.mac_address, UPSTREAM_MAC)
+    assert 'vlan_vid' not in out.packet and out.packet['ip_ttl'] == 63  # on flat public
+    back = only(g1.from_outside(**REPLY))
+    assert (back.port, back.packet['vlan_vid']) == (PATCH_OFPORT, TAGGED)  # never a tunnel
+    assert (back.packet['eth_src'], back.packet['eth_dst']) == \
+        (ROUTER_MACS[G1], a.vlan_vm.mac_address)
+    arrived = cloud.physical.send(G1, back.packet)
+    assert list(arrived) == [A]
+    assert (only(arrived[A]).port, only(arrived[A]).packet['ipv4_dst']) == (5, ip_of(a.vlan_vm))
+
+
+def test_unknown_to_the_switch_it_is_flooded_and_only_the_active_gateway_takes_it(cloud):
+    a = cloud[A]
+    reached = cloud.physical.send(A, only(a.from_vm(a.vlan_vm, 5, **TCP)).packet)
+    assert reached[G2] == []
+    assert only(reached[G1]).packet['ipv4_src'] == GW_IP
+
+
+def test_the_gateways_announcements_on_the_vlan_reach_no_vm_there(cloud):
+    """G1 announces the gateway address on the VLAN network too (tagged), from the gateway
+    MAC: every chassis drops it there, A with a VM on it included."""
+    frames = cloud[G1].announced()
+    on_vlan = [f for f in frames if f.get('vlan_vid') == TAGGED]
+    assert len(on_vlan) == 3
+    assert all((f['eth_src'], f['arp_spa'], f['arp_tpa']) ==
+               (cloud[G1].gateway_port.mac_address, GW_IP, GW_IP) for f in on_vlan)
+    for chassis in (A, G2):
+        assert cloud[chassis].switch.run(PATCH_OFPORT, **on_vlan[0]) == []
+    # a broadcast of anyone else's there does reach A's VM: only the gateway's is dropped
+    other = dict(on_vlan[0], eth_src='fa:16:3e:77:77:77', arp_sha='fa:16:3e:77:77:77')
+    assert [d.port for d in cloud[A].switch.run(PATCH_OFPORT, **other)] == [5]
+
+
+def test_after_a_failover_the_new_gateways_announcements_take_the_vlan_to_it(cloud):
+    """G1 dies (its link to the physical network with it); G2 takes the gateway when its
+    controller sees G1's session go down, and its gratuitous ARPs on VLAN 150 move the
+    gateway MAC there in the switch. A's VLAN VM never changes what it sends."""
+    a, g2 = cloud[A], cloud[G2]
+    cloud.physical.announce(G1)
+    assert list(cloud.physical.send(A, only(a.from_vm(a.vlan_vm, 5, **TCP)).packet)) == [G1]
+    cloud.physical.down.add(G1)
+    assert cloud.physical.send(A, only(a.from_vm(a.vlan_vm, 5, **TCP)).packet) == {}  # lost
+    g2.sees_down(G1)
+    cloud.physical.announce(G2)
+    reached = cloud.physical.send(A, only(a.from_vm(a.vlan_vm, 5, **TCP)).packet)
+    assert list(reached) == [G2]
+    out = only(reached[G2])
+    assert (out.port, out.packet['ipv4_src'], out.packet['eth_src']) == \
+        (PATCH_OFPORT, GW_IP, g2.gateway_port.mac_address)
+    back = only(g2.from_outside(**REPLY))
+    assert back.packet['eth_src'] == ROUTER_MACS[G2]
+    assert only(cloud.physical.send(G2, back.packet)[A]).port == 5
+    a.sees_down(G1)  # A's controller knowing changes nothing for it
+    assert list(cloud.physical.send(A, only(a.from_vm(a.vlan_vm, 5)).packet)) == [G2]
+
+
+def test_without_snat_a_vlan_vm_is_routed_out_and_in_over_its_network():
+    cloud = Cloud(enable_snat=False)
+    a, g1 = cloud[A], cloud[G1]
+    cloud.physical.announce(G1)
+    out = only(cloud.physical.send(A, only(a.from_vm(a.vlan_vm, 5, **TCP)).packet)[G1])
+    assert (out.port, out.packet['ipv4_src'], out.packet['eth_dst']) == \
+        (PATCH_OFPORT, ip_of(a.vlan_vm), UPSTREAM_MAC)
+    back = only(g1.from_outside(ipv4_dst=ip_of(a.vlan_vm), **REPLY))
+    assert (back.port, back.packet['vlan_vid']) == (PATCH_OFPORT, TAGGED)
+    assert only(cloud.physical.send(G1, back.packet)[A]).port == 5
+
+
+def test_a_vlan_vm_on_the_gateway_chassis_is_snatted_there():
+    cloud = Cloud()
+    g1 = cloud[G1]
+    port = g1.b.port(g1.vlan, '10.0.2.9', ofport=9, **{'binding:host_id': G1})
+    g1.sync()
+    out = only(g1.from_vm(port, 9, **TCP))
+    assert (out.port, out.packet['ipv4_src']) == (PATCH_OFPORT, GW_IP)
+    back = only(g1.from_outside(**REPLY))
+    assert (back.port, back.packet['ipv4_dst']) == (9, '10.0.2.9')
+
+
+def test_a_too_big_frame_from_a_vlan_vm_goes_to_the_controller(cloud):
+    a = cloud[A]
+    largest = MTU + snat.ETHERNET_HEADER
+    assert only(a.from_vm(a.vlan_vm, 5, frame_len=largest)).port == PATCH_OFPORT
+    assert punted(a.from_vm(a.vlan_vm, 5, frame_len=largest + 1)) == \
+        (p.SNAT_REDIRECT.number, a.router.key)
+
+
+def test_a_vlan_vm_gets_out_with_no_bfd_port_to_any_gateway_yet():
+    """The physical network needs no liveness port to find the gateway: a chassis that has
+    none yet (just started) still sends its VLAN VMs' traffic out, its tunnel networks'
+    not."""
+    cloud = Cloud()
+    a = cloud[A]
+    a.b.liveness_ofports.clear()
+    a.sync()
+    assert a.from_vm(a.vm, 1) == []
+    assert only(a.from_vm(a.vlan_vm, 5)).packet['vlan_vid'] == TAGGED

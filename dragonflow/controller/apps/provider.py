@@ -31,7 +31,7 @@ from dragonflow.controller.apps.l2 import (
     to_ports,
 )
 from dragonflow.controller.apps.units import unit
-from dragonflow.controller.flows import Match, Output, PopVlan, PushVlan, SetField
+from dragonflow.controller.flows import IN_PORT, Match, Output, PopVlan, PushVlan, SetField
 
 NAME = 'provider'
 LOG = logging.getLogger(__name__)
@@ -39,8 +39,10 @@ VLAN_PRESENT = 0x1000  # OFPVID_PRESENT: a vlan_vid with it is a tagged frame's
 UNTAGGED = 0           # OFPVID_NONE
 # l2_lookup: below every port's MAC (100) and broadcast (50).
 UNKNOWN_UNICAST_PRIORITY = 1
-# provider_egress: a router interface's frames above the network's.
+# provider_egress: a router interface's frames above the network's; of each, those that
+# came in by the patch port above the others.
 ROUTED_PRIORITY, EGRESS_PRIORITY = 110, 100
+BACK_OUT = 5
 
 
 def flows(topology):
@@ -102,15 +104,20 @@ def _classify(network, patch: int):
 
 @unit
 def _egress(network, patch: int, router_mac, router_macs: tuple):
-    out = vlan_actions(network) + [Output(patch)]
-    yield p.PROVIDER_EGRESS.flow(EGRESS_PRIORITY, Match(metadata=network.key), out,
-                                 cookie=network.key)
-    if router_mac is None:
-        return
-    for mac in router_macs:
-        yield p.PROVIDER_EGRESS.flow(
-            ROUTED_PRIORITY, Match(metadata=network.key, eth_src=mac),
-            [SetField('eth_src', router_mac), *out], cookie=network.key)
+    """Out of the patch port; a frame that came in by it (the SNAT of a router whose
+    networks share the external network's physnet: in on one VLAN, out on another) out of
+    IN_PORT, since OpenFlow drops an output to the port a packet came in by."""
+    for back, came_in, port in ((0, {}, patch), (BACK_OUT, {'in_port': patch}, IN_PORT)):
+        out = vlan_actions(network) + [Output(port)]
+        yield p.PROVIDER_EGRESS.flow(EGRESS_PRIORITY + back,
+                                     Match(metadata=network.key, **came_in), out,
+                                     cookie=network.key)
+        if router_mac is None:
+            continue
+        for mac in router_macs:
+            yield p.PROVIDER_EGRESS.flow(
+                ROUTED_PRIORITY + back, Match(metadata=network.key, eth_src=mac, **came_in),
+                [SetField('eth_src', router_mac), *out], cookie=network.key)
 
 
 @unit

@@ -17,19 +17,34 @@ router), the destination MAC set to the router's gateway MAC, then:
   address' MAC and the upstream gateway's (learnt by neighbours.py: none yet, no flow out)
   and sends it to the external network's provider_egress. enable_snat=false skips the NAT:
   l3 goes to snat_to_external, which takes the router's subnets as they are.
-- anywhere else, to snat_redirect: bundle_load (active_backup) over this chassis' BFD ports
-  to the router's gateway_chassis, in their order, writes the first one whose BFD session
-  says forwarding into reg3 (so a dead or unready gateway is skipped in the datapath, with
-  no controller and no store), and snat_tunnel sends the packet to that chassis through the
-  tunnel of its network (the flow-based port, tunnel_id = the network's tunnel key,
-  tun_ipv4_dst = the gateway's). A gateway chassis that could hold the gateway itself lists
-  only the chassis ahead of it: when those are dead the gateway is its own to take, and
-  nothing goes to one behind it meanwhile. No live member: OFPP_NONE, no flow, dropped.
+- anywhere else, to snat_redirect. From a tunnel network: bundle_load (active_backup) over
+  this chassis' BFD ports to the router's gateway_chassis, in their order, writes the first
+  one whose BFD session says forwarding into reg3 (so a dead or unready gateway is skipped
+  in the datapath, with no controller and no store), and snat_tunnel sends the packet to
+  that chassis through the tunnel of its network (the flow-based port, tunnel_id = the
+  network's tunnel key, tun_ipv4_dst = the gateway's). A gateway chassis that could hold
+  the gateway itself lists only the chassis ahead of it: when those are dead the gateway is
+  its own to take, and nothing goes to one behind it meanwhile. No live member: OFPP_NONE,
+  no flow, dropped. From a physical (flat, VLAN) network, which crosses on the physical
+  network and never in a tunnel (as provider.py has it): out on that network, through
+  provider_egress, as the VM sent it but to the gateway MAC (its source stays the VM's MAC:
+  it is not routed here); the physical network's switches take it to where they learnt the
+  gateway MAC on that VLAN, the chassis holding the gateway: it announces the gateway
+  address there too when it takes it (neighbours.py), so a failover moves it. This needs
+  no BFD port: the physical network finds the gateway.
 
 On the chassis holding the gateway, remote_ingress takes a packet from a tunnel of one of
 the router's networks to the gateway MAC (150, above every port's) to snat (or
 snat_to_external), with the router's key in reg5: the tunnels app keeps the ingress flows of
-those networks there, local ports or not.
+those networks there, local ports or not. provider_ingress does the same (150, above the
+provider app's flows) for a frame to the gateway MAC on one of the router's physical
+networks (its classify flow is there wherever the physnet is mapped). The reply goes back
+through l3 as any (routed to the VM over its network, with this chassis' router MAC as
+source). Where that network and the external one share a physnet, both ways come in and
+leave by one patch port: provider_egress sends what came in by it out of IN_PORT. Every chassis drops what comes from the gateway MAC on those physical networks (the
+holder's gratuitous ARPs there, flooded: for an address on none of their subnets, the VMs
+there have nothing to learn from them). The gateway chassis must map the physnets of the
+router's physical networks: a VM on one it does not map gets no way out.
 
 In, from the external network, in provider_ingress (only where the router's way out is, so
 only that chassis answers): an ARP request for the address is answered in place, an ICMP
@@ -39,9 +54,6 @@ dropped; IPv4 to the address goes to unsnat: the router's key in reg5, ct(nat) i
 and unsnat_route runs what it translated back (a reply, or an ICMP error about what a VM
 sent) through l3, which routes it to the VM wherever it is. enable_snat=false: IPv4 to the
 gateway MAC for one of the router's subnets goes to l3 as it is.
-
-A physical (VLAN, flat) network behind a router is not redirected: tunnels carry only tunnel
-networks (a documented limit); its VMs get out where the router's way out is local.
 """
 from dragonflow.controller import pipeline as p
 from dragonflow.controller.apps import tunnels
@@ -76,8 +88,11 @@ ETHERNET_HEADER = 14  # check_pkt_larger measures the frame; an MTU counts from 
 # own subnets above both.
 OWN_SUBNET_PRIORITY = 95
 DIVERSION_PRIORITY = 80
-# remote_ingress: above the tunnels app's flows for local MACs (100).
+# remote_ingress: above the tunnels app's flows for local MACs (100); provider_ingress the
+# same, above the provider app's (100, broadcast 50) and below our own frames' drop (210).
 REMOTE_PRIORITY = 150
+# snat_redirect: a physical network's frames out on it, above the bundle (100).
+PHYSICAL_PRIORITY = 110
 # provider_ingress: as the floating IPs', above the provider app's for local MACs; the echo
 # request above the flow that takes everything else to the address to unsnat.
 OWN_FRAME_PRIORITY = 210
@@ -105,18 +120,28 @@ def flows(topology):
         gateway = topology.router_gateway(router)
         if gateway is None:
             continue
+        physical = gateway.physical_networks
+        yield from _own_frames(router, gateway.mac, physical)
         local = topology.local_gateway(router)
         if local is not None:
             snatting |= local.enable_snat
             yield from _local(topology, local)
             continue
+        # A physical network finds the gateway MAC itself; a tunnel network needs a
+        # gateway chassis to tunnel to.
         members = _redirect_members(topology, router)
-        if members:
-            yield from _diversion(router, _subnets(gateway), gateway.mac,
+        diverted = tuple(i.subnet for i in gateway.interfaces
+                         if members or i.network.is_physical)
+        if diverted:
+            yield from _diversion(router, diverted, gateway.mac,
                                   gateway.external_network.mtu, p.SNAT_REDIRECT.number)
-            yield from _redirect(router, tuple(ofport for _, ofport in members))
             yield from _too_big(router, (p.SNAT_REDIRECT.number,))
+        yield from _over_physical(router, physical)
+        if members:
+            yield from _redirect(router, tuple(ofport for _, ofport in members))
             for interface in gateway.interfaces:
+                if interface.network.is_physical:
+                    continue
                 chassis = tunnelled.setdefault(interface.network.id, (interface.network, {}))[1]
                 chassis.update(members)
     if snatting:
@@ -127,6 +152,30 @@ def flows(topology):
 
 def _subnets(gateway) -> tuple:
     return tuple(i.subnet for i in gateway.interfaces)
+
+
+@unit
+def _own_frames(router, gateway_mac: str, networks: tuple):
+    """The gratuitous ARPs the chassis holding the gateway sends on the physical networks
+    behind the router (neighbours.py), flooded back to us: dropped, never given to the VMs
+    there (the gateway address is on none of their subnets) nor taken for the gateway."""
+    for network in networks:
+        yield p.PROVIDER_INGRESS.flow(OWN_FRAME_PRIORITY,
+                                      Match(metadata=network.key, eth_src=gateway_mac), [],
+                                      cookie=router.key)
+
+
+@unit
+def _over_physical(router, networks: tuple):
+    """From a physical network: out on it, as the VM sent it to the gateway MAC (its own
+    source MAC: provider_egress rewrites only routed frames'), never into a tunnel. The
+    physical network takes it to the chassis that last sent from that MAC, the active
+    gateway (its gratuitous ARPs), whose provider_ingress takes it to SNAT."""
+    for network in networks:
+        yield p.SNAT_REDIRECT.flow(
+            PHYSICAL_PRIORITY,
+            Match(reg5=router.key, metadata=network.key, eth_type=p.ETH_TYPE_IPV4),
+            [p.PROVIDER_EGRESS.goto()], cookie=router.key)
 
 
 @unit
@@ -203,7 +252,7 @@ def _tunnels_of(topology, network, chassis: dict):
     """To each gateway chassis the network's packets may be redirected to, through the
     tunnel the network crosses in to it."""
     tunnel = tunnels.tunnel_ofport(topology, network)
-    if network.is_physical or tunnel is None:
+    if tunnel is None:
         return ()
     gateways = tuple((ofport, topology.chassis[chassis_id].tunnel_ip)
                      for chassis_id, ofport in sorted(chassis.items())
@@ -233,6 +282,8 @@ def _local(topology, local):
         yield from _from_tunnels(router, gateway.mac, first.number,
                                  tuple(i.network for i in gateway.interfaces
                                        if not i.network.is_physical))
+        yield from _from_physical(router, gateway.mac, first.number,
+                                  gateway.physical_networks)
     yield from _answers(own, local.address, local.external_network, local.external_subnet)
     if local.enable_snat:
         yield from _snat(router, own, local.address, local.external_network, _subnets(gateway),
@@ -250,6 +301,17 @@ def _from_tunnels(router, gateway_mac: str, table: int, networks: tuple):
     """What the router's other chassis redirect here (snat_redirect) comes to its MAC."""
     for network in networks:
         yield p.REMOTE_INGRESS.flow(
+            REMOTE_PRIORITY, Match(metadata=network.key, eth_dst=gateway_mac),
+            [SetField(p.ROUTER_REG, router.key), p.BY_NUMBER[table].goto()],
+            cookie=router.key)
+
+
+@unit
+def _from_physical(router, gateway_mac: str, table: int, networks: tuple):
+    """What the router's other chassis send out on a physical network behind it
+    (snat_redirect) comes here through the physical network, to its MAC."""
+    for network in networks:
+        yield p.PROVIDER_INGRESS.flow(
             REMOTE_PRIORITY, Match(metadata=network.key, eth_dst=gateway_mac),
             [SetField(p.ROUTER_REG, router.key), p.BY_NUMBER[table].goto()],
             cookie=router.key)
