@@ -41,10 +41,11 @@ provider app's flows) for a frame to the gateway MAC on one of the router's phys
 networks (its classify flow is there wherever the physnet is mapped). The reply goes back
 through l3 as any (routed to the VM over its network, with this chassis' router MAC as
 source). Where that network and the external one share a physnet, both ways come in and
-leave by one patch port: provider_egress sends what came in by it out of IN_PORT. Every chassis drops what comes from the gateway MAC on those physical networks (the
-holder's gratuitous ARPs there, flooded: for an address on none of their subnets, the VMs
-there have nothing to learn from them). The gateway chassis must map the physnets of the
-router's physical networks: a VM on one it does not map gets no way out.
+leave by one patch port: provider_egress sends what came in by it out of IN_PORT. Every
+chassis drops what comes from the gateway MAC on those physical networks (the holder's
+gratuitous ARPs there, flooded: for an address on none of their subnets, the VMs there have
+nothing to learn from them). The gateway chassis must map the physnets of the router's
+physical networks: a VM on one it does not map gets no way out.
 
 In, from the external network, in provider_ingress (only where the router's way out is, so
 only that chassis answers): an ARP request for the address is answered in place, an ICMP
