@@ -8,12 +8,13 @@ never waits on the store: a scope to reload is asked of the store watcher, repor
 reporter's worker. It owns the floating IPs' NAT zones (nat_zones.py): each pass assigns
 them into the topology, and a zone newly allocated is flushed before the bundle that uses it.
 
-Liveness is local too: each topology carries this chassis' BFD ports and the peers their
-sessions say alive, and the physnets whose uplinks are all down (ovsdb.py), as the local OVSDB
-has them now; a change of either wakes the loop like a plug. When the liveness peers of the
-topology sent change, the bridge keeper is woken to make or remove BFD ports; after each
-read-back the gateway keeper hears whether br-int still held flows (an empty one, after
-ovs-vswitchd restarted, cannot serve until its flows are in again).
+Liveness is local too: each topology carries this chassis' BFD ports, the peers their
+sessions say alive, the peers it is withdrawn from (its port to them holds cpath_down: it
+holds no gateway they send to) and the physnets whose uplinks are all down (ovsdb.py), as
+the local OVSDB has them now; a change of any wakes the loop like a plug. When the liveness
+peers of the topology sent change, the bridge keeper is woken to make or remove BFD ports;
+after each read-back the gateway keeper hears whether br-int still held flows (an empty one,
+after ovs-vswitchd restarted, cannot serve until its flows are in again).
 
 No input stops it. Conflicting flows are resolved by precedence and a failing app or unit is
 contained (apps/). Any other error in a pass is logged with what the pass was doing, and the
@@ -223,6 +224,8 @@ class FlowLoop:
         return {'liveness_ofports': {peer: port.ofport
                                      for peer, port in interfaces.liveness.items()},
                 'live_peers': live, 'is_gateway': self.is_gateway,
+                'withdrawn_from': frozenset(peer for peer, port in interfaces.liveness.items()
+                                            if port.held),
                 'uplinks_down': uplinks_down(interfaces.uplinks, self.bridge_mappings)}
 
     def _log_liveness(self, live: frozenset) -> None:

@@ -7,37 +7,44 @@ its gateway_chassis that is alive (Topology.active_gateway). A gateway chassis t
 serve withdraws by holding bfd:cpath_down=true on its BFD ports: every peer's session then
 says it does not forward, so they skip it, and the next chassis of each list takes over,
 with no store involved. It cannot serve:
-- from the start, or from a read-back that found br-int empty (ovs-vswitchd restarted),
-  until the switch confirms a topology's flows: peers must not send to a gateway without
-  its flows;
+- when its switch starts again (ovs-vswitchd restarted, the machine rebooted): from the
+  moment the bridge keeper ends the switch's flow-restore-wait (bridge.py: the switch
+  waited for us, its sessions down for every peer, and comes up withdrawn) or a read-back
+  finds br-int empty, until the switch confirms a topology's flows: peers must not send to
+  a gateway without its flows;
 - while the physnet of a router it is a gateway chassis of has lost every uplink (the
   provider bridge's NICs have no carrier): it could not reach the outside.
 
-Failback: no preemption. When it can serve again, the peer that took over holds the
-routers' NATed connections (their conntrack entries are on that peer); taking the routers
-back would break every one of them a second time, for nothing. So before it comes back, for
-each router where it is listed ahead of the peer active now (a peer later in
-gateway_chassis, alive while this one was withdrawn), it rewrites the router's
-gateway_chassis with itself moved to the end - compare-and-swap on the router's revision in
-the store, retried on conflict - and stays withdrawn from that router's peers until its own
-cache shows the new order (the peers' caches follow the same change log). Then it clears
-cpath_down and stays the backup. Routers with no live peer have nothing to disturb: it
-comes back for them at once. While the store cannot be reached it stays withdrawn where a
-peer serves (the peer keeps serving; data-plane liveness does not depend on the store),
-except from the peers of routers with no live gateway at all: serving those matters more.
-A router served by a peer that shares such a peer (a chassis hosting VMs of both) then comes
-back too, from all its peers at once: withdrawn from some and not others, two chassis would
-hold its gateway.
+Failback: no preemption. A chassis that was away - withdrawn from a router's senders, as it
+is after either of those - while a peer later in the router's gateway_chassis was alive
+finds that peer holding the router's NATed connections (their conntrack entries are on that
+peer); taking the router back would break every one of them a second time, for nothing. So
+before it comes back for such a router, it rewrites the router's gateway_chassis with itself
+moved to the end - compare-and-swap on the router's revision in the store, retried on
+conflict - and stays withdrawn from that router's peers until its own cache shows the new
+order (the peers' caches follow the same change log). Then it clears cpath_down and stays
+the backup. Routers with no live peer have nothing to disturb: it comes back for them at
+once. While the store cannot be reached it stays withdrawn where a peer serves (the peer
+keeps serving; data-plane liveness does not depend on the store), except from the peers of
+routers with no live gateway at all: serving those matters more. A router served by a peer
+that shares such a peer (a chassis hosting VMs of both) then comes back too, from all its
+peers at once: withdrawn from some and not others, two chassis would hold its gateway.
+
+A chassis that serves is never reordered: a router that is new, or a peer whose session is
+new (a VM on a new chassis, a new gateway chassis), finds it serving, and its new BFD ports
+start as serving too (the senders' bundles pick it once its session is up, and its flows for
+the router come with its cache like everyone's). Only a router some of whose senders it is
+withdrawn from is decided by the rules above.
 
 Withdrawal is per BFD port (per peer), not per router: the peers that would move a router
 back to this chassis are the router's other gateway chassis and the chassis hosting its VMs;
 a peer that is neither is never held once this chassis can serve.
 
-A new session takes about 1.5 s to come up (OVS sends once a second until it is up), so a
-peer whose session has existed less than SETTLE_SECONDS and is not up yet may still be alive:
-no router is decided from it before then. Before the first decision the BFD ports of an
-earlier run are left as they are (a restarted controller over a running switch keeps
-serving); new ports of a gateway chassis start withdrawn.
+A new session takes about 1.5 s to come up (OVS sends once a second until it is up), so when
+a chassis comes back, a peer whose session has existed less than SETTLE_SECONDS and is not
+up yet may still be alive: no router it was away from is decided from it before then. Before
+the first decision the BFD ports of an earlier run are left as they are (a restarted
+controller over a running switch keeps serving, or stays withdrawn).
 """
 import dataclasses
 import logging
@@ -95,9 +102,8 @@ def decide(topology, liveness: Mapping[str, LivenessPort], ready: bool,
     peers = topology.liveness_peers()
     for router in mine:
         senders = _senders(topology, router) & set(peers)
-        ports = [liveness[p] for p in senders if p in liveness]
-        if ports and not any(port.held for port in ports):
-            continue  # serving it already (a peer without a port yet joins as it is)
+        if not any(liveness[p].held for p in senders if p in liveness):
+            continue  # serving it (a new router, a peer without a port yet: as it is)
         active = next((c for c in router.gateway_chassis
                        if c != me and c in liveness and liveness[c].alive), None)
         if active is not None:
@@ -173,6 +179,7 @@ class GatewayKeeper:
         self._decision: Optional[Decision] = None if is_gateway else SERVING
         self._first_seen: dict[str, float] = {}  # peer -> when its BFD port was first seen
         self._written: dict[str, int] = {}  # router id -> revision of the order we wrote
+        self._restarts = 0  # switch starts seen: a decision from before one is stale
         self._store_down = False
         self._retry_at = 0.0  # no failback write before it (the store failed: backing off)
         self._pause = BACKOFF[0]
@@ -188,12 +195,27 @@ class GatewayKeeper:
     def switch_read(self, had_flows: bool) -> None:
         """br-int was read back; empty, it cannot serve until flows are confirmed again, and
         its BFD sessions start anew (ovs-vswitchd restarted)."""
-        if had_flows:
-            return
+        if not had_flows:
+            self.switch_restarted('br-int is empty')
+
+    # From the bridge keeper's thread, or the flow loop's.
+
+    def switch_restarted(self, why: str = 'ovs-vswitchd starts again') -> None:
+        """The switch starts with no flows: withdrawn from every peer at once (the BFD ports
+        written or made from now on hold cpath_down) until flows are confirmed."""
         with self._lock:
             self._ready = False
             self._first_seen.clear()
+            self._restarts += 1
+        if self.is_gateway:
+            self._publish(Decision(hold_all=True, why=why))
         self._wake.set()
+
+    def flows_in(self) -> bool:
+        """Whether the switch has confirmed flows since it last started (or was read back
+        empty)."""
+        with self._lock:
+            return self._ready is True
 
     # From the bridge keeper's thread.
 
@@ -202,8 +224,8 @@ class GatewayKeeper:
         now, None for a port about to be made)."""
         with self._lock:
             decision = self._decision
-        if decision is None:  # nothing decided yet: an earlier run's port stays as it is
-            return current if current is not None else self.is_gateway
+        if decision is None:  # nothing decided yet: an earlier run's port stays as it is,
+            return bool(current)  # a new one serves (decided before its session is up)
         return decision.holds(peer)
 
     def decision(self) -> Optional[Decision]:
@@ -234,7 +256,7 @@ class GatewayKeeper:
         if not self.is_gateway:
             return
         with self._lock:
-            topology, ready = self._topology, self._ready
+            topology, ready, restarts = self._topology, self._ready, self._restarts
         if topology is None and ready is not False:
             return  # nothing known yet: the ports stay as they are
         now = self.clock()
@@ -250,15 +272,20 @@ class GatewayKeeper:
         else:
             decision = decide(topology, liveness, bool(ready), first_seen, now,
                               self._store_down, self.settle)
-        self._publish(decision)
+        if not self._publish(decision, restarts):
+            return  # the switch started again meanwhile: decided again at the next wake
         if decision.failback and now >= self._retry_at:
             self._fail_back(topology, decision.failback, liveness)
 
-    def _publish(self, decision: Decision) -> None:
+    def _publish(self, decision: Decision, restarts: Optional[int] = None) -> bool:
+        """Make it the decision, unless it was made before the switch's last start
+        (``restarts``: the count it was made with); whether it is."""
         with self._lock:
+            if restarts is not None and restarts != self._restarts:
+                return False
             before, self._decision = self._decision, decision
         if decision.same_hold(before):
-            return
+            return True
         if decision.hold_all:
             LOG.warning('gateway chassis withdrawn from every peer (BFD cpath_down): %s',
                         decision.why)
@@ -268,6 +295,7 @@ class GatewayKeeper:
         else:
             LOG.info('gateway chassis serving: seen alive by every peer')
         self.wake_bridge()
+        return True
 
     def _fail_back(self, topology, router_ids: tuple, liveness: Mapping) -> None:
         """Move this chassis to the end of each router's gateway_chassis in the store, unless

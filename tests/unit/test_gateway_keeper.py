@@ -141,7 +141,88 @@ def test_a_restarted_controller_leaves_the_ports_of_a_serving_switch_as_they_are
     world.turn()  # no topology confirmed yet: nothing decided
     assert world.keeper.cpath_down(PEER, False) is False
     assert world.keeper.cpath_down(PEER, True) is True
-    assert world.keeper.cpath_down(COMPUTE, None) is True  # a new port starts withdrawn
+    # A new port serves: withdrawn, its peer's routers would be failed back for nothing.
+    assert world.keeper.cpath_down(COMPUTE, None) is False
+
+
+def test_a_new_router_of_two_serving_gateways_keeps_its_order(world):
+    """What df-api ordered stays: neither gateway withdraws, whatever its sessions do."""
+    world.router('r0', [ME, PEER], COMPUTE)
+    world.ports.add(PEER, held=False)
+    world.ports.add(COMPUTE, held=False)
+    world.confirmed()
+    world.router('r1', [ME, OTHER], COMPUTE2)  # new peers, their ports not made yet
+    world.confirmed()
+    assert world.keeper.decision().held == frozenset()
+    world.ports.add(OTHER, alive=False)  # made: its session is not up yet
+    world.ports.add(COMPUTE2, alive=False)
+    world.turn()
+    assert world.ports.held() == set()
+    world.ports.alive(OTHER)
+    world.ports.alive(COMPUTE2)
+    world.clock.now += SETTLE_SECONDS
+    world.confirmed()
+    assert world.ports.held() == set()
+    assert world.order('r1') == [ME, OTHER] and world.order('r0') == [ME, PEER]
+
+
+def test_a_gateway_behind_a_new_router_never_moves_either(world):
+    """The second of a new router's list sees the first alive: it is its backup, with no
+    write; no port of it is ever withdrawn."""
+    world.router('r0', [OTHER, ME], COMPUTE2)
+    world.ports.add(OTHER, held=False)
+    world.ports.add(COMPUTE2, held=False)
+    world.confirmed()
+    revision = world.store.revision()
+    world.router('r1', [PEER, ME], COMPUTE)
+    world.confirmed()
+    world.ports.add(PEER)
+    world.ports.add(COMPUTE)
+    world.confirmed()
+    assert world.ports.held() == set()
+    assert world.store.revision() == revision + 1  # the router's own put, nothing else
+
+
+def test_a_switch_that_starts_again_withdraws_the_gateway_at_once(world):
+    """Told by the bridge keeper before it writes the ports of a switch it lets start: no
+    wait for the keeper's thread."""
+    world.router('r1', [ME, PEER], COMPUTE)
+    world.ports.add(PEER, held=False)
+    world.ports.add(COMPUTE, held=False)
+    world.confirmed()
+    assert world.keeper.flows_in()
+    world.keeper.switch_restarted()
+    assert world.keeper.cpath_down(PEER, False) is True
+    assert world.keeper.cpath_down(OTHER, None) is True  # a port made now too
+    assert not world.keeper.flows_in()
+    assert world.ports.held() == {PEER, COMPUTE}  # the bridge keeper was woken
+
+
+def test_a_decision_made_before_the_switch_started_again_is_not_published(world):
+    world.router('r1', [ME, PEER], COMPUTE)
+    world.ports.add(PEER, held=False)
+    world.ports.add(COMPUTE, held=False)
+    world.confirmed()
+    read = world.keeper.liveness
+
+    def restarting():  # the switch starts again while the keeper decides from before
+        world.keeper.liveness = read
+        world.keeper.switch_restarted()
+        return read()
+    world.keeper.liveness = restarting
+    world.turn()
+    assert world.keeper.decision().hold_all
+    assert world.ports.held() == {PEER, COMPUTE}
+
+
+def test_a_chassis_that_is_no_gateway_has_its_flows_in_or_not_too(tmp_path):
+    keeper = GatewayKeeper(COMPUTE, None, False, threading.Event(), wake_bridge=lambda: None,
+                           liveness=dict)
+    assert not keeper.flows_in()
+    keeper.confirmed(object())
+    assert keeper.flows_in()
+    keeper.switch_restarted()
+    assert not keeper.flows_in() and keeper.cpath_down(ME, None) is False
 
 
 def test_a_chassis_that_is_no_gateway_is_never_withdrawn(tmp_path):
