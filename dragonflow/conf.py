@@ -94,6 +94,20 @@ controller_opts = [
                 help='UDP port of the VXLAN tunnel ports that carry the BFD sessions only '
                      '(one per peer; data keeps the tunnel_types ports). Every chassis must '
                      'use the same, and the underlay must let it through.'),
+    cfg.BoolOpt('flow_restore_wait', default=True,
+                help='Once br-int has its flows, keep flow-restore-wait=true in the '
+                     'other_config of Open vSwitch\'s Open_vSwitch row, so that an '
+                     'ovs-vswitchd that starts again (a crash, a reboot) forwards nothing '
+                     'and brings up no BFD session until this controller is back: it then '
+                     'lets it start with its BFD ports withdrawn, and a gateway chassis is '
+                     'seen alive again only once its flows are in. Without it, a restarted '
+                     'gateway is alive for its peers before its controller is back, with an '
+                     'empty br-int. The controller needs only the local OVSDB to end the '
+                     'wait (no store, no network), but while it waits ovs-vswitchd forwards '
+                     'on none of its bridges: to stop running df-controller on a chassis, '
+                     'stop it, then clear the flag (ovs-vsctl remove Open_vSwitch . '
+                     'other_config flow-restore-wait). With false, the controller still lets '
+                     'a waiting switch start.'),
     cfg.FloatOpt('heartbeat_interval', default=2.0, min=0.1,
                  help='Seconds between chassis heartbeats. A heartbeat is a liveness record '
                       'that expires after three intervals, not a logged change.'),

@@ -14,7 +14,26 @@ last sent: one port per peer, removed when the peer leaves. The loop wakes the k
 that set changes and never waits for it; the gateway keeper wakes it when it withdraws this
 chassis or comes back (bfd:cpath_down, gateway_keeper.py). Before the first topology the
 ports of an earlier run stay (only withdrawn if so decided): a restarted controller keeps its
-sessions up."""
+sessions up.
+
+A switch that starts again (ovs-vswitchd restarted, the machine rebooted) must not be seen
+alive before its flows are in: its BFD ports come back from the database as the last run
+left them, serving, and its sessions would come up before any controller is there to
+withdraw them. So once br-int has confirmed flows, the keeper keeps the Open_vSwitch row's
+other_config:flow-restore-wait=true ([controller] flow_restore_wait): nothing to a running
+ovs-vswitchd, but the next one starts waiting - no packet in, so no BFD session comes up and
+nothing is forwarded, and no controller connection (ovsdb.py has the figures). Whenever the
+keeper finds it waiting (the flag set, the switch not connected to us, and our Controller
+row's status empty, which only a waiting ovs-vswitchd writes; or, should an Open vSwitch not
+say so, no connection for RESTORE_WAIT_FALLBACK seconds), it tells the gateway keeper (which
+withdraws this chassis from every peer at once) and, in one transaction, writes the BFD ports
+as decided (withdrawn, on a gateway chassis) and clears the flag: the switch connects, its
+sessions come up withdrawn, and the gateway keeper decides once the flows are in. A
+controller restarted over a running switch finds it connected, or its status showing a
+connection state: nothing is withdrawn. Clearing the flag needs only the local OVSDB (no
+store, no network), so a switch never waits longer than its controller takes to start; one
+whose controller is gone for good waits until the operator clears the flag
+(docs/architecture.md)."""
 import logging
 import threading
 import time
@@ -24,6 +43,10 @@ from dragonflow.controller.openflow import SwitchError
 
 LOG = logging.getLogger(__name__)
 CHECK_SECONDS = 2.0
+# Seconds with the flag set and no connection after which the switch is taken to wait even
+# if its Controller row does not say so: a running switch reconnects well before (ours, with
+# its default max_backoff of 8 s, retries every 8 s at worst).
+RESTORE_WAIT_FALLBACK = 20.0
 
 
 def keep_cpath_down(peer: str, current: Optional[bool]) -> bool:
@@ -59,11 +82,18 @@ class BridgeKeeper:
                  stop: threading.Event, bridge_mappings: dict[str, str] | None = None,
                  topology: Callable[[], object] = lambda: None, bfd_udp_port: int = 4795,
                  bfd_interval: int = 300,
-                 cpath_down: Callable[[str, Optional[bool]], bool] = keep_cpath_down):
+                 cpath_down: Callable[[str, Optional[bool]], bool] = keep_cpath_down,
+                 flow_restore_wait: bool = False,
+                 flows_in: Callable[[], bool] = lambda: False,
+                 switch_restarted: Callable[[], None] = lambda: None,
+                 clock: Callable[[], float] = time.monotonic):
         """``topology``: the one whose flows were last sent (None before the first), whose
         liveness_peers() the BFD ports follow; ``cpath_down(peer, current)``: whether the BFD
         port to that peer holds bfd:cpath_down (``current``: what it holds now, None for a
-        port to make) - the gateway keeper's decision."""
+        port to make) - the gateway keeper's decision. ``flow_restore_wait``: keep the flag
+        set once ``flows_in()`` (br-int confirmed flows since it started);
+        ``switch_restarted()``: called when a waiting switch is let start, before its BFD
+        ports are written."""
         self.ovs, self.switch, self.stop = ovs, switch, stop
         self.datapath_type, self.controller = datapath_type, controller
         self.tunnel_types, self.tunnel_ip = list(tunnel_types), tunnel_ip
@@ -71,9 +101,13 @@ class BridgeKeeper:
         self.packet_in_limit = packet_in_limit
         self.topology, self.cpath_down = topology, cpath_down
         self.bfd_udp_port, self.bfd_interval = bfd_udp_port, bfd_interval
+        self.flow_restore_wait, self.flows_in = flow_restore_wait, flows_in
+        self.switch_restarted, self.clock = switch_restarted, clock
         self._meter_refused = False
         self._missing: set[str] = set()  # provider bridges said missing, until they appear
         self._wake = threading.Event()
+        self._unconnected_since: Optional[float] = clock()  # None: connected
+        self._controller_set_at = float('-inf')  # when we last made br-int's Controller row
 
     def wake(self) -> None:
         """Bring the BFD ports in line soon (from any thread; returns at once)."""
@@ -81,7 +115,8 @@ class BridgeKeeper:
 
     def ensure(self) -> None:
         """Make br-int, its tunnel ports and its patch ports as they should be."""
-        self.ovs.ensure_bridge(self.datapath_type, self.controller)
+        if self.ovs.ensure_bridge(self.datapath_type, self.controller):
+            self._controller_set_at = self.clock()
         for tunnel_type in self.tunnel_types:
             self.ovs.ensure_tunnel_port(tunnel_type, self.tunnel_ip)
         missing = self._missing_bridges()
@@ -91,15 +126,18 @@ class BridgeKeeper:
         self.ovs.remove_stale_patch_ports(self.bridge_mappings)
 
     def keep_forever(self) -> None:
-        next_check = time.monotonic() + CHECK_SECONDS
+        next_check = self.clock()  # at once: a switch waiting for us is let start now
         while not self.stop.is_set():
-            self._wake.wait(timeout=max(next_check - time.monotonic(), 0.0))
+            self._wake.wait(timeout=max(next_check - self.clock(), 0.0))
             self._wake.clear()
             if self.stop.is_set():
                 return
-            if time.monotonic() >= next_check:
-                next_check = time.monotonic() + CHECK_SECONDS
+            if self.clock() >= next_check:
+                next_check = self.clock() + CHECK_SECONDS
                 try:
+                    due = self.keep_restore_wait()
+                    if due is not None:
+                        next_check = min(next_check, due)
                     self.check()
                 except Exception:  # noqa: BLE001 - the next check tries again
                     LOG.exception('cannot check br-int')
@@ -107,6 +145,42 @@ class BridgeKeeper:
                 self.keep_liveness()
             except Exception:  # noqa: BLE001 - the next wake or check tries again
                 LOG.exception('cannot keep the BFD ports')
+
+    def keep_restore_wait(self) -> Optional[float]:
+        """Let a switch that waits for us start, withdrawn as the gateway keeper decides;
+        else keep the flag that makes its next start wait, once br-int has its flows. When
+        to look again, if sooner than the next check (see the module docstring)."""
+        now = self.clock()
+        if self.switch.connected:
+            self._unconnected_since = None
+        elif self._unconnected_since is None:
+            self._unconnected_since = now
+        start = self.ovs.switch_start(self.controller)
+        if not start.restore_wait:
+            if self.flow_restore_wait and self.switch.connected and self.flows_in():
+                self.ovs.set_restore_wait()
+                LOG.info('flows in: the next start of ovs-vswitchd waits for this controller '
+                         '(other_config:flow-restore-wait=true)')
+            return None
+        if self.switch.connected:
+            return None  # a running switch: the flag is for its next start
+        fresh_row = self._controller_set_at + start.refresh_seconds + 1.0
+        says_waiting = start.controller_state == '' and now >= fresh_row
+        fallback = self._unconnected_since + RESTORE_WAIT_FALLBACK
+        if not says_waiting and now < fallback:
+            return min(fallback, fresh_row) if start.controller_state == '' else fallback
+        self.switch_restarted()
+        cpath_down = {port['name']: self.cpath_down(peer, port['bfd'].get('cpath_down') ==
+                                                    'true')
+                      for peer, port in self.ovs.liveness_ports().items()}
+        self.ovs.end_restore_wait(cpath_down)
+        LOG.warning('ovs-vswitchd waits for its flows (flow-restore-wait%s): let start, its '
+                    'BFD ports %s', '' if says_waiting else
+                    f', or it is not running: no connection for {RESTORE_WAIT_FALLBACK:.0f} s',
+                    'withdrawn until the flows are in' if any(cpath_down.values()) else
+                    'as they were')
+        self._unconnected_since = now  # a switch that does not start is let start again
+        return None
 
     def keep_liveness(self) -> None:
         """One BFD port per liveness peer of the last topology sent, as it should be; the

@@ -11,7 +11,17 @@ alive while its session says forwarding. Checked on OVS 3.1 (netdev datapath): h
 bfd:cpath_down=true on our side sets our diagnostic to "Concatenated Path Down" and the
 PEER's forwarding to false, while OUR forwarding stays true (it depends on the session's
 state and the remote's diagnostic only): a gateway that withdraws itself still sees which
-peers are alive. Two chassis that both hold it see each other down."""
+peers are alive. Two chassis that both hold it see each other down.
+
+A restart of ovs-vswitchd (other_config:flow-restore-wait on the Open_vSwitch row, checked on
+OVS 3.1 netdev): started with it true, ovs-vswitchd takes no packet from the datapath (no
+upcall, so no BFD packet is received and no peer's session comes up: a peer's stayed down
+for 8 s and more) and connects to no controller; cleared, it connects at once (10-30 ms)
+and its sessions come up 0.7-1.5 s later. Set true on a running ovs-vswitchd it changes
+nothing until its next start. While it waits, it writes our Controller row's status empty
+(0.13 s after its start), where a running one always has a connection state there (as of
+its last refresh, every stats-update-interval, 5 s by default): so an empty status with the
+flag set says the switch waits for us (switch_start)."""
 import hashlib
 import logging
 from types import MappingProxyType
@@ -36,6 +46,8 @@ BFD_PORT_TYPE = 'vxlan'
 # Interfaces of a provider bridge that are not uplinks: its own internal port, our patches.
 NOT_UPLINKS = ('internal', 'patch')
 _EMPTY: Mapping = MappingProxyType({})
+RESTORE_WAIT = 'flow-restore-wait'  # Open_vSwitch other_config: the next start waits
+STATS_SECONDS = 5.0  # ovs-vswitchd's default (and least) stats-update-interval
 
 
 class LivenessPort(NamedTuple):
@@ -57,6 +69,15 @@ class Interfaces(NamedTuple):
 
 
 NO_INTERFACES = Interfaces({}, {}, {})
+
+
+class SwitchStart(NamedTuple):
+    """What the local OVSDB says of ovs-vswitchd's start (see the module docstring)."""
+    restore_wait: bool  # other_config:flow-restore-wait is true: a start waits for us
+    # status:state of our Controller row: '' when ovs-vswitchd has not taken the controller
+    # (it waits for flow restoration, or has not refreshed a new row yet); None: no row
+    controller_state: Optional[str]
+    refresh_seconds: float  # how often ovs-vswitchd refreshes that status
 
 
 class _NotifyingIdl(connection.OvsdbIdl):
@@ -166,13 +187,54 @@ class LocalOvs:
         return {row.name: row.external_ids[PHYSNET_ID] for row in rows
                 if PHYSNET_ID in row.external_ids}
 
-    def ensure_bridge(self, datapath_type: str, controller: str) -> None:
-        """br-int exists, is fail-mode secure, speaks OpenFlow 1.3 and connects to us."""
-        with self.api.transaction(check_error=True) as txn:
-            txn.add(self.api.add_br(self.bridge, may_exist=True, datapath_type=datapath_type))
-            txn.add(self.api.set_fail_mode(self.bridge, 'secure'))
-            txn.add(self.api.db_set('Bridge', self.bridge, ('protocols', ['OpenFlow13'])))
-            txn.add(self.api.set_controller(self.bridge, [controller]))
+    def ensure_bridge(self, datapath_type: str, controller: str) -> bool:
+        """br-int exists, is fail-mode secure, speaks OpenFlow 1.3 and connects to us;
+        whether its controller was (re)set. A Controller row that is right is kept: a new
+        one has no status until ovs-vswitchd refreshes it, and its status is what says a
+        switch waits for us (switch_start)."""
+        api = self.api
+        new_controller = not api.br_exists(self.bridge).execute(check_error=True) or \
+            api.get_controller(self.bridge).execute(check_error=True) != [controller]
+        with api.transaction(check_error=True) as txn:
+            txn.add(api.add_br(self.bridge, may_exist=True, datapath_type=datapath_type))
+            txn.add(api.set_fail_mode(self.bridge, 'secure'))
+            txn.add(api.db_set('Bridge', self.bridge, ('protocols', ['OpenFlow13'])))
+            if new_controller:
+                txn.add(api.set_controller(self.bridge, [controller]))
+        return new_controller
+
+    def switch_start(self, controller: str) -> SwitchStart:
+        """Whether the next start of ovs-vswitchd waits for us, and whether this one does
+        (read from the local copy of the database)."""
+        rows = self.api.db_list('Open_vSwitch', columns=['other_config']).execute(
+            check_error=True)
+        other_config = rows[0]['other_config'] if rows else {}
+        controllers = self.api.db_find('Controller', ('target', '=', controller),
+                                       columns=['status']).execute(check_error=True)
+        try:
+            refresh = max(int(other_config.get('stats-update-interval', 0)) / 1000,
+                          STATS_SECONDS)
+        except ValueError:
+            refresh = STATS_SECONDS
+        return SwitchStart(other_config.get(RESTORE_WAIT) == 'true',
+                           controllers[0]['status'].get('state', '') if controllers else None,
+                           refresh)
+
+    def set_restore_wait(self) -> None:
+        """The next start of ovs-vswitchd waits for us (this one goes on as it is)."""
+        self.api.db_set('Open_vSwitch', '.', ('other_config', {RESTORE_WAIT: 'true'})).execute(
+            check_error=True)
+
+    def end_restore_wait(self, cpath_down: dict[str, bool]) -> None:
+        """In one transaction: the BFD ports (by name) hold cpath_down as given, and
+        ovs-vswitchd, waiting, starts: its sessions come up with what they hold."""
+        api = self.api
+        with api.transaction(check_error=True) as txn:
+            for name, held in sorted(cpath_down.items()):
+                txn.add(api.db_set('Interface', name,
+                                   ('bfd', {'cpath_down': 'true' if held else 'false'})))
+            txn.add(api.db_remove('Open_vSwitch', '.', 'other_config', RESTORE_WAIT,
+                                  if_exists=True))
 
     def ensure_tunnel_port(self, tunnel_type: str, local_ip: str) -> None:
         """One flow-based tunnel port per encapsulation: the flows choose VNI (GRE key) and

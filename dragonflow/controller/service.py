@@ -8,7 +8,7 @@ job in a thread of its own (supervisor.py says what happens when one dies):
 | reporter | chassis record, heartbeats, port status to the store | reports.py |
 | dhcp | answer DHCP requests from local ports | packet_ins.py |
 | neighbours | external gateways' MACs by ARP; gratuitous ARPs of floating IPs | neighbours.py |
-| bridge-keeper | keep br-int's settings, tunnel, patch and BFD ports, meter | bridge.py |
+| bridge-keeper | keep br-int's settings, tunnel, patch and BFD ports, meter; restarts | bridge.py |
 | gateway-keeper | withdraw a gateway chassis (BFD) while it cannot serve | gateway_keeper.py |
 | os-ken's, ovsdbapp's | the OpenFlow connection, the local OVSDB | openflow.py, ovsdb.py |
 
@@ -91,7 +91,9 @@ class Controller:
             (flow_loop.PACKET_IN_RATE, flow_loop.PACKET_IN_BURST), self.stop_event,
             self.bridge_mappings, topology=lambda: self.loop.sent,
             bfd_udp_port=c.bfd_udp_port, bfd_interval=c.bfd_interval,
-            cpath_down=self.gateways.cpath_down)
+            cpath_down=self.gateways.cpath_down, flow_restore_wait=c.flow_restore_wait,
+            flows_in=self.gateways.flows_in, switch_restarted=self.gateways.switch_restarted,
+            clock=clock)
 
     def wake(self) -> None:
         self.loop.wake()

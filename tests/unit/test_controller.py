@@ -10,7 +10,7 @@ import pytest
 
 from dragonflow import conf as df_conf
 from dragonflow import store as df_store
-from dragonflow.controller import flow_loop, ovsdb
+from dragonflow.controller import bridge, flow_loop, ovsdb
 from dragonflow.controller.bridge import BridgeKeeper, parse_bridge_mappings
 from dragonflow.controller.openflow import SwitchError
 from dragonflow.controller.ovsdb import LIVENESS_PEER, Interfaces, LivenessPort, liveness_port_name
@@ -464,6 +464,146 @@ def test_bfd_ports_of_an_earlier_run_stay_until_the_first_topology_but_follow_cp
     assert ovs.ports['gw-2']['options']['remote_ip'] == '172.31.0.12'
 
 
+class RestartingOvs(LivenessOvs):
+    """The local OVSDB of a switch that may be waiting for its flows (flow-restore-wait)."""
+
+    def __init__(self, ports=None, restore_wait=False, controller_state='ACTIVE'):
+        super().__init__(ports)
+        self.restore_wait, self.controller_state = restore_wait, controller_state
+        self.transactions: list = []  # what end_restore_wait wrote, in one transaction each
+
+    def switch_start(self, controller):
+        return ovsdb.SwitchStart(self.restore_wait, self.controller_state, 5.0)
+
+    def set_restore_wait(self):
+        self.restore_wait = True
+
+    def end_restore_wait(self, cpath_down):
+        self.transactions.append(dict(cpath_down))
+        for port in self.ports.values():
+            held = cpath_down[port['name']]
+            port['bfd'] = {**port['bfd'], 'cpath_down': 'true' if held else 'false'}
+        self.restore_wait = False
+
+    def ensure_bridge(self, datapath_type, controller):
+        return True  # a new Controller row: no status until ovs-vswitchd refreshes it
+
+    def ensure_tunnel_port(self, tunnel_type, local_ip):
+        pass
+
+    def missing_bridges(self, mappings):
+        return []
+
+    def remove_stale_patch_ports(self, mappings):
+        pass
+
+
+def _bfd_port(peer, held=False):
+    return {'name': liveness_port_name(peer), 'options': {},
+            'bfd': {'enable': 'true', 'cpath_down': 'true' if held else 'false'},
+            'on_bridge': True}
+
+
+def restart_keeper(ovs, connected=False, flows_in=False, flow_restore_wait=True,
+                   cpath_down=None):
+    """A bridge keeper with a gateway keeper's withdrawal: once told the switch restarted,
+    every port holds cpath_down."""
+    switch, clock, told = Switch(), Clock(), []
+    switch.connected = connected
+    if cpath_down is None:
+        def cpath_down(peer, current):
+            return bool(told) or bool(current)
+    keeper = BridgeKeeper(ovs, switch, 'netdev', 'tcp:127.0.0.1:6653', ['vxlan'],
+                          '172.31.0.11', (500, 100), threading.Event(), {},
+                          cpath_down=cpath_down, flow_restore_wait=flow_restore_wait,
+                          flows_in=lambda: flows_in, switch_restarted=lambda: told.append(1),
+                          clock=clock)
+    return keeper, switch, clock, told
+
+
+def test_a_switch_waiting_for_its_flows_starts_with_its_bfd_ports_withdrawn():
+    ovs = RestartingOvs({'gw-2': _bfd_port('gw-2'), 'compute-3': _bfd_port('compute-3')},
+                        restore_wait=True, controller_state='')  # as a waiting switch has it
+    keeper, _, _, told = restart_keeper(ovs)
+    assert keeper.keep_restore_wait() is None
+    assert told  # the gateway keeper withdrew this chassis before the ports were written
+    assert ovs.transactions == [{liveness_port_name('gw-2'): True,
+                                 liveness_port_name('compute-3'): True}]
+    assert not ovs.restore_wait
+
+
+def test_a_chassis_that_is_no_gateway_lets_its_waiting_switch_start_serving():
+    ovs = RestartingOvs({'gw-2': _bfd_port('gw-2')}, restore_wait=True, controller_state='')
+    keeper, *_ = restart_keeper(ovs, cpath_down=lambda peer, current: False)
+    keeper.keep_restore_wait()
+    assert ovs.transactions == [{liveness_port_name('gw-2'): False}] and not ovs.restore_wait
+
+
+def test_a_running_switch_is_not_withdrawn_while_it_reconnects():
+    """A controller restarted over a running switch: the flag set, not connected yet, but
+    its Controller row has a connection state."""
+    ovs = RestartingOvs({'gw-2': _bfd_port('gw-2')}, restore_wait=True,
+                        controller_state='BACKOFF')
+    keeper, switch, clock, told = restart_keeper(ovs)
+    started = clock.now
+    due = keeper.keep_restore_wait()
+    assert not told and not ovs.transactions and ovs.restore_wait
+    assert due == started + bridge.RESTORE_WAIT_FALLBACK  # looked at again by then
+    clock.now += 5
+    switch.connected = True
+    keeper.keep_restore_wait()
+    clock.now += 60
+    keeper.keep_restore_wait()
+    assert not told and not ovs.transactions and ovs.restore_wait
+
+
+def test_a_switch_that_never_connects_is_let_start_after_a_while():
+    """An Open vSwitch whose Controller row would not say it waits, or one not running:
+    no connection for RESTORE_WAIT_FALLBACK seconds."""
+    ovs = RestartingOvs({'gw-2': _bfd_port('gw-2')}, restore_wait=True,
+                        controller_state='ACTIVE')  # a dead switch's last word
+    keeper, _, clock, told = restart_keeper(ovs)
+    keeper.keep_restore_wait()
+    clock.now += bridge.RESTORE_WAIT_FALLBACK - 0.1
+    keeper.keep_restore_wait()
+    assert not ovs.transactions
+    clock.now += 0.1
+    keeper.keep_restore_wait()
+    assert told and ovs.transactions == [{liveness_port_name('gw-2'): True}]
+
+
+def test_a_controller_row_just_made_says_nothing_until_the_switch_refreshed_it():
+    ovs = RestartingOvs({'gw-2': _bfd_port('gw-2')}, restore_wait=True, controller_state='')
+    keeper, _, clock, _ = restart_keeper(ovs)
+    keeper.ensure()  # a new row: empty status on a running switch too, for up to 5 s
+    due = keeper.keep_restore_wait()
+    assert not ovs.transactions and due == clock.now + 5.0 + 1.0
+    clock.now = due
+    keeper.keep_restore_wait()
+    assert len(ovs.transactions) == 1
+
+
+def test_the_flag_is_kept_once_the_flows_are_in_and_only_then():
+    ovs = RestartingOvs()
+    keeper, switch, _, _ = restart_keeper(ovs, connected=True, flows_in=False)
+    keeper.keep_restore_wait()
+    assert not ovs.restore_wait  # a start now would wait for flows never confirmed
+    keeper.flows_in = lambda: True
+    keeper.keep_restore_wait()
+    assert ovs.restore_wait
+    assert not ovs.transactions  # connected: a running switch, nothing to let start
+    ovs.restore_wait = False  # ovs-ctl's restart ends with removing it
+    keeper.keep_restore_wait()
+    assert ovs.restore_wait
+
+
+def test_without_flow_restore_wait_the_flag_is_never_set():
+    ovs = RestartingOvs()
+    keeper, *_ = restart_keeper(ovs, connected=True, flows_in=True, flow_restore_wait=False)
+    keeper.keep_restore_wait()
+    assert not ovs.restore_wait
+
+
 def test_a_bfd_port_name_is_short_stable_and_distinct():
     names = {liveness_port_name(f'compute-node-{i}.example.org') for i in range(1000)}
     assert len(names) == 1000 and all(len(name) <= 15 for name in names)
@@ -508,7 +648,7 @@ def test_the_topology_has_this_chassis_liveness_and_the_bfd_ports_follow_its_pee
     conf.set_override('gateway', True, 'controller')
     conf.set_override('bridge_mappings', ['physnet1:br-ex'], 'controller')
     ovs = Ovs()
-    ovs.liveness = {'gw-2': LivenessPort(7, True, False), 'gw-3': LivenessPort(8, False, False)}
+    ovs.liveness = {'gw-2': LivenessPort(7, True, False), 'gw-3': LivenessPort(8, False, True)}
     ovs.uplinks = {'br-ex': (False,)}
     controller = Controller(conf, store, ovs, Switch(), clock=Clock())
     woken = []
@@ -518,6 +658,7 @@ def test_the_topology_has_this_chassis_liveness_and_the_bfd_ports_follow_its_pee
     sent = controller.loop.sent
     assert sent.liveness_ofports == {'gw-2': 7, 'gw-3': 8}
     assert sent.live_peers == {'gw-2'} and sent.is_gateway
+    assert sent.withdrawn_from == {'gw-3'}  # its port to gw-3 holds cpath_down
     assert sent.uplinks_down == {'physnet1'}
     assert woken  # the first topology: the BFD ports follow its liveness peers
     woken.clear()
