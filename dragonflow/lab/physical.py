@@ -15,6 +15,7 @@ chassis' own port (``port_of``) sees every frame that chassis sends or receives.
 import contextlib
 import dataclasses
 import subprocess
+import threading
 import time
 from typing import Optional
 
@@ -46,13 +47,23 @@ class Capture:
         self.process = subprocess.Popen(self.args, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, text=True)
         self.process.stderr.readline()  # "listening on ...": the capture runs
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
         return self
+
+    def _read(self) -> None:
+        # Read as it comes: a full pipe (64 KiB, some 380 lines) would block tcpdump, and
+        # the kernel would drop every frame captured from then on.
+        for line in self.process.stdout:
+            if line.strip():
+                self.lines.append(line.rstrip('\n'))
 
     def __exit__(self, *exc):
         time.sleep(0.3)  # let the last frames of the block reach tcpdump's buffer
         self.process.terminate()
-        out, _ = self.process.communicate(timeout=10)
-        self.lines = [line for line in out.splitlines() if line.strip()]
+        self.process.wait(10)
+        self._reader.join(10)
+        self.process.stderr.close()
 
 
 def _quiet(host: Host) -> None:
