@@ -78,6 +78,10 @@ as the floating IP paths (iperf3 VM -> internet host, ping RTT from the VM):
                       "DF gateway"); target: DF gateway and DF distributed >= 1.15 x it;
   - "OVN gateway":    OVN's router with its gateway port on an HA chassis group and an snat
                       rule, the VM on a chassis of its own.
+The TCP figures are loss-limited here too (the VM's kernel outruns the vswitchd thread that
+reads its tap), and a path through two chassis has two vswitchd threads on the machine's
+two cores where "DF distributed" has one doing all the work: its lower RTT shows the tunnel
+it saves, its throughput is the lab's single-threaded datapath more than the design.
 Failover (DF gateway against OVN gateway, both with two gateway chassis and BFD every
 --ovn-bfd-interval = Dragonflow's bfd_interval, 300 ms): --failovers times each, the systems
 alternated, the forwarding gateway (the one whose switch port takes the VM's pings) has its
