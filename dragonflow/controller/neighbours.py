@@ -23,9 +23,12 @@ new here, or this controller started), once br-int has its flows, three gratuito
 requests go out spaced apart, from its address and MAC: the physical network's switches learn
 the MAC on this chassis' port, and the gateway, if it had the address, refreshes its entry.
 A router's gateway is announced so on each flat or VLAN network behind the router too
-(tagged for it; also when such a network joins the router later): the router's VMs there on
-other chassis send their traffic out to the gateway MAC over that network (snat.py), and
-its switches must learn the new gateway chassis' port for it on that VLAN. Our chassis
+(tagged for it; also when such a network joins the router later), and again every refresh
+period while held: the router's VMs there on other chassis send their traffic out to the
+gateway MAC over that network (snat.py), and its switches must learn the new gateway
+chassis' port for it on that VLAN, and keep it (nothing else comes from that MAC there).
+A gratuitous ARP still due when its source stops being local is not sent: the new holder's
+may have gone out already, and it would take the MAC back. Our chassis
 drop these frames there (snat.py), and a machine on that network ignores an ARP for an
 address on none of its subnets.
 
@@ -104,7 +107,10 @@ class Neighbours:
         self._ask_at: dict[tuple, float] = {}    # when to ask it next
         self._networks: dict[str, str] = {}      # a source's MAC -> its external network
         self._local: set = set()                 # the sources confirmed local (_identity)
-        self._garps: list = []                 # heap of (when, n, Source)
+        self._garps: list = []                 # heap of (when, n, identity, Source)
+        # The announcements repeated while local (a gateway's on the networks behind its
+        # router): identity -> [when next, Source].
+        self._repeated: dict[tuple, list] = {}
         self._order = itertools.count()
         self._remembered: Optional[dict] = None  # gateway -> MAC from br-int's flows
 
@@ -122,17 +128,20 @@ class Neighbours:
         """br-int has the flows of ``topology``: ask for the gateways newly needed, announce
         the sources newly local, forget the gateways no longer needed."""
         now = self.clock()
-        sources, local, announce, networks = {}, set(), [], {}
+        sources, local, announce, networks, repeated = {}, set(), [], {}, {}
         for holder in [*topology.local_floating_ips(), *topology.local_gateways()]:
             if holder.external_network.physical_network not in topology.patch_ofports:
                 continue
             source = Source.of(holder, topology)
             sources.setdefault(holder.gateway, source)
             networks[holder.mac] = holder.external_network.id
-            for identity, announced in _announcements(holder, source, topology):
+            for identity, announced, repeat in _announcements(holder, source, topology):
                 local.add(identity)
                 if identity not in self._local:
-                    announce.append(announced)
+                    announce.append((identity, announced))
+                if repeat:
+                    repeated[identity] = self._repeated.get(identity) or \
+                        [now + self.refresh, announced]
         with self._lock:
             for gone in self._sources.keys() - sources.keys():
                 self._ask_at.pop(gone, None)
@@ -152,10 +161,11 @@ class Neighbours:
             self._sources = sources
             self._networks = networks
             self._local = local
-            for source in announce:
+            self._repeated = repeated
+            for identity, source in announce:
                 for n in range(GARPS):
                     heapq.heappush(self._garps, (now + n * GARP_SPACING, next(self._order),
-                                                 source))
+                                                 identity, source))
         if announce or set(sources) - set(self._learnt):
             self._wake.set()
 
@@ -198,10 +208,18 @@ class Neighbours:
         with self._lock:
             garps = []
             while self._garps and self._garps[0][0] <= now:
-                garps.append(heapq.heappop(self._garps))
+                garp = heapq.heappop(self._garps)
+                # Not for a source no longer local: its new holder's announcements may have
+                # gone out already, and this one would take the MAC back to us.
+                if garp[2] in self._local:
+                    garps.append(garp)
+            for identity, repeat in self._repeated.items():
+                if repeat[0] <= now:
+                    garps.append((now, next(self._order), identity, repeat[1]))
+                    repeat[0] = now + self.refresh
             asks = [(gateway, self._sources[gateway]) for gateway, at in self._ask_at.items()
                     if at <= now]
-        packets = [_out(source, gratuitous_arp(source)) for _, _, source in garps]
+        packets = [_out(source, gratuitous_arp(source)) for _, _, _, source in garps]
         packets += [_out(source, arp_request(source, ip)) for (_, ip), source in asks]
         if not packets:
             return
@@ -221,7 +239,7 @@ class Neighbours:
 
     def _seconds_to_next(self) -> float:
         with self._lock:
-            due = list(self._ask_at.values())
+            due = list(self._ask_at.values()) + [at for at, _ in self._repeated.values()]
             if self._garps:
                 due.append(self._garps[0][0])
         return max(min(due, default=self.clock() + self.refresh) - self.clock(), 0.0)
@@ -254,18 +272,21 @@ class Neighbours:
 
 
 def _announcements(holder: LocalFloatingIP | LocalGateway, source: Source,
-                   topology: Topology) -> list[tuple[tuple, Source]]:
-    """(identity, source) of each gratuitous ARP the holder sends when it becomes local:
-    on its external network; for a router's gateway, also on each physical network behind
-    the router, where the router's other chassis send its traffic out to the gateway MAC
-    (snat.py): the switches there learn it on this chassis' port too. (A new such network
-    is announced on when it comes.)"""
+                   topology: Topology) -> list[tuple[tuple, Source, bool]]:
+    """(identity, source, repeated) of each gratuitous ARP the holder sends when it
+    becomes local: on its external network; for a router's gateway, also on each physical
+    network behind the router, where the router's other chassis send its traffic out to the
+    gateway MAC (snat.py): the switches there learn it on this chassis' port too. (A new
+    such network is announced on when it comes.) Those are repeated every refresh while
+    local: nothing else this chassis sends there comes from the gateway MAC to keep the
+    switches' entries (on the external network the asks for the upstream gateway do)."""
     identity = _identity(holder)
-    result = [(identity, source)]
+    result = [(identity, source, False)]
     if isinstance(holder, LocalGateway) and not holder.distributed:
         for network in holder.router_gateway.physical_networks:
             if network.physical_network in topology.patch_ofports:
-                result.append(((*identity, network.id), Source.on(network, holder, topology)))
+                result.append(((*identity, network.id), Source.on(network, holder, topology),
+                               True))
     return result
 
 

@@ -396,3 +396,46 @@ def test_a_distributed_address_is_announced_on_its_external_network_only():
     world.confirm()
     world.neighbours.send_due()
     assert [tag for tag, *_ in _tags(world.switch)] == [0, 0]
+
+
+def vlan_gateway_world() -> World:
+    """gateway_world with a VLAN network (150) behind the router."""
+    world = gateway_world()
+    b = world.b
+    b.add_interface(world.router, b.subnet(b.provider_network('tenant-vlan', 150),
+                                           '10.0.2.0/24'))
+    return world
+
+
+def test_the_gateways_announcement_behind_the_router_is_repeated_every_refresh_while_held():
+    """Nothing else comes from the gateway MAC on the VLAN network: the switches there keep
+    it on this chassis' port only by these (the external network's by the asks)."""
+    world = vlan_gateway_world()
+    world.b.liveness('chassis-2', live=False)
+    world.confirm()
+    taken = world.clock.now
+    world.at(0)
+    world.neighbours.learn(arp_reply(GATEWAY_IP, GATEWAY_MAC, world.gateway_mac, GW_IP))
+    world.at(GARP_SPACING)
+    world.at(GARP_SPACING)
+    assert world.at(REFRESH - 3 * GARP_SPACING) == []
+    mac = world.gateway_mac
+    world.clock.now = taken + REFRESH
+    world.neighbours.send_due()
+    assert _tags(world.switch) == [(0, mac, GW_IP, GATEWAY_IP), (150, mac, GW_IP, GW_IP)]
+    world.b.liveness('chassis-2', live=True)  # given back: no more
+    world.confirm()
+    assert world.at(REFRESH) == []
+
+
+def test_a_gratuitous_arp_still_due_when_the_gateway_is_given_back_is_not_sent():
+    """chassis-2 took the gateway back meanwhile and announced it: one of ours after its
+    would take the MAC back to this chassis, on the VLAN network for good."""
+    world = vlan_gateway_world()
+    world.b.liveness('chassis-2', live=False)
+    world.confirm()
+    assert len([s for s in world.at(0) if s[2] == GW_IP]) == 2  # external and VLAN
+    world.b.liveness('chassis-2', live=True)
+    world.confirm()
+    assert world.at(GARP_SPACING) == []
+    assert world.at(GARP_SPACING) == []
