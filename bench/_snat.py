@@ -25,7 +25,7 @@ again (ovs-vswitchd, then its controller, as lab.cloud.Chassis.revive) under a s
 from the VM, watched until its BFD sessions have been up COMEBACK_WATCH: the longest gap
 between two replies there, and when it began, says whether the traffic went to it (OVN
 preempts: the higher priority takes the gateway back; Dragonflow should not), and the next
-sample waits until every BFD session of the deployment is up again.
+sample waits until every BFD session of the deployment is up again, then STEADY more.
 """
 import dataclasses
 import json
@@ -53,7 +53,11 @@ BFD_INTERVAL = 300              # ms: Dragonflow's default [controller] bfd_inte
 PROBE_INTERVAL = 0.01           # s: 100 echo requests a second
 FAILOVER_TIMEOUT = 20.0         # s without a reply after a kill: the sample has none
 READY_TIMEOUT = 60.0            # s for a revived gateway's BFD sessions to come up
-SETTLE = 2.0                    # s after every BFD session is up, before finding the active one
+# s after every BFD session is up before a kill: a deployment in its steady state. OVN's
+# takeover from a gateway that came back (and took the traffic back) a few seconds before
+# is slower (seen: 1.20-1.37 s 2 s after its BFD sessions were up, 0.82-0.88 s 10 s after;
+# the sessions are at their 300 ms timers within 2 s, so it is not BFD).
+STEADY = 10.0
 COMEBACK_WATCH = 4.0            # s the steady ping goes on after a revived gateway's BFD is up
 
 
@@ -199,7 +203,7 @@ class Gateways(Stacked):
     def wait_ready(self) -> str:
         """Every BFD session of every chassis up, then the gateway forwarding now."""
         wait_for(self._bfd_up, READY_TIMEOUT, interval=0.2, what=f'{self.name}: BFD up')
-        time.sleep(SETTLE)
+        time.sleep(STEADY)
         return wait_for(self.forwarding_gateway, READY_TIMEOUT, interval=0.5,
                         what=f'{self.name}: a gateway forwarding')
 

@@ -84,8 +84,9 @@ two cores where "DF distributed" has one doing all the work: its lower RTT shows
 it saves, its throughput is the lab's single-threaded datapath more than the design.
 Failover (DF gateway against OVN gateway, both with two gateway chassis and BFD every
 --ovn-bfd-interval = Dragonflow's bfd_interval, 300 ms): --failovers times each, the systems
-alternated, the forwarding gateway (the one whose switch port takes the VM's pings) has its
-controller and ovs-vswitchd SIGKILLed; from the kill, a ping every 10 ms from the VM stops
+alternated, each deployment steady (every BFD session up for 10 s), the forwarding gateway
+(the one whose switch port takes the VM's pings) has its controller and ovs-vswitchd
+SIGKILLed; from the kill, a ping every 10 ms from the VM stops
 the clock at its first reply: p50 / max, the ratio of p50s (target <= 1) with its interval,
 and the p50 with its interval against 3 s. Then the killed gateway starts again, under a
 steady ping: the longest gap between replies while it comes back (until its BFD sessions
@@ -127,6 +128,7 @@ from _snat import (
     OVN_SNAT,
     PHYSNET,
     PROBE_INTERVAL,
+    STEADY,
     DragonflowDistributed,
     DragonflowGateways,
     Gateways,
@@ -657,7 +659,8 @@ def report_snat(results: dict, systems: dict, args) -> None:
                  ((name, [n for _, _, n in s.comebacks]) for name, s in sampled.items())}
         print(f'{label:<50}' + ''.join(f'{cells.get(n, "-"):>22}' for n in names))
     print(f'(throughput, RTT: median over the rounds (min-max); ratio of medians [95 % bootstrap '
-          f'interval, rounds resampled paired]. Failover: the forwarding gateway\'s '
+          f'interval, rounds resampled paired]. Failover: {STEADY:g} s after every BFD '
+          f'session is up, the forwarding gateway\'s '
           f'ovs-vswitchd and controller SIGKILLed, a ping every {PROBE_INTERVAL * 1000:g} ms '
           f'from the VM from then on; BFD every {BFD_INTERVAL} ms in both (OVN: '
           f'{args.ovn_bfd_interval or "OVS default"}), 3 missed; nearest-rank p50, ratio of '
