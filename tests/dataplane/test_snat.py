@@ -358,9 +358,10 @@ def test_a_vm_with_a_fip_goes_out_with_it_and_no_tunnel(cloud, public, south):
 
 
 def test_a_vm_on_a_vlan_network_goes_out_through_snat(cloud, public):
-    """The router's interface network is a VLAN network of the operator's: from the compute
-    chassis its traffic to outside still reaches the active gateway (through the tunnel,
-    as the design has it) and leaves as the gateway address."""
+    """The router's interface network is a VLAN network of the operator's, with VMs on a
+    gateway chassis (with a floating IP) and on the compute chassis (without), made before
+    the router's gateway, as the demo makes them: from the compute chassis the traffic to
+    outside still finds the active gateway and leaves as the gateway address."""
     admin = cloud.sdk.network
     network = admin.create_network(name='snat-vlan', provider_network_type='vlan',
                                    provider_physical_network=PHYSNET,
@@ -368,11 +369,16 @@ def test_a_vm_on_a_vlan_network_goes_out_through_snat(cloud, public):
     subnet = admin.create_subnet(network_id=network.id, ip_version=4, cidr='10.81.0.0/24')
     router = admin.create_router(name='snat-vlan-router')
     admin.add_interface_to_router(router, subnet=subnet.id)
+    vms = {}
+    for chassis in (GATEWAYS[1], COMPUTE):
+        port = admin.create_port(network_id=network.id, fixed_ips=[{'subnet_id': subnet.id}])
+        vms[chassis] = cloud.vm(chassis, port)
+        cloud.wait_port_active(port.id)
     router = admin.update_router(router, external_gateway_info={'network_id': public.id})
     gateway_ip = router.external_gateway_info['external_fixed_ips'][0]['ip_address']
-    port = admin.create_port(network_id=network.id, fixed_ips=[{'subnet_id': subnet.id}])
-    vm = cloud.vm(COMPUTE, port)
-    cloud.wait_port_active(port.id)
+    fip = admin.create_ip(floating_network_id=public.id, port_id=vms[GATEWAYS[1]].port_id)
+    cloud.wait_floating_ip_active(fip.id)
+    vm = vms[COMPUTE]
     wait_out(vm)
     internet = cloud.physical.internet
     with Capture(internet.name, 'eth0', 'icmp') as seen:
