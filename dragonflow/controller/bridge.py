@@ -23,17 +23,20 @@ withdraw them. So once br-int has confirmed flows, the keeper keeps the Open_vSw
 other_config:flow-restore-wait=true ([controller] flow_restore_wait): nothing to a running
 ovs-vswitchd, but the next one starts waiting - no packet in, so no BFD session comes up and
 nothing is forwarded, and no controller connection (ovsdb.py has the figures). Whenever the
-keeper finds it waiting (the flag set, the switch not connected to us, and our Controller
-row's status empty, which only a waiting ovs-vswitchd writes; or, should an Open vSwitch not
-say so, no connection for RESTORE_WAIT_FALLBACK seconds), it tells the gateway keeper (which
-withdraws this chassis from every peer at once) and, in one transaction, writes the BFD ports
-as decided (withdrawn, on a gateway chassis) and clears the flag: the switch connects, its
-sessions come up withdrawn, and the gateway keeper decides once the flows are in. A
-controller restarted over a running switch finds it connected, or its status showing a
-connection state: nothing is withdrawn. Clearing the flag needs only the local OVSDB (no
-store, no network), so a switch never waits longer than its controller takes to start; one
-whose controller is gone for good waits until the operator clears the flag
-(docs/architecture.md)."""
+keeper finds it waiting (the flag set and our Controller row's status empty, which only a
+waiting ovs-vswitchd writes - a row we just made, or whose switch we just let start, is not
+taken at its word until the switch has had the time to refresh it; or, should an Open
+vSwitch not say so, no connection for RESTORE_WAIT_FALLBACK seconds), it tells the gateway
+keeper (which withdraws this chassis from every peer at once) and, in one transaction,
+writes the BFD ports as decided (withdrawn, on a gateway chassis) and clears the flag: the
+switch connects, its sessions come up withdrawn, and the gateway keeper decides once the
+flows are in. It looks every RESTORE_WAIT_POLL seconds while a switch may be starting (at
+its own start, after a change of the local OVSDB's interfaces, which a new ovs-vswitchd
+makes, and while br-int is not connected), else at each check. A controller restarted over
+a running switch finds its status showing a connection state: nothing is withdrawn.
+Clearing the flag needs only the local OVSDB (no store, no network), so a switch never waits
+longer than its controller takes to start; one whose controller is gone for good waits until
+the operator clears the flag (docs/architecture.md)."""
 import logging
 import threading
 import time
@@ -47,6 +50,8 @@ CHECK_SECONDS = 2.0
 # if its Controller row does not say so: a running switch reconnects well before (ours, with
 # its default max_backoff of 8 s, retries every 8 s at worst).
 RESTORE_WAIT_FALLBACK = 20.0
+RESTORE_WAIT_POLL = 0.2  # seconds between looks with the flag set, while a switch may start
+LOOK_SECONDS = 3.0  # how long after a change of the local OVSDB (or a lost connection)
 
 
 def keep_cpath_down(peer: str, current: Optional[bool]) -> bool:
@@ -107,7 +112,11 @@ class BridgeKeeper:
         self._missing: set[str] = set()  # provider bridges said missing, until they appear
         self._wake = threading.Event()
         self._unconnected_since: Optional[float] = clock()  # None: connected
-        self._controller_set_at = float('-inf')  # when we last made br-int's Controller row
+        # When our Controller row's status last said nothing of the switch: we made the row,
+        # or let its switch start (both leave it empty until ovs-vswitchd refreshes it).
+        self._status_stale_at = float('-inf')
+        self._looking_until = clock() + LOOK_SECONDS  # looking often (a switch may start)
+        self._look_now = False
 
     def wake(self) -> None:
         """Bring the BFD ports in line soon (from any thread; returns at once)."""
@@ -116,7 +125,7 @@ class BridgeKeeper:
     def ensure(self) -> None:
         """Make br-int, its tunnel ports and its patch ports as they should be."""
         if self.ovs.ensure_bridge(self.datapath_type, self.controller):
-            self._controller_set_at = self.clock()
+            self._status_stale_at = self.clock()
         for tunnel_type in self.tunnel_types:
             self.ovs.ensure_tunnel_port(tunnel_type, self.tunnel_ip)
         missing = self._missing_bridges()
@@ -126,18 +135,24 @@ class BridgeKeeper:
         self.ovs.remove_stale_patch_ports(self.bridge_mappings)
 
     def keep_forever(self) -> None:
-        next_check = self.clock()  # at once: a switch waiting for us is let start now
+        next_check = next_look = self.clock()  # at once: a switch waiting for us starts now
         while not self.stop.is_set():
-            self._wake.wait(timeout=max(next_check - self.clock(), 0.0))
+            self._wake.wait(timeout=max(min(next_check, next_look) - self.clock(), 0.0))
             self._wake.clear()
             if self.stop.is_set():
                 return
-            if self.clock() >= next_check:
-                next_check = self.clock() + CHECK_SECONDS
+            if self.clock() >= next_look or self._look_now:
+                self._look_now = False
+                next_look = self.clock() + CHECK_SECONDS
                 try:
                     due = self.keep_restore_wait()
                     if due is not None:
-                        next_check = min(next_check, due)
+                        next_look = min(next_look, due)
+                except Exception:  # noqa: BLE001 - looked at again at the next check
+                    LOG.exception('cannot tell whether ovs-vswitchd waits for its flows')
+            if self.clock() >= next_check:
+                next_check = self.clock() + CHECK_SECONDS
+                try:
                     self.check()
                 except Exception:  # noqa: BLE001 - the next check tries again
                     LOG.exception('cannot check br-int')
@@ -155,6 +170,7 @@ class BridgeKeeper:
             self._unconnected_since = None
         elif self._unconnected_since is None:
             self._unconnected_since = now
+            self._looking_until = now + LOOK_SECONDS
         start = self.ovs.switch_start(self.controller)
         if not start.restore_wait:
             if self.flow_restore_wait and self.switch.connected and self.flows_in():
@@ -162,13 +178,18 @@ class BridgeKeeper:
                 LOG.info('flows in: the next start of ovs-vswitchd waits for this controller '
                          '(other_config:flow-restore-wait=true)')
             return None
-        if self.switch.connected:
-            return None  # a running switch: the flag is for its next start
-        fresh_row = self._controller_set_at + start.refresh_seconds + 1.0
-        says_waiting = start.controller_state == '' and now >= fresh_row
-        fallback = self._unconnected_since + RESTORE_WAIT_FALLBACK
-        if not says_waiting and now < fallback:
-            return min(fallback, fresh_row) if start.controller_state == '' else fallback
+        # Only a waiting ovs-vswitchd writes the status empty, connected to us or not (our
+        # connection to one that died may not have noticed yet); a row we made, or one whose
+        # switch we just let start, has it empty until the switch refreshes it.
+        says_waiting = start.controller_state == '' and \
+            now >= self._status_stale_at + start.refresh_seconds + 1.0
+        unconnected = self._unconnected_since is not None
+        if not says_waiting and not (unconnected and
+                                     now >= self._unconnected_since + RESTORE_WAIT_FALLBACK):
+            # Read from the local copy of the database: looking often costs nothing, and a
+            # switch that starts while we run is let start a moment after.
+            return now + RESTORE_WAIT_POLL if unconnected or now < self._looking_until \
+                else None
         self.switch_restarted()
         cpath_down = {port['name']: self.cpath_down(peer, port['bfd'].get('cpath_down') ==
                                                     'true')
@@ -179,8 +200,17 @@ class BridgeKeeper:
                     f', or it is not running: no connection for {RESTORE_WAIT_FALLBACK:.0f} s',
                     'withdrawn until the flows are in' if any(cpath_down.values()) else
                     'as they were')
-        self._unconnected_since = now  # a switch that does not start is let start again
+        self._status_stale_at = now
+        if unconnected:
+            self._unconnected_since = now  # a switch that does not start is let start again
         return None
+
+    def ovs_changed(self) -> None:
+        """The local OVSDB's interfaces changed (from any thread; returns at once): perhaps
+        a new ovs-vswitchd wrote them, so look whether it waits, often for a while."""
+        self._looking_until = self.clock() + LOOK_SECONDS
+        self._look_now = True
+        self._wake.set()
 
     def keep_liveness(self) -> None:
         """One BFD port per liveness peer of the last topology sent, as it should be; the

@@ -98,6 +98,11 @@ class Controller:
     def wake(self) -> None:
         self.loop.wake()
 
+    def ovs_changed(self) -> None:
+        """The local OVSDB's interfaces changed (ovsdbapp's thread)."""
+        self.loop.wake()
+        self.bridge.ovs_changed()
+
     def switch_connected(self) -> None:
         self.loop.switch_connected()
 
@@ -146,7 +151,7 @@ def main(argv=None) -> int:
                             on_connect=lambda: controller and controller.switch_connected(),
                             on_packet_in=lambda *a: controller and controller.packet_in(*a))
     ovs = LocalOvs(c.ovsdb_connection, c.integration_bridge, on_change=lambda: controller
-                   and controller.wake())
+                   and controller.ovs_changed())
     controller = Controller(conf, store, ovs, switch)
     switch.start()
     controller.bridge.ensure()

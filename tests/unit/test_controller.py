@@ -548,7 +548,7 @@ def test_a_running_switch_is_not_withdrawn_while_it_reconnects():
     started = clock.now
     due = keeper.keep_restore_wait()
     assert not told and not ovs.transactions and ovs.restore_wait
-    assert due == started + bridge.RESTORE_WAIT_FALLBACK  # looked at again by then
+    assert due == started + bridge.RESTORE_WAIT_POLL  # looked at again soon
     clock.now += 5
     switch.connected = True
     keeper.keep_restore_wait()
@@ -576,9 +576,41 @@ def test_a_controller_row_just_made_says_nothing_until_the_switch_refreshed_it()
     ovs = RestartingOvs({'gw-2': _bfd_port('gw-2')}, restore_wait=True, controller_state='')
     keeper, _, clock, _ = restart_keeper(ovs)
     keeper.ensure()  # a new row: empty status on a running switch too, for up to 5 s
-    due = keeper.keep_restore_wait()
-    assert not ovs.transactions and due == clock.now + 5.0 + 1.0
-    clock.now = due
+    made = clock.now
+    keeper.keep_restore_wait()
+    clock.now = made + 5.0 + 0.9
+    keeper.keep_restore_wait()
+    assert not ovs.transactions
+    clock.now = made + 5.0 + 1.0
+    keeper.keep_restore_wait()
+    assert len(ovs.transactions) == 1
+
+
+def test_a_new_switch_waiting_is_let_start_before_the_old_connection_is_seen_lost():
+    """Our connection to the ovs-vswitchd that died may look up for a second more: the
+    status only a waiting one writes is enough."""
+    ovs = RestartingOvs({'gw-2': _bfd_port('gw-2')}, restore_wait=True,
+                        controller_state='ACTIVE')
+    keeper, switch, clock, told = restart_keeper(ovs, connected=True)
+    clock.now += bridge.LOOK_SECONDS  # looked at often after its start only
+    assert keeper.keep_restore_wait() is None  # running: nothing to look at often
+    ovs.controller_state = ''  # a new ovs-vswitchd wrote its rows, waiting
+    keeper.ovs_changed()
+    keeper.keep_restore_wait()
+    assert told and len(ovs.transactions) == 1
+
+
+def test_a_switch_let_start_is_not_let_start_again_before_its_status_is_refreshed():
+    ovs = RestartingOvs({'gw-2': _bfd_port('gw-2')}, restore_wait=True, controller_state='')
+    keeper, switch, clock, told = restart_keeper(ovs, flows_in=True)
+    keeper.keep_restore_wait()
+    assert len(ovs.transactions) == 1
+    switch.connected = True  # it connects; its status says nothing for up to 5 s more
+    clock.now += 1
+    keeper.keep_restore_wait()
+    assert ovs.restore_wait  # flows in: the next start waits again
+    clock.now += 4.9
+    keeper.ovs_changed()
     keeper.keep_restore_wait()
     assert len(ovs.transactions) == 1
 
