@@ -20,17 +20,18 @@ its subnet any more.
 When a source becomes local (a floating IP associated with a port plugged here, its port
 moved here, a router's gateway taken over from a chassis that died, a distributed address
 new here, or this controller started), once br-int has its flows, three gratuitous ARP
-requests go out spaced apart, from its address and MAC: the physical network's switches learn
-the MAC on this chassis' port, and the gateway, if it had the address, refreshes its entry.
-A router's gateway is announced so on each flat or VLAN network behind the router too
-(tagged for it; also when such a network joins the router later), and again every refresh
-period while held: the router's VMs there on other chassis send their traffic out to the
-gateway MAC over that network (snat.py), and its switches must learn the new gateway
-chassis' port for it on that VLAN, and keep it (nothing else comes from that MAC there).
-A gratuitous ARP still due when its source stops being local is not sent: the new holder's
-may have gone out already, and it would take the MAC back. Our chassis
-drop these frames there (snat.py), and a machine on that network ignores an ARP for an
-address on none of its subnets.
+requests go out spaced apart, from its address and MAC: the physical network's switches
+learn the MAC on this chassis' port, and the gateway, if it had the address, refreshes its
+entry. A router's gateway is announced so on each flat or VLAN network behind the router too
+(tagged for it; also when such a network joins the router later, or another gateway chassis
+of the router comes alive: it may have held the gateway too while it saw none alive), and
+again every refresh period while held: the router's VMs there on other chassis send their
+traffic out to the gateway MAC over that network (snat.py), and its switches must learn the
+new gateway chassis' port for it on that VLAN, and keep it (nothing else comes from that MAC
+there). A gratuitous ARP still due when its source stops being local is not sent: the new
+holder's may have gone out already, and it would take the MAC back. Our chassis drop these
+frames there (snat.py), and a machine on that network ignores an ARP for an address on none
+of its subnets.
 
 A controller restarted knows no MAC yet, while br-int still has the flows out it made with
 them: until learnt again, ``macs()`` takes them from those flows (``installed``:
@@ -283,10 +284,15 @@ def _announcements(holder: LocalFloatingIP | LocalGateway, source: Source,
     identity = _identity(holder)
     result = [(identity, source, False)]
     if isinstance(holder, LocalGateway) and not holder.distributed:
+        # Announced again when one of the router's other gateway chassis comes alive (or
+        # goes): seeing none alive (no BFD session yet, at a router's creation), it may
+        # have held the gateway too meanwhile and announced it last.
+        peers = tuple(sorted(c for c in holder.router.gateway_chassis
+                             if c in topology.live_peers))
         for network in holder.router_gateway.physical_networks:
             if network.physical_network in topology.patch_ofports:
-                result.append(((*identity, network.id), Source.on(network, holder, topology),
-                               True))
+                result.append(((*identity, network.id, peers),
+                               Source.on(network, holder, topology), True))
     return result
 
 

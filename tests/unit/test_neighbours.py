@@ -439,3 +439,21 @@ def test_a_gratuitous_arp_still_due_when_the_gateway_is_given_back_is_not_sent()
     world.confirm()
     assert world.at(GARP_SPACING) == []
     assert world.at(GARP_SPACING) == []
+
+
+def test_the_holder_announces_again_behind_the_router_when_another_gateway_comes_alive():
+    """At a router's creation no BFD session is up yet: its second gateway chassis sees no
+    one ahead alive, holds it too for a moment and announces it, perhaps last. Once this
+    chassis sees it alive (and it has given the gateway back), the VLAN network behind the
+    router hears from the holder again."""
+    world = vlan_gateway_world()
+    world.b.gateway_chassis(world.router, world.b.chassis_id, 'chassis-2')
+    world.b.liveness('chassis-2', live=False)
+    world.confirm()
+    world.at(0)
+    world.at(GARP_SPACING)
+    world.at(GARP_SPACING)
+    world.b.liveness('chassis-2', live=True)
+    world.confirm()
+    world.neighbours.send_due()
+    assert _tags(world.switch) == [(150, world.gateway_mac, GW_IP, GW_IP)]
