@@ -368,12 +368,17 @@ def add_floating_ip(b: TopologyBuilder):
 
 def add_gateways(b: TopologyBuilder):
     """SNAT: this chassis is a gateway chassis; it holds p1's router's gateway (first of
-    its gateway_chassis), p2's router has its gateway on chassis-2 (live)."""
+    its gateway_chassis), p2's router has its gateway on chassis-2 (live) and a VLAN
+    network (102, a local port on it) whose traffic out goes there over that network."""
     b.is_gateway = True
     b.gateway_chassis(b.routers['router-p1'], b.chassis_id, 'chassis-2')
     router = b.routers['router-p2']
     b.router_gateway(router, b.subnets['subnet-public-172.24.4.0/24'], '172.24.4.11')
     b.gateway_chassis(router, 'chassis-2', b.chassis_id)
+    vlan = b.subnet(b.provider_network('p2-vlan', segmentation_id=102, project='p2'),
+                    '10.0.7.0/24')
+    b.port(vlan, '10.0.7.5', ofport=62)
+    b.add_interface(router, vlan)
     return b
 
 
