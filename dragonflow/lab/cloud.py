@@ -177,9 +177,14 @@ class Chassis:
 
     def revive(self) -> None:
         """ovs-vswitchd and the controller started again after ``kill``."""
+        self.start_switch()
+        self.start_controller()
+
+    def start_switch(self) -> None:
+        """ovs-vswitchd alone started again after ``kill``, as a machine boots before its
+        controller starts; its underlay address back."""
         self.ovs.start_switch()
         self._restore_underlay_address()
-        self.start_controller()
 
     def cut_uplink(self, physnet: Optional[str] = None) -> None:
         """Its link to a physical network (the first by default) goes down, as a cable
