@@ -135,7 +135,8 @@ class BridgeKeeper:
         self.ovs.remove_stale_patch_ports(self.bridge_mappings)
 
     def keep_forever(self) -> None:
-        next_check = next_look = self.clock()  # at once: a switch waiting for us starts now
+        next_look = self.clock()  # at once: a switch waiting for us starts now
+        next_check = next_look + CHECK_SECONDS  # the flow loop limits packet-ins first
         while not self.stop.is_set():
             self._wake.wait(timeout=max(min(next_check, next_look) - self.clock(), 0.0))
             self._wake.clear()

@@ -1,10 +1,11 @@
 """Liveness between chassis with real Open vSwitch (BFD on dedicated VXLAN ports): each chassis
 keeps one BFD port per peer its topology names (Topology.liveness_peers) and the sessions come
 up; a chassis whose ovs-vswitchd dies is down for its peers within about a second (3 missed
-300 ms intervals); a gateway chassis that withdraws (bfd:cpath_down, its uplink cut) is down
-for its peers while it still sees them alive, and when it can serve again it first moves
-itself to the end of the router's gateway chassis, so the peer that took over keeps the
-router (no failback).
+300 ms intervals), and one whose ovs-vswitchd comes back before its controller stays down
+until the controller has its flows in (flow-restore-wait); a gateway chassis that withdraws
+(bfd:cpath_down, its uplink cut) is down for its peers while it still sees them alive, and
+when it can serve again it first moves itself to the end of the router's gateway chassis,
+so the peer that took over keeps the router (no failback).
 
 The cloud: ch1 and ch2 are gateway chassis, ch3 a compute chassis; a router with its gateway
 on a flat external network of physnet1 and a VM on each chassis, so that every chassis'
@@ -19,6 +20,7 @@ import time
 import pytest
 
 from dragonflow import store as df_store
+from dragonflow.controller.ovsdb import liveness_port_name
 from dragonflow.lab import physical
 from dragonflow.lab.cloud import Cloud, wait_for
 from dragonflow.model import Router
@@ -27,6 +29,7 @@ PHYSNET = 'physnet1'
 GATEWAYS = ('ch1', 'ch2')
 COMPUTE = 'ch3'
 BFD_UDP_PORT = '4795'
+BFD_INTERVAL_MS = 300  # [controller] bfd_interval's default
 DETECTION = 1.5  # seconds: 3 x 300 ms missed, plus the OVSDB and the flow loop's pass
 
 
@@ -123,9 +126,15 @@ def seen_down_after(chassis, peer: str, since: float) -> float:
 
 
 def all_up(cloud, expected: dict[str, set]) -> None:
+    """Every session forwarding, and at its configured pace: one just up still expects a
+    packet a second (OVS' pace until up), and would see its peer die 3 s later, not 1."""
     wait_for(lambda: all(forwarding(cloud.chassis[name]) == dict.fromkeys(peers, True)
                          for name, peers in expected.items()), 15,
              what='every BFD session up')
+    wait_for(lambda: all(f'RX Interval: Approx {BFD_INTERVAL_MS}ms' in cloud.chassis[name].ovs
+                         .appctl('bfd/show', liveness_port_name(peer))
+                         for name, peers in expected.items() for peer in peers), 15,
+             what=f'every BFD session at {BFD_INTERVAL_MS} ms')
 
 
 EXPECTED_PEERS = {
@@ -159,6 +168,40 @@ def test_a_chassis_whose_switch_dies_is_down_for_its_peers_within_a_second(cloud
     wait_for(lambda: gateway_chassis(store, router_id) == [second, first], 15,
              what=f'{first} moved to the end of the router\'s gateway chassis')
     all_up(cloud, EXPECTED_PEERS)
+
+
+def test_a_gateway_whose_switch_is_back_before_its_controller_stays_down_until_it_serves(
+        cloud, router):
+    """As a machine boots: its ovs-vswitchd starts, its controller a while later. The
+    controller keeps flow-restore-wait=true once its flows are in, so the switch waits:
+    no peer's session to it comes up meanwhile (a session is up in 1.5 s). The controller
+    back lets it start withdrawn, and no peer sees it alive before it has its flows and
+    has moved itself behind the peer that took its router over."""
+    store, router_id = router
+    all_up(cloud, EXPECTED_PEERS)
+    first, second = gateway_chassis(store, router_id)
+    gateway = cloud.chassis[first]
+    assert gateway.ovs.vsctl('get', 'Open_vSwitch', '.',
+                             'other_config:flow-restore-wait').strip() == '"true"'
+    killed = time.time()
+    gateway.kill()
+    for observer in (COMPUTE, second):
+        seen_down_after(cloud.chassis[observer], first, killed)
+    gateway.start_switch()
+    started = time.time()
+    while time.time() < started + 3 * DETECTION:  # watched, not slept: it never comes up
+        for observer in (COMPUTE, second):
+            assert not forwarding(cloud.chassis[observer]).get(first), \
+                f'{observer} saw {first} alive with no controller on it'
+    gateway.start_controller()
+    wait_for(lambda: gateway_chassis(store, router_id) == [second, first], 15,
+             what=f'{first} moved to the end of the router\'s gateway chassis')
+    all_up(cloud, EXPECTED_PEERS)
+    serving = min(t for t in log_times(gateway, 'gateway chassis serving') if t >= started)
+    for observer in (COMPUTE, second):
+        alive = [t for t in log_times(cloud.chassis[observer], f'BFD: peer {first} is alive')
+                 if t >= started]
+        assert alive and min(alive) >= serving, (observer, alive, serving)
 
 
 def test_a_withdrawn_gateway_is_down_for_its_peers_and_still_sees_them(cloud, router):
