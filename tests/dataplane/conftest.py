@@ -128,8 +128,10 @@ def restart_under_ping(chassis, sender, ip: str) -> None:
                  what='the restarted controller to read br-int back and reconcile')
         replies = ping.replies
         wait_for(lambda: ping.replies >= replies + 20, 5, what='the ping past the reconcile')
-        transmitted, received = ping.stop()
-    assert transmitted == received and transmitted >= 40
+        ping.stop()
+    # Sequence gaps, not transmitted vs received: the request in flight when ping is
+    # stopped has no reply yet and is no loss.
+    assert ping.lost() == 0 and ping.replies >= 40, ping.lines[-3:]
     with open(chassis.controller.log_path, errors='replace') as log:
         last = [line for line in log if RECONCILED in line][-1]
     assert re.search(r', 0 deleted, 0 added', last), last
