@@ -22,8 +22,23 @@ class RouterInterface:
         return next(f.ip_address for f in self.port.fixed_ips if f.subnet_id == self.subnet.id)
 
 
+class _HeldExternalAddress:
+    """An address of the cloud's on an external network that this chassis answers for and
+    sends from (a floating IP, a router's gateway or distributed address): with ``own_port``
+    (its MAC), ``external_network`` and ``external_subnet`` (whose gateway is the next hop)."""
+
+    @property
+    def mac(self) -> str:
+        return self.own_port.mac_address
+
+    @property
+    def gateway(self) -> tuple[str, str]:
+        """The upstream gateway as Topology.gateway_macs names it: external network id, IP."""
+        return self.external_network.id, self.external_subnet.gateway_ip
+
+
 @dataclasses.dataclass(frozen=True)
-class LocalFloatingIP:
+class LocalFloatingIP(_HeldExternalAddress):
     """A floating IP whose port is plugged on this chassis, with everything its NAT needs."""
     floating_ip: FloatingIP
     port: Port               # the VM's port, plugged here
@@ -45,15 +60,6 @@ class LocalFloatingIP:
     @property
     def fixed_ip(self) -> str:
         return self.floating_ip.fixed_ip_address
-
-    @property
-    def mac(self) -> str:
-        return self.own_port.mac_address
-
-    @property
-    def gateway(self) -> tuple[str, str]:
-        """The gateway as Topology.gateway_macs names it: external network id, IP."""
-        return self.external_network.id, self.external_subnet.gateway_ip
 
     @property
     def association(self) -> tuple[str, str, str]:
@@ -98,7 +104,7 @@ class RouterGateway:
 
 
 @dataclasses.dataclass(frozen=True)
-class LocalGateway:
+class LocalGateway(_HeldExternalAddress):
     """A router whose traffic out without a floating IP leaves from this chassis: it holds
     the router's gateway (Topology.active_gateway), or, in distributed mode, has the router's
     network:chassis_snat port; with everything its SNAT (or its routing without NAT, for
@@ -130,15 +136,6 @@ class LocalGateway:
     def address(self) -> str:
         """What the router's traffic leaves from: the gateway address or this chassis'."""
         return _address_on(self.own_port, self.external_subnet)
-
-    @property
-    def mac(self) -> str:
-        return self.own_port.mac_address
-
-    @property
-    def gateway(self) -> tuple[str, str]:
-        """The upstream gateway as Topology.gateway_macs names it: external network id, IP."""
-        return self.external_network.id, self.external_subnet.gateway_ip
 
     @property
     def association(self) -> tuple[str, str, str]:
