@@ -163,3 +163,26 @@ def _kill(pidfile: str) -> None:
     pid = _pid(pidfile)
     if pid:
         ovs._kill(pid)
+
+
+def vm_port(nbctl, mac: str, ip: str, secure: bool) -> None:
+    """The logical switch port 'vm' on 'tenant'; with port security, in port group
+    pg_open with the ACLs of an open security group."""
+    address = f'{mac} {ip}'
+    if not secure:
+        nbctl('lsp-add', 'tenant', 'vm', '--', 'lsp-set-addresses', 'vm', address)
+        return
+    nbctl('--', '--id=@p', 'create', 'Logical_Switch_Port', 'name=vm',
+          f'addresses="{address}"', f'port_security="{address}"',
+          '--', 'add', 'Logical_Switch', 'tenant', 'ports', '@p',
+          '--', 'pg-add', 'pg_open', 'vm')
+    # What the Neutron OVN driver writes for port security's drop and a group allowing
+    # egress anything and ingress ICMP and TCP from anywhere, stateful.
+    for direction, port, priority, match, verdict in (
+            ('from-lport', 'inport', 1001, 'ip', 'drop'),
+            ('to-lport', 'outport', 1001, 'ip', 'drop'),
+            ('from-lport', 'inport', 1002, 'ip4', 'allow-related'),
+            ('to-lport', 'outport', 1002, 'ip4 && icmp4', 'allow-related'),
+            ('to-lport', 'outport', 1002, 'ip4 && tcp', 'allow-related')):
+        nbctl('--type=port-group', 'acl-add', 'pg_open', direction, str(priority),
+              f'{port} == @pg_open && {match}', verdict)

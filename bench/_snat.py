@@ -34,7 +34,7 @@ import signal
 import time
 from typing import Optional
 
-from _ovn import OvnCloud
+from _ovn import OvnCloud, vm_port
 from _probe import Guest, Pinger, log
 from _stacked import Stacked
 
@@ -390,7 +390,7 @@ class OvnGateways(Gateways):
         nbctl('set', 'Logical_Router_Port', 'router-public', f'ha_chassis_group={group}')
         nbctl('lr-route-add', 'router', '0.0.0.0/0', GATEWAY_IP)
         nbctl('lr-nat-add', 'router', 'snat', self.gateway_ip, '10.62.1.0/24')
-        self._vm_port(nbctl)
+        vm_port(nbctl, self.vm_mac, self.vm_ip, self.secure)
         guest = Guest(f'{cloud.prefix}-vm', self.chassis['ch1'].netns,
                       self.chassis['ch1'].ovs.vsctl, self.vm_mac, self.vm_ip, 24,
                       '10.62.1.1').make()
@@ -401,26 +401,6 @@ class OvnGateways(Gateways):
         self.start_pinger()
         reach(self.vm, INTERNET_IP, f'{OVN_SNAT}: the VM reaches the internet host')
         self.paths.append(Path(OVN_SNAT, self.vm, cloud.physical.internet, INTERNET_IP))
-
-    def _vm_port(self, nbctl) -> None:
-        address = f'{self.vm_mac} {self.vm_ip}'
-        if not self.secure:
-            nbctl('lsp-add', 'tenant', 'vm', '--', 'lsp-set-addresses', 'vm', address)
-            return
-        nbctl('--', '--id=@p', 'create', 'Logical_Switch_Port', 'name=vm',
-              f'addresses="{address}"', f'port_security="{address}"',
-              '--', 'add', 'Logical_Switch', 'tenant', 'ports', '@p',
-              '--', 'pg-add', 'pg_open', 'vm')
-        # What the Neutron OVN driver writes for port security's drop and a group allowing
-        # egress anything and ingress ICMP and TCP from anywhere, stateful.
-        for direction, port, priority, match, verdict in (
-                ('from-lport', 'inport', 1001, 'ip', 'drop'),
-                ('to-lport', 'outport', 1001, 'ip', 'drop'),
-                ('from-lport', 'inport', 1002, 'ip4', 'allow-related'),
-                ('to-lport', 'outport', 1002, 'ip4 && icmp4', 'allow-related'),
-                ('to-lport', 'outport', 1002, 'ip4 && tcp', 'allow-related')):
-            nbctl('--type=port-group', 'acl-add', 'pg_open', direction, str(priority),
-                  f'{port} == @pg_open && {match}', verdict)
 
     def kill(self, gateway: str) -> None:
         """As lab.cloud.Chassis.kill: the controller, then ovs-vswitchd."""

@@ -115,7 +115,7 @@ import time
 import traceback
 from typing import Optional
 
-from _ovn import OvnCloud
+from _ovn import OvnCloud, vm_port
 from _probe import FlowMonitor, Guest, Pinger, log, percentile, ratio_interval
 from _snat import (
     BFD_INTERVAL,
@@ -404,7 +404,7 @@ class Ovn(_System):
                   '--', 'lsp-set-options', f'{switch}-router', f'router-port=router-{switch}')
         nbctl('lrp-set-gateway-chassis', 'router-public', 'ch1', '1')
         nbctl('lr-route-add', 'router', '0.0.0.0/0', GATEWAY_IP)
-        self._vm_port(nbctl)
+        vm_port(nbctl, self.vm_mac, self.vm_ip, self.secure)
         vm = Guest(f'{cloud.prefix}-vm', self.chassis.netns, self.chassis.ovs.vsctl,
                    self.vm_mac, self.vm_ip, 24, '10.61.1.1').make()
         vm.attach('vm')
@@ -417,26 +417,6 @@ class Ovn(_System):
         if self.mac != self.external_mac:
             raise RuntimeError(f'OVN: the upstream router has {self.mac} for the floating IP, '
                                f'not its external_mac {self.external_mac}: not distributed')
-
-    def _vm_port(self, nbctl) -> None:
-        address = f'{self.vm_mac} {self.vm_ip}'
-        if not self.secure:
-            nbctl('lsp-add', 'tenant', 'vm', '--', 'lsp-set-addresses', 'vm', address)
-            return
-        nbctl('--', '--id=@p', 'create', 'Logical_Switch_Port', 'name=vm',
-              f'addresses="{address}"', f'port_security="{address}"',
-              '--', 'add', 'Logical_Switch', 'tenant', 'ports', '@p',
-              '--', 'pg-add', 'pg_open', 'vm')
-        # What the Neutron OVN driver writes for port security's drop and a group allowing
-        # egress anything and ingress ICMP and TCP from anywhere, stateful.
-        for direction, port, priority, match, verdict in (
-                ('from-lport', 'inport', 1001, 'ip', 'drop'),
-                ('to-lport', 'outport', 1001, 'ip', 'drop'),
-                ('from-lport', 'inport', 1002, 'ip4', 'allow-related'),
-                ('to-lport', 'outport', 1002, 'ip4 && icmp4', 'allow-related'),
-                ('to-lport', 'outport', 1002, 'ip4 && tcp', 'allow-related')):
-            nbctl('--type=port-group', 'acl-add', 'pg_open', direction, str(priority),
-                  f'{port} == @pg_open && {match}', verdict)
 
     wait = True  # --ovn-call: the association waits for the chassis (--wait=hv), or not
 
