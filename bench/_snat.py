@@ -36,7 +36,7 @@ from typing import Optional
 
 from _ovn import OvnCloud, vm_port
 from _probe import Guest, Pinger, log
-from _stacked import Stacked
+from _stacked import DragonflowTenants, Stacked
 
 from dragonflow.lab import netns, traffic
 from dragonflow.lab.cloud import Cloud, wait_for
@@ -269,7 +269,7 @@ def readdress_underlay(chassis) -> None:
     netns.run('ip', 'link', 'set', 'br-phy', 'up', netns=chassis.netns)
 
 
-class DragonflowGateways(Gateways):
+class DragonflowGateways(DragonflowTenants, Gateways):
     """Dragonflow with ch1 (the VMs) and ch2, ch3 (gateway chassis): with ``gateway`` a
     router with SNAT and its VM on ch1 (DF gateway), with ``namespace`` the legacy router's
     namespace on ch2 and its VM on ch1 (namespace router)."""
@@ -306,16 +306,6 @@ class DragonflowGateways(Gateways):
             self.start_pinger()
         for path in self.paths:
             reach(path.client, INTERNET_IP, f'{path.name}: the VM reaches the internet host')
-
-    def _tenant(self, name: str, cidr: str):
-        network = self.sdk.create_network(name=name)
-        return self.sdk.create_subnet(network_id=network.id, ip_version=4, cidr=cidr)
-
-    def _vm(self, subnet, name: str, gateway: bool = True):
-        port = self.sdk.create_port(network_id=subnet.network_id, **self.port_options)
-        vm = self.cloud.vm('ch1', port, name=name, gateway=gateway)
-        self.cloud.wait_port_active(port.id)
-        return vm
 
     def kill(self, gateway: str) -> None:
         self.chassis[gateway].kill()

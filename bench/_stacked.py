@@ -18,3 +18,18 @@ class Stacked:
 
     def close(self) -> None:
         self._stack.close()
+
+
+class DragonflowTenants:
+    """For a Dragonflow deployment with ``sdk`` (df-api), ``cloud`` (lab.cloud.Cloud) and
+    ``port_options``: a tenant network and subnet, and a VM on ch1 once its port is ACTIVE."""
+
+    def _tenant(self, name: str, cidr: str):
+        network = self.sdk.create_network(name=name)
+        return self.sdk.create_subnet(network_id=network.id, ip_version=4, cidr=cidr)
+
+    def _vm(self, subnet, name: str, gateway: bool = True):
+        port = self.sdk.create_port(network_id=subnet.network_id, **self.port_options)
+        vm = self.cloud.vm('ch1', port, name=name, gateway=gateway)
+        self.cloud.wait_port_active(port.id)
+        return vm

@@ -139,7 +139,7 @@ from _snat import (
     open_port_options,
     reach,
 )
-from _stacked import Stacked
+from _stacked import DragonflowTenants, Stacked
 from dataplane_local import ping_rtt
 
 from dragonflow.lab import netns
@@ -289,7 +289,7 @@ class _System(Stacked):
             self.upstream.exec('ip', 'neigh', 'flush', 'to', self.address, 'dev', 'eth0')
 
 
-class Dragonflow(_System):
+class Dragonflow(DragonflowTenants, _System):
     """One Dragonflow chassis on physnet1 with the "flows" path and/or the "namespace" path
     (the legacy router beside it on the same chassis)."""
     name = 'Dragonflow'
@@ -317,16 +317,6 @@ class Dragonflow(_System):
                   f'{path.address}')
         if self.with_flows:
             self.learn_mac()
-
-    def _tenant(self, name: str, cidr: str):
-        network = self.sdk.create_network(name=name)
-        return self.sdk.create_subnet(network_id=network.id, ip_version=4, cidr=cidr)
-
-    def _vm(self, subnet, name: str, gateway: bool = True):
-        port = self.sdk.create_port(network_id=subnet.network_id, **self.port_options)
-        vm = self.cloud.vm('ch1', port, name=name, gateway=gateway)
-        self.cloud.wait_port_active(port.id)
-        return vm
 
     def _floating_ip_vm(self):
         sdk = self.sdk

@@ -101,13 +101,7 @@ def build_north_south(cloud, vms: dict, router) -> dict:
     its gateway), alpha's router given a gateway there, and floating IPs for some VMs.
     {vm name: floating IP}."""
     admin = cloud.sdk.network
-    public = admin.create_network(name='public', is_router_external=True,
-                                  provider_network_type='flat',
-                                  provider_physical_network=PHYSNET)
-    admin.create_subnet(network_id=public.id, name='public-subnet', ip_version=4,
-                        cidr=physical.EXTERNAL_CIDR, gateway_ip=physical.GATEWAY_IP,
-                        enable_dhcp=False,
-                        allocation_pools=[{'start': '172.24.4.100', 'end': '172.24.4.200'}])
+    public = physical.create_external_network(admin, PHYSNET)
     alpha = cloud.connect('alpha').network
     alpha.update_router(router, external_gateway_info={'network_id': public.id})
     # The default group lets in only its own members, as Neutron's does: open ping to the

@@ -28,6 +28,18 @@ UPSTREAM_INTERNET_IP = '203.0.113.1'  # the upstream router, toward the internet
 INTERNET_IP = '203.0.113.10'
 
 
+def create_external_network(admin, physical_network: str, name: str = 'public'):
+    """The operator's flat external network on ``physical_network``, the upstream router
+    its gateway, through ``admin`` (an openstacksdk network proxy with the admin role)."""
+    network = admin.create_network(name=name, is_router_external=True,
+                                   provider_network_type='flat',
+                                   provider_physical_network=physical_network)
+    admin.create_subnet(network_id=network.id, name=f'{name}-subnet', ip_version=4,
+                        cidr=EXTERNAL_CIDR, gateway_ip=GATEWAY_IP, enable_dhcp=False,
+                        allocation_pools=[{'start': '172.24.4.100', 'end': '172.24.4.200'}])
+    return network
+
+
 @dataclasses.dataclass(eq=False)
 class Host(netns.Machine):
     """A machine outside the cloud: a namespace with ``eth0`` (and more) configured by us."""

@@ -86,15 +86,7 @@ def cloud(tmp_path_factory):
 @pytest.fixture(scope='module')
 def public(cloud):
     """The operator's flat external network on physnet1, the upstream router its gateway."""
-    admin = cloud.sdk.network
-    network = admin.create_network(name='public', is_router_external=True,
-                                   provider_network_type='flat',
-                                   provider_physical_network=PHYSNET)
-    admin.create_subnet(network_id=network.id, name='public-subnet', ip_version=4,
-                        cidr=physical.EXTERNAL_CIDR, gateway_ip=physical.GATEWAY_IP,
-                        enable_dhcp=False,
-                        allocation_pools=[{'start': '172.24.4.100', 'end': '172.24.4.200'}])
-    return network
+    return physical.create_external_network(cloud.sdk.network, PHYSNET)
 
 
 @pytest.fixture(scope='module')

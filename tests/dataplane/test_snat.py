@@ -48,22 +48,9 @@ def cloud(tmp_path_factory):
         yield c
 
 
-def create_public(cloud):
-    """The operator's flat external network on physnet1, the upstream router its gateway."""
-    admin = cloud.sdk.network
-    network = admin.create_network(name='public', is_router_external=True,
-                                   provider_network_type='flat',
-                                   provider_physical_network=PHYSNET)
-    admin.create_subnet(network_id=network.id, name='public-subnet', ip_version=4,
-                        cidr=physical.EXTERNAL_CIDR, gateway_ip=physical.GATEWAY_IP,
-                        enable_dhcp=False,
-                        allocation_pools=[{'start': '172.24.4.100', 'end': '172.24.4.200'}])
-    return network
-
-
 @pytest.fixture(scope='module')
 def public(cloud):
-    return create_public(cloud)
+    return physical.create_external_network(cloud.sdk.network, PHYSNET)
 
 
 @pytest.fixture(scope='module')
@@ -399,7 +386,7 @@ def distributed_cloud(tmp_path_factory):
 
 def test_distributed_snat_each_chassis_to_its_own_address_with_no_tunnel(distributed_cloud):
     cloud = distributed_cloud
-    south = South(cloud, create_public(cloud))
+    south = South(cloud, physical.create_external_network(cloud.sdk.network, PHYSNET))
     vms = {name: south.vm(name) for name in ('ch1', 'ch2')}
     addresses = wait_for(lambda: _chassis_snat_addresses(cloud, south.router.id)
                          if len(_chassis_snat_addresses(cloud, south.router.id)) == 2 else
