@@ -31,9 +31,7 @@ any host there; the physical network would not send it back out of the port it c
 so l2_lookup takes the floating IP's MAC straight to provider_ingress, as if it had come in.
 """
 from dragonflow.controller import pipeline as p
-from dragonflow.controller.apps.arp_responder import reply_actions
-from dragonflow.controller.apps.provider import vlan_actions
-from dragonflow.controller.apps.snat import ETHERNET_HEADER, too_big_flow
+from dragonflow.controller.apps.snat import ETHERNET_HEADER, answered_here, too_big_flow
 from dragonflow.controller.apps.units import unit
 from dragonflow.controller.flows import (
     CT_ESTABLISHED,
@@ -41,24 +39,19 @@ from dragonflow.controller.flows import (
     CT_NEW,
     CT_RELATED,
     CT_TRACKED,
-    IN_PORT,
     CheckPktLarger,
     Conntrack,
     DecTTL,
     Match,
     Nat,
-    Output,
     SetField,
-    ToController,
     ct_state,
 )
 
 NAME = 'floating_ips'
-# provider_ingress: above the provider app's flows for local MACs and broadcasts.
-OWN_FRAME_PRIORITY = 210
+# provider_ingress: above the provider app's flows for local MACs and broadcasts (the ARP
+# answers and the own-frame drop are snat.answered_here's, shared with router addresses).
 INGRESS_PRIORITY = 200
-# l2_lookup: above the l2 app's flows for known MACs (a floating IP port's is none of them).
-LOCAL_FIP_PRIORITY = 110
 # l3: below every route (100 + prefix length) and the router's own subnets (snat.py: 95),
 # above the router's SNAT (snat.py: 80).
 SNAT_PRIORITY = 90
@@ -101,21 +94,7 @@ def _inbound(fip, port, own_port, interface_port, router, external, external_sub
              network, key, zone):
     address, mac = fip.floating_ip_address, own_port.mac_address
     on_external = dict(metadata=external.key)
-    yield p.L2_LOOKUP.flow(LOCAL_FIP_PRIORITY, Match(**on_external, eth_dst=mac),
-                           [p.PROVIDER_INGRESS.goto()], cookie=key)
-    yield p.PROVIDER_INGRESS.flow(OWN_FRAME_PRIORITY, Match(**on_external, eth_src=mac), [],
-                                  cookie=key)
-    yield p.PROVIDER_INGRESS.flow(
-        INGRESS_PRIORITY,
-        Match(**on_external, eth_type=p.ETH_TYPE_ARP, arp_op=p.ARP_REQUEST, arp_tpa=address),
-        # Back out with the tag classify popped.
-        [*reply_actions(address, mac), *vlan_actions(external), Output(IN_PORT)],
-        cookie=key)
-    yield p.PROVIDER_INGRESS.flow(
-        INGRESS_PRIORITY,
-        Match(**on_external, eth_type=p.ETH_TYPE_ARP, arp_op=p.ARP_REPLY, eth_dst=mac,
-              arp_spa=external_subnet.gateway_ip),
-        [ToController()], cookie=key)
+    yield from answered_here(own_port, address, external, external_subnet.gateway_ip)
     yield p.PROVIDER_INGRESS.flow(
         INGRESS_PRIORITY,
         Match(**on_external, eth_type=p.ETH_TYPE_IPV4, eth_dst=mac, ipv4_dst=address),

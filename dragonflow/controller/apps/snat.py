@@ -370,6 +370,31 @@ def _from_physical(router, gateway_mac: str, table: int, networks: tuple):
             cookie=router.key)
 
 
+def answered_here(own_port, address: str, external, gateway_ip: str):
+    """An address of the cloud's on an external network, held on this chassis: frames to its
+    MAC from a VM on that network go to provider_ingress as if from outside; our own frames
+    coming back are dropped; an ARP request for it is answered in place (back out with the
+    tag classify popped); the upstream gateway's ARP reply to it goes to the controller
+    (neighbours.py). A router's gateway or distributed address's, and a floating IP's
+    (floating_ips.py)."""
+    on_external = dict(metadata=external.key)
+    mac, key = own_port.mac_address, own_port.key
+    yield p.L2_LOOKUP.flow(LOCAL_ADDRESS_PRIORITY, Match(**on_external, eth_dst=mac),
+                           [p.PROVIDER_INGRESS.goto()], cookie=key)
+    yield p.PROVIDER_INGRESS.flow(OWN_FRAME_PRIORITY, Match(**on_external, eth_src=mac), [],
+                                  cookie=key)
+    yield p.PROVIDER_INGRESS.flow(
+        INGRESS_PRIORITY,
+        Match(**on_external, eth_type=p.ETH_TYPE_ARP, arp_op=p.ARP_REQUEST, arp_tpa=address),
+        [*reply_actions(address, mac), *vlan_actions(external), Output(IN_PORT)],
+        cookie=key)
+    yield p.PROVIDER_INGRESS.flow(
+        INGRESS_PRIORITY,
+        Match(**on_external, eth_type=p.ETH_TYPE_ARP, arp_op=p.ARP_REPLY, eth_dst=mac,
+              arp_spa=gateway_ip),
+        [ToController()], cookie=key)
+
+
 @unit
 def _answers(own, address: str, external, external_subnet):
     """In from the external network: ARP and ping for the address answered here, the
@@ -378,19 +403,7 @@ def _answers(own, address: str, external, external_subnet):
     on_external = dict(metadata=external.key)
     mac, key = own.mac_address, own.key
     back = [*vlan_actions(external), Output(IN_PORT)]  # with the tag classify popped
-    yield p.L2_LOOKUP.flow(LOCAL_ADDRESS_PRIORITY, Match(**on_external, eth_dst=mac),
-                           [p.PROVIDER_INGRESS.goto()], cookie=key)
-    yield p.PROVIDER_INGRESS.flow(OWN_FRAME_PRIORITY, Match(**on_external, eth_src=mac), [],
-                                  cookie=key)
-    yield p.PROVIDER_INGRESS.flow(
-        INGRESS_PRIORITY,
-        Match(**on_external, eth_type=p.ETH_TYPE_ARP, arp_op=p.ARP_REQUEST, arp_tpa=address),
-        [*reply_actions(address, mac), *back], cookie=key)
-    yield p.PROVIDER_INGRESS.flow(
-        INGRESS_PRIORITY,
-        Match(**on_external, eth_type=p.ETH_TYPE_ARP, arp_op=p.ARP_REPLY, eth_dst=mac,
-              arp_spa=external_subnet.gateway_ip),
-        [ToController()], cookie=key)
+    yield from answered_here(own, address, external, external_subnet.gateway_ip)
     yield p.PROVIDER_INGRESS.flow(
         ECHO_PRIORITY,
         Match(**on_external, eth_type=p.ETH_TYPE_IPV4, ip_proto=1,
