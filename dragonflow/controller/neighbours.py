@@ -17,6 +17,13 @@ to the gateway. A MAC is kept while it is needed, unanswered refreshes included 
 may be busy; a stale MAC is corrected by the next answer), and forgotten when no source uses
 its subnet any more.
 
+A router whose gateway this chassis stands by for (Topology.standby_gateways: it could hold
+it, a live peer ahead does) has its SNAT installed here beforehand (snat.py), so it needs the
+upstream MAC before it takes over; but nothing may go out from the gateway address or MAC
+(the holder's traffic would follow). Its gateway is asked by an ARP probe (RFC 5227: sender
+address 0.0.0.0, from this chassis' router MAC): the gateway answers to the router MAC, from
+its address, and that reply is learnt as any. No gratuitous ARP while standing by.
+
 When a source becomes local (a floating IP associated with a port plugged here, its port
 moved here, a router's gateway taken over from a chassis that died, a distributed address
 new here, or this controller started), once br-int has its flows, three gratuitous ARP
@@ -63,6 +70,7 @@ GARP_SPACING = 0.3  # seconds between the gratuitous ARPs of one source
 UNANSWERED_RETRY = 1.0  # seconds before asking again a gateway that has not answered
 BROADCAST = b'\xff' * 6
 ETH_TYPE_ARP, ETH_TYPE_VLAN = 0x0806, 0x8100
+PROBE_SENDER_IP = '0.0.0.0'  # an ARP probe's (RFC 5227): it claims no address
 ARP_HEADER = struct.Struct('!HHBBH6s4s6s4s')  # htype, ptype, hlen, plen, op, sha, spa, tha, tpa
 # The ports whose MAC is in the flows out (their cookie's object): what a source holds.
 SOURCE_OWNERS = frozenset({DEVICE_OWNER_FLOATINGIP, DEVICE_OWNER_ROUTER_GATEWAY,
@@ -106,7 +114,7 @@ class Neighbours:
         self._unneeded: dict[tuple, float] = {}   # since when no source needs it
         self._sources: dict[tuple, Source] = {}  # where to ask it from
         self._ask_at: dict[tuple, float] = {}    # when to ask it next
-        self._networks: dict[str, str] = {}      # a source's MAC -> its external network
+        self._networks: dict[str, set] = {}      # a source's MAC -> its external networks
         self._local: set = set()                 # the sources confirmed local (_identity)
         self._garps: list = []                 # heap of (when, n, identity, Source)
         # The announcements repeated while local (a gateway's on the networks behind its
@@ -135,7 +143,7 @@ class Neighbours:
                 continue
             source = Source.of(holder, topology)
             sources.setdefault(holder.gateway, source)
-            networks[holder.mac] = holder.external_network.id
+            networks.setdefault(holder.mac, set()).add(holder.external_network.id)
             for identity, announced, repeat in _announcements(holder, source, topology):
                 local.add(identity)
                 if identity not in self._local:
@@ -143,6 +151,17 @@ class Neighbours:
                 if repeat:
                     repeated[identity] = self._repeated.get(identity) or \
                         [now + self.refresh, announced]
+        # The routers this chassis stands by for: their upstream gateway asked beforehand,
+        # by an ARP probe from the router MAC, never from their address (its holder's).
+        for standby in topology.standby_gateways():
+            network = standby.external_network
+            if network.physical_network not in topology.patch_ofports or \
+                    topology.router_mac is None:
+                continue
+            sources.setdefault(standby.gateway, dataclasses.replace(
+                Source.on(network, standby, topology), ip=PROBE_SENDER_IP,
+                mac=topology.router_mac))
+            networks.setdefault(topology.router_mac, set()).add(network.id)
         with self._lock:
             for gone in self._sources.keys() - sources.keys():
                 self._ask_at.pop(gone, None)
@@ -159,6 +178,12 @@ class Neighbours:
                 del self._remembered[gone]
             for ip in sources.keys() - self._sources.keys():
                 self._ask_at[ip] = now
+            # Asked from another source now (a standby's probe unanswered, the gateway
+            # taken over): at once, from the new one.
+            for ip, source in sources.items():
+                if ip in self._sources and self._sources[ip] != source and \
+                        ip not in self._learnt:
+                    self._ask_at[ip] = now
             self._sources = sources
             self._networks = networks
             self._local = local
@@ -181,15 +206,20 @@ class Neighbours:
         op, sender_mac, sender_ip = parsed
         to_mac = ':'.join(f'{b:02x}' for b in data[:6])
         with self._lock:
-            gateway = (self._networks.get(to_mac), sender_ip)
-            if op != 2 or gateway not in self._sources:
+            # The router MAC asks for every external network its standbys are on: the
+            # reply (its tag popped) is the gateway of each of those with that address.
+            gateways = [(network, sender_ip) for network in self._networks.get(to_mac, ())
+                        if (network, sender_ip) in self._sources]
+            if op != 2 or not gateways:
                 return
-            changed = self._learnt.get(gateway) != sender_mac
-            self._learnt[gateway] = sender_mac
-            self._ask_at[gateway] = self.clock() + self.refresh
-        if changed:
+            changed = [g for g in gateways if self._learnt.get(g) != sender_mac]
+            for gateway in gateways:
+                self._learnt[gateway] = sender_mac
+                self._ask_at[gateway] = self.clock() + self.refresh
+        for gateway in changed:
             LOG.info('external gateway %s of network %s is at %s', sender_ip, gateway[0],
                      sender_mac)
+        if changed:
             self.wake_loop()
 
     # The thread.

@@ -458,6 +458,38 @@ class Topology:
                             self.gateway_macs.get((network.id, subnet.gateway_ip)),
                             self.nat_zones.get(router.id))
 
+    def standby_gateways(self) -> list[LocalGateway]:
+        """The routers whose gateway this chassis could hold now (can_hold_gateway) while a
+        live peer ahead of it holds it, ready (with their SNAT zone, none needed for
+        enable_snat=false), in router id order. Their SNAT is installed here beforehand
+        (snat.py): a sender whose BFD sees the holder die sends here at once, before this
+        chassis' own BFD and controller see it; only what answers for the address (ARP,
+        ping, gratuitous ARPs, asking the upstream gateway from it) waits for that."""
+        return [g for g in self.standby_associations()
+                if g.nat_zone is not None or not g.enable_snat]
+
+    def standby_associations(self) -> list[LocalGateway]:
+        """standby_gateways with or without a zone yet. Their association is the active
+        gateway's (router, gateway port, address): taking over keeps the zone and the
+        connections the standby NATed meanwhile."""
+        return self._standby_associations
+
+    @functools.cached_property
+    def _standby_associations(self) -> list[LocalGateway]:
+        local = {g.router.id for g in self.gateway_associations()}
+        result = []
+        for router_id in sorted(self._router_gateways):
+            gateway = self._router_gateways[router_id]
+            router, network = gateway.router, gateway.external_network
+            if router_id in local or not self.can_hold_gateway(router) or \
+                    self.active_gateway(router) == self.chassis_id:
+                continue
+            subnet = gateway.external_subnet
+            result.append(LocalGateway(gateway, gateway.port, subnet,
+                                       self.gateway_macs.get((network.id, subnet.gateway_ip)),
+                                       self.nat_zones.get(router.id)))
+        return result
+
     def local_floating_ips(self) -> list[LocalFloatingIP]:
         """The floating IPs NATed here: those of floating_ip_associations() that have a NAT
         zone."""
@@ -470,9 +502,11 @@ class Topology:
     def nat_associations(self) -> list:
         """What needs a conntrack zone of this chassis' (nat_zones.py allocates them), with
         or without one yet: the floating IP associations (floating_ip_associations), then
-        the routers SNATing here (gateway_associations with enable_snat)."""
+        the routers SNATing here (gateway_associations with enable_snat), then those it
+        stands by for (standby_associations)."""
         return self.floating_ip_associations() + [
-            g for g in self.gateway_associations() if g.enable_snat]
+            g for g in self.gateway_associations() + self.standby_associations()
+            if g.enable_snat]
 
     def floating_ip_associations(self) -> list[LocalFloatingIP]:
         """The floating IPs of the ports plugged here and bound nowhere else whose router,

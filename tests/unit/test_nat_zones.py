@@ -17,7 +17,7 @@ from dragonflow.controller.nat_zones import FIRST, NatZones
 from dragonflow.controller.ovsdb import Interfaces
 from dragonflow.controller.reconciler import Reconciler
 from tests.flowsim import FlowTableSimulator
-from tests.unit.builders import TopologyBuilder, install
+from tests.unit.builders import TopologyBuilder, install, only
 
 FIP, FIP2, FIP3 = '172.24.4.100', '172.24.4.101', '172.24.4.102'
 NAT_TABLES = {t.number for t in (p.PROVIDER_INGRESS, p.L3, p.FIP_DNAT, p.FIP_DNAT_COMMIT,
@@ -229,11 +229,29 @@ def test_a_gateway_given_up_frees_its_zone_and_taken_again_gets_one_flushed(worl
     zones = NatZones()
     holding(world)
     zones.flushed(zones.assign(world.associations()).values())
-    world.b.gateway_chassis(world.router, 'chassis-2', 'chassis-1')  # chassis-2 ahead, alive
+    world.b.uplinks_down.add('physnet1')  # it cannot even stand by
     assert world.router.id not in zones.assign(world.associations())
-    world.b.liveness('chassis-2', live=False)
+    world.b.uplinks_down.clear()
     again = zones.assign(world.associations())[world.router.id]
     assert zones.unflushed() == [again]  # the connections it had are the next holder's
+
+
+def test_a_standby_has_a_zone_flushed_and_keeps_it_when_it_takes_over(world):
+    """Standing by (chassis-2 ahead, alive), it SNATs what a sender whose BFD saw chassis-2
+    die sends it: in a zone of its own, flushed first; taking the gateway keeps it (those
+    connections go on)."""
+    zones = NatZones()
+    holding(world)
+    world.b.gateway_chassis(world.router, 'chassis-2', 'chassis-1')
+    zone = zones.assign(world.associations())[world.router.id]
+    assert zone in zones.unflushed()
+    topology = dataclasses.replace(world.b.build(), nat_zones={world.router.id: zone})
+    assert topology.local_gateway(world.router) is None
+    assert only(topology.standby_gateways()).nat_zone == zone
+    zones.flushed([zone])
+    world.b.liveness('chassis-2', live=False)
+    assert zones.assign(world.associations())[world.router.id] == zone
+    assert zone not in zones.unflushed()
 
 
 def test_a_restart_keeps_the_routers_zone_from_its_snat_flows(world):

@@ -12,6 +12,7 @@ from dragonflow.controller.apps import dhcp
 from dragonflow.controller.cache import Cache
 from dragonflow.controller.neighbours import (
     GARP_SPACING,
+    PROBE_SENDER_IP,
     UNANSWERED_RETRY,
     Neighbours,
     parse_arp,
@@ -300,7 +301,9 @@ def gateway_world() -> World:
 def test_a_chassis_that_takes_a_routers_gateway_announces_its_address_and_asks_upstream():
     world = gateway_world()
     world.confirm()
-    assert world.at(0) == []  # chassis-2 holds it
+    # chassis-2 holds it: this one only probes for the upstream gateway (RFC 5227), from
+    # its router MAC and no address, never from the gateway's
+    assert world.at(0) == [(1, PROBE_SENDER_IP, GATEWAY_IP, PATCH_OFPORT)]
     world.b.liveness('chassis-2', live=False)
     world.confirm()
     assert sorted(world.at(0)) == [(1, GW_IP, GATEWAY_IP, PATCH_OFPORT),
@@ -312,6 +315,25 @@ def test_a_chassis_that_takes_a_routers_gateway_announces_its_address_and_asks_u
     world.confirm()
     assert world.b.build().local_gateway(world.router).gateway_mac == GATEWAY_MAC
     assert world.at(GARP_SPACING) == []  # still held: announced once
+
+
+def test_a_standby_learns_the_upstream_mac_by_a_probe_from_its_router_mac():
+    """The router's second gateway chassis, the first alive: its probe (RFC 5227) claims no
+    address and comes from its router MAC, so nobody upstream learns the gateway address
+    or MAC here; the reply to the router MAC gives it the MAC its standby SNAT sends to."""
+    world = gateway_world()
+    world.confirm()
+    world.neighbours.send_due()
+    (_, frame), = world.switch.sent
+    assert world.switch.take() == [(1, PROBE_SENDER_IP, GATEWAY_IP, PATCH_OFPORT)]
+    router_mac = bytes.fromhex(world.b.router_mac.replace(':', ''))
+    assert frame[:6] == b'\xff' * 6 and frame[6:12] == router_mac
+    assert frame[22:28] == router_mac  # the sender MAC the reply goes to
+    world.neighbours.learn(arp_reply(GATEWAY_IP, GATEWAY_MAC, world.b.router_mac, '0.0.0.0'))
+    assert world.neighbours.macs() == {GATEWAY: GATEWAY_MAC}
+    # a reply to the gateway MAC (the holder's ask, flooded here) is not this one's
+    world.neighbours.learn(arp_reply(GATEWAY_IP, OTHER_MAC, world.gateway_mac, GW_IP))
+    assert world.neighbours.macs() == {GATEWAY: GATEWAY_MAC}
 
 
 def test_a_gateway_given_back_and_taken_again_is_announced_again():
@@ -423,9 +445,9 @@ def test_the_gateways_announcement_behind_the_router_is_repeated_every_refresh_w
     world.clock.now = taken + REFRESH
     world.neighbours.send_due()
     assert _tags(world.switch) == [(0, mac, GW_IP, GATEWAY_IP), (150, mac, GW_IP, GW_IP)]
-    world.b.liveness('chassis-2', live=True)  # given back: no more
+    world.b.liveness('chassis-2', live=True)  # given back: no more, only the probes
     world.confirm()
-    assert world.at(REFRESH) == []
+    assert {frame[1] for frame in world.at(REFRESH)} <= {PROBE_SENDER_IP}
 
 
 def test_a_gratuitous_arp_still_due_when_the_gateway_is_given_back_is_not_sent():
@@ -437,8 +459,9 @@ def test_a_gratuitous_arp_still_due_when_the_gateway_is_given_back_is_not_sent()
     assert len([s for s in world.at(0) if s[2] == GW_IP]) == 2  # external and VLAN
     world.b.liveness('chassis-2', live=True)
     world.confirm()
-    assert world.at(GARP_SPACING) == []
-    assert world.at(GARP_SPACING) == []
+    # nothing from the gateway address any more (standing by, it only probes)
+    assert [s for s in world.at(GARP_SPACING) if s[1] != PROBE_SENDER_IP] == []
+    assert [s for s in world.at(GARP_SPACING) if s[1] != PROBE_SENDER_IP] == []
 
 
 def test_the_holder_announces_again_behind_the_router_when_another_gateway_comes_alive():

@@ -313,15 +313,67 @@ def test_a_dead_gateway_is_skipped_in_the_datapath_before_the_controller_knows(c
     a.bfd_down(G1)
     sent = only(a.from_vm(a.vm, 1, **TCP))
     assert sent.packet['tun_ipv4_dst'] == TUNNEL_IPS[G2]
-    # G2's controller has not seen G1 go yet: the packet waits there, never leaves NATed.
-    assert [d.port for d in g2.from_tunnel(sent)] == [CONTROLLER]
-    g2.sees_down(G1)
+    # G2's controller has not seen G1 go yet (live_peers says alive): standing by, it
+    # SNATs all the same, and un-NATs the reply, with no pass of its own.
+    assert G1 in g2.b.build().live_peers
+    out = only(g2.from_tunnel(sent))
+    assert (out.port, out.packet['ipv4_src'], out.packet['eth_src'], out.packet['eth_dst']) \
+        == (PATCH_OFPORT, GW_IP, g2.gateway_port.mac_address, UPSTREAM_MAC)
+    back = only(g2.from_outside(**REPLY))
+    assert (back.packet['tun_ipv4_dst'], back.packet['ipv4_dst']) == \
+        (TUNNEL_IPS[A], ip_of(a.vm))
+    assert only(a.from_tunnel(back)).port == 1
+    g2.sees_down(G1)  # taking over keeps the connection: its zone is the same
+    assert only(g2.from_outside(**REPLY)).packet['ipv4_dst'] == ip_of(a.vm)
     out = only(g2.from_tunnel(only(a.from_vm(a.vm, 1, **TCP))))
     assert (out.port, out.packet['ipv4_src']) == (PATCH_OFPORT, GW_IP)
     back = only(g2.from_outside(**REPLY))
     assert only(a.from_tunnel(back)).port == 1
     a.sees_down(G1)  # and once A's controller knows, the same
     assert only(a.from_vm(a.vm, 1)).packet['tun_ipv4_dst'] == TUNNEL_IPS[G2]
+
+
+def test_a_standby_answers_nothing_for_the_gateway_address_and_announces_nothing(cloud):
+    """G2 stands by: no ARP or ping answer for the address, no gratuitous ARP, no ARP from
+    it; only its probe for the upstream gateway, from its router MAC, claiming no address."""
+    g2 = cloud[G2]
+    assert g2.arp_for(GW_IP) == []
+    assert g2.from_outside(ipv4_src=UPSTREAM_IP) == []  # a ping to the address
+    sent = g2.announced()
+    assert sent and all(f['eth_src'] == ROUTER_MACS[G2] and f['arp_sha'] == ROUTER_MACS[G2]
+                        and f['arp_spa'] == '0.0.0.0' and f['arp_tpa'] == UPSTREAM_IP
+                        for f in sent)
+
+
+def test_the_upstream_answer_to_a_standbys_probe_is_learnt(cloud):
+    g2 = cloud[G2]
+    del g2.b.gateway_macs[g2.external_network.id, UPSTREAM_IP]
+    g2.sync()
+    # what a Linux router answers to a probe: to the sender MAC, from the gateway IP
+    reply = dict(eth_src=UPSTREAM_MAC, eth_dst=ROUTER_MACS[G2], eth_type=p.ETH_TYPE_ARP,
+                 arp_op=p.ARP_REPLY, arp_sha=UPSTREAM_MAC, arp_spa=UPSTREAM_IP,
+                 arp_tha=ROUTER_MACS[G2], arp_tpa='0.0.0.0')
+    assert [d.port for d in g2.switch.run(PATCH_OFPORT, **reply)] == [CONTROLLER]
+    g2.neighbours.learn(_arp_bytes(reply))
+    assert g2.neighbours.macs() == {(g2.external_network.id, UPSTREAM_IP): UPSTREAM_MAC}
+    g2.b.gateway_macs.update(g2.neighbours.macs())
+    g2.sync()
+    a = cloud[A]
+    a.bfd_down(G1)
+    out = only(g2.from_tunnel(only(a.from_vm(a.vm, 1, **TCP))))
+    assert (out.port, out.packet['eth_dst']) == (PATCH_OFPORT, UPSTREAM_MAC)
+
+
+def _arp_bytes(frame: dict) -> bytes:
+    def mac(text):
+        return bytes.fromhex(text.replace(':', ''))
+
+    def ip(text):
+        return bytes(int(b) for b in text.split('.'))
+    return (mac(frame['eth_dst']) + mac(frame['eth_src']) + struct.pack('!H', p.ETH_TYPE_ARP)
+            + struct.pack('!HHBBH', 1, 0x0800, 6, 4, frame['arp_op'])
+            + mac(frame['arp_sha']) + ip(frame['arp_spa']) + mac(frame['arp_tha'])
+            + ip(frame['arp_tpa']))
 
 
 def test_with_no_gateway_alive_nothing_leaves(cloud):
@@ -457,7 +509,7 @@ def test_without_snat_the_router_routes_out_and_in_through_its_gateway():
     assert only(g1.from_outside(ipv4_dst=ip_of(g1.local_vm), icmpv4_type=0)).port == 2
     assert only(g1.arp_for(GW_IP)).packet['arp_spa'] == GW_IP
     assert g1.from_outside(ipv4_dst='10.0.0.77') == []  # nobody's, on the router's subnet
-    assert cloud[G2].from_outside(ipv4_dst=ip_of(a.vm)) == []  # only the active gateway
+    assert cloud[G2].arp_for(GW_IP) == []  # only the active gateway answers for it
 
 
 def test_distributed_each_chassis_snats_its_own_vms_to_its_own_address():

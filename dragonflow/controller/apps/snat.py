@@ -113,6 +113,8 @@ RELATED = ct_state(set_bits=CT_TRACKED | CT_RELATED)
 def flows(topology):
     snatting = False
     tunnelled: dict = {}  # network id -> (network, the gateway chassis it is sent to)
+    standby = {g.router.id: g for g in topology.standby_gateways()}
+    probed: dict = {}  # (external network key, gateway IP) -> the network
     for router in topology.routers.values():
         if router.external_gateway_info is None:
             continue
@@ -128,6 +130,13 @@ def flows(topology):
             snatting |= local.enable_snat
             yield from _local(topology, local)
             continue
+        if router.id in standby:
+            snatting |= standby[router.id].enable_snat
+            yield from _standby(standby[router.id])
+            # Asked beforehand, refreshed while standing by: not only while unknown.
+            probed[standby[router.id].external_network.key,
+                   standby[router.id].external_subnet.gateway_ip] = \
+                standby[router.id].external_network
         # A physical network finds the gateway MAC itself; a tunnel network needs a
         # gateway chassis to tunnel to.
         members = _redirect_members(topology, router)
@@ -147,6 +156,9 @@ def flows(topology):
                 chassis.update(members)
     if snatting:
         yield from _table_flows()
+    if topology.router_mac is not None:
+        for (_, gateway_ip), network in sorted(probed.items()):
+            yield from _probe_replies(network, gateway_ip, topology.router_mac)
     for network, chassis in tunnelled.values():
         yield from _tunnels_of(topology, network, chassis)
 
@@ -295,6 +307,46 @@ def _local(topology, local):
         yield from _to_external(router, own, local.external_network, local.gateway_mac,
                                 (local.address,) if local.enable_snat else
                                 tuple(s.cidr for s in _subnets(gateway)))
+
+
+def _standby(standby):
+    """A router whose gateway a live peer ahead of this chassis holds, while this one could
+    hold it: its SNAT data path, all of it but what answers for the address. It sees traffic
+    only once a sender's bundle has moved to this chassis (its BFD saw the holder die) or
+    the external network learnt the address' MAC here (from what this SNATed): the takeover
+    waits for no BFD detection nor controller pass of this chassis'. No ARP or ping answer,
+    no gratuitous ARP, no ARP from the address (they would take the holder's traffic); the
+    upstream gateway's MAC is learnt beforehand by a probe from the router MAC
+    (neighbours.py, _probe_replies). A physical network behind the router is left out: a
+    frame flooded to the gateway MAC (unknown to its switches) reaches every gateway
+    chassis, and only the holder must take it."""
+    gateway = standby.router_gateway
+    router, own = standby.router, standby.own_port
+    first = p.SNAT if standby.enable_snat else p.SNAT_TO_EXTERNAL
+    yield from _from_tunnels(router, gateway.mac, first.number,
+                             tuple(i.network for i in gateway.interfaces
+                                   if not i.network.is_physical))
+    if standby.enable_snat:
+        yield from _snat(router, own, standby.address, standby.external_network,
+                         _subnets(gateway), standby.nat_zone)
+    else:
+        yield from _routed(router, own, standby.external_network, _subnets(gateway))
+    if standby.gateway_mac is not None:
+        yield from _to_external(router, own, standby.external_network, standby.gateway_mac,
+                                (standby.address,) if standby.enable_snat else
+                                tuple(s.cidr for s in _subnets(gateway)))
+
+
+@unit
+def _probe_replies(network, gateway_ip: str, router_mac: str):
+    """The upstream gateway's answer to this chassis' ARP probe (RFC 5227: from the router
+    MAC, sender address 0.0.0.0; neighbours.py) goes to the controller, which learns its MAC
+    for the routers this chassis stands by for."""
+    yield p.PROVIDER_INGRESS.flow(
+        INGRESS_PRIORITY,
+        Match(metadata=network.key, eth_type=p.ETH_TYPE_ARP, arp_op=p.ARP_REPLY,
+              eth_dst=router_mac, arp_spa=gateway_ip),
+        [ToController()], cookie=network.key)
 
 
 @unit
