@@ -4,7 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMPS := .stamps
 APT_PACKAGES := openvswitch-switch iproute2 iputils-ping ethtool iperf3 tcpdump \
-	isc-dhcp-client busybox etcd-server redis-server netcat-openbsd procps iptables
+	isc-dhcp-client busybox etcd-server redis-server netcat-openbsd procps iptables \
+	mariadb-server gcc python3-dev
 
 .PHONY: setup test lint demo clean
 
@@ -19,10 +20,11 @@ $(STAMPS)/apt: Makefile
 	fi
 	@touch $@
 
-$(STAMPS)/venv: requirements.txt pyproject.toml
+# requirements-neutron.txt: real Neutron for tests/neutron (uWSGI compiles: gcc, python3-dev).
+$(STAMPS)/venv: requirements.txt requirements-neutron.txt pyproject.toml
 	@mkdir -p $(STAMPS)
 	@[ -x $(PY) ] || python3 -m venv $(VENV)
-	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q -r requirements.txt -r requirements-neutron.txt
 	$(PY) -m pip install -q --no-deps -e .
 	@touch $@
 
