@@ -300,9 +300,10 @@ class MacAddressInUse(InUse):
                'The mac address %(mac)s is in use.')
 
 
-class IpAddressInUse(InUse):
-    message = ('Unable to complete operation for network %(net_id)s. '
-               'The IP address %(ip_address)s is in use.')
+class IpAddressAlreadyAllocated(Conflict):
+    # Neutron's IPAM driver's answer to a fixed IP another port holds (neutron-lib's
+    # IpAddressInUse is never raised by Neutron 29).
+    message = 'IP address %(ip)s already allocated in subnet %(subnet_id)s'
 
 
 class IpAddressGenerationFailure(Conflict):

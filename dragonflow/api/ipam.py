@@ -155,7 +155,7 @@ class Ipam:
         """Reserve ``ip``; the commit fails if anyone else reserves it first."""
         holder = self.txn.get(IPAllocation, IPAllocation.make_id(subnet.id, ip))
         if holder is not None and holder.port_id != port_id:
-            raise errors.IpAddressInUse(net_id=subnet.network_id, ip_address=ip)
+            raise errors.IpAddressAlreadyAllocated(ip=ip, subnet_id=subnet.id)
         if holder is None:
             self.txn.require(subnet)
             txns.require_unfenced(self.txn, Subnet, subnet.id)

@@ -249,9 +249,8 @@ def test_conflicts_are_409(conn, network):
     port = conn.network.create_port(network_id=net.id, fixed_ips=[{'ip_address': '10.0.0.10'}])
     status, error = neutron_error(conn.network.create_port, network_id=net.id,
                                   fixed_ips=[{'ip_address': '10.0.0.10'}])
-    assert (status, error['type']) == (409, 'IpAddressInUse')
-    assert error['message'] == (f'Unable to complete operation for network {net.id}. '
-                                'The IP address 10.0.0.10 is in use.')
+    assert (status, error['type']) == (409, 'IpAddressAlreadyAllocated')
+    assert error['message'] == f'IP address 10.0.0.10 already allocated in subnet {subnet.id}'
     status, error = neutron_error(conn.network.create_port, network_id=net.id,
                                   mac_address=port.mac_address)
     assert (status, error['type']) == (409, 'MacAddressInUse')
@@ -318,7 +317,7 @@ def test_router_interface_errors(conn, network):
     squatter = conn.network.create_port(network_id=free.id, fixed_ips=[{'ip_address': '10.8.0.1'}])
     status, error = neutron_error(conn.network.add_interface_to_router, router,
                                   subnet=gw_subnet.id)
-    assert (status, error['type']) == (409, 'IpAddressInUse')
+    assert (status, error['type']) == (409, 'IpAddressAlreadyAllocated')
     assert [p.id for p in conn.network.ports(network_id=free.id)] == [squatter.id]
     # Adding by port: the port becomes the interface and goes with it.
     conn.network.delete_port(squatter)
@@ -345,11 +344,11 @@ def test_bulk_create_is_all_or_nothing(conn, network):
             {'network_id': net.id, 'name': 'ok-2', 'fixed_ips': [{'ip_address': '10.0.0.41'}]},
             {'network_id': net.id, 'name': 'clash', 'fixed_ips': [{'ip_address': '10.0.0.50'}]}]
     status, error = neutron_error(lambda: list(conn.network.create_ports(bulk)))
-    assert (status, error['type']) == (409, 'IpAddressInUse')
+    assert (status, error['type']) == (409, 'IpAddressAlreadyAllocated')
     assert sorted(p.name for p in conn.network.ports(network_id=net.id)) == ['']
     # Two ports of one bulk asking for the same address: the second one fails, and with it all.
     status, error = neutron_error(lambda: list(conn.network.create_ports(bulk[:1] + bulk[:1])))
-    assert (status, error['type']) == (409, 'IpAddressInUse')
+    assert (status, error['type']) == (409, 'IpAddressAlreadyAllocated')
     # The addresses the failed bulks asked for are free.
     created = list(conn.network.create_ports(bulk[:2]))
     assert [p.fixed_ips[0]['ip_address'] for p in created] == ['10.0.0.40', '10.0.0.41']

@@ -69,7 +69,7 @@ def test_one_address_requested_by_many_goes_to_one(two_apis):
         network_id=net.id, fixed_ips=[{'ip_address': '10.60.0.77'}]))
 
     assert len(ports) == 1
-    assert failures == [(409, 'IpAddressInUse')] * 15
+    assert failures == [(409, 'IpAddressAlreadyAllocated')] * 15
 
 
 def test_overlapping_interfaces_added_at_once_one_wins(two_apis):

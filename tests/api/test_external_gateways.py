@@ -87,7 +87,7 @@ def test_admin_chooses_addresses_and_snat(admin, user):
         {'ip_address': '203.0.113.10'}])
     status, error = neutron_error(admin.network.create_port, network_id=public.id,
                                   fixed_ips=[{'ip_address': '203.0.113.11'}])
-    assert (status, error['type']) == (409, 'IpAddressInUse')
+    assert (status, error['type']) == (409, 'IpAddressAlreadyAllocated')
 
     mine = user.network.create_router()
     for key, value in (('enable_snat', False), ('external_fixed_ips', [{'subnet_id': sub.id}])):

@@ -198,7 +198,7 @@ def test_chosen_address_and_subnet(admin, user, topo):
     assert fip.floating_ip_address == '203.0.113.50'
     status, error = neutron_error(admin.network.create_ip, floating_network_id=topo.public.id,
                                   floating_ip_address='203.0.113.50')
-    assert (status, error['type']) == (409, 'IpAddressInUse')
+    assert (status, error['type']) == (409, 'IpAddressAlreadyAllocated')
     status, error = neutron_error(admin.network.create_ip, floating_network_id=topo.public.id,
                                   floating_ip_address='198.51.100.7')
     assert (status, error['type']) == (400, 'InvalidIpForNetwork')

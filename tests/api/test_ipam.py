@@ -88,7 +88,7 @@ def test_an_address_reserved_elsewhere_meanwhile_fails_the_commit(store):
     with pytest.raises(nb.api.Conflict):
         second.commit()
     assert store.get(IPAllocation.table, 's1/10.0.0.2').value['port_id'] == 'port-a'
-    with pytest.raises(errors.IpAddressInUse):  # the re-plan sees the reservation
+    with pytest.raises(errors.IpAddressAlreadyAllocated):  # the re-plan sees the reservation
         ipam.Ipam(txn.Txn(store)).reserve_ip(subnet, '10.0.0.2', 'port-b')
 
 

@@ -204,7 +204,7 @@ def test_distributed_snat_ports_follow_the_vms(distributed):
     # Its address is taken (IPAM), and it is the router's: neither may delete it.
     status, error = neutron_error(cloud.admin.network.create_port, network_id=public.id,
                                   fixed_ips=[{'ip_address': fixed['ip_address']}])
-    assert (status, error['type']) == (409, 'IpAddressInUse')
+    assert (status, error['type']) == (409, 'IpAddressAlreadyAllocated')
     status, error = neutron_error(cloud.admin.network.delete_port, port.id)
     assert (status, error['type']) == (409, 'ServicePortInUse')
     assert cloud.user.network.find_port(port.id) is None   # no project: hidden from users
