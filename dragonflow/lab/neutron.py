@@ -11,6 +11,7 @@ Neutron's default policies apply; a request without those headers is an admin's 
 ``default_project_id``.
 """
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -38,6 +39,7 @@ STOP_GRACE = 10.0
 # Placement (routed networks' inventory), which this deployment has not, from a thread that
 # dies with the error.
 LOG_NOISE = ("Could not load 'oslo_cache.memcache_pool'", 'in _delete_nova_inventory')
+LOG_LINE = re.compile(r'\d{4}-\d\d-\d\d \d\d:\d\d:\d\d')  # oslo.log's, not a traceback's
 
 # Option groups Neutron reads from the ML2 file; any other group goes to neutron.conf.
 ML2_GROUPS = ('ml2', 'ml2_type_', 'df', 'securitygroup')
@@ -357,10 +359,16 @@ def _errors(log: str) -> list[str]:
     errors, lines = [], log.splitlines()
     for i, line in enumerate(lines):
         if line.startswith('Traceback'):
-            end = i + 1
-            while end < len(lines) and lines[end].startswith(' '):
-                end += 1
-            errors.append('\n'.join(lines[i:end + 1]))
+            # Its frames are indented, its last line is not; another process's log lines
+            # may come in between (they are looked at on their own).
+            block = [line]
+            for later in lines[i + 1:]:
+                if LOG_LINE.match(later):
+                    continue
+                block.append(later)
+                if not later.startswith(' '):
+                    break
+            errors.append('\n'.join(block))
         elif ' ERROR ' in line or ' CRITICAL ' in line:
             errors.append(line)
     return [error for error in errors if not any(noise in error for noise in LOG_NOISE)]

@@ -1,11 +1,13 @@
 """The lab's real Neutron: it serves the API through openstacksdk, applies Neutron's policy
 to the identity headers as df-api does, and leaves nothing behind when it stops or fails
 to start."""
+import configparser
 import ipaddress
 import json
 import os
 import urllib.request
 import uuid
+from pathlib import Path
 
 import openstack
 import pytest
@@ -95,3 +97,35 @@ def test_failed_start_stops_what_started_and_says_why():
     assert not [pgid for pgid in server.spawned if group_alive(pgid)]
     assert not processes_in(server.state_dir)
     assert not server.state_dir.exists()
+
+
+def test_mariadb_listens_on_no_address(neutron):
+    mariadb = neutron.procs['mariadb'].pid
+    sockets = {os.readlink(f'/proc/{mariadb}/fd/{fd}') for fd in os.listdir(f'/proc/{mariadb}/fd')}
+    inodes = {link[len('socket:['):-1] for link in sockets if link.startswith('socket:[')}
+    listening = set()
+    for table in ('tcp', 'tcp6', 'udp', 'udp6'):
+        for line in Path(f'/proc/net/{table}').read_text().splitlines()[1:]:
+            listening.add(line.split()[9])  # the socket's inode
+    assert inodes, 'MariaDB has no socket at all: not the process expected'
+    assert not inodes & listening
+
+
+def test_config_sections_go_to_the_file_neutron_reads_them_from(tmp_path):
+    server = NeutronServer(store_url='sqlite:///nb.sqlite', config={
+        'df': {'repair_interval': 5}, 'ml2_type_vlan': {'network_vlan_ranges': 'physnet2'},
+        'DEFAULT': {'debug': 'true'}, 'quotas': {'quota_network': 7}},
+        state_dir=str(tmp_path / 'state'))
+    server.state_dir.mkdir()
+    server._write_config()
+    ml2 = configparser.ConfigParser()
+    ml2.read(server.state_dir / 'ml2_conf.ini')
+    neutron = configparser.ConfigParser()
+    neutron.read(server.state_dir / 'neutron.conf')
+    assert dict(ml2['df']) == {'store_url': 'sqlite:///nb.sqlite', 'repair_interval': '5'}
+    assert ml2['ml2_type_vlan']['network_vlan_ranges'] == 'physnet2'
+    assert ml2['ml2']['mechanism_drivers'] == 'df'
+    assert neutron['DEFAULT']['debug'] == 'true'
+    assert neutron['DEFAULT']['service_plugins'] == 'df-l3'
+    assert neutron['quotas']['quota_network'] == '7'
+    assert 'df' not in neutron and 'quotas' not in ml2
