@@ -1,0 +1,201 @@
+"""Real Neutron with the ``df`` driver and ``df-l3`` plugin: what Neutron holds, the NB store
+holds as df-api's model objects, through updates and deletes, with keys that stay; ports bind
+only on registered chassis."""
+import uuid
+
+import openstack
+import pytest
+
+from dragonflow.lab.neutron import NOT_A_CHASSIS
+from dragonflow.model import (
+    Chassis,
+    FloatingIP,
+    Network,
+    Port,
+    Router,
+    SecurityGroup,
+    SecurityGroupRule,
+    Subnet,
+)
+from tests.neutron.conftest import dragonflow_plugins
+
+pytestmark = pytest.mark.skipif(dragonflow_plugins() != ('df', 'df-l3'),
+                                reason='the df entry points are not installed')
+
+
+def unique(prefix: str) -> str:
+    return f'{prefix}-{uuid.uuid4().hex[:8]}'
+
+
+def nb(store, model, id):
+    record = store.get(model.table, id)
+    return None if record is None else model.from_doc(record.value, record.revision)
+
+
+@pytest.fixture
+def conn(neutron):
+    return neutron.sdk()
+
+
+@pytest.fixture
+def network(conn):
+    network = conn.network.create_network(name=unique('net'))
+    yield network
+    for port in conn.network.ports(network_id=network.id):
+        if not port.device_owner.startswith('network:'):
+            conn.network.delete_port(port)
+    conn.network.delete_network(network, ignore_missing=True)
+
+
+def test_network_subnet_port_are_mirrored_and_follow_updates(conn, network, neutron_store):
+    mirrored = nb(neutron_store, Network, network.id)
+    assert mirrored is not None
+    assert (mirrored.network_type, mirrored.segmentation_id, mirrored.mtu) == (
+        'vxlan', network.provider_segmentation_id, network.mtu)
+    assert mirrored.project_id == network.project_id
+    subnet = conn.network.create_subnet(network_id=network.id, ip_version=4,
+                                        cidr='10.20.0.0/24')
+    assert nb(neutron_store, Subnet, subnet.id).cidr == '10.20.0.0/24'
+    port = conn.network.create_port(network_id=network.id, name='vm1', allowed_address_pairs=[
+        {'ip_address': '10.20.0.200'}])
+    mirrored_port = nb(neutron_store, Port, port.id)
+    assert mirrored_port.mac_address == port.mac_address
+    assert [f.model_dump() for f in mirrored_port.fixed_ips] == port.fixed_ips
+    assert mirrored_port.security_groups == port.security_group_ids != []
+    assert mirrored_port.allowed_address_pairs[0].mac_address == port.mac_address
+    if 'status_source' in Port.model_fields:
+        assert mirrored_port.status_source == 'report'
+    group = nb(neutron_store, SecurityGroup, port.security_group_ids[0])
+    assert group is not None and group.name == 'default'
+
+    conn.network.update_network(network, name='renamed', mtu=1400)
+    conn.network.update_port(port, name='vm1-renamed')
+    assert nb(neutron_store, Network, network.id).name == 'renamed'
+    assert nb(neutron_store, Network, network.id).mtu == 1400
+    assert nb(neutron_store, Network, network.id).key == mirrored.key
+    assert nb(neutron_store, Port, port.id).name == 'vm1-renamed'
+    assert nb(neutron_store, Port, port.id).key == mirrored_port.key
+
+    conn.network.update_port(port, security_group_ids=[], port_security_enabled=False,
+                             allowed_address_pairs=[])
+    off = nb(neutron_store, Port, port.id)
+    assert (off.port_security_enabled, off.security_groups) == (False, [])
+
+    conn.network.delete_port(port)
+    assert nb(neutron_store, Port, port.id) is None
+    conn.network.delete_subnet(subnet)
+    assert nb(neutron_store, Subnet, subnet.id) is None
+    conn.network.delete_network(network)
+    assert nb(neutron_store, Network, network.id) is None
+
+
+def test_security_group_and_rules_are_mirrored(conn, neutron_store):
+    group = conn.network.create_security_group(name=unique('sg'))
+    try:
+        mirrored = nb(neutron_store, SecurityGroup, group.id)
+        assert mirrored is not None and mirrored.name == group.name
+        defaults = [r['id'] for r in group.security_group_rules]
+        assert defaults and all(nb(neutron_store, SecurityGroupRule, r) for r in defaults)
+        rule = conn.network.create_security_group_rule(
+            security_group_id=group.id, direction='ingress', ethertype='IPv6',
+            protocol='icmp', remote_ip_prefix='2001:db8::/64')
+        mirrored_rule = nb(neutron_store, SecurityGroupRule, rule.id)
+        assert (mirrored_rule.direction, mirrored_rule.protocol,
+                mirrored_rule.remote_ip_prefix) == ('ingress', 'ipv6-icmp', '2001:db8::/64')
+        conn.network.delete_security_group_rule(rule)
+        assert nb(neutron_store, SecurityGroupRule, rule.id) is None
+    finally:
+        conn.network.delete_security_group(group)
+    assert nb(neutron_store, SecurityGroup, group.id) is None
+    assert not [r for r in neutron_store.list(SecurityGroupRule.table)
+                if r.value['security_group_id'] == group.id]
+
+
+def test_router_interface_gateway_and_floating_ip(conn, neutron_store):
+    external = conn.network.create_network(name=unique('ext'), is_router_external=True,
+                                           provider_network_type='flat',
+                                           provider_physical_network='physnet1')
+    ext_subnet = conn.network.create_subnet(network_id=external.id, ip_version=4,
+                                            cidr='172.24.9.0/24')
+    inside = conn.network.create_network(name=unique('in'))
+    subnet = conn.network.create_subnet(network_id=inside.id, ip_version=4,
+                                        cidr='10.30.0.0/24')
+    neutron_store.put(Chassis.table, 'gw1', Chassis(
+        id='gw1', tunnel_ip='192.0.2.1', physical_networks=['physnet1'],
+        gateway=True).to_doc())
+    router = conn.network.create_router(name=unique('r'))
+    try:
+        mirrored = nb(neutron_store, Router, router.id)
+        assert mirrored is not None and mirrored.interfaces == []
+        conn.network.add_interface_to_router(router, subnet=subnet.id)
+        mirrored = nb(neutron_store, Router, router.id)
+        assert [i.subnet_id for i in mirrored.interfaces] == [subnet.id]
+        interface_port = nb(neutron_store, Port, mirrored.interfaces[0].port_id)
+        assert interface_port.device_owner == 'network:router_interface'
+        assert interface_port.security_groups == []
+
+        conn.network.update_router(router, external_gateway_info={'network_id': external.id})
+        mirrored = nb(neutron_store, Router, router.id)
+        assert mirrored.external_gateway_info.network_id == external.id
+        assert mirrored.gateway_chassis == ['gw1']
+        gateway_port = nb(neutron_store, Port, mirrored.gateway_port_id)
+        assert gateway_port.device_owner == 'network:router_gateway'
+        assert mirrored.key == nb(neutron_store, Router, router.id).key
+
+        vm = conn.network.create_port(network_id=inside.id)
+        fip = conn.network.create_ip(floating_network_id=external.id, port_id=vm.id)
+        mirrored_fip = nb(neutron_store, FloatingIP, fip.id)
+        assert (mirrored_fip.port_id, mirrored_fip.router_id,
+                mirrored_fip.floating_ip_address) == (vm.id, router.id,
+                                                      fip.floating_ip_address)
+        assert nb(neutron_store, Port, mirrored_fip.floating_port_id).device_owner == \
+            'network:floatingip'
+        conn.network.delete_port(vm)  # Neutron disassociates the floating IP
+        assert nb(neutron_store, FloatingIP, fip.id).port_id is None
+        conn.network.delete_ip(fip)
+        assert nb(neutron_store, FloatingIP, fip.id) is None
+
+        conn.network.update_router(router, external_gateway_info={})
+        assert nb(neutron_store, Router, router.id).external_gateway_info is None
+        assert nb(neutron_store, Port, mirrored.gateway_port_id) is None
+        conn.network.remove_interface_from_router(router, subnet=subnet.id)
+        assert nb(neutron_store, Router, router.id).interfaces == []
+    finally:
+        conn.network.delete_router(router, ignore_missing=True)
+        neutron_store.delete(Chassis.table, 'gw1')
+        conn.network.delete_network(inside)
+        conn.network.delete_network(external)
+    assert nb(neutron_store, Router, router.id) is None
+    assert nb(neutron_store, Subnet, ext_subnet.id) is None
+
+
+def test_port_binds_on_a_registered_chassis_only(neutron, conn, network, neutron_store):
+    conn.network.create_subnet(network_id=network.id, ip_version=4, cidr='10.40.0.0/24')
+    host = unique('compute')
+    neutron_store.put(Chassis.table, host, Chassis(
+        id=host, tunnel_ip='192.0.2.7', tunnel_types=['vxlan']).to_doc())
+    try:
+        port = conn.network.create_port(network_id=network.id, binding_host_id=host)
+        assert port.binding_vif_type == 'ovs'
+        assert port.binding_vif_details['bridge_name'] == 'br-int'
+        assert port.binding_vif_details['port_filter'] is True
+        assert port.binding_vif_details['datapath_type'] == 'system'
+        assert port.status == 'DOWN'  # until the chassis reports the flows in
+        assert nb(neutron_store, Port, port.id).binding_host_id == host
+        stranger = conn.network.create_port(network_id=network.id,
+                                            binding_host_id=unique(NOT_A_CHASSIS))
+        assert stranger.binding_vif_type == 'binding_failed'
+    finally:
+        neutron_store.delete(Chassis.table, host)
+
+
+def test_member_cannot_bind_but_mirror_is_per_project(neutron, neutron_store):
+    project = unique('project')
+    member = neutron.sdk(project=project, admin=False)
+    network = member.network.create_network(name=unique('net'))
+    try:
+        assert nb(neutron_store, Network, network.id).project_id == project
+        with pytest.raises(openstack.exceptions.HttpException):
+            member.network.create_port(network_id=network.id, binding_host_id='h')
+    finally:
+        member.network.delete_network(network)
