@@ -38,7 +38,11 @@ STOP_GRACE = 10.0
 # client library is not installed (no cache is configured); every network delete tells
 # Placement (routed networks' inventory), which this deployment has not, from a thread that
 # dies with the error.
-LOG_NOISE = ("Could not load 'oslo_cache.memcache_pool'", 'in _delete_nova_inventory')
+# ML2 logs ERROR for every port bound on a host no driver accepts; tests that ask for that
+# name such hosts NOT_A_CHASSIS-<suffix>.
+NOT_A_CHASSIS = 'not-a-chassis'
+LOG_NOISE = ("Could not load 'oslo_cache.memcache_pool'", 'in _delete_nova_inventory',
+             f'on host {NOT_A_CHASSIS}-')
 LOG_LINE = re.compile(r'\d{4}-\d\d-\d\d \d\d:\d\d:\d\d')  # oslo.log's, not a traceback's
 
 # Option groups Neutron reads from the ML2 file; any other group goes to neutron.conf.
