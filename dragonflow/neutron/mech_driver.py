@@ -216,9 +216,14 @@ class DfMechanismDriver(api.MechanismDriver):
     # Workers
 
     def get_workers(self):
-        """The status worker (status.py) turns chassis reports into Neutron port status."""
+        """Run in neutron-periodic-workers: the repair pass (repair.py) and the status worker
+        (status.py) that turns chassis reports into Neutron port status."""
+        workers = []
+        if cfg.CONF.df.repair_interval > 0:
+            from dragonflow.neutron import repair
+            workers.append(repair.RepairWorker())
         try:
             from dragonflow.neutron import status
         except ImportError:
-            return []
-        return [status.StatusWorker()]
+            return workers
+        return workers + [status.StatusWorker()]

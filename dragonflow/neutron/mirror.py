@@ -149,16 +149,16 @@ class NbMirror:
 
 
 def schedule_gateway(store: api.Store) -> Adjust:
-    """Router.gateway_chassis as df-api sets it (l3_scheduler): kept while the gateway stays
-    on its external network, cleared with it, else every candidate chassis least-loaded
-    first (the other routers' lists make the load, live chassis before silent ones)."""
+    """Router.gateway_chassis as df-api keeps it (l3_scheduler): a gateway on a new network
+    gets every candidate chassis, least-loaded first (the other routers' lists make the load,
+    live chassis before silent ones); while it stays on its network the list is never
+    reordered, only extended with new candidates and rid of chassis that can no longer hold
+    it (l3_scheduler.extended, what df-api's scheduler job does), so each sync of the router
+    (and each repair pass) does what that job does; cleared with the gateway."""
     def adjust(existing: Optional[Router], new: Router) -> Router:
         info = new.external_gateway_info
         if info is None:
             return new
-        if existing is not None and existing.external_gateway_info is not None and \
-                existing.external_gateway_info.network_id == info.network_id:
-            return new.model_copy(update={'gateway_chassis': existing.gateway_chassis})
         record = store.get(Network.table, info.network_id)
         network = Network.from_doc(record.value) if record else None
         load = l3_scheduler.Load(Router.from_doc(r.value) for r in store.list(Router.table)
@@ -166,5 +166,8 @@ def schedule_gateway(store: api.Store) -> Adjust:
         chassis = [Chassis.from_doc(r.value) for r in store.list(Chassis.table)]
         ordered = l3_scheduler.candidates(chassis, l3_scheduler.physnet_of(network), load,
                                           set(store.heartbeats()))
+        if existing is not None and existing.external_gateway_info is not None and \
+                existing.external_gateway_info.network_id == info.network_id:
+            ordered = l3_scheduler.extended(existing.gateway_chassis, ordered)
         return new.model_copy(update={'gateway_chassis': ordered})
     return adjust

@@ -69,10 +69,10 @@ def network(neutron: dict, key: int) -> Network:
 
 def subnet(neutron: dict) -> Subnet:
     doc = _common(neutron)
-    for name in ('network_id', 'ip_version', 'cidr', 'gateway_ip', 'enable_dhcp',
-                 'ipv6_ra_mode', 'ipv6_address_mode'):
+    for name in ('network_id', 'cidr', 'gateway_ip', 'ipv6_ra_mode', 'ipv6_address_mode'):
         doc[name] = neutron.get(name)
-    doc['enable_dhcp'] = bool(doc['enable_dhcp'])
+    doc['ip_version'] = neutron.get('ip_version') or 4
+    doc['enable_dhcp'] = bool(neutron.get('enable_dhcp', True))
     doc['allocation_pools'] = [{'start': p['start'], 'end': p['end']}
                                for p in neutron.get('allocation_pools') or []]
     doc['dns_nameservers'] = list(neutron.get('dns_nameservers') or [])

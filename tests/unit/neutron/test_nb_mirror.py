@@ -135,8 +135,10 @@ def test_gateway_chassis_scheduled_once_then_kept(store):
     assert second.gateway_chassis == ['c2', 'c1']  # least-loaded first
     store.put(Chassis.table, 'c0', Chassis(id='c0', tunnel_ip='192.0.2.3', gateway=True,
                                            physical_networks=['physnet1']).to_doc())
+    store.delete(Chassis.table, 'c2')
     again = nb.upsert(Router, {**router('r1', 2), 'name': 'renamed'}, adjust=adjust)
-    assert again.gateway_chassis == ['c1', 'c2']  # kept: reordering would move traffic
+    # Never reordered (that would move traffic): the gone chassis dropped, the new one last.
+    assert again.gateway_chassis == ['c1', 'c0']
     cleared = nb.upsert(Router, {'id': 'r1', 'revision_number': 3, 'gw_port_id': None,
                                  'external_gateway_info': None}, adjust=adjust)
     assert cleared.gateway_chassis == [] and cleared.gateway_port_id is None
