@@ -7,10 +7,11 @@ when there is no record, and a racing writer that loses re-reads and takes the w
 so an object never gets two keys; the loser's allocation is simply never used).
 
 Postcommits of one object from two workers may arrive out of order. Next to each object the
-mirror keeps the Neutron ``revision_number`` it last wrote, in a table of its own
-(``neutron_mirror``, id '<table>/<id>'; controllers skip tables not in MODELS), written in the
-same commit: an older revision than the one mirrored is not written, and a deleted object
-leaves a tombstone there so a late postcommit does not bring it back.
+mirror keeps the Neutron ``revision_number`` it last wrote and the object's key, in a table of
+its own (``neutron_mirror``, id '<table>/<id>'; controllers skip tables not in MODELS),
+written in the same commit: an older revision than the one mirrored is not written, a deleted
+object leaves a tombstone there so a late postcommit does not bring it back, and an object
+whose NB record was lost (removed by hand) comes back with its key.
 """
 import logging
 from typing import Callable, Iterable, Optional
@@ -93,6 +94,8 @@ class NbMirror:
             if model in KEY_KINDS:
                 if existing is not None:
                     fields['key'] = existing.key
+                elif mark is not None and mark.value.get('key'):
+                    fields['key'] = mark.value['key']  # the record was lost: same key again
                 else:
                     allocated = allocated or self.store.allocate_key(KEY_KINDS[model])
                     fields['key'] = allocated
@@ -102,10 +105,11 @@ class NbMirror:
             ops = []
             if existing is None or existing.to_doc() != obj.to_doc():
                 ops.append(api.Put(table, id, obj.to_doc(), expect=_expect(record)))
-            if revision is not None and (mark is None or mark.value.get('revision_number')
-                                         != revision):
-                ops.append(api.Put(MIRROR_TABLE, mark_id(table, id),
-                                   {'revision_number': revision, 'deleted': False},
+            new_mark = {'revision_number': revision, 'deleted': False}
+            if 'key' in fields:
+                new_mark['key'] = fields['key']
+            if mark is None or mark.value != new_mark:
+                ops.append(api.Put(MIRROR_TABLE, mark_id(table, id), new_mark,
                                    expect=_expect(mark)))
             if not ops:
                 return existing

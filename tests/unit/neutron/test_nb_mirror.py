@@ -152,3 +152,10 @@ def test_gives_up_after_so_many_conflicts(store):
     nb = mirror.NbMirror(AlwaysConflicts(store, Network.table, None), attempts=3)
     with pytest.raises(mirror.MirrorGaveUp):
         nb.upsert(Network, network(1))
+
+
+def test_a_lost_record_comes_back_with_its_key(store):
+    nb = mirror.NbMirror(store)
+    key = nb.upsert(Network, network(1)).key
+    store.delete(Network.table, 'n1')
+    assert nb.upsert(Network, network(1)).key == key
