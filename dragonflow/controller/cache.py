@@ -38,6 +38,7 @@ from dragonflow.model import (
     Router,
     SecurityGroup,
     SecurityGroupRule,
+    StatusReport,
     Subnet,
 )
 from dragonflow.model.objects import DEVICE_OWNER_CHASSIS_SNAT
@@ -58,11 +59,17 @@ class Scope:
     # named in ``ports`` (gateway and floating IP ports), not every port on them.
     external_networks: frozenset = frozenset()
     ports: frozenset = frozenset()            # kept whatever their network
+    chassis_id: str = ''                      # this chassis: its own status reports are kept
 
 
 # What changes in a resource without changing any flow: names, descriptions, timestamps, and
 # the status a controller reports (a port going ACTIVE is news for the API, not for the flows).
 BOOKKEEPING = frozenset({'name', 'description', 'tags', 'created_at', 'updated_at', 'status'})
+
+
+# Tables the scope is not computed from: the chassis records (a chassis registering costs no
+# scope computation) and the status reports.
+NOT_SCOPE_INPUTS = frozenset({Chassis.table, StatusReport.table})
 
 
 def _same_for_data_plane(old: Model, new: Model) -> bool:
@@ -122,7 +129,7 @@ def scope_of(objects: dict[str, dict[str, Model]], chassis_id: str,
     return Scope(frozenset(networks), frozenset(routers), frozenset(hosts | {chassis_id}),
                  missing, frozenset(groups), frozenset(local_groups), frozenset(remote_groups),
                  frozenset(floating_ips), frozenset(external - networks),
-                 frozenset(extra_ports))
+                 frozenset(extra_ports), chassis_id)
 
 
 def _north_south(objects, routers: set, floating_ips: set) -> tuple[set, set]:
@@ -159,6 +166,8 @@ def in_scope(scope: Scope, table: str, obj: Model) -> bool:
         return obj.id in scope.routers
     if table == Chassis.table:
         return obj.id in scope.chassis
+    if table == StatusReport.table:  # what this chassis said last (reports.py), nobody else's
+        return obj.chassis == scope.chassis_id
     return False
 
 
@@ -212,7 +221,7 @@ class Cache:
             changed |= self._apply(event)
         if events:
             self.revision = max(current, events[-1].revision)
-        if any(e.table != Chassis.table for e in fresh):  # chassis do not move the scope
+        if any(e.table not in NOT_SCOPE_INPUTS for e in fresh):
             changed |= self._rescope()
         if changed:
             self.relevant_revision = self.revision
@@ -242,6 +251,9 @@ class Cache:
 
     def _apply(self, event: api.Event) -> bool:
         rows = self.objects[event.table]
+        if event.table == StatusReport.table:  # kept for the reporter; no flow depends on it
+            self._keep_report(event)
+            return False
         if event.deleted:
             if rows.pop(event.id, None) is None:
                 return False
@@ -258,8 +270,17 @@ class Cache:
         self._changed_scope_input(event.table)
         return old is None or not _same_for_data_plane(old, obj)
 
+    def _keep_report(self, event: api.Event) -> None:
+        rows = self.objects[StatusReport.table]
+        if event.deleted:
+            rows.pop(event.id, None)
+            return
+        report = StatusReport.from_doc(event.value, event.revision)
+        if report.chassis == self.chassis_id:
+            rows[event.id] = report
+
     def _changed_scope_input(self, table: str) -> None:
-        if table != Chassis.table:  # the scope is computed from everything else
+        if table not in NOT_SCOPE_INPUTS:
             self._kept_scope = None
 
     def _widens(self, table: str, obj: Model) -> bool:

@@ -70,7 +70,8 @@ class Controller:
             store, self.cache, Chassis(id=self.chassis_id, tunnel_ip=c.tunnel_ip,
                                        tunnel_types=c.tunnel_types,
                                        physical_networks=sorted(self.bridge_mappings),
-                                       router_mac=self.router_mac, gateway=c.gateway),
+                                       router_mac=self.router_mac, gateway=c.gateway,
+                                       datapath_type=c.datapath_type),
             c.heartbeat_interval, self.stop_event, wake_loop=lambda: self.wake(), clock=clock,
             on_confirmed=(self.neighbours.confirmed, self.gateways.confirmed))
         self.packet_ins = PacketIns(

@@ -23,6 +23,7 @@ from dragonflow.model.objects import (
     SecurityGroup,
     SecurityGroupRule,
     SegmentAllocation,
+    StatusReport,
     Subnet,
     model_for_table,
 )
@@ -32,4 +33,4 @@ __all__ = ['AddressPair', 'MODELS', 'INTERNAL_MODELS', 'AllocationPool', 'Chassi
            'DefaultSecurityGroup', 'ExternalFixedIP', 'ExternalGateway', 'Fence', 'FixedIP',
            'FloatingIP', 'HostRoute', 'IPAllocation', 'MACAllocation', 'Model', 'Network',
            'Port', 'Router', 'RouterInterface', 'SecurityGroup', 'SecurityGroupRule',
-           'SegmentAllocation', 'Subnet', 'model_for_table']
+           'SegmentAllocation', 'StatusReport', 'Subnet', 'model_for_table']

@@ -26,6 +26,12 @@ TUNNEL_NETWORK_TYPES = ('vxlan', 'geneve', 'gre')
 PHYSICAL_NETWORK_TYPES = ('flat', 'vlan')
 NETWORK_TYPES = TUNNEL_NETWORK_TYPES + PHYSICAL_NETWORK_TYPES
 
+# Who tells the API a port's (or floating IP's) status. df-api leaves it to the chassis, which
+# writes binding and status into the object itself; Neutron keeps its own DB, so the chassis
+# writes a StatusReport instead and the driver's worker tells Neutron.
+STATUS_BY_CHASSIS = 'chassis'
+STATUS_BY_REPORT = 'report'
+
 
 class Model(BaseModel):
     """Base of every stored object."""
@@ -144,6 +150,10 @@ class Port(Resource):
     allowed_address_pairs: list[AddressPair] = Field(
         default=[], description='More (MAC, IP or prefix) the port may send from; the MAC is '
                                 'the port\'s when the client gave none.')
+    status_source: str = Field(
+        default=STATUS_BY_CHASSIS,
+        description="'chassis': the chassis writes binding_host_id and status here (df-api); "
+                    "'report': it writes a StatusReport and never this object (Neutron).")
 
     @property
     def is_router_interface(self) -> bool:
@@ -206,6 +216,9 @@ class FloatingIP(Resource):
     fixed_ip_address: Optional[str] = None
     router_id: Optional[str] = None
     status: str = 'DOWN'
+    status_source: str = Field(
+        default=STATUS_BY_CHASSIS,
+        description="As Port.status_source: 'report' under Neutron.")
 
 
 class Chassis(Model):
@@ -225,6 +238,10 @@ class Chassis(Model):
         default=False, description='Configured as a gateway chassis ([controller] gateway): '
                                    'a candidate for routers\' gateway_chassis on the external '
                                    'networks of its physical_networks.')
+    datapath_type: str = Field(
+        default='system', description="Its br-int's datapath ([controller] datapath_type): "
+                                      "'system' (kernel) or 'netdev' (userspace); Neutron's "
+                                      "port binding hands it to Nova (vif_details).")
 
     def same_endpoint(self, other: 'Chassis') -> bool:
         """Whether the two records say the same to the data plane."""
@@ -307,9 +324,29 @@ class SecurityGroupRule(Model):
         return str(ipaddress.ip_network(self.remote_ip_prefix, strict=False))
 
 
+class StatusReport(Model):
+    """What a chassis says of a port or floating IP whose status_source is 'report' (Neutron):
+    id '<resource>/<resource id>/<chassis>'. ACTIVE: br-int has the flows of the object's
+    version ``object_revision`` (a reader compares it with the object's current revision:
+    an older one says nothing of the current version); DOWN: unplugged from that chassis.
+    Written by that chassis only, deleted by it when the object is gone or bound elsewhere
+    (and by the reader when its API no longer has the object)."""
+    table: ClassVar[str] = 'status_reports'
+    resource: str = Field(description="The object's table: 'ports' or 'floatingips'.")
+    resource_id: str
+    chassis: str
+    status: str = Field(description="'ACTIVE' or 'DOWN'.")
+    object_revision: int = Field(description='The store revision of the version of the object '
+                                             'this status is of.')
+
+    @staticmethod
+    def make_id(resource: str, resource_id: str, chassis: str) -> str:
+        return f'{resource}/{resource_id}/{chassis}'
+
+
 MODELS: dict[str, type[Model]] = {m.table: m for m in (Network, Subnet, Port, Router, Chassis,
                                                          SecurityGroup, SecurityGroupRule,
-                                                         FloatingIP)}
+                                                         FloatingIP, StatusReport)}
 
 
 # Records df-api keeps for itself. They live in the store so that every df-api process sees

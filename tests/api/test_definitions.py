@@ -13,7 +13,8 @@ from dragonflow.api.service import Service
 STANDARD = {'id', 'name', 'description', 'tenant_id', 'project_id', 'tags', 'created_at',
             'updated_at', 'revision_number'}
 # Stored fields only the data plane uses: never shown by the API.
-DATA_PLANE_ONLY = {'key', 'interfaces', 'gateway_port_id', 'floating_port_id'}
+DATA_PLANE_ONLY = {'key', 'interfaces', 'gateway_port_id', 'floating_port_id',
+                   'status_source'}  # who reports the status: the API's, not the client's
 # Neutron's rules and floating IPs have no name (the stored objects keep an empty one).
 UNNAMED = (definitions.SECURITY_GROUP_RULE, definitions.FLOATINGIP)
 RESOURCES = list(definitions.RESOURCES.values())
