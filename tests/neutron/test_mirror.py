@@ -17,6 +17,7 @@ from dragonflow.model import (
     SecurityGroupRule,
     Subnet,
 )
+from dragonflow.model.objects import NOT_PLUGGED_OWNERS
 from tests.neutron.conftest import dragonflow_plugins
 
 pytestmark = pytest.mark.skipif(dragonflow_plugins() != ('df', 'df-l3'),
@@ -199,3 +200,95 @@ def test_member_cannot_bind_but_mirror_is_per_project(neutron, neutron_store):
             member.network.create_port(network_id=network.id, binding_host_id='h')
     finally:
         member.network.delete_network(network)
+
+
+# What differs between two clouds by chance, not by shape: ids, keys, times, segment ids,
+# MACs and addresses Neutron (like df-api) picks at random.
+VOLATILE = {'id', 'key', 'created_at', 'updated_at', 'provider:segmentation_id',
+            'mac_address', 'ip_address', 'floating_ip_address', 'fixed_ip_address', 'name',
+            'gateway_chassis'}
+
+
+def shape(value, ids):
+    """The document with ids replaced by their table's name and chance values dropped."""
+    if isinstance(value, dict):
+        return {k: shape(v, ids) for k, v in sorted(value.items()) if k not in VOLATILE}
+    if isinstance(value, list):
+        return sorted((shape(v, ids) for v in value), key=repr)
+    if isinstance(value, str) and value in ids:
+        return f'<{ids[value]}>'
+    return value
+
+
+def as_df_api(doc: dict) -> dict:
+    """The differences the contract makes: Neutron's objects take their status from chassis
+    reports, and Neutron creates its network:* ports (router interface, gateway, floating IP)
+    with port security off, which the data plane never reads for ports no VM plugs into."""
+    doc = dict(doc)
+    if doc.get('status_source') == 'report':
+        doc['status_source'] = 'chassis'
+    if doc.get('device_owner') in NOT_PLUGGED_OWNERS and doc.get('security_groups') == []:
+        doc['port_security_enabled'] = True
+    return doc
+
+
+def same_calls(conn):
+    """One small tenant: network, subnet, port with a pair, a rule, a router with an interface
+    and a gateway, a floating IP. Returns the ids made."""
+    external = conn.network.create_network(name='ext', is_router_external=True,
+                                           provider_network_type='flat',
+                                           provider_physical_network='physnet1')
+    conn.network.create_subnet(network_id=external.id, ip_version=4, cidr='172.24.8.0/24')
+    network = conn.network.create_network(name='net')
+    subnet = conn.network.create_subnet(network_id=network.id, ip_version=4,
+                                        cidr='10.50.0.0/24')
+    port = conn.network.create_port(network_id=network.id, allowed_address_pairs=[
+        {'ip_address': '10.50.0.250'}])
+    group = conn.network.create_security_group(name='web')
+    conn.network.create_security_group_rule(security_group_id=group.id, direction='ingress',
+                                            ethertype='IPv4', protocol='tcp',
+                                            port_range_min=80, port_range_max=80,
+                                            remote_ip_prefix='192.0.2.0/24')
+    router = conn.network.create_router(name='r', external_gateway_info={
+        'network_id': external.id})
+    conn.network.add_interface_to_router(router, subnet=subnet.id)
+    conn.network.create_ip(floating_network_id=external.id, port_id=port.id)
+    return {external.id, network.id, port.id, group.id, router.id}
+
+
+def nb_shapes(store, roots):
+    """Every mirrored object reachable from ``roots`` (and the ports, subnets, rules, FIPs
+    of those), by table, as shapes."""
+    tables = ('networks', 'subnets', 'ports', 'security_groups', 'security_group_rules',
+              'routers', 'floatingips')
+    records = {t: [r for r in store.list(t)] for t in tables}
+    ids = {r.id: t for t, rs in records.items() for r in rs}
+    networks = {r.id for r in records['networks'] if r.id in roots}
+    groups = {r.id for r in records['security_groups'] if r.id in roots}
+    keep = {
+        'networks': lambda v: v['id'] in networks,
+        'subnets': lambda v: v['network_id'] in networks,
+        'ports': lambda v: v['network_id'] in networks,
+        'security_groups': lambda v: v['id'] in groups,
+        'security_group_rules': lambda v: v['security_group_id'] in groups,
+        'routers': lambda v: v['id'] in roots,
+        'floatingips': lambda v: v['floating_network_id'] in networks}
+    return {t: sorted((shape(r.value, ids) for r in records[t] if keep[t](r.value)), key=repr)
+            for t in tables}
+
+
+def test_neutron_and_df_api_make_the_same_objects(conn, neutron_store, tmp_path):
+    from tests.api.conftest import DfApi, connect
+
+    df_api = DfApi(tmp_path, f'sqlite://{tmp_path / "df-api.sqlite"}',
+                   config={'ml2_type_flat': {'flat_networks': '*'}}).wait_ready()
+    try:
+        from dragonflow import store as df_store
+        df_api_store = df_store.connect(f'sqlite://{tmp_path / "df-api.sqlite"}')
+        theirs = nb_shapes(df_api_store, same_calls(connect(df_api.url, project='demo',
+                                                            admin=True)))
+        ours = nb_shapes(neutron_store, same_calls(conn))
+    finally:
+        df_api.stop()
+    for table in ours:
+        assert [as_df_api(doc) for doc in ours[table]] == theirs[table], table
