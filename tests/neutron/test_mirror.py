@@ -182,12 +182,95 @@ def test_port_binds_on_a_registered_chassis_only(neutron, conn, network, neutron
         assert port.binding_vif_details['port_filter'] is True
         assert port.binding_vif_details['datapath_type'] == 'system'
         assert port.status == 'DOWN'  # until the chassis reports the flows in
+        assert provisioning_blocks(neutron, port.id) == ['df']
         assert nb(neutron_store, Port, port.id).binding_host_id == host
+        unbound = conn.network.create_port(network_id=network.id)
+        assert provisioning_blocks(neutron, unbound.id) == []  # no host: nothing to wait for
         stranger = conn.network.create_port(network_id=network.id,
                                             binding_host_id=unique(NOT_A_CHASSIS))
         assert stranger.binding_vif_type == 'binding_failed'
     finally:
         neutron_store.delete(Chassis.table, host)
+
+
+def test_vif_details_carry_the_chassis_datapath_type(conn, network, neutron_store):
+    if 'datapath_type' not in Chassis.model_fields:
+        pytest.skip('Chassis.datapath_type is not in the model yet')
+    conn.network.create_subnet(network_id=network.id, ip_version=4, cidr='10.41.0.0/24')
+    host = unique('dpdk')
+    neutron_store.put(Chassis.table, host, Chassis(
+        id=host, tunnel_ip='192.0.2.8', tunnel_types=['vxlan'],
+        datapath_type='netdev').to_doc())
+    try:
+        port = conn.network.create_port(network_id=network.id, binding_host_id=host)
+        assert port.binding_vif_details['datapath_type'] == 'netdev'
+    finally:
+        neutron_store.delete(Chassis.table, host)
+
+
+def test_physical_segment_binds_only_where_its_physnet_is(conn, neutron_store):
+    network = conn.network.create_network(name=unique('vlan'), provider_network_type='vlan',
+                                          provider_physical_network='physnet1',
+                                          provider_segmentation_id=150)
+    conn.network.create_subnet(network_id=network.id, ip_version=4, cidr='10.42.0.0/24')
+    tunnel_only, on_physnet = unique(NOT_A_CHASSIS), unique('physnet-host')
+    neutron_store.put(Chassis.table, tunnel_only, Chassis(
+        id=tunnel_only, tunnel_ip='192.0.2.10').to_doc())
+    neutron_store.put(Chassis.table, on_physnet, Chassis(
+        id=on_physnet, tunnel_ip='192.0.2.11', physical_networks=['physnet1']).to_doc())
+    try:
+        bound = conn.network.create_port(network_id=network.id, binding_host_id=on_physnet)
+        refused = conn.network.create_port(network_id=network.id, binding_host_id=tunnel_only)
+        assert bound.binding_vif_type == 'ovs'
+        assert refused.binding_vif_type == 'binding_failed'
+        mirrored = nb(neutron_store, Network, network.id)
+        assert (mirrored.network_type, mirrored.physical_network,
+                mirrored.segmentation_id) == ('vlan', 'physnet1', 150)
+        for port in (bound, refused):
+            conn.network.delete_port(port)
+    finally:
+        neutron_store.delete(Chassis.table, tunnel_only)
+        neutron_store.delete(Chassis.table, on_physnet)
+        conn.network.delete_network(network)
+
+
+def test_extra_routes_and_group_updates_follow(conn, neutron_store):
+    network = conn.network.create_network(name=unique('net'))
+    subnet = conn.network.create_subnet(network_id=network.id, ip_version=4,
+                                        cidr='10.43.0.0/24')
+    router = conn.network.create_router(name=unique('r'))
+    group = conn.network.create_security_group(name=unique('sg'))
+    try:
+        conn.network.add_interface_to_router(router, subnet=subnet.id)
+        route = {'destination': '10.99.0.0/16', 'nexthop': '10.43.0.9'}
+        conn.network.update_router(router, routes=[route])
+        assert [r.model_dump() for r in nb(neutron_store, Router, router.id).routes] == [route]
+        more = {'destination': '10.98.0.0/16', 'nexthop': '10.43.0.10'}
+        conn.network.add_extra_routes_to_router(router, body={'router': {'routes': [more]}})
+        assert sorted(r.destination for r in nb(neutron_store, Router, router.id).routes) == [
+            '10.98.0.0/16', '10.99.0.0/16']
+        conn.network.update_router(router, routes=[])
+        conn.network.update_security_group(group, description='renamed')
+        assert nb(neutron_store, SecurityGroup, group.id).description == 'renamed'
+        conn.network.remove_interface_from_router(router, subnet=subnet.id)
+    finally:
+        conn.network.delete_security_group(group)
+        conn.network.delete_router(router)
+        conn.network.delete_network(network)
+
+
+def provisioning_blocks(neutron, port_id: str) -> list[str]:
+    """The entities Neutron waits for before the port goes ACTIVE (its provisioningblocks)."""
+    import pymysql
+    db = pymysql.connect(unix_socket=str(neutron.socket), user='root', database='neutron')
+    try:
+        with db.cursor() as cursor:
+            cursor.execute('SELECT b.entity FROM provisioningblocks b JOIN ports p ON '
+                           'p.standard_attr_id = b.standard_attr_id WHERE p.id = %s',
+                           (port_id,))
+            return sorted(row[0] for row in cursor.fetchall())
+    finally:
+        db.close()
 
 
 def test_member_cannot_bind_but_mirror_is_per_project(neutron, neutron_store):
