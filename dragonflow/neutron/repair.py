@@ -7,7 +7,8 @@ last written at, or its tombstone), then Neutron's objects (id, revision_number,
 
 - a Neutron object with no NB record, or one whose revision_number is newer than its mark
   (or has none), is written through ``NbMirror.upsert``, the driver's own translate path
-  (mirror.TRANSLATORS), so the object keeps its NB ``key``;
+  (mirror.TRANSLATORS), so the object keeps its NB ``key`` (a lost record gets back the key
+  its mark kept);
 - an NB object of those tables that Neutron no longer has is deleted with
   ``NbMirror.delete`` (which leaves a tombstone, so a late postcommit cannot bring it back).
 
@@ -16,9 +17,10 @@ only on Neutron's side, so it is never taken for one Neutron deleted (the revers
 delete an object whose create postcommit landed between the two reads). Postcommits run after
 Neutron's transaction, so an NB record whose object Neutron does not list is one Neutron has
 deleted; deleting it again when its own delete postcommit is in flight is harmless (both write
-the same tombstone, conditionally). A create or an update younger than ``grace`` seconds
-(Neutron's updated_at) is left alone: its postcommit may still be on its way, and writing it
-here would only race that write and report a difference that is none. Should the pass write an
+the same tombstone, conditionally). A difference younger than ``grace`` seconds (Neutron's
+updated_at; for an NB object Neutron lacks, the updated_at it was mirrored with) is left
+alone: its postcommit may still be on its way, and writing it here would only race that write
+and report a difference that is none; the next pass sees it settled. Should the pass write an
 older revision than a postcommit did, the mirror refuses it (its marks never go backwards).
 
 Several periodic-worker processes (one per neutron-periodic-workers, on several hosts) may run
@@ -133,7 +135,8 @@ class Repair:
             raise ValueError(f'mode {mode!r}: one of {MODES}')
         result = Result(mode)
         # NB first (see the module docstring), then Neutron.
-        in_nb = {m.table: {r.id for r in self.store.list(m.table)} for m in ORDER}
+        in_nb = {m.table: {r.id: r.value.get('updated_at') for r in self.store.list(m.table)}
+                 for m in ORDER}
         marks = {r.id: r.value for r in self.store.list(mirror.MIRROR_TABLE)}
         in_neutron = {m: self.reader.objects(m) for m in ORDER}
         now = self.now()
@@ -150,7 +153,10 @@ class Repair:
                     self._write(result, difference, model, neutron)
         for model in reversed(ORDER):
             listed = {n['id'] for n in in_neutron[model]}
-            for id in sorted(in_nb[model.table] - listed):
+            for id in sorted(set(in_nb[model.table]) - listed):
+                if _age(in_nb[model.table][id], now) < self.grace:
+                    result.recent += 1
+                    continue
                 mark = marks.get(mirror.mark_id(model.table, id)) or {}
                 difference = Difference(model.table, id, DELETED,
                                         mirrored_revision=mark.get('revision_number'))

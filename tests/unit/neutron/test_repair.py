@@ -179,6 +179,30 @@ def test_recent_changes_are_left_to_their_postcommits(store, clock):
     assert stored(store, Port, 'p1').name == 'in flight'
 
 
+def test_a_recent_object_neutron_lacks_is_left_to_its_delete_postcommit(store, clock):
+    neutron = FakeNeutron()
+    neutron.update(Port, 'p1', updated_at='2023-11-14T22:13:10Z')  # 10 s ago
+    repair_of(store, neutron, clock, grace=0).run('repair')
+    neutron.by_model[Port] = []
+    result = repair_of(store, neutron, clock, grace=30).run('repair')
+    assert result.in_sync and result.recent == 1
+    assert stored(store, Port, 'p1') is not None
+    clock.now += 30
+    result = repair_of(store, neutron, clock, grace=30).run('repair')
+    assert [(d.id, d.action) for d in result.differences] == [('p1', 'deleted')]
+    assert stored(store, Port, 'p1') is None
+
+
+def test_a_lost_record_comes_back_with_its_key(store, clock):
+    neutron = FakeNeutron()
+    repair_of(store, neutron, clock).run('repair')
+    key = stored(store, Port, 'p1').key
+    store.commit([df_store.api.Delete(Port.table, 'p1')])  # by hand, mark left
+    result = repair_of(store, neutron, clock).run('repair')
+    assert [(d.id, d.action) for d in result.differences] == [('p1', 'created')]
+    assert stored(store, Port, 'p1').key == key
+
+
 def test_nb_read_before_neutron_so_a_new_object_is_not_deleted(store, clock):
     """An object whose create postcommit lands between the pass's two reads."""
     late = {'id': 's2', 'network_id': 'n1', 'cidr': '10.1.0.0/24', 'ip_version': 4,
