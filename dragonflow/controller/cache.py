@@ -26,7 +26,7 @@ that fell out are evicted at once.
 """
 import dataclasses
 import threading
-from typing import Optional
+from typing import Callable, Optional
 
 from dragonflow.model import (
     MODELS,
@@ -41,7 +41,7 @@ from dragonflow.model import (
     StatusReport,
     Subnet,
 )
-from dragonflow.model.objects import DEVICE_OWNER_CHASSIS_SNAT
+from dragonflow.model.objects import DEVICE_OWNER_CHASSIS_SNAT, STATUS_BY_CHASSIS
 from dragonflow.store import api
 
 
@@ -72,7 +72,7 @@ BOOKKEEPING = frozenset({'name', 'description', 'tags', 'created_at', 'updated_a
 NOT_SCOPE_INPUTS = frozenset({Chassis.table, StatusReport.table})
 
 
-def _same_for_data_plane(old: Model, new: Model) -> bool:
+def same_for_data_plane(old: Model, new: Model) -> bool:
     if isinstance(old, Chassis):
         return old.same_endpoint(new)
     return old.model_dump(exclude=BOOKKEEPING) == new.model_dump(exclude=BOOKKEEPING)
@@ -191,6 +191,10 @@ class Cache:
         # The scope depends on everything but the chassis records: kept until something
         # else changes, so that a chassis registering costs no scope computation.
         self._kept_scope: Optional[Scope] = None
+        # Called (under the lock) when a port or floating IP whose status is reported
+        # (status_source 'report') changes, even in a way no flow sees: each new revision
+        # needs a report of its own (controller/reports.py sets it).
+        self.on_status_input: Callable[[], None] = lambda: None
 
     def load(self, revision: int, records: list[api.Record]) -> None:
         """Replace everything with the scope selected from a full snapshot."""
@@ -255,8 +259,10 @@ class Cache:
             self._keep_report(event)
             return False
         if event.deleted:
-            if rows.pop(event.id, None) is None:
+            old = rows.pop(event.id, None)
+            if old is None:
                 return False
+            self._status_input(old)
             self._changed_scope_input(event.table)
             return True
         old = rows.get(event.id)
@@ -267,8 +273,13 @@ class Cache:
                 not in_scope(self._scope(), event.table, obj):
             return False
         rows[event.id] = obj
+        self._status_input(obj)
         self._changed_scope_input(event.table)
-        return old is None or not _same_for_data_plane(old, obj)
+        return old is None or not same_for_data_plane(old, obj)
+
+    def _status_input(self, obj: Model) -> None:
+        if getattr(obj, 'status_source', STATUS_BY_CHASSIS) != STATUS_BY_CHASSIS:
+            self.on_status_input()
 
     def _keep_report(self, event: api.Event) -> None:
         rows = self.objects[StatusReport.table]

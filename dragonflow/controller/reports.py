@@ -10,7 +10,13 @@ loop never waits on the store:
 - the status of the floating IPs of its ports: ACTIVE once the switch has confirmed all their
   flows, the way out to the learnt gateway included (df-api writes DOWN on every
   association change, so this chassis only ever writes ACTIVE, and only on the version of
-  the floating IP whose flows it has).
+  the floating IP whose flows it has);
+- under Neutron (objects whose status_source is 'report'), none of those writes: Neutron's DB
+  holds the binding and the status, so the chassis writes its own StatusReport of each such
+  port bound to it and floating IP of those ports (ACTIVE with the store revision of the
+  version whose flows are in, DOWN once unplugged or, for a floating IP, until the flows of
+  its new association are), and deletes its reports of objects gone or bound elsewhere. The
+  driver's worker (dragonflow/neutron/status.py) tells Neutron.
 
 Level-triggered: the loop hands over the newest confirmed topology, and each report is
 computed from it and the cache's current objects when it is written. A store outage delays
@@ -21,8 +27,9 @@ import threading
 import time
 from typing import Callable, Optional
 
-from dragonflow.controller.cache import Cache
-from dragonflow.model import Chassis, ChassisStatus, FloatingIP, Model, Port
+from dragonflow.controller.cache import Cache, same_for_data_plane
+from dragonflow.model import Chassis, ChassisStatus, FloatingIP, Model, Port, StatusReport
+from dragonflow.model.objects import STATUS_BY_CHASSIS, STATUS_BY_REPORT
 from dragonflow.store import api
 
 LOG = logging.getLogger(__name__)
@@ -51,12 +58,18 @@ class Reporter:
         self._published: Optional[tuple] = None
         self._active_gateways: list[str] = []  # of the newest confirmed topology
         self._registered = False
+        # The newest confirmed topology, kept: the status reports are recomputed from it
+        # whenever the cache's versions of their objects change (a new revision of a port is
+        # news for Neutron even when no flow changes).
+        self._latest = None
+        cache.on_status_input = self.wake
 
     def ports_confirmed(self, topology) -> None:
         """From the loop: the switch has the flows of ``topology``; report its ports."""
         active = active_gateways(topology)
         with self._lock:
             self._confirmed = topology
+            self._latest = topology
             self._applied = max(self._applied, topology.revision)
             self._active_gateways = active
         self._wake.set()
@@ -95,6 +108,7 @@ class Reporter:
                 with self._lock:  # retried, unless a newer one came meanwhile
                     self._confirmed = self._confirmed or topology
                 raise
+        self._report_status()
         served = self._served()
         if self.clock() >= self._next_heartbeat or served[:3] != self._published:
             self._heartbeat(served)
@@ -142,7 +156,8 @@ class Reporter:
         updates = []
         with self.cache.lock:
             ports = self.cache.objects[Port.table]
-            current = [ports[i] for i in topology.ports if i in ports]
+            current = [ports[i] for i in topology.ports
+                       if i in ports and ports[i].status_source == STATUS_BY_CHASSIS]
         down = set()
         for port in current:
             plugged = port.id in topology.ofports
@@ -170,6 +185,7 @@ class Reporter:
             for fip in topology.local_floating_ips():
                 current = cached.get(fip.floating_ip.id)
                 if fip.gateway_mac and current is not None and current.status != 'ACTIVE' \
+                        and current.status_source == STATUS_BY_CHASSIS \
                         and _association(current) == _association(fip.floating_ip):
                     updates.append((current, {'status': 'ACTIVE'}))
         return updates
@@ -182,7 +198,8 @@ class Reporter:
         with self.cache.lock:
             return [(fip, {'status': 'DOWN'})
                     for fip in self.cache.objects[FloatingIP.table].values()
-                    if fip.port_id in port_ids and fip.status != 'DOWN']
+                    if fip.port_id in port_ids and fip.status != 'DOWN'
+                    and fip.status_source == STATUS_BY_CHASSIS]
 
     def _update(self, updates: list[tuple[Model, dict]]) -> bool:
         """One commit for all (ports, floating IPs), each conditional on the object not having
@@ -213,6 +230,110 @@ class Reporter:
         if any(narrowed):
             self.wake_loop()
         return len(written) == len(puts)
+
+    # Under Neutron: status reports
+
+    def _report_status(self) -> None:
+        """Write the reports that differ from what this chassis last said (the cache keeps
+        its own reports, so a restart does not repeat them), delete the ones that no longer
+        stand. One commit, each write conditional on the report not having changed; a
+        conflict (the driver's worker deleted one) leaves the rest to the next round."""
+        with self._lock:
+            topology = self._latest
+        if topology is None:
+            return
+        with self.cache.lock:
+            if not self.cache.loaded:
+                return
+            desired = desired_reports(topology, self.cache.objects, self.chassis.id)
+            said = dict(self.cache.objects[StatusReport.table])
+        ops, written = [], {}
+        for report_id, report in desired.items():
+            old = said.get(report_id)
+            if report is KEEP or old is not None and \
+                    (old.status, old.object_revision) == (report.status, report.object_revision):
+                continue
+            ops.append(api.Put(StatusReport.table, report_id, report.to_doc(),
+                               expect=api.MUST_NOT_EXIST if old is None else old.revision))
+            written[report_id] = report
+        gone = [i for i in said if i not in desired]
+        ops += [api.Delete(StatusReport.table, i, expect=said[i].revision) for i in gone]
+        if not ops:
+            return
+        try:
+            revision = self.store.commit(ops)
+        except api.Conflict:
+            self._wake.set()  # the watcher brings the store's version: decided again on it
+            LOG.info('status reports changed meanwhile, reporting again')
+            self._resync_reports(list(written) + gone)
+            return
+        with self.cache.lock:
+            rows = self.cache.objects[StatusReport.table]
+            for report_id, report in written.items():
+                rows[report_id] = report.model_copy(update={'revision': revision})
+            for report_id in gone:
+                rows.pop(report_id, None)
+
+    def _resync_reports(self, report_ids: list[str]) -> None:
+        """Read back the reports a conflicting commit named, into the cache."""
+        records = {i: self.store.get(StatusReport.table, i) for i in report_ids}
+        with self.cache.lock:
+            rows = self.cache.objects[StatusReport.table]
+            for report_id, record in records.items():
+                if record is None:
+                    rows.pop(report_id, None)
+                else:
+                    rows[report_id] = StatusReport.from_doc(record.value, record.revision)
+
+
+KEEP = object()  # a report left as it is: the flows of the object's newest version are not in
+
+
+def desired_reports(topology, objects: dict, me: str) -> dict:
+    """What this chassis should say, by report id, of the ports and floating IPs whose
+    status_source is 'report', from the confirmed ``topology`` and the cache's ``objects``.
+
+    A port bound here (Neutron binds, Nova plugs): ACTIVE once plugged and its flows are in,
+    with the revision of the cache's version if that says the same to the data plane as the
+    version the flows were built from (the report then speaks of the current version);
+    KEEP if a newer version's flows are not in yet; DOWN if unplugged after a report. A
+    floating IP of a port plugged here: ACTIVE once its flows are in, the gateway's MAC
+    learnt, for the association the flows are for; DOWN otherwise after a report. What is
+    absent from the result (gone, bound elsewhere, out of scope) is to be deleted."""
+    ports, fips = objects[Port.table], objects[FloatingIP.table]
+    said = objects[StatusReport.table]
+    desired = {}
+
+    def report(resource, obj, status):
+        report_id = StatusReport.make_id(resource, obj.id, me)
+        if status == 'DOWN' and report_id not in said:
+            return  # nothing said yet: Neutron's DOWN stands
+        desired[report_id] = StatusReport(
+            id=report_id, resource=resource, resource_id=obj.id, chassis=me, status=status,
+            object_revision=obj.revision)
+
+    for port in ports.values():
+        if port.status_source != STATUS_BY_REPORT or port.binding_host_id != me or \
+                not port.is_plugged_kind:
+            continue
+        built = topology.ports.get(port.id)
+        if port.id not in topology.ofports or built is None:
+            report(Port.table, port, 'DOWN')
+        elif same_for_data_plane(built, port):
+            report(Port.table, port, 'ACTIVE')
+        else:
+            desired[StatusReport.make_id(Port.table, port.id, me)] = KEEP
+    ready = {f.floating_ip.id: f for f in topology.local_floating_ips() if f.gateway_mac}
+    for fip in fips.values():
+        port = ports.get(fip.port_id)
+        if fip.status_source != STATUS_BY_REPORT or port is None or \
+                port.binding_host_id != me and port.id not in topology.ofports:
+            continue
+        flows = ready.get(fip.id)
+        up = flows is not None and fip.port_id in topology.ofports and \
+            _association(flows.floating_ip) == _association(fip)
+        report(FloatingIP.table, fip, 'ACTIVE' if up else 'DOWN')
+    return desired
 
 
 
