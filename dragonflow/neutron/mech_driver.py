@@ -42,7 +42,7 @@ def vif_details(chassis: Chassis) -> dict:
     """What Nova's os-vif plugs by: an OVS port on br-int, filtered by Dragonflow's flows."""
     return {portbindings.CAP_PORT_FILTER: True, portbindings.VIF_DETAILS_CONNECTIVITY: 'l2',
             portbindings.VIF_DETAILS_BRIDGE_NAME: BRIDGE, portbindings.OVS_HYBRID_PLUG: False,
-            portbindings.OVS_DATAPATH_TYPE: getattr(chassis, 'datapath_type', 'system')}
+            portbindings.OVS_DATAPATH_TYPE: chassis.datapath_type}
 
 
 def serves(chassis: Chassis, segment: dict) -> bool:

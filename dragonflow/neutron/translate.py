@@ -19,14 +19,15 @@ from dragonflow.model import (
     SecurityGroupRule,
     Subnet,
 )
+from dragonflow.model.objects import STATUS_BY_REPORT
 
 # Model fields Neutron's dicts carry under the same names.
 RESOURCE_FIELDS = ('id', 'project_id', 'name', 'description', 'tags', 'created_at',
                    'updated_at')
 PROVIDER = ('provider:network_type', 'provider:physical_network', 'provider:segmentation_id')
-# Neutron writes ports, floating IPs with this status source: the chassis reports, the
-# driver's status worker sets the status in Neutron (model: Port.status_source).
-STATUS_SOURCE = 'report'
+# Under Neutron the chassis reports a port's or floating IP's status (a StatusReport) and the
+# driver's status worker tells Neutron; it never writes the object (Port.status_source).
+STATUS_SOURCE = STATUS_BY_REPORT
 IPV6_ICMP_LEGACY = ('icmp', 'icmpv6')
 ANY_PROTOCOL = ('any', '0')
 
@@ -35,13 +36,6 @@ def _common(neutron: dict, names: Iterable[str] = RESOURCE_FIELDS) -> dict:
     doc = {name: neutron[name] for name in names if neutron.get(name) is not None}
     if 'project_id' not in doc and neutron.get('tenant_id'):
         doc['project_id'] = neutron['tenant_id']
-    return doc
-
-
-def _with_status_source(model: type, doc: dict) -> dict:
-    # Until the model has status_source (helper "reports"), write what it accepts.
-    if 'status_source' in model.model_fields:
-        doc['status_source'] = STATUS_SOURCE
     return doc
 
 
@@ -106,7 +100,7 @@ def port(neutron: dict, key: int) -> Port:
         **{'binding:host_id': neutron.get('binding:host_id') or '',
            'binding:profile': neutron.get('binding:profile') or {},
            'binding:vnic_type': neutron.get('binding:vnic_type') or 'normal'})
-    return Port.model_validate(_with_status_source(Port, doc))
+    return Port.model_validate({**doc, 'status_source': STATUS_SOURCE})
 
 
 def security_group(neutron: dict, key: int) -> SecurityGroup:
@@ -182,4 +176,4 @@ def floating_ip(neutron: dict, floating_port_id: Optional[str] = None) -> Floati
         doc[name] = neutron.get(name)
     doc['floating_port_id'] = floating_port_id or neutron.get('floating_port_id')
     doc['status'] = neutron.get('status') or 'DOWN'
-    return FloatingIP.model_validate(_with_status_source(FloatingIP, doc))
+    return FloatingIP.model_validate({**doc, 'status_source': STATUS_SOURCE})
