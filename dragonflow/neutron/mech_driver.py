@@ -15,7 +15,7 @@ status worker (status.py) when that chassis reports the port's flows in.
 import logging
 
 from neutron_lib import constants as n_const
-from neutron_lib.api.definitions import portbindings
+from neutron_lib.api.definitions import portbindings, provider_net
 from neutron_lib.callbacks import events, registry, resources
 from neutron_lib.plugins import directory
 from neutron_lib.plugins.ml2 import api
@@ -80,6 +80,16 @@ class DfMechanismDriver(api.MechanismDriver):
     def connectivity(self):
         # Ports with no address (l2) are bound too.
         return portbindings.CONNECTIVITY_L2
+
+    @staticmethod
+    def provider_network_attribute_updates_supported():
+        # As df-api: a VLAN network's id may change, only while no port on it is bound.
+        return [provider_net.SEGMENTATION_ID]
+
+    def get_supported_vif_types(self):
+        """ML2 lets a segment change while no port has any other vif type than these (and
+        unbound, binding_failed): none, so a bound port keeps the segment it was bound on."""
+        return []
 
     # Networks
 

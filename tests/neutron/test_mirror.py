@@ -231,6 +231,19 @@ def test_physical_segment_binds_only_where_its_physnet_is(conn, neutron_store):
         conn.network.delete_network(network)
 
 
+def test_vlan_id_changes_while_no_port_is_bound(conn, neutron_store):
+    network = conn.network.create_network(name=unique('vlan'), provider_network_type='vlan',
+                                          provider_physical_network='physnet1',
+                                          provider_segmentation_id=160)
+    try:
+        key = nb(neutron_store, Network, network.id).key
+        conn.network.update_network(network, provider_segmentation_id=161)
+        mirrored = nb(neutron_store, Network, network.id)
+        assert (mirrored.segmentation_id, mirrored.key) == (161, key)
+    finally:
+        conn.network.delete_network(network)
+
+
 def test_extra_routes_and_group_updates_follow(conn, neutron_store):
     network = conn.network.create_network(name=unique('net'))
     subnet = conn.network.create_subnet(network_id=network.id, ip_version=4,
