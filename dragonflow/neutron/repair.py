@@ -185,8 +185,11 @@ class Repair:
                 self.mirror.delete(model.table, difference.id)
                 return
             adjust = mirror.schedule_gateway(self.store) if model is Router else None
-            self.mirror.upsert(model, neutron, adjust=adjust,
-                               **self.reader.extra(model, neutron))
+            if self.mirror.upsert(model, neutron, adjust=adjust,
+                                  **self.reader.extra(model, neutron)) is None:
+                # Its tombstone is as new as Neutron's revision: left for an operator to see.
+                LOG.warning('repair of %s refused: the mirror has it deleted', difference)
+                result.failed.append(difference)
         except (ValidationError, KeyError, TypeError, ValueError):
             LOG.warning('repair of %s failed', difference, exc_info=True)
             result.failed.append(difference)

@@ -229,6 +229,15 @@ def test_a_bad_object_does_not_stop_the_pass(store, clock):
     assert stored(store, Subnet, 's1') is not None and stored(store, Port, 'p1') is not None
 
 
+def test_an_object_the_mirror_has_deleted_is_not_brought_back(store, clock):
+    neutron = FakeNeutron()
+    repair_of(store, neutron, clock).run('repair')
+    mirror.NbMirror(store).delete(Port.table, 'p1', revision=4)
+    result = repair_of(store, neutron, clock).run('repair')
+    assert [(d.id, d.action) for d in result.failed] == [('p1', 'created')]
+    assert stored(store, Port, 'p1') is None
+
+
 def test_a_second_pass_finds_and_writes_nothing(store, clock):
     neutron = FakeNeutron()
     repair_of(store, neutron, clock).run('repair')
