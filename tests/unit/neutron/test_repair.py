@@ -1,9 +1,14 @@
 """The repair pass brings the NB store back to what Neutron holds, over a real sqlite store."""
+import io
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
 from dragonflow import store as df_store
+from dragonflow.cli import neutron_sync
 from dragonflow.lab.cloud import wait_for
 from dragonflow.model import (
     FloatingIP,
@@ -326,3 +331,25 @@ def test_worker_logs_a_failed_pass_and_tries_again(store):
 
 def store_url(store):
     return f'sqlite://{store.path}'
+
+
+def test_sync_command_says_why_and_exits_2_on_a_missing_config(tmp_path):
+    command = Path(sys.executable).parent / 'df-neutron-sync'
+    done = subprocess.run([str(command), '--config-file', str(tmp_path / 'none.conf'),
+                           '--mode', 'log'], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert 'df-neutron-sync: Neutron configuration' in done.stderr
+    assert 'none.conf' in done.stderr
+
+
+def test_sync_report_prints_counts_and_each_difference():
+    result = repair.Result('log', differences=[
+        repair.Difference(Port.table, 'p1', 'created', 4, None),
+        repair.Difference(Subnet.table, 's9', 'deleted', None, 2)])
+    out = io.StringIO()
+    neutron_sync.report(result, out)
+    lines = out.getvalue().splitlines()
+    assert any(line.split() == [Port.table, '1', '0', '0'] for line in lines)
+    assert any(line.split() == [Subnet.table, '0', '0', '1'] for line in lines)
+    assert any(line.startswith('differs: created') and 'ports/p1' in line for line in lines)
+    assert lines[-1] == '2 differences (log)'
