@@ -150,6 +150,13 @@ def test_router_interface_gateway_and_floating_ip(conn, neutron_store):
                                                       fip.floating_ip_address)
         assert nb(neutron_store, Port, mirrored_fip.floating_port_id).device_owner == \
             'network:floatingip'
+        other = conn.network.create_port(network_id=inside.id)
+        conn.network.update_ip(fip, port_id=other.id)
+        moved = nb(neutron_store, FloatingIP, fip.id)
+        assert (moved.port_id, moved.status) == (other.id, 'DOWN')
+        assert conn.network.get_ip(fip.id).status == 'DOWN'  # until the new chassis reports
+        conn.network.update_ip(fip, port_id=vm.id)
+        conn.network.delete_port(other)
         conn.network.delete_port(vm)  # Neutron disassociates the floating IP
         assert nb(neutron_store, FloatingIP, fip.id).port_id is None
         conn.network.delete_ip(fip)
