@@ -15,6 +15,9 @@ OPTIONS = [
                help='Seconds between passes that compare Neutron\'s database with the NB '
                     'store and rewrite what differs (a failed postcommit is only logged by '
                     'ML2). 0 disables the pass.'),
+    cfg.FloatOpt('repair_grace', default=30.0, min=0,
+                 help='Seconds after a change (Neutron\'s updated_at) during which the repair '
+                      'pass leaves it to its own postcommit, which may still be on its way.'),
 ]
 
 
