@@ -1,0 +1,89 @@
+"""Real Neutron with the ``df`` driver: a port bound to a chassis goes ACTIVE only once that
+chassis reports the flows of its current version in (a StatusReport in the NB store, read by
+the driver's status worker in neutron-periodic-workers), and DOWN once it reports it
+unplugged. The chassis is a record in the store; the test writes its reports."""
+import uuid
+
+import pytest
+
+from dragonflow.lab.cloud import wait_for
+from dragonflow.model import Chassis, Port, StatusReport
+from tests.neutron.conftest import dragonflow_plugins
+
+pytestmark = pytest.mark.skipif(dragonflow_plugins() != ('df', 'df-l3'),
+                                reason='the df entry points are not installed')
+
+TIMEOUT = 30.0  # the worker starts with neutron-periodic-workers, then follows at once
+
+
+def unique(prefix: str) -> str:
+    return f'{prefix}-{uuid.uuid4().hex[:8]}'
+
+
+@pytest.fixture
+def host(neutron_store):
+    host = unique('compute')
+    neutron_store.put(Chassis.table, host, Chassis(
+        id=host, tunnel_ip='192.0.2.9', tunnel_types=['vxlan']).to_doc())
+    yield host
+    neutron_store.delete(Chassis.table, host)
+
+
+@pytest.fixture
+def network(neutron):
+    conn = neutron.sdk()
+    network = conn.network.create_network(name=unique('net'))
+    conn.network.create_subnet(network_id=network.id, ip_version=4, cidr='10.60.0.0/24')
+    yield network
+    for port in conn.network.ports(network_id=network.id):
+        if not port.device_owner.startswith('network:'):
+            conn.network.delete_port(port)
+    conn.network.delete_network(network, ignore_missing=True)
+
+
+def report(store, port_id, host, state, revision):
+    r = StatusReport(id=StatusReport.make_id('ports', port_id, host), resource='ports',
+                     resource_id=port_id, chassis=host, status=state, object_revision=revision)
+    store.put(r.table, r.id, r.to_doc())
+
+
+def test_a_port_is_active_only_once_its_chassis_reports_its_current_version(
+        neutron, network, host, neutron_store):
+    conn = neutron.sdk()
+    port = conn.network.create_port(network_id=network.id, binding_host_id=host)
+    sentinel = conn.network.create_port(network_id=network.id, binding_host_id=host)
+    assert port.status == 'DOWN'
+    first = neutron_store.get(Port.table, port.id).revision
+    conn.network.update_port(port, name='renamed')  # a new version, whose flows are not in
+    current = neutron_store.get(Port.table, port.id).revision
+    assert current > first
+    # The worker reads the reports in the change log's order: once the sentinel's (written
+    # after it) is ACTIVE, the stale one has been read, and ignored.
+    report(neutron_store, port.id, host, 'ACTIVE', first)
+    report(neutron_store, sentinel.id, host, 'ACTIVE',
+           neutron_store.get(Port.table, sentinel.id).revision)
+    wait_for(lambda: conn.network.get_port(sentinel.id).status == 'ACTIVE', TIMEOUT,
+             what='the sentinel port ACTIVE')
+    assert conn.network.get_port(port.id).status == 'DOWN'
+
+    report(neutron_store, port.id, host, 'ACTIVE', current)
+    wait_for(lambda: conn.network.get_port(port.id).status == 'ACTIVE', TIMEOUT,
+             what='the port ACTIVE')
+
+    # Neutron's ACTIVE is mirrored (a new NB revision); the chassis reports that one DOWN.
+    wait_for(lambda: neutron_store.get(Port.table, port.id).value['status'] == 'ACTIVE',
+             TIMEOUT, what='the NB port ACTIVE')
+    report(neutron_store, port.id, host, 'DOWN', neutron_store.get(Port.table, port.id).revision)
+    wait_for(lambda: conn.network.get_port(port.id).status == 'DOWN', TIMEOUT,
+             what='the port DOWN')
+
+
+def test_the_reports_of_a_deleted_port_are_deleted(neutron, network, host, neutron_store):
+    conn = neutron.sdk()
+    port = conn.network.create_port(network_id=network.id, binding_host_id=host)
+    revision = neutron_store.get(Port.table, port.id).revision
+    conn.network.delete_port(port)
+    report(neutron_store, port.id, host, 'ACTIVE', revision)  # a chassis that never heard
+    wait_for(lambda: neutron_store.get(StatusReport.table,
+                                       StatusReport.make_id('ports', port.id, host)) is None,
+             TIMEOUT, what='the report deleted')
