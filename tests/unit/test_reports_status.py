@@ -173,3 +173,17 @@ def test_a_report_deleted_meanwhile_is_written_again(world):
     world.reporter.report()  # conflicts: re-read
     world.reporter.report()
     assert world.report(VM_REPORT) == ('ACTIVE', world.revision('ports', 'vm'))
+
+
+def test_a_chassis_record_from_before_datapath_types_is_registered_again_if_it_differs(
+        world):
+    old = Chassis(id=ME, tunnel_ip='172.31.0.11').to_doc()
+    del old['datapath_type']  # written by a controller that did not know it
+    revision = world.store.put(Chassis.table, ME, old)
+    world.reporter.report()
+    assert world.store.get(Chassis.table, ME).revision == revision  # 'system': the same
+    netdev = Reporter(world.store, world.cache, Chassis(id=ME, tunnel_ip='172.31.0.11',
+                                                        datapath_type='netdev'),
+                      10.0, threading.Event(), wake_loop=lambda: None, clock=Clock())
+    netdev.report()
+    assert world.store.get(Chassis.table, ME).value['datapath_type'] == 'netdev'
