@@ -15,6 +15,10 @@ OPTIONS = [
                help='Seconds between passes that compare Neutron\'s database with the NB '
                     'store and rewrite what differs (a failed postcommit is only logged by '
                     'ML2). 0 disables the pass.'),
+    cfg.FloatOpt('schedule_interval', default=60.0, min=1,
+                 help='Seconds between full passes over the routers\' gateway chassis lists '
+                      '(new gateway chassis appended, gone ones dropped; changes of the '
+                      'Chassis records are followed at once in between).'),
     cfg.FloatOpt('repair_grace', default=30.0, min=0,
                  help='Seconds after a change (Neutron\'s updated_at) during which the repair '
                       'pass leaves it to its own postcommit, which may still be on its way.'),

@@ -53,6 +53,12 @@ class DfL3RouterPlugin(service_base.ServicePluginBase,
     def supported_extension_aliases(self):
         return list(self._supported_extension_aliases)
 
+    def get_workers(self):
+        """In neutron-periodic-workers: the mixins' own (the janitor) and the gateway chassis
+        scheduler (gateways.py)."""
+        from dragonflow.neutron import gateways
+        return list(super().get_workers()) + [gateways.GatewayWorker()]
+
     def get_plugin_type(self):
         return plugin_constants.L3
 

@@ -6,6 +6,7 @@ import uuid
 import openstack
 import pytest
 
+from dragonflow.lab.cloud import wait_for
 from dragonflow.lab.neutron import NOT_A_CHASSIS
 from dragonflow.model import (
     Chassis,
@@ -174,6 +175,29 @@ def test_router_interface_gateway_and_floating_ip(conn, neutron_store):
         conn.network.delete_network(external)
     assert nb(neutron_store, Router, router.id) is None
     assert nb(neutron_store, Subnet, ext_subnet.id) is None
+
+
+def test_a_new_gateway_chassis_joins_existing_routers_lists(conn, neutron_store):
+    """The periodic workers run df-api's scheduler over the NB store."""
+    physnet = unique('physnet')[:15]
+    external = conn.network.create_network(name=unique('ext'), is_router_external=True,
+                                           provider_network_type='flat',
+                                           provider_physical_network=physnet)
+    conn.network.create_subnet(network_id=external.id, ip_version=4, cidr='172.24.7.0/24')
+    router = conn.network.create_router(name=unique('r'), external_gateway_info={
+        'network_id': external.id})
+    chassis = unique('gateway')
+    try:
+        assert nb(neutron_store, Router, router.id).gateway_chassis == []  # none can yet
+        neutron_store.put(Chassis.table, chassis, Chassis(
+            id=chassis, tunnel_ip='192.0.2.20', physical_networks=[physnet],
+            gateway=True).to_doc())
+        wait_for(lambda: nb(neutron_store, Router, router.id).gateway_chassis == [chassis],
+                 timeout=30, what='the new gateway chassis in the router\'s list')
+    finally:
+        conn.network.delete_router(router)
+        neutron_store.delete(Chassis.table, chassis)
+        conn.network.delete_network(external)
 
 
 def test_port_binds_on_a_registered_chassis_only(neutron, conn, network, neutron_store):
