@@ -36,9 +36,8 @@ def _fail(message: str) -> int:
     return UNUSABLE
 
 
-def _load_neutron(neutron_args):
-    """Neutron's configuration and plugins; returns cfg.CONF."""
-    from neutron import manager
+def _configure(neutron_args):
+    """Neutron's configuration (its common options and ours); returns cfg.CONF."""
     from neutron.common import config as neutron_config
     from oslo_config import cfg
 
@@ -47,8 +46,13 @@ def _load_neutron(neutron_args):
     config.register(cfg.CONF)
     neutron_config.init(neutron_args)
     neutron_config.setup_logging()
-    manager.init()
     return cfg.CONF
+
+
+def _load_plugins() -> None:
+    """ML2 (with the df driver) and the service plugins, as neutron-server loads them."""
+    from neutron import manager
+    manager.init()
 
 
 def _connect(conf):
@@ -83,22 +87,25 @@ def main(argv=None) -> int:
     args, neutron_args = _arguments(sys.argv[1:] if argv is None else argv)
     from oslo_config import cfg
     try:
-        conf = _load_neutron(neutron_args)
-    except (cfg.Error, RuntimeError, ImportError) as e:
-        return _fail(f'Neutron configuration or plugins not loadable: {e}')
-    except Exception as e:  # noqa: BLE001 - a plugin's initialize (the driver's store)
-        return _fail(f'Neutron plugins not loadable: {type(e).__name__}: {e}')
+        conf = _configure(neutron_args)
+    except (cfg.Error, RuntimeError) as e:
+        return _fail(f'Neutron configuration not usable: {e}')
     from dragonflow.neutron import mirror
     from dragonflow.store import api
     try:
-        store = _connect(conf)
+        store = _connect(conf)  # before the plugins: their driver would fail on it too
     except (api.StoreError, OSError, ValueError) as e:
         return _fail(f'NB store {conf.df.store_url} unusable: {e}')
     try:
-        result = repair.Repair(store, mirror.NbMirror(store), repair.plugin_reader(),
-                               grace=args.grace).run(args.mode)
-    except api.StoreError as e:
-        return _fail(f'NB store {conf.df.store_url} failed during the pass: {e}')
+        try:
+            _load_plugins()
+        except Exception as e:  # noqa: BLE001 - any plugin's initialize, Neutron's DB
+            return _fail(f'Neutron plugins not loadable: {type(e).__name__}: {e}')
+        try:
+            result = repair.Repair(store, mirror.NbMirror(store), repair.plugin_reader(),
+                                   grace=args.grace).run(args.mode)
+        except api.StoreError as e:
+            return _fail(f'NB store {conf.df.store_url} failed during the pass: {e}')
     finally:
         store.close()
     report(result)

@@ -342,6 +342,17 @@ def test_sync_command_says_why_and_exits_2_on_a_missing_config(tmp_path):
     assert 'none.conf' in done.stderr
 
 
+def test_sync_command_exits_2_when_the_store_does_not_answer(tmp_path):
+    config = tmp_path / 'neutron.conf'
+    config.write_text('[DEFAULT]\ntransport_url = fake://\n'
+                      '[df]\nstore_url = etcd://127.0.0.1:9\nstore_timeout = 1\n')
+    done = subprocess.run([str(Path(sys.executable).parent / 'df-neutron-sync'),
+                           '--config-file', str(config)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert 'df-neutron-sync: NB store etcd://127.0.0.1:9 unusable' in done.stderr
+
+
 def test_sync_report_prints_counts_and_each_difference():
     result = repair.Result('log', differences=[
         repair.Difference(Port.table, 'p1', 'created', 4, None),
