@@ -31,7 +31,7 @@ from dragonflow.model import (
     Subnet,
 )
 from dragonflow.model.objects import NOT_PLUGGED_OWNERS, PHYSICAL_NETWORK_TYPES
-from dragonflow.neutron import PROVISIONING_ENTITY, config, mirror
+from dragonflow.neutron import PROVISIONING_ENTITY, config, mirror, translate
 
 LOG = logging.getLogger(__name__)
 VIF_TYPE = portbindings.VIF_TYPE_OVS
@@ -189,7 +189,7 @@ class DfMechanismDriver(api.MechanismDriver):
         group = payload.latest_state
         self.mirror.upsert(SecurityGroup, group)
         for rule in group.get('security_group_rules') or []:  # Neutron's defaults on create
-            self.mirror.upsert(SecurityGroupRule, rule)
+            self._mirror_rule(rule)
 
     def _security_group_deleted(self, resource, event, trigger, payload):
         group_id = payload.resource_id
@@ -204,7 +204,13 @@ class DfMechanismDriver(api.MechanismDriver):
     def _rule_created(self, resource, event, trigger, payload):
         rule = payload.latest_state
         self._refresh_group(payload.context, rule['security_group_id'])
-        self.mirror.upsert(SecurityGroupRule, rule)
+        self._mirror_rule(rule)
+
+    def _mirror_rule(self, rule: dict) -> None:
+        try:
+            self.mirror.upsert(SecurityGroupRule, rule)
+        except translate.Unsupported as e:
+            LOG.warning('%s', e)  # a missing allow rule denies: never more than Neutron
 
     def _rule_deleted(self, resource, event, trigger, payload):
         self.mirror.delete(SecurityGroupRule.table, payload.resource_id)

@@ -122,7 +122,16 @@ def protocol(value, ethertype: str) -> Optional[str]:
     return value
 
 
+class Unsupported(ValueError):
+    """Neutron has the object, the model cannot say what it means: not mirrored."""
+
+
 def security_group_rule(neutron: dict, key: int) -> SecurityGroupRule:
+    """Refuses (Unsupported) a rule whose remote is an address group: the model has no such
+    remote, and without it the rule would allow any address, more than Neutron's."""
+    if neutron.get('remote_address_group_id'):
+        raise Unsupported(f"security group rule {neutron['id']}: remote address groups are "
+                          'not supported; the rule is not applied')
     doc = _common(neutron, ('id', 'project_id', 'description', 'tags', 'created_at',
                             'updated_at'))
     ethertype = neutron.get('ethertype') or 'IPv4'

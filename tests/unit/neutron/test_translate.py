@@ -1,4 +1,6 @@
 """Neutron's API dicts become the objects df-api writes for the same requests."""
+import pytest
+
 from dragonflow.neutron import translate
 
 MAC = 'fa:16:3e:00:00:01'
@@ -67,6 +69,14 @@ def test_rule_protocols_are_df_apis():
     assert rule(None) is None and rule('any') is None and rule('0') is None
     assert rule('icmp', 'IPv6') == 'ipv6-icmp' and rule('1', 'IPv6') == '58'
     assert rule('icmp') == 'icmp' and rule(6) == '6' and rule('TCP') == 'tcp'
+
+
+def test_rule_with_an_address_group_is_refused_not_widened():
+    with pytest.raises(translate.Unsupported):
+        translate.security_group_rule({
+            'id': 'r1', 'security_group_id': 'sg1', 'direction': 'ingress',
+            'ethertype': 'IPv4', 'protocol': 'tcp', 'remote_ip_prefix': None,
+            'remote_group_id': None, 'remote_address_group_id': 'ag1'}, key=5)
 
 
 def test_router_interfaces_one_per_subnet_oldest_port_first():
