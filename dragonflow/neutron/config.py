@@ -5,7 +5,7 @@ from oslo_config import cfg
 GROUP = 'df'
 
 OPTIONS = [
-    cfg.StrOpt('store_url', default='sqlite:////var/lib/dragonflow/nb.sqlite',
+    cfg.StrOpt('store_url', default='sqlite:////var/lib/dragonflow/nb.db',
                help='The NB store the driver mirrors Neutron into: sqlite:///path, '
                     'etcd://host:port[,host:port...][/prefix] or redis://host:port[/db]. '
                     'The same store df-controller reads.'),
