@@ -2,6 +2,10 @@
 chassis a network namespace with its own Open vSwitch and df-controller; VMs are namespaces
 plugged into a chosen chassis. The data-plane tests and `dfctl demo` both stand on it.
 
+With ``api='neutron'`` the API is a real Neutron (lab/neutron.py) whose Dragonflow driver
+mirrors it into the cloud's store, in place of df-api; plugging a VM then binds its port to
+the chassis through the API first, as Nova does.
+
 Every namespace carries the cloud's per-run prefix and everything it starts is stopped by
 close(), which is safe to call after any failure, half-way through start-up included.
 """
@@ -28,6 +32,7 @@ UNDERLAY_PREFIX = '172.31.0.'  # chassis N gets .(10+N); only inside the cloud's
 # management namespace, this process reaches it as .254, chassis N as .(10+N).
 MANAGEMENT_SUBNETS = [f'172.31.{n}.' for n in range(200, 250)]
 STORES = ('sqlite', 'etcd', 'etcd-cluster', 'redis')
+APIS = ('df-api', 'neutron')
 
 
 def free_port() -> int:
@@ -208,7 +213,8 @@ class Chassis:
 class Cloud:
     def __init__(self, workdir: str, prefix: Optional[str] = None, tunnel_type: str = 'vxlan',
                  store: str = 'sqlite', physical_networks: tuple = (),
-                 extra_config: Optional[dict] = None, gateways: tuple = ()):
+                 extra_config: Optional[dict] = None, gateways: tuple = (),
+                 api: str = 'df-api'):
         """``physical_networks``: physnet names, each a physical network every chassis
         joins (the first through br-ex, the others through br-<name>), the first with the
         upstream router and internet host (lab/physical.py); ``cloud.physical`` is that
@@ -217,9 +223,13 @@ class Cloud:
         {'l3': {'snat_mode': 'distributed'}} (physnets get VLAN ids 100-200 unless
         'ml2_type_vlan' is given); its 'controller' section adds to the controllers' own.
         ``gateways``: the chassis configured as gateway chassis (``[controller] gateway =
-        true``), by name, e.g. ('ch1', 'ch2')."""
+        true``), by name, e.g. ('ch1', 'ch2'). ``api``: 'df-api', or 'neutron' for a real
+        Neutron in its place (``cloud.neutron``), given the ml2* sections of
+        ``extra_config``."""
         if store not in STORES:
             raise ValueError(f'store must be one of {STORES}')
+        if api not in APIS:
+            raise ValueError(f'api must be one of {APIS}')
         self.prefix = prefix or 'df' + secrets.token_hex(3)
         self.physicals = {name: PhysicalNetwork(self.prefix, name,
                                                 'br-ex' if i == 0 else f'br-{name}'[:15],
@@ -246,6 +256,8 @@ class Cloud:
         self.api = Process([os.path.join(BIN, 'df-api'), '--config-file',
                             os.path.join(workdir, 'df-api.ini')],
                            os.path.join(workdir, 'df-api.log'))
+        self.neutron = None  # the NeutronServer, when api == 'neutron'
+        self.api_kind = api
         self.chassis: dict[str, Chassis] = {}
         self.vms: list[Vm] = []
         self._sdk = None
@@ -262,19 +274,39 @@ class Cloud:
         try:
             if self.management_ns:
                 self._start_management()
-            with open(os.path.join(self.workdir, 'df-api.ini'), 'w') as f:
-                f.write(self.config(**self.extra_config))
-            self.api.start()
+            if self.api_kind == 'neutron':
+                self._start_neutron()
+            else:
+                with open(os.path.join(self.workdir, 'df-api.ini'), 'w') as f:
+                    f.write(self.config(**self.extra_config))
+                self.api.start()
             self._start_underlay()
             for physical in self.physicals.values():
                 physical.start()
-            wait_for(self._api_ready, 20, what='df-api')
+            if self.api_kind != 'neutron':
+                wait_for(self._api_ready, 20, what='df-api')
             for index in range(1, chassis + 1):
                 self.add_chassis(f'ch{index}')
         except BaseException:
             self.close()
             raise
         return self
+
+    def _start_neutron(self) -> None:
+        """Neutron on the cloud's store, with the network types df-api would have been
+        given (ml2* sections of extra_config; tenant_network_types is Neutron's older name
+        of project_network_types)."""
+        from dragonflow.lab.neutron import NeutronServer
+        config = {}
+        for group, options in self.extra_config.items():
+            if group.startswith('ml2'):
+                options = dict(options)
+                if 'tenant_network_types' in options:
+                    options['project_network_types'] = options.pop('tenant_network_types')
+                config[group] = options
+        self.neutron = NeutronServer(store_url=self.store_url, config=config)
+        self.neutron.start()
+        self.api_url = self.neutron.url
 
     def _start_management(self) -> None:
         """The management namespace with the store servers, joined to this one."""
@@ -347,6 +379,8 @@ class Cloud:
     def connect(self, project: Optional[str] = None, admin: bool = False):
         """An openstacksdk connection as a keystone-less user makes it; with noauth df-api
         takes the project and roles from headers, as Neutron does."""
+        if self.neutron is not None:
+            return self.neutron.sdk(project, admin=admin)
         import openstack
         conn = openstack.connection.Connection(
             auth_type='none', auth={'endpoint': self.api_url},
@@ -363,6 +397,10 @@ class Cloud:
         port's first fixed IP, or with no address at all for ``dhcp`` (the VM asks for it);
         without ``attach`` its interface waits off br-int until ``vm.attach()``."""
         name = f'{self.prefix}-{name or "vm" + str(len(self.vms) + 1)}'
+        if self.neutron is not None:
+            # Nova binds the port to the compute host before plugging it; the chassis id is
+            # the host's name.
+            port = self.sdk.network.update_port(port, binding_host_id=chassis)
         if dhcp:
             vm = Vm(name, self.chassis[chassis], port.id, port.mac_address)
         else:
@@ -412,6 +450,8 @@ class Cloud:
         for physical in self.physicals.values():
             physical.close()
         self.api.stop()
+        if self.neutron is not None:
+            self.neutron.stop()
         for server in self.store_servers:
             server.stop()
         if self.management_ns:
