@@ -1,7 +1,8 @@
 """Real packets through a topology made in a real Neutron: the cloud's API is Neutron with
 Dragonflow's ``df`` driver and ``df-l3`` plugin (lab/neutron.py), the chassis' controllers
 unchanged. Ports go ACTIVE in Neutron only once their chassis has their flows in (its
-StatusReport, turned into Neutron's status by the driver's worker); VMs on two chassis ping
+StatusReport, turned into Neutron's status by the driver's worker) and DOWN again when
+unplugged; VMs on two chassis ping
 across a Neutron router, and the internet host pings a VM's floating IP."""
 import os
 
@@ -9,7 +10,7 @@ import pytest
 
 from dragonflow import store as df_store
 from dragonflow.lab import physical
-from dragonflow.lab.cloud import Cloud
+from dragonflow.lab.cloud import Cloud, wait_for
 from tests.dataplane.conftest import caught_up
 
 PHYSNET = 'physnet1'
@@ -38,13 +39,18 @@ def _port(net, subnet, **extra):
                            fixed_ips=[{'subnet_id': subnet.id}], **extra)
 
 
-def _active_reports(cloud, port_id: str) -> list:
+def _nb(cloud, table: str) -> list:
+    """The documents of a table of the cloud's NB store, as the controllers read them."""
     store = df_store.connect(cloud.store_url)
     try:
-        return [r for r in store.list('status_reports')
-                if r.value.get('resource_id') == port_id and r.value.get('status') == 'ACTIVE']
+        return [record.value for record in store.list(table)]
     finally:
         store.close()
+
+
+def _reports(cloud, port_id: str, status: str) -> list:
+    return [r for r in _nb(cloud, 'status_reports')
+            if r.get('resource_id') == port_id and r.get('status') == status]
 
 
 def _plug_and_wait_active(cloud, chassis: str, port):
@@ -55,10 +61,14 @@ def _plug_and_wait_active(cloud, chassis: str, port):
     assert net.get_port(port.id).binding_host_id == chassis
     caught_up(cloud, *cloud.chassis)
     assert net.get_port(port.id).status == 'DOWN'
-    assert not _active_reports(cloud, port.id)
+    assert not _reports(cloud, port.id, 'ACTIVE')
     vm.attach()
     cloud.wait_port_active(port.id)
     assert port.mac_address in cloud.chassis[chassis].dump_flows()
+    # Neutron's status came from the chassis' report; the chassis left the NB port alone.
+    assert [r['chassis'] for r in _reports(cloud, port.id, 'ACTIVE')] == [chassis]
+    nb_port = next(p for p in _nb(cloud, 'ports') if p['id'] == port.id)
+    assert nb_port['status_source'] == 'report'
     vm.port = port
     return vm
 
@@ -74,6 +84,21 @@ def test_vms_on_two_chassis_reach_each_other_across_a_neutron_router(cloud):
     assert a.ping(b.ip, count=3)
     assert b.ping(a.ip, count=3)
     assert a.ping_ttl(b.ip) == 63  # one router hop: routed, not bridged
+
+
+def test_an_unplugged_port_goes_down_in_neutron_and_active_again_when_plugged(cloud):
+    net = cloud.sdk.network
+    subnet = _subnet(net, 'replug', '10.83.1.0/24')
+    a = _plug_and_wait_active(cloud, 'ch1', _port(net, subnet))
+    b = _plug_and_wait_active(cloud, 'ch2', _port(net, subnet))
+    assert a.ping(b.ip, count=2)
+    b.detach()
+    wait_for(lambda: net.get_port(b.port.id).status == 'DOWN', 10,
+             what='the unplugged port DOWN in Neutron')
+    assert not a.ping(b.ip, count=1, timeout=0.5)
+    b.attach()
+    cloud.wait_port_active(b.port.id)
+    assert a.ping(b.ip, count=2)
 
 
 def test_the_internet_host_pings_a_floating_ip_made_in_neutron(cloud):
