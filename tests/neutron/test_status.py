@@ -70,10 +70,21 @@ def test_a_port_is_active_only_once_its_chassis_reports_its_current_version(
     wait_for(lambda: conn.network.get_port(port.id).status == 'ACTIVE', TIMEOUT,
              what='the port ACTIVE')
 
-    # Neutron's ACTIVE is mirrored (a new NB revision); the chassis reports that one DOWN.
+    # Neutron's ACTIVE is mirrored (a new NB revision), which the chassis reports ACTIVE
+    # again: that settles, it writes nothing more (no report, write back, report... loop).
     wait_for(lambda: neutron_store.get(Port.table, port.id).value['status'] == 'ACTIVE',
              TIMEOUT, what='the NB port ACTIVE')
-    report(neutron_store, port.id, host, 'DOWN', neutron_store.get(Port.table, port.id).revision)
+    settled = neutron_store.get(Port.table, port.id).revision
+    report(neutron_store, port.id, host, 'ACTIVE', settled)
+    other = conn.network.create_port(network_id=network.id, binding_host_id=host)
+    report(neutron_store, other.id, host, 'ACTIVE',
+           neutron_store.get(Port.table, other.id).revision)
+    wait_for(lambda: conn.network.get_port(other.id).status == 'ACTIVE', TIMEOUT,
+             what='the other port ACTIVE')
+    assert neutron_store.get(Port.table, port.id).revision == settled
+
+    # Unplugged: the chassis reports the current version DOWN.
+    report(neutron_store, port.id, host, 'DOWN', settled)
     wait_for(lambda: conn.network.get_port(port.id).status == 'DOWN', TIMEOUT,
              what='the port DOWN')
 
