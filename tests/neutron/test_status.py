@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from dragonflow.lab.cloud import wait_for
-from dragonflow.model import Chassis, Port, StatusReport
+from dragonflow.model import Chassis, FloatingIP, Port, StatusReport
 from tests.neutron.conftest import dragonflow_plugins
 
 pytestmark = pytest.mark.skipif(dragonflow_plugins() != ('df', 'df-l3'),
@@ -98,3 +98,40 @@ def test_the_reports_of_a_deleted_port_are_deleted(neutron, network, host, neutr
     wait_for(lambda: neutron_store.get(StatusReport.table,
                                        StatusReport.make_id('ports', port.id, host)) is None,
              TIMEOUT, what='the report deleted')
+
+
+def test_a_floating_ip_takes_the_status_its_chassis_reports(neutron, host, neutron_store):
+    conn = neutron.sdk()
+    external = conn.network.create_network(name=unique('ext'), is_router_external=True,
+                                           provider_network_type='flat',
+                                           provider_physical_network='physnet1')
+    conn.network.create_subnet(network_id=external.id, ip_version=4, cidr='172.24.19.0/24')
+    inside = conn.network.create_network(name=unique('in'))
+    subnet = conn.network.create_subnet(network_id=inside.id, ip_version=4,
+                                        cidr='10.61.0.0/24')
+    router = conn.network.create_router(name=unique('r'),
+                                        external_gateway_info={'network_id': external.id})
+    try:
+        conn.network.add_interface_to_router(router, subnet=subnet.id)
+        vm = conn.network.create_port(network_id=inside.id, binding_host_id=host)
+        fip = conn.network.create_ip(floating_network_id=external.id, port_id=vm.id)
+        assert fip.status == 'DOWN'
+        revision = neutron_store.get(FloatingIP.table, fip.id).revision
+        r = StatusReport(id=StatusReport.make_id('floatingips', fip.id, host),
+                         resource='floatingips', resource_id=fip.id, chassis=host,
+                         status='ACTIVE', object_revision=revision)
+        neutron_store.put(r.table, r.id, r.to_doc())
+        wait_for(lambda: conn.network.get_ip(fip.id).status == 'ACTIVE', TIMEOUT,
+                 what='the floating IP ACTIVE')
+        revision = neutron_store.get(FloatingIP.table, fip.id).revision
+        neutron_store.put(r.table, r.id, r.model_copy(
+            update={'status': 'DOWN', 'object_revision': revision}).to_doc())
+        wait_for(lambda: conn.network.get_ip(fip.id).status == 'DOWN', TIMEOUT,
+                 what='the floating IP DOWN')
+        conn.network.delete_ip(fip)
+        conn.network.delete_port(vm)
+        conn.network.remove_interface_from_router(router, subnet=subnet.id)
+    finally:
+        conn.network.delete_router(router, ignore_missing=True)
+        conn.network.delete_network(inside)
+        conn.network.delete_network(external)
