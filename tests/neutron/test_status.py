@@ -102,9 +102,10 @@ def test_the_reports_of_a_deleted_port_are_deleted(neutron, network, host, neutr
 
 def test_a_floating_ip_takes_the_status_its_chassis_reports(neutron, host, neutron_store):
     conn = neutron.sdk()
+    # A flat physnet of its own: one flat network per physnet, and other tests have physnet1.
     external = conn.network.create_network(name=unique('ext'), is_router_external=True,
                                            provider_network_type='flat',
-                                           provider_physical_network='physnet1')
+                                           provider_physical_network=unique('physnet'))
     conn.network.create_subnet(network_id=external.id, ip_version=4, cidr='172.24.19.0/24')
     inside = conn.network.create_network(name=unique('in'))
     subnet = conn.network.create_subnet(network_id=inside.id, ip_version=4,
