@@ -11,10 +11,9 @@ everything else. SNAT stays in 'gateway' mode: distributed SNAT's network:chassi
 would be NB-only ports, which Neutron (and the repair pass) do not know.
 """
 import logging
-import threading
 import types
 
-from neutron_lib import worker
+from dragonflow.neutron.workers import ThreadWorker
 
 LOG = logging.getLogger(__name__)
 
@@ -25,18 +24,12 @@ def scheduler_conf(interval: float) -> types.SimpleNamespace:
                                                           schedule_interval=interval))
 
 
-class GatewayWorker(worker.BaseWorker):
+class GatewayWorker(ThreadWorker):
     """l3_scheduler.Scheduler in a thread of the periodic workers' process."""
+    thread_name = 'df-gateways'
 
     def __init__(self):
-        super().__init__(worker_process_count=0, desc='dragonflow gateway chassis')
-        self._stop = threading.Event()
-        self._thread = None
-
-    def start(self, name='neutron-server', desc=None):
-        super().start(name, desc)
-        self._thread = threading.Thread(target=self._run, name='df-gateways', daemon=True)
-        self._thread.start()
+        super().__init__('dragonflow gateway chassis')
 
     def _run(self) -> None:
         from oslo_config import cfg
@@ -51,13 +44,3 @@ class GatewayWorker(worker.BaseWorker):
                 self._stop)
         finally:
             store.close()
-
-    def stop(self):
-        self._stop.set()
-
-    def wait(self):
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-
-    def reset(self):
-        pass

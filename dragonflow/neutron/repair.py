@@ -36,12 +36,10 @@ object whose parent is missing.
 import dataclasses
 import datetime
 import logging
-import threading
 import time
 from typing import Callable, Optional, Protocol
 
 from neutron_lib import constants as n_const
-from neutron_lib import worker
 from pydantic import ValidationError
 
 from dragonflow.model import (
@@ -55,6 +53,7 @@ from dragonflow.model import (
     Subnet,
 )
 from dragonflow.neutron import mirror
+from dragonflow.neutron.workers import ThreadWorker
 from dragonflow.store import api
 
 LOG = logging.getLogger(__name__)
@@ -246,25 +245,18 @@ def log_result(result: Result) -> None:
                     result.mode, len(result.differences), len(result.failed), result.recent)
 
 
-class RepairWorker(worker.BaseWorker):
+class RepairWorker(ThreadWorker):
     """Runs a repair pass every [df] repair_interval seconds, in a thread of the
     neutron-periodic-workers process (worker_process_count 0). A failed pass (Neutron's DB
     or the store away) is logged and the next interval tries again."""
+    thread_name = 'df-repair'
 
     def __init__(self, connect: Optional[Callable[[], api.Store]] = None,
                  reader: Optional[Callable[[], NeutronReader]] = None,
                  interval: Optional[float] = None):
-        super().__init__(worker_process_count=0, desc='dragonflow NB repair')
+        super().__init__('dragonflow NB repair')
         self._connect, self._reader, self._interval = connect, reader, interval
-        self._stop = threading.Event()
-        self._thread = None
         self.passes = 0
-
-    def start(self, name='neutron-server', desc=None):
-        super().start(name, desc)
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name='df-repair', daemon=True)
-        self._thread.start()
 
     def _settings(self):
         from oslo_config import cfg
@@ -279,7 +271,7 @@ class RepairWorker(worker.BaseWorker):
         grace = getattr(conf, 'repair_grace', GRACE)
         return connect, self._reader or plugin_reader, interval, grace
 
-    def _loop(self) -> None:
+    def _run(self) -> None:
         connect, reader, interval, grace = self._settings()
         store = None
         while not self._stop.wait(interval):
@@ -292,13 +284,3 @@ class RepairWorker(worker.BaseWorker):
             self.passes += 1
         if store is not None:
             store.close()
-
-    def stop(self):
-        self._stop.set()
-
-    def wait(self):
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-
-    def reset(self):
-        pass

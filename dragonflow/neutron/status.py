@@ -24,12 +24,10 @@ harmless.
 """
 import dataclasses
 import logging
-import threading
 from typing import Callable, Optional, Protocol
 
-from neutron_lib import worker
-
 from dragonflow.model import FloatingIP, Port, StatusReport
+from dragonflow.neutron.workers import ThreadWorker
 from dragonflow.store import api
 
 LOG = logging.getLogger(__name__)
@@ -183,23 +181,16 @@ class PluginStatus:
         return True
 
 
-class StatusWorker(worker.BaseWorker):
+class StatusWorker(ThreadWorker):
     """Follows the status reports in a thread of the neutron-periodic-workers process
     (worker_process_count 0); the store is connected in start(), after the fork."""
+    thread_name = 'df-status'
 
     def __init__(self, connect: Optional[Callable[[], api.Store]] = None,
                  neutron: Optional[Callable[[], Neutron]] = None):
-        super().__init__(worker_process_count=0, desc='dragonflow status reports')
+        super().__init__('dragonflow status reports')
         self._connect, self._neutron = connect, neutron
-        self._stop = threading.Event()
-        self._thread = None
         self.follower: Optional[StatusFollower] = None
-
-    def start(self, name='neutron-server', desc=None):
-        super().start(name, desc)
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name='df-status', daemon=True)
-        self._thread.start()
 
     def _connector(self) -> Callable[[], api.Store]:
         if self._connect is not None:
@@ -211,7 +202,7 @@ class StatusWorker(worker.BaseWorker):
         conf = config.register(cfg.CONF).df
         return lambda: nb.connect(conf.store_url, timeout=conf.store_timeout)
 
-    def _loop(self) -> None:
+    def _run(self) -> None:
         connect, pause, store = self._connector(), BACKOFF[0], None
         while not self._stop.is_set():
             try:
@@ -228,13 +219,3 @@ class StatusWorker(worker.BaseWorker):
                 pause = min(pause * 2, BACKOFF[1])
         if store is not None:
             store.close()
-
-    def stop(self):
-        self._stop.set()
-
-    def wait(self):
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-
-    def reset(self):
-        pass
