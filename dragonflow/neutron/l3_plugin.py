@@ -90,7 +90,7 @@ class DfL3RouterPlugin(service_base.ServicePluginBase,
 
     def delete_router(self, context, id):
         super().delete_router(context, id)
-        self.mirror.delete(Router.table, id)
+        self._forget(Router.table, id)
 
     def add_router_interface(self, context, router_id, interface_info=None):
         result = super().add_router_interface(context, router_id, interface_info)
@@ -102,6 +102,11 @@ class DfL3RouterPlugin(service_base.ServicePluginBase,
         self.sync_router(context, router_id)
         return result
 
+    @mirror.left_to_repair
+    def _forget(self, table: str, id: str) -> None:
+        self.mirror.delete(table, id)
+
+    @mirror.left_to_repair
     def sync_router(self, context, router_id: str) -> None:
         """Write the router as Neutron has it now (or delete it if Neutron has none)."""
         admin = context.elevated()
@@ -144,7 +149,7 @@ class DfL3RouterPlugin(service_base.ServicePluginBase,
 
     def delete_floatingip(self, context, id):
         super().delete_floatingip(context, id)
-        self.mirror.delete(FloatingIP.table, id)
+        self._forget(FloatingIP.table, id)
 
     def disassociate_floatingips(self, context, port_id):
         """ML2 calls this inside a port delete's transaction: the floating IPs it frees are
@@ -173,6 +178,7 @@ class DfL3RouterPlugin(service_base.ServicePluginBase,
             self.sync_floatingip(payload.context, fip_id)
         pending.clear()
 
+    @mirror.left_to_repair
     def sync_floatingip(self, context, fip_id: str) -> None:
         admin = context.elevated()
         try:

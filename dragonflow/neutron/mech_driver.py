@@ -93,25 +93,31 @@ class DfMechanismDriver(api.MechanismDriver):
 
     # Networks
 
+    @mirror.left_to_repair
     def create_network_postcommit(self, context):
         self.mirror.upsert(Network, network_dict(context))
 
+    @mirror.left_to_repair
     def update_network_postcommit(self, context):
         self.mirror.upsert(Network, network_dict(context))
 
+    @mirror.left_to_repair
     def delete_network_postcommit(self, context):
         self.mirror.delete(Network.table, context.current['id'],
                            context.current.get('revision_number'))
 
     # Subnets
 
+    @mirror.left_to_repair
     def create_subnet_postcommit(self, context):
         self._ensure_network(context.network)
         self.mirror.upsert(Subnet, context.current)
 
+    @mirror.left_to_repair
     def update_subnet_postcommit(self, context):
         self.create_subnet_postcommit(context)
 
+    @mirror.left_to_repair
     def delete_subnet_postcommit(self, context):
         self.mirror.delete(Subnet.table, context.current['id'],
                            context.current.get('revision_number'))
@@ -124,13 +130,16 @@ class DfMechanismDriver(api.MechanismDriver):
     def update_port_precommit(self, context):
         self._block_until_reported(context)
 
+    @mirror.left_to_repair
     def create_port_postcommit(self, context):
         self._ensure_network(context.network)
         self.mirror.upsert(Port, context.current)
 
+    @mirror.left_to_repair
     def update_port_postcommit(self, context):
         self.create_port_postcommit(context)
 
+    @mirror.left_to_repair
     def delete_port_postcommit(self, context):
         self.mirror.delete(Port.table, context.current['id'],
                            context.current.get('revision_number'))
@@ -185,12 +194,14 @@ class DfMechanismDriver(api.MechanismDriver):
         registry.subscribe(self._rule_deleted, resources.SECURITY_GROUP_RULE,
                            events.AFTER_DELETE)
 
+    @mirror.left_to_repair
     def _security_group_written(self, resource, event, trigger, payload):
         group = payload.latest_state
         self.mirror.upsert(SecurityGroup, group)
         for rule in group.get('security_group_rules') or []:  # Neutron's defaults on create
             self._mirror_rule(rule)
 
+    @mirror.left_to_repair
     def _security_group_deleted(self, resource, event, trigger, payload):
         group_id = payload.resource_id
         rule_ids = set((payload.metadata or {}).get('security_group_rule_ids') or [])
@@ -201,6 +212,7 @@ class DfMechanismDriver(api.MechanismDriver):
         self.mirror.delete(SecurityGroup.table, group_id,
                            state.get('revision_number') if state else None)
 
+    @mirror.left_to_repair
     def _rule_created(self, resource, event, trigger, payload):
         rule = payload.latest_state
         self._refresh_group(payload.context, rule['security_group_id'])
@@ -212,12 +224,14 @@ class DfMechanismDriver(api.MechanismDriver):
         except translate.Unsupported as e:
             LOG.warning('%s', e)  # a missing allow rule denies: never more than Neutron
 
+    @mirror.left_to_repair
     def _rule_deleted(self, resource, event, trigger, payload):
         self.mirror.delete(SecurityGroupRule.table, payload.resource_id)
         group_id = (payload.metadata or {}).get('security_group_id')
         if group_id:
             self._refresh_group(payload.context, group_id)
 
+    @mirror.left_to_repair
     def _refresh_group(self, context, group_id: str) -> None:
         """The group anew after a change of its rules (df-api writes the group with every
         rule change; Neutron bumps its revision)."""

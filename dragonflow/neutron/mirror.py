@@ -13,6 +13,7 @@ written in the same commit: an older revision than the one mirrored is not writt
 object leaves a tombstone there so a late postcommit does not bring it back, and an object
 whose NB record was lost (removed by hand) comes back with its key.
 """
+import functools
 import logging
 from typing import Callable, Iterable, Optional
 
@@ -47,6 +48,22 @@ Adjust = Callable[[Optional[Model], Model], Model]
 
 class MirrorGaveUp(api.StoreError):
     """Lost the compare-and-swap race ATTEMPTS times in a row."""
+
+
+def left_to_repair(method):
+    """For the API path (postcommits, callbacks, the L3 plugin's writes): a store that is
+    down must not fail a call whose DB transaction has committed (ML2 would even delete what
+    it just created), so the error is logged and the write left to the repair pass
+    (repair.py), which finds the object missing or older than Neutron's revision."""
+    @functools.wraps(method)
+    def mirrored(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except api.StoreError as e:
+            LOG.warning('NB store: %s not mirrored now, left to the repair pass: %s',
+                        method.__name__, e)
+            return None
+    return mirrored
 
 
 def mark_id(table: str, id: str) -> str:
