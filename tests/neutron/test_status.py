@@ -124,6 +124,9 @@ def test_a_floating_ip_takes_the_status_its_chassis_reports(neutron, host, neutr
         neutron_store.put(r.table, r.id, r.to_doc())
         wait_for(lambda: conn.network.get_ip(fip.id).status == 'ACTIVE', TIMEOUT,
                  what='the floating IP ACTIVE')
+        # Neutron's ACTIVE is mirrored after its commit: a report names that version.
+        wait_for(lambda: neutron_store.get(FloatingIP.table, fip.id).value['status'] ==
+                 'ACTIVE', TIMEOUT, what='the NB floating IP ACTIVE')
         revision = neutron_store.get(FloatingIP.table, fip.id).revision
         neutron_store.put(r.table, r.id, r.model_copy(
             update={'status': 'DOWN', 'object_revision': revision}).to_doc())
