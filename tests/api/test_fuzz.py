@@ -49,7 +49,7 @@ from dragonflow.model.objects import (
 
 from .conftest import in_process
 
-EXAMPLES = int(os.environ.get('DF_FUZZ_EXAMPLES', '100'))
+EXAMPLES = int(os.environ.get('DF_FUZZ_EXAMPLES', '150'))
 STEPS = 80
 # Shrinking a long failing run can take minutes: the failure's own message names the request
 # that failed, and DF_FUZZ_SHRINK=1 asks for the shortest run that fails.
@@ -219,13 +219,17 @@ class Api(RuleBasedStateMachine):
                                       for r in self.store.list(model.table)}
                         for model in MODELS.values()}
 
+    def own_live(self, table: str) -> list[str]:
+        """The live objects of ``table`` the caller may change (an admin: all)."""
+        own = self.caller.get('X-Project-Id', 'demo')
+        return [i for i in sorted(self.objects[table]) if 'X-Roles' in self.caller or
+                getattr(self.objects[table][i], 'project_id', own) == own]
+
     def an_id(self, table: str) -> str:
         """Mostly a live object of ``table``; sometimes another kind's, a deleted one's or a
         random one (junk comes with the flaws of attributes())."""
         live = sorted(self.objects[table])
-        own = self.caller.get('X-Project-Id', 'demo')
-        mine = [i for i in live if 'X-Roles' in self.caller or
-                getattr(self.objects[table][i], 'project_id', own) == own]
+        mine = self.own_live(table)
         others = [i for t in self.objects.values() for i in t] + self.gone
         if mine and self.chance(0.7):
             return self.rng.choice(mine)
@@ -452,13 +456,17 @@ class Api(RuleBasedStateMachine):
     def update(self, rdef, caller, data, rng):
         self.begin(caller, data, rng)
         renamable = 'name' in rdef.attributes and rdef.attributes['name'].allow_put
-        if renamable and self.chance(0.2):
-            # A plain rename: a port's many updatable attributes make a random body that
-            # passes every check rare, and how rare depends on the search's path.
+        mine = self.own_live(rdef.collection)
+        if renamable and mine and self.chance(0.2):
+            # A plain rename of one's own object: a port's many updatable attributes make a
+            # random body that passes every check rare, and how rare depended on the
+            # search's path (which differed with what the process had imported).
+            target = self.rng.choice(mine)
             body = {rdef.name: {'name': f'renamed-{self.rng.randrange(100)}'}}
         else:
+            target = self.an_id(rdef.collection)
             body = {rdef.name: self.attributes(rdef, 'PUT')}
-        self.send('PUT', f'/v2.0/{rdef.url_segment}/{_path(self.an_id(rdef.collection))}', body)
+        self.send('PUT', f'/v2.0/{rdef.url_segment}/{_path(target)}', body)
 
     @rule(rdef=st.sampled_from(RESOURCES), **step)
     def delete(self, rdef, caller, data, rng):
