@@ -7,6 +7,7 @@ and ``df-l3`` service plugin mirror Neutron into. Until those entry points are i
 the stack runs Neutron's own ``logger`` driver and ``router`` plugin, so the fixture itself
 stays tested.
 """
+import uuid
 from importlib.metadata import entry_points
 
 import pytest
@@ -20,6 +21,17 @@ def pytest_configure(config):
     for category in ('DeprecationWarning', 'PendingDeprecationWarning'):
         config.addinivalue_line('filterwarnings', f'ignore::{category}:openstack.*')
     config.addinivalue_line('filterwarnings', "ignore:'cgi' is deprecated:DeprecationWarning")
+
+
+def unique(prefix: str) -> str:
+    """A name no other test of the session's one Neutron uses."""
+    return f'{prefix}-{uuid.uuid4().hex[:8]}'
+
+
+def nb_object(store, model, id):
+    """The NB store's object, or None."""
+    record = store.get(model.table, id)
+    return None if record is None else model.from_doc(record.value, record.revision)
 
 
 def dragonflow_plugins() -> tuple[str, str]:

@@ -1,7 +1,6 @@
 """Real Neutron with the ``df`` driver and ``df-l3`` plugin: what Neutron holds, the NB store
 holds as df-api's model objects, through updates and deletes, with keys that stay; ports bind
 only on registered chassis."""
-import uuid
 
 import openstack
 import pytest
@@ -19,19 +18,11 @@ from dragonflow.model import (
     Subnet,
 )
 from dragonflow.model.objects import NOT_PLUGGED_OWNERS
-from tests.neutron.conftest import dragonflow_plugins
+from tests.neutron.conftest import dragonflow_plugins, unique
+from tests.neutron.conftest import nb_object as nb
 
 pytestmark = pytest.mark.skipif(dragonflow_plugins() != ('df', 'df-l3'),
                                 reason='the df entry points are not installed')
-
-
-def unique(prefix: str) -> str:
-    return f'{prefix}-{uuid.uuid4().hex[:8]}'
-
-
-def nb(store, model, id):
-    record = store.get(model.table, id)
-    return None if record is None else model.from_doc(record.value, record.revision)
 
 
 @pytest.fixture

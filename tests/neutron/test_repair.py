@@ -2,7 +2,6 @@
 stale, or still there after Neutron deleted the object) are listed by ``--mode log`` and
 written back by ``--mode repair``, with the data-plane keys they had."""
 import subprocess
-import uuid
 
 import pytest
 
@@ -18,19 +17,11 @@ from dragonflow.model import (
 )
 from dragonflow.neutron import mirror
 from dragonflow.store import api
-from tests.neutron.conftest import dragonflow_plugins
+from tests.neutron.conftest import dragonflow_plugins, unique
+from tests.neutron.conftest import nb_object as nb
 
 pytestmark = pytest.mark.skipif(dragonflow_plugins() != ('df', 'df-l3'),
                                 reason='the df entry points are not installed')
-
-
-def unique(prefix: str) -> str:
-    return f'{prefix}-{uuid.uuid4().hex[:8]}'
-
-
-def nb(store, model, id):
-    record = store.get(model.table, id)
-    return None if record is None else model.from_doc(record.value, record.revision)
 
 
 def sync(neutron, mode: str) -> subprocess.CompletedProcess:

@@ -6,17 +6,13 @@ import ipaddress
 import json
 import os
 import urllib.request
-import uuid
 from pathlib import Path
 
 import openstack
 import pytest
 
 from dragonflow.lab.neutron import NeutronServer, StartError, group_alive, processes_in
-
-
-def unique(prefix: str) -> str:
-    return f'{prefix}-{uuid.uuid4().hex[:8]}'
+from tests.neutron.conftest import unique
 
 
 def http_status(call, *args, **kwargs) -> int:

@@ -2,22 +2,17 @@
 chassis reports the flows of its current version in (a StatusReport in the NB store, read by
 the driver's status worker in neutron-periodic-workers), and DOWN once it reports it
 unplugged. The chassis is a record in the store; the test writes its reports."""
-import uuid
 
 import pytest
 
 from dragonflow.lab.cloud import wait_for
 from dragonflow.model import Chassis, FloatingIP, Port, StatusReport
-from tests.neutron.conftest import dragonflow_plugins
+from tests.neutron.conftest import dragonflow_plugins, unique
 
 pytestmark = pytest.mark.skipif(dragonflow_plugins() != ('df', 'df-l3'),
                                 reason='the df entry points are not installed')
 
 TIMEOUT = 30.0  # the worker starts with neutron-periodic-workers, then follows at once
-
-
-def unique(prefix: str) -> str:
-    return f'{prefix}-{uuid.uuid4().hex[:8]}'
 
 
 @pytest.fixture
